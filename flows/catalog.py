@@ -1,0 +1,166 @@
+"""The data catalog: every dataset the flows read or write, named in ``data_catalog.yaml``.
+
+Like Kedro's catalog, flows ask for datasets by name (``catalog.path("case_store")``) and the
+YAML file decides where they live. Paths are relative to the catalog file's folder and may hold
+``{placeholders}`` (``catalog.path("case_file", case_id="...")``); a resolved path never leaves
+the catalog's folder. Top-level keys starting with ``_`` hold YAML anchors and are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+__all__ = ["Catalog", "CatalogError", "DatasetEntry", "load_catalog"]
+
+DEFAULT_CATALOG = Path("data_catalog.yaml")
+_PLACEHOLDER_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+DatasetType = Literal[
+    "raw_case_folders",
+    "case_store",
+    "case_file",
+    "model_weights",
+    "hdf5_dataset",
+    "report_folder",
+]
+
+
+class CatalogError(ValueError):
+    """The catalog file is missing or invalid, or a dataset request is wrong."""
+
+
+class DatasetEntry(BaseModel):
+    """One named dataset: ``{type, filepath, load_args, save_args, versioned}``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: DatasetType
+    filepath: str
+    load_args: dict[str, Any] = {}
+    save_args: dict[str, Any] = {}
+    versioned: bool = False
+
+    @field_validator("filepath")
+    @classmethod
+    def _relative_inside(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if not value or path.is_absolute() or ".." in path.parts:
+            raise ValueError(
+                f"must be a relative path inside the catalog's folder without '..', got {value!r}"
+            )
+        for _, field, _, _ in string.Formatter().parse(value):
+            if field is not None and not field.isidentifier():
+                raise ValueError(f"placeholder {{{field}}} in {value!r} is not a plain name")
+        return value
+
+    @property
+    def placeholders(self) -> frozenset[str]:
+        return frozenset(
+            field for _, field, _, _ in string.Formatter().parse(self.filepath) if field
+        )
+
+
+class Catalog(BaseModel):
+    """Validated catalog; ``root`` is the folder relative paths are resolved against."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1]
+    datasets: dict[str, DatasetEntry]
+    root: Path
+
+    def entry(self, name: str) -> DatasetEntry:
+        """The entry of a named dataset; an unknown name is an error listing the known ones."""
+        try:
+            return self.datasets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.datasets))
+            raise CatalogError(f"unknown dataset {name!r}; the catalog defines: {known}") from None
+
+    def path(self, name: str, **placeholders: str) -> Path:
+        """Absolute path of a dataset, placeholders filled in.
+
+        Raises
+        ------
+        CatalogError
+            Unknown dataset, missing or extra placeholder, or a value that would leave the
+            catalog's folder (values are single path components: no '/', no '..').
+        """
+        entry = self.entry(name)
+        given, needed = set(placeholders), entry.placeholders
+        if given != needed:
+            raise CatalogError(
+                f"dataset {name!r} ({entry.filepath}) needs placeholders {sorted(needed)}, "
+                f"got {sorted(given)}"
+            )
+        for key, value in placeholders.items():
+            if not _PLACEHOLDER_VALUE.match(str(value)) or ".." in str(value):
+                raise CatalogError(
+                    f"dataset {name!r}: placeholder {key}={value!r} must be one plain path "
+                    "component (letters, digits, '_', '-', '.')"
+                )
+        root = self.root.resolve()
+        resolved = (root / entry.filepath.format(**placeholders)).resolve()
+        if not resolved.is_relative_to(root):
+            raise CatalogError(f"dataset {name!r} resolves to {resolved}, outside {root}")
+        return resolved
+
+
+def load_catalog(path: Path = DEFAULT_CATALOG) -> Catalog:
+    """Read and validate a catalog file.
+
+    Parameters
+    ----------
+    path : Path
+        The YAML file (``yaml.safe_load``). Relative dataset paths resolve against its folder.
+
+    Returns
+    -------
+    catalog : Catalog
+
+    Raises
+    ------
+    CatalogError
+        If the file is missing, is not YAML, or any entry is invalid; the message names the
+        file, the dataset and the field.
+
+    Example
+    -------
+    >>> load_catalog(Path("data_catalog.yaml")).path("case_store")  # doctest: +SKIP
+    PosixPath('/home/me/angioflow/data/02_cases')
+    """
+    if not path.is_file():
+        raise CatalogError(
+            f"no catalog file at {path}; pass --catalog FILE (the project's data_catalog.yaml)"
+        )
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise CatalogError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(document, dict):
+        raise CatalogError(f"{path}: must be a mapping with 'version' and 'datasets'")
+    document = {k: v for k, v in document.items() if not str(k).startswith("_")}
+    try:
+        return Catalog(**document, root=path.parent.resolve())
+    except ValidationError as error:
+        raise CatalogError(f"{path}: {_describe(error)}") from None
+    except TypeError as error:
+        raise CatalogError(f"{path}: {error}") from None
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        location = [str(part) for part in item["loc"]]
+        if len(location) >= 2 and location[0] == "datasets":
+            where = f"dataset {location[1]!r}" + (f" field {'.'.join(location[2:])!r}" if location[2:] else "")
+        else:
+            where = f"field {'.'.join(location)!r}"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)

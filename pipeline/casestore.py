@@ -1,0 +1,704 @@
+"""The case store: one HDF5 file per case, written atomically, with immutable review versions.
+
+Layout of ``<store>/cases/<case_id>.h5``::
+
+    /                       attrs: format, format_version, case_id, patient_pseudonym, eye,
+                            camera, acquired_year, source_sha256, created, software_version,
+                            complete
+    /raw/fundus             (H, W, 3) uint8, gzip
+    /raw/fa/000 ...         (h, w) uint8|uint16, gzip; attrs time_s, file
+    /stages/<name>/<array>  stage outputs; group attrs params (JSON), software_version,
+                            finished, seconds
+    /reviews/<kind>/v0001   (H, W) uint8 label mask; attrs version, parent, editor, time,
+                            note, sha256 (immutable once written)
+    /reviews/<kind>/approvals/a0001   attrs version, editor, time
+    /events                 JSON lines: ingested, stage outputs, saves, approvals, errors
+
+Every array dataset carries the sha256 of its bytes, checked on read.
+
+Every change is copy-on-write: the current file is copied to a temporary file in the same
+folder, changed, flushed and fsynced, then renamed over the original (and the folder is
+fsynced). A crash at any point leaves either the old or the new file, never a mix. Writers of
+one case are serialised with an advisory lock (``flock``) on ``<store>/locks/<case_id>.lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "CaseStore",
+    "CaseStoreError",
+    "CaseSummary",
+    "NewCase",
+    "MaskKind",
+    "RawImages",
+    "Stage",
+    "StaleVersionError",
+    "StageOutput",
+    "VersionInfo",
+    "software_version",
+]
+
+FORMAT = "angioflow-case"
+FORMAT_VERSION = 1
+_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+_COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+
+class CaseStoreError(RuntimeError):
+    """A case file is missing, corrupt, incomplete, or a request on it is invalid."""
+
+
+class StaleVersionError(CaseStoreError):
+    """A mask was saved against a parent version that is no longer the latest."""
+
+
+class MaskKind(StrEnum):
+    """The two reviewed masks and the labels each may hold."""
+
+    VESSEL = "vessel"  # 0 background, 1 vessel
+    AV = "av"  # 0 background, 1 artery, 2 vein, 3 crossing or uncertain
+
+    @property
+    def labels(self) -> frozenset[int]:
+        return frozenset({0, 1}) if self is MaskKind.VESSEL else frozenset({0, 1, 2, 3})
+
+
+class Stage(StrEnum):
+    """Where a case stands, derived from what its file holds (never stored separately)."""
+
+    INGESTED = "ingested"
+    VESSEL_REVIEW = "vessel_review"
+    VESSEL_APPROVED = "vessel_approved"
+    AV_REVIEW = "av_review"
+    DONE = "done"
+
+    @property
+    def waiting_for_review(self) -> bool:
+        return self in (Stage.VESSEL_REVIEW, Stage.AV_REVIEW)
+
+
+@dataclass(frozen=True)
+class NewCase:
+    """Everything ingestion stores for a new case. Holds no patient id.
+
+    Attributes
+    ----------
+    case_id : str
+        Pseudonymous case id (file name stem).
+    patient_pseudonym : str
+    eye : {'OD', 'OS'}
+    camera : str
+    acquired_year : int or None
+    source_sha256 : str
+        Digest of the raw folder's contract content (see :class:`pipeline.raw_case.RawCase`).
+    fundus : (H, W, 3) uint8 ndarray
+    fa_frames : tuple of (h, w) uint8 or uint16 ndarray
+    fa_times_s : tuple of float, seconds
+    fa_files : tuple of str
+    """
+
+    case_id: str
+    patient_pseudonym: str
+    eye: str
+    camera: str
+    acquired_year: int | None
+    source_sha256: str
+    fundus: np.ndarray
+    fa_frames: tuple[np.ndarray, ...]
+    fa_times_s: tuple[float, ...]
+    fa_files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RawImages:
+    """Raw pixels of a stored case: fundus (H, W, 3) uint8, FA frames (h, w), times in s."""
+
+    fundus: np.ndarray
+    fa_frames: tuple[np.ndarray, ...]
+    fa_times_s: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One saved mask version (version 1 is the pipeline's baseline; parent 0 = none)."""
+
+    kind: MaskKind
+    version: int
+    parent: int
+    editor: str
+    time: str
+    note: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """A stage's stored arrays and the provenance they were made with."""
+
+    arrays: dict[str, np.ndarray]
+    params: dict[str, Any]
+    software_version: str
+    finished: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    """What ``angioflow status`` shows of a case; read from attributes only (no pixels)."""
+
+    case_id: str
+    patient_pseudonym: str
+    eye: str
+    n_frames: int
+    fundus_shape: tuple[int, int]
+    stage: Stage
+    stages_done: tuple[str, ...]
+    latest_versions: dict[str, int]
+    approved_versions: dict[str, int]
+    last_error: str
+
+
+def software_version() -> str:
+    """Installed angioflow version, recorded with every stored output."""
+    try:
+        return metadata.version("angioflow")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+class CaseStore:
+    """A folder of case files.
+
+    Parameters
+    ----------
+    root : Path
+        Store folder; ``cases/``, ``locks/``, ``replaced/`` and ``quarantine/`` live inside.
+        Created when absent.
+
+    Example
+    -------
+    >>> store = CaseStore(Path("store"))  # doctest: +SKIP
+    >>> store.case_ids()  # doctest: +SKIP
+    ['p0ea7e5aff8bd_OD_5a7f73']
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise CaseStoreError(f"store {self.root} is a file, not a folder; pass a folder")
+        self.cases_dir = self.root / "cases"
+        self.locks_dir = self.root / "locks"
+        self.replaced_dir = self.root / "replaced"
+        for folder in (self.cases_dir, self.locks_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._remove_orphaned_temp_files()
+
+    def _remove_orphaned_temp_files(self) -> None:
+        # A writer killed mid-commit leaves its temp file; the case file itself is intact.
+        for temp in self.cases_dir.glob(".*.tmp"):
+            pid = temp.name.split(".")[-3]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                temp.unlink(missing_ok=True)
+
+    # ---- paths and locking -------------------------------------------------------------
+
+    def path(self, case_id: str) -> Path:
+        """Path of a case's file; ``case_id`` may not name anything outside ``cases/``."""
+        if not isinstance(case_id, str) or not _CASE_ID.match(case_id):
+            raise CaseStoreError(
+                f"invalid case id {case_id!r}: use the id shown by `angioflow status` "
+                "(letters, digits, '_' and '-')"
+            )
+        return self.cases_dir / f"{case_id}.h5"
+
+    def case_ids(self) -> list[str]:
+        """Ids of every stored case, sorted."""
+        return sorted(p.stem for p in self.cases_dir.glob("*.h5") if _CASE_ID.match(p.stem))
+
+    def exists(self, case_id: str) -> bool:
+        return self.path(case_id).is_file()
+
+    @contextlib.contextmanager
+    def _locked(self, case_id: str) -> Iterator[None]:
+        lock_path = self.locks_dir / f"{case_id}.lock"
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _commit(self, case_id: str, build: Callable[[Path], None], *, copy_current: bool) -> None:
+        """Write a new version of a case file via temp file + fsync + rename (lock held)."""
+        target = self.path(case_id)
+        temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            if copy_current:
+                shutil.copyfile(target, temp)
+            build(temp)
+            with open(temp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+        _fsync_folder(target.parent)
+
+    def _mutate(self, case_id: str, change: Callable[[h5py.File], Any]) -> Any:
+        """Apply ``change`` to a case file atomically and return its result."""
+        with self._locked(case_id):
+            self._check_readable(case_id)
+            result: list[Any] = []
+
+            def build(temp: Path) -> None:
+                with h5py.File(temp, "r+") as handle:
+                    result.append(change(handle))
+                    handle.attrs["modified"] = _now()
+
+            self._commit(case_id, build, copy_current=True)
+            return result[0]
+
+    # ---- reading -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _open(self, case_id: str) -> Iterator[h5py.File]:
+        path = self.path(case_id)
+        if not path.is_file():
+            raise CaseStoreError(
+                f"no case {case_id!r} in store {self.root}; `angioflow status --store {self.root}` "
+                "lists the stored cases"
+            )
+        try:
+            handle = h5py.File(path, "r")
+        except OSError as error:
+            raise CaseStoreError(
+                f"case file {path} is corrupt or incomplete ({error.__class__.__name__}); restore "
+                "it from a backup or re-ingest the case with --replace"
+            ) from None
+        with handle:
+            if handle.attrs.get("format") != FORMAT or not handle.attrs.get("complete", False):
+                raise CaseStoreError(
+                    f"case file {path} is not a complete angioflow case file; restore it from a "
+                    "backup or re-ingest the case with --replace"
+                )
+            if int(handle.attrs["format_version"]) > FORMAT_VERSION:
+                raise CaseStoreError(
+                    f"case file {path} has format version {handle.attrs['format_version']}, newer "
+                    f"than this angioflow ({software_version()}) reads; upgrade angioflow"
+                )
+            yield handle
+
+    def _check_readable(self, case_id: str) -> None:
+        with self._open(case_id):
+            pass
+
+    def _read_array(self, handle: h5py.File, name: str) -> np.ndarray:
+        dataset = handle[name]
+        try:
+            array = dataset[()]
+        except OSError as error:
+            raise CaseStoreError(
+                f"case file {handle.filename}: dataset {name} is unreadable ({error}); restore the "
+                "file from a backup"
+            ) from None
+        if _sha256(array) != dataset.attrs["sha256"]:
+            raise CaseStoreError(
+                f"case file {handle.filename}: dataset {name} fails its checksum; the file is "
+                "damaged, restore it from a backup"
+            )
+        return array
+
+    def source_sha256(self, case_id: str) -> str:
+        """Digest of the raw folder content the case was ingested from."""
+        with self._open(case_id) as handle:
+            return str(handle.attrs["source_sha256"])
+
+    def read_raw(self, case_id: str) -> RawImages:
+        """Raw fundus photo and FA frames of a case, checksums verified."""
+        with self._open(case_id) as handle:
+            fa_group = handle["raw/fa"]
+            names = sorted(fa_group)
+            return RawImages(
+                fundus=self._read_array(handle, "raw/fundus"),
+                fa_frames=tuple(self._read_array(handle, f"raw/fa/{n}") for n in names),
+                fa_times_s=tuple(float(fa_group[n].attrs["time_s"]) for n in names),
+            )
+
+    def summary(self, case_id: str) -> CaseSummary:
+        """Attributes, stage and review state of a case, without reading pixels."""
+        with self._open(case_id) as handle:
+            latest = {k.value: _latest_version(handle, k) for k in MaskKind}
+            approved = {k.value: _approved_version(handle, k) for k in MaskKind}
+            events = _events(handle)
+            errors = [e for e in events if e["event"] == "error"]
+            # An error stays "last" until a later stage output shows the case moved on.
+            resolved_after = errors and any(
+                e["event"] == "stage_output" and e["time"] > errors[-1]["time"] for e in events
+            )
+            return CaseSummary(
+                case_id=case_id,
+                patient_pseudonym=str(handle.attrs["patient_pseudonym"]),
+                eye=str(handle.attrs["eye"]),
+                n_frames=len(handle["raw/fa"]),
+                fundus_shape=tuple(handle["raw/fundus"].shape[:2]),
+                stage=_derive_stage(latest, approved),
+                stages_done=tuple(sorted(handle.get("stages", {}))),
+                latest_versions=latest,
+                approved_versions=approved,
+                last_error="" if not errors or resolved_after else errors[-1]["message"],
+            )
+
+    def events(self, case_id: str) -> list[dict[str, Any]]:
+        """The case's event log, oldest first (ingest, stage outputs, saves, approvals, errors)."""
+        with self._open(case_id) as handle:
+            return _events(handle)
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def create(self, case: NewCase, *, replace: bool = False) -> Path:
+        """Store a new case atomically.
+
+        With ``replace=True`` an existing file of the same id is moved to ``replaced/`` (kept,
+        never deleted) and the new one takes its place; without it an existing case is an error.
+
+        Raises
+        ------
+        CaseStoreError
+            If the case exists and ``replace`` is false, or the arrays have the wrong layout.
+        """
+        _validate_new_case(case)
+        target = self.path(case.case_id)
+        with self._locked(case.case_id):
+            if target.exists():
+                if not replace:
+                    raise CaseStoreError(
+                        f"case {case.case_id} is already stored; pass --replace to store the new "
+                        "content (the old file is kept in replaced/)"
+                    )
+                self.replaced_dir.mkdir(exist_ok=True)
+                stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+                shutil.copyfile(target, self.replaced_dir / f"{case.case_id}.{stamp}.h5")
+                _fsync_folder(self.replaced_dir)
+            self._commit(case.case_id, lambda temp: _write_new_case(temp, case), copy_current=False)
+        return target
+
+    def write_stage(
+        self,
+        case_id: str,
+        stage: str,
+        arrays: dict[str, np.ndarray],
+        *,
+        params: dict[str, Any],
+        seconds: float,
+    ) -> None:
+        """Store (or recompute) a stage's output arrays with their parameters and timing.
+
+        Stage outputs are derived data: writing a stage again replaces its previous output.
+        Review versions and raw images are never touched by this.
+        """
+        if not _STAGE_NAME.match(stage):
+            raise CaseStoreError(f"invalid stage name {stage!r}; use lower_snake_case")
+        params_json = json.dumps(params, sort_keys=True)
+
+        def change(handle: h5py.File) -> None:
+            stages = handle.require_group("stages")
+            if stage in stages:
+                del stages[stage]
+            group = stages.create_group(stage)
+            for name, array in arrays.items():
+                _write_array(group, name, np.asarray(array))
+            group.attrs.update(
+                params=params_json, software_version=software_version(),
+                finished=_now(), seconds=float(seconds),
+            )
+            _append_event(handle, "stage_output", {"stage": stage, "seconds": float(seconds)})
+
+        self._mutate(case_id, change)
+
+    def read_stage(self, case_id: str, stage: str) -> StageOutput:
+        """A stage's arrays and provenance, checksums verified."""
+        with self._open(case_id) as handle:
+            if f"stages/{stage}" not in handle:
+                raise CaseStoreError(f"case {case_id} has no output of stage {stage!r} yet")
+            group = handle[f"stages/{stage}"]
+            return StageOutput(
+                arrays={n: self._read_array(handle, f"stages/{stage}/{n}") for n in group},
+                params=json.loads(group.attrs["params"]),
+                software_version=str(group.attrs["software_version"]),
+                finished=str(group.attrs["finished"]),
+                seconds=float(group.attrs["seconds"]),
+            )
+
+    def record_error(self, case_id: str, stage: str, message: str) -> None:
+        """Append a failed-stage message to the case's event log (shown by ``status``)."""
+        self._mutate(case_id, lambda h: _append_event(h, "error", {"stage": stage, "message": message}))
+
+    # ---- review versions -------------------------------------------------------------------
+
+    def save_version(
+        self,
+        case_id: str,
+        kind: MaskKind | str,
+        mask: np.ndarray,
+        *,
+        editor: str,
+        parent: int,
+        note: str = "",
+    ) -> int:
+        """Save a mask as a new immutable version.
+
+        Parameters
+        ----------
+        case_id : str
+        kind : MaskKind or {'vessel', 'av'}
+        mask : (H, W) integer ndarray
+            Label mask in fundus coordinates, labels as in :class:`MaskKind`.
+        editor : str
+            Who made it (``'angioflow'`` for pipeline baselines).
+        parent : int
+            The version the edit started from, ``0`` for the first version. It must be the
+            latest version, so an edit made on an outdated mask is never saved over a newer one.
+        note : str
+            Free-text comment.
+
+        Returns
+        -------
+        version : int
+            Number of the new version (1, 2, ...).
+
+        Raises
+        ------
+        StaleVersionError
+            If ``parent`` is not the latest version (someone saved meanwhile).
+        CaseStoreError
+            If the mask's shape or labels are wrong.
+        """
+        kind = MaskKind(kind)
+        if not editor or not editor.strip():
+            raise CaseStoreError("an editor name is required to save a mask version")
+        mask = np.asarray(mask)
+        with self._open(case_id) as handle:
+            expected = tuple(handle["raw/fundus"].shape[:2])
+        _validate_mask(mask, kind, expected, case_id)
+        mask = mask.astype(np.uint8)
+
+        def change(handle: h5py.File) -> int:
+            latest = _latest_version(handle, kind)
+            if parent != latest:
+                raise StaleVersionError(
+                    f"case {case_id}: the {kind.value} mask was edited from version {parent}, but "
+                    f"version {latest} has been saved since; reload version {latest} and merge "
+                    "your edits before saving"
+                )
+            version = latest + 1
+            group = handle.require_group(f"reviews/{kind.value}")
+            dataset = _write_array(group, f"v{version:04d}", mask)
+            dataset.attrs.update(
+                version=version, parent=parent, editor=editor.strip(), time=_now(), note=note,
+            )
+            _append_event(handle, "saved", {"kind": kind.value, "version": version, "editor": editor.strip()})
+            return version
+
+        return self._mutate(case_id, change)
+
+    def versions(self, case_id: str, kind: MaskKind | str) -> list[VersionInfo]:
+        """Every saved version of a mask, oldest first."""
+        kind = MaskKind(kind)
+        with self._open(case_id) as handle:
+            group = handle.get(f"reviews/{kind.value}")
+            if group is None:
+                return []
+            return [
+                VersionInfo(
+                    kind=kind, version=int(d.attrs["version"]), parent=int(d.attrs["parent"]),
+                    editor=str(d.attrs["editor"]), time=str(d.attrs["time"]),
+                    note=str(d.attrs["note"]), sha256=str(d.attrs["sha256"]),
+                )
+                for name, d in sorted(group.items()) if name.startswith("v")
+            ]
+
+    def read_version(self, case_id: str, kind: MaskKind | str, version: int | None = None) -> np.ndarray:
+        """A saved mask version (the latest when ``version`` is None), checksum verified."""
+        kind = MaskKind(kind)
+        with self._open(case_id) as handle:
+            latest = _latest_version(handle, kind)
+            number = latest if version is None else version
+            if not 1 <= number <= latest:
+                raise CaseStoreError(
+                    f"case {case_id} has no {kind.value} mask version {number}"
+                    + (f" (versions 1..{latest} exist)" if latest else " (none saved yet)")
+                )
+            return self._read_array(handle, f"reviews/{kind.value}/v{number:04d}")
+
+    def approve(self, case_id: str, kind: MaskKind | str, *, version: int, editor: str) -> None:
+        """Record that ``editor`` approved a mask version; only approvals advance a case.
+
+        Raises
+        ------
+        CaseStoreError
+            If the version does not exist, or an A/V mask is approved before the vessel mask.
+        """
+        kind = MaskKind(kind)
+        if not editor or not editor.strip():
+            raise CaseStoreError("an editor name is required to approve a mask")
+
+        def change(handle: h5py.File) -> None:
+            latest = _latest_version(handle, kind)
+            if not 1 <= version <= latest:
+                raise CaseStoreError(
+                    f"case {case_id} has no {kind.value} mask version {version} to approve"
+                )
+            if kind is MaskKind.AV and not _approved_version(handle, MaskKind.VESSEL):
+                raise CaseStoreError(
+                    f"case {case_id}: approve the vessel mask before the A/V mask"
+                )
+            group = handle.require_group(f"reviews/{kind.value}/approvals")
+            record = group.create_group(f"a{len(group) + 1:04d}")
+            record.attrs.update(version=version, editor=editor.strip(), time=_now())
+            _append_event(handle, "approved", {"kind": kind.value, "version": version, "editor": editor.strip()})
+
+        self._mutate(case_id, change)
+
+
+# ---- helpers on open files ----------------------------------------------------------------
+
+
+def _write_array(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Dataset:
+    options = _COMPRESSION if array.ndim >= 2 and array.size >= 4096 else {}
+    dataset = group.create_dataset(name, data=array, **options)
+    dataset.attrs["sha256"] = _sha256(array)
+    return dataset
+
+
+def _append_event(handle: h5py.File, event: str, detail: dict[str, Any]) -> None:
+    line = json.dumps({"event": event, "time": _now(), **detail}, sort_keys=True)
+    if "events" not in handle:
+        handle.create_dataset("events", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype())
+    events = handle["events"]
+    events.resize((events.shape[0] + 1,))
+    events[-1] = line
+
+
+def _events(handle: h5py.File) -> list[dict[str, Any]]:
+    if "events" not in handle:
+        return []
+    return [json.loads(line) for line in handle["events"].asstr()[()]]
+
+
+def _latest_version(handle: h5py.File, kind: MaskKind) -> int:
+    group = handle.get(f"reviews/{kind.value}")
+    if group is None:
+        return 0
+    return sum(1 for name in group if name.startswith("v"))
+
+
+def _approved_version(handle: h5py.File, kind: MaskKind) -> int:
+    group = handle.get(f"reviews/{kind.value}/approvals")
+    if group is None or not len(group):
+        return 0
+    return int(group[sorted(group)[-1]].attrs["version"])
+
+
+def _derive_stage(latest: dict[str, int], approved: dict[str, int]) -> Stage:
+    if approved[MaskKind.AV]:
+        return Stage.DONE
+    if latest[MaskKind.AV]:
+        return Stage.AV_REVIEW
+    if approved[MaskKind.VESSEL]:
+        return Stage.VESSEL_APPROVED
+    if latest[MaskKind.VESSEL]:
+        return Stage.VESSEL_REVIEW
+    return Stage.INGESTED
+
+
+def _validate_new_case(case: NewCase) -> None:
+    if case.fundus.ndim != 3 or case.fundus.shape[2] != 3 or case.fundus.dtype != np.uint8:
+        raise CaseStoreError(
+            f"fundus must be (H, W, 3) uint8, got {case.fundus.shape} {case.fundus.dtype}"
+        )
+    if not case.fa_frames or not len(case.fa_frames) == len(case.fa_times_s) == len(case.fa_files):
+        raise CaseStoreError("a case needs >= 1 FA frame, each with a time and a file name")
+    for frame in case.fa_frames:
+        if frame.ndim != 2 or frame.dtype not in (np.uint8, np.uint16):
+            raise CaseStoreError(f"FA frames must be (h, w) uint8/uint16, got {frame.shape} {frame.dtype}")
+
+
+def _validate_mask(mask: np.ndarray, kind: MaskKind, shape: tuple[int, ...], case_id: str) -> None:
+    if mask.shape != shape:
+        raise CaseStoreError(
+            f"case {case_id}: {kind.value} mask is {mask.shape[1::-1] if mask.ndim >= 2 else mask.shape} "
+            f"(W x H) but the fundus photo is {shape[1]}x{shape[0]}; masks live in fundus coordinates"
+        )
+    if not np.issubdtype(mask.dtype, np.integer) and mask.dtype != np.bool_:
+        raise CaseStoreError(f"case {case_id}: {kind.value} mask must hold integer labels, got {mask.dtype}")
+    found = set(np.unique(mask).tolist())
+    if not found <= kind.labels:
+        raise CaseStoreError(
+            f"case {case_id}: {kind.value} mask holds labels {sorted(found - kind.labels)} outside "
+            f"the allowed {sorted(kind.labels)}"
+        )
+
+
+def _write_new_case(temp: Path, case: NewCase) -> None:
+    with h5py.File(temp, "w") as handle:
+        handle.attrs.update(
+            format=FORMAT, format_version=FORMAT_VERSION, case_id=case.case_id,
+            patient_pseudonym=case.patient_pseudonym, eye=case.eye, camera=case.camera,
+            acquired_year=case.acquired_year or 0, source_sha256=case.source_sha256,
+            created=_now(), software_version=software_version(), complete=False,
+        )
+        raw = handle.create_group("raw")
+        _write_array(raw, "fundus", case.fundus)
+        fa = raw.create_group("fa")
+        for index, (frame, time_s, name) in enumerate(
+            zip(case.fa_frames, case.fa_times_s, case.fa_files, strict=True)
+        ):
+            dataset = _write_array(fa, f"{index:03d}", frame)
+            dataset.attrs.update(time_s=float(time_s), file=name)
+        _append_event(handle, "ingested", {"n_frames": len(case.fa_frames)})
+        handle.attrs["complete"] = True
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

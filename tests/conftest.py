@@ -1,0 +1,95 @@
+"""Shared fixtures: real raw case folders on disk, and one Prefect test server per session."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Distinctive, so a byte search for it cannot match by chance.
+PATIENT_ID = "MRN-7f3a91-DOE^JANE"
+
+
+def retina_like(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """A (H, W) float image in [0, 1] with a bright disc, a dark macula and curved vessels."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    height, width = shape
+    disc_r, disc_c = height * 0.5, width * 0.3
+    image = 0.45 + 0.05 * rng.standard_normal(shape).astype(np.float32)
+    image += 0.4 * np.exp(-((rows - disc_r) ** 2 + (cols - disc_c) ** 2) / (2 * (0.06 * width) ** 2))
+    image -= 0.15 * np.exp(-((rows - disc_r) ** 2 + (cols - 0.65 * width) ** 2) / (2 * (0.1 * width) ** 2))
+    for angle in rng.uniform(0, 2 * np.pi, 6):
+        bend = rng.uniform(-0.004, 0.004)
+        distance = np.hypot(rows - disc_r, cols - disc_c)
+        theta = np.arctan2(rows - disc_r, cols - disc_c) - angle - bend * distance
+        on_vessel = (np.abs(np.sin(theta)) * distance < 1.5) & (np.cos(theta) > 0)
+        image[on_vessel] -= 0.25
+    return np.clip(image, 0, 1)
+
+
+def fundus_rgb(shape: tuple[int, int], seed: int) -> np.ndarray:
+    base = retina_like(shape, seed)
+    rgb = np.stack([0.9 * base + 0.1, 0.55 * base, 0.25 * base], axis=-1)
+    return (255 * np.clip(rgb, 0, 1)).astype(np.uint8)
+
+
+def fa_grey(shape: tuple[int, int], seed: int, *, bits: int = 8) -> np.ndarray:
+    inverted = 1.0 - retina_like(shape, seed)
+    scale = 255 if bits == 8 else 65535
+    return (scale * inverted).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def write_case(
+    folder: Path,
+    *,
+    patient_id: str = PATIENT_ID,
+    eye: str = "OD",
+    n_frames: int = 3,
+    shape: tuple[int, int] = (96, 128),
+    seed: int = 0,
+    acquired: str = "2024-05-17",
+    bits: int = 8,
+) -> Path:
+    """Write a valid raw case folder (DESIGN.md contract) with real PNG files."""
+    (folder / "fa").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(fundus_rgb(shape, seed)).save(folder / "fundus.png")
+    frames = []
+    for index in range(n_frames):
+        name = f"fa/{index:03d}.png"
+        Image.fromarray(fa_grey(shape, seed + index, bits=bits)).save(folder / name)
+        frames.append({"file": name, "time_s": 10.0 + 7.5 * index})
+    document = {
+        "patient_id": patient_id, "eye": eye, "fundus": "fundus.png", "fa_frames": frames,
+        "acquired": acquired, "camera": "TestCam 2", "notes": f"seen by Dr X for {patient_id}",
+    }
+    (folder / "case.json").write_text(json.dumps(document, indent=1))
+    return folder
+
+
+def edit_case_json(folder: Path, **changes: object) -> None:
+    document = json.loads((folder / "case.json").read_text())
+    document.update(changes)
+    (folder / "case.json").write_text(json.dumps(document))
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One temporary Prefect API for every flow test of the session (it takes ~10 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def secret(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """A fixed pseudonymisation key through $ANGIOFLOW_SECRET."""
+    value = "test-secret-0123456789abcdef"
+    monkeypatch.setenv("ANGIOFLOW_SECRET", value)
+    return value.encode()
