@@ -141,8 +141,12 @@ def load_catalog(path: Path = DEFAULT_CATALOG) -> Catalog:
         )
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise CatalogError(f"{path}: not valid YAML ({error.problem}{where})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise CatalogError(f"{path}: not valid YAML ({error})") from None
+        raise CatalogError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(document, dict):
         raise CatalogError(f"{path}: must be a mapping with 'version' and 'datasets'")
     document = {k: v for k, v in document.items() if not str(k).startswith("_")}
@@ -159,7 +163,9 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors(include_input=False, include_url=False):
         location = [str(part) for part in item["loc"]]
         if len(location) >= 2 and location[0] == "datasets":
-            where = f"dataset {location[1]!r}" + (f" field {'.'.join(location[2:])!r}" if location[2:] else "")
+            where = f"dataset {location[1]!r}" + (
+                f" field {'.'.join(location[2:])!r}" if location[2:] else ""
+            )
         else:
             where = f"field {'.'.join(location)!r}"
         problems.append(f"{where}: {item['msg']}")

@@ -18,7 +18,7 @@ from pipeline.ingest import read_quarantine
 
 app = typer.Typer(
     name="angioflow",
-    help="Curate FA-based retinal vessel and artery/vein ground truth; generate synthetic fundus sets.",
+    help="Curate FA-based retinal vessel and A/V ground truth; generate synthetic fundus sets.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -132,15 +132,26 @@ def status(
             broken.append({"case_id": case_id, "error": str(error)})
     quarantined = read_quarantine(root)
     if as_json:
-        typer.echo(json.dumps({
-            "cases": [
-                {"case_id": r.case_id, "eye": r.eye, "frames": r.n_frames, "stage": r.stage.value,
-                 "waiting_for_review": r.stage.waiting_for_review, "last_error": r.last_error}
-                for r in rows
-            ],
-            "unreadable": broken,
-            "quarantined": [q.__dict__ for q in quarantined],
-        }, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "cases": [
+                        {
+                            "case_id": r.case_id,
+                            "eye": r.eye,
+                            "frames": r.n_frames,
+                            "stage": r.stage.value,
+                            "waiting_for_review": r.stage.waiting_for_review,
+                            "last_error": r.last_error,
+                        }
+                        for r in rows
+                    ],
+                    "unreadable": broken,
+                    "quarantined": [q.__dict__ for q in quarantined],
+                },
+                indent=2,
+            )
+        )
         return
     table = Table(title=f"Case store {root}")
     table.add_column("case", no_wrap=True)
@@ -148,8 +159,13 @@ def status(
         table.add_column(column)
     for r in rows:
         table.add_row(
-            r.case_id, r.eye, str(r.n_frames), f"{r.fundus_shape[1]}x{r.fundus_shape[0]}",
-            r.stage.value, "waiting" if r.stage.waiting_for_review else "", r.last_error,
+            r.case_id,
+            r.eye,
+            str(r.n_frames),
+            f"{r.fundus_shape[1]}x{r.fundus_shape[0]}",
+            r.stage.value,
+            "waiting" if r.stage.waiting_for_review else "",
+            r.last_error,
         )
     for b in broken:
         table.add_row(b["case_id"], "", "", "", "[red]unreadable[/]", "", b["error"])
@@ -176,17 +192,24 @@ def history(
     versions = [v for kind in MaskKind for v in case_store.versions(case, kind)]
     approvals = [e for e in case_store.events(case) if e["event"] == "approved"]
     if as_json:
-        typer.echo(json.dumps({
-            "versions": [{**v.__dict__, "kind": v.kind.value} for v in versions],
-            "approvals": approvals,
-        }, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "versions": [{**v.__dict__, "kind": v.kind.value} for v in versions],
+                    "approvals": approvals,
+                },
+                indent=2,
+            )
+        )
         return
     table = Table(title=f"History of {case}")
     for column in ("mask", "version", "parent", "editor", "time", "note", "approved by"):
         table.add_column(column)
     for v in versions:
         approvers = ", ".join(
-            a["editor"] for a in approvals if a["kind"] == v.kind.value and a["version"] == v.version
+            a["editor"]
+            for a in approvals
+            if a["kind"] == v.kind.value and a["version"] == v.version
         )
         table.add_row(
             v.kind.value, str(v.version), str(v.parent or ""), v.editor, v.time, v.note, approvers

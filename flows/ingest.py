@@ -56,8 +56,12 @@ def ingest_case_task(
     """Ingest one case folder; returns the outcome as a dict (no arrays, no patient id)."""
     store_root = Path(store)
     outcome = ingest_case(
-        Path(case_dir), CaseStore(store_root), source_root=Path(source_root),
-        key=load_or_create_key(store_root), limits=case_limits(load_args), replace=replace,
+        Path(case_dir),
+        CaseStore(store_root),
+        source_root=Path(source_root),
+        key=load_or_create_key(store_root),
+        limits=case_limits(load_args),
+        replace=replace,
     )
     logger = get_run_logger()
     if outcome.status == "quarantined":
@@ -97,11 +101,14 @@ def ingest_flow(
             outcomes.append(IngestOutcome(**future.result()))
         else:
             label = case_label(folder)
-            outcomes.append(IngestOutcome(
-                "quarantined", label,
-                reason=f"case '{label}': internal error while ingesting; see the Prefect logs of "
-                f"task 'ingest {label}' and report it",
-            ))
+            outcomes.append(
+                IngestOutcome(
+                    "quarantined",
+                    label,
+                    reason=f"case '{label}': internal error while ingesting; see the Prefect logs "
+                    f"of task 'ingest {label}' and report it",
+                )
+            )
     summary = _summarise(outcomes)
     create_markdown_artifact(key="ingest-summary", markdown=_markdown(summary))
     return summary
@@ -112,7 +119,9 @@ def _summarise(outcomes: list[IngestOutcome]) -> dict[str, list[dict[str, str]]]
     for outcome in outcomes:
         item = asdict(outcome)
         if outcome.status == "quarantined":
-            summary["quarantined"].append({k: item[k] for k in ("case", "case_id", "file", "reason")})
+            summary["quarantined"].append(
+                {k: item[k] for k in ("case", "case_id", "file", "reason")}
+            )
         else:
             group = "skipped" if outcome.status == "skipped" else "ingested"
             summary[group].append({k: item[k] for k in ("case", "case_id", "status")})
@@ -127,5 +136,7 @@ def _markdown(summary: dict[str, list[dict[str, str]]]) -> str:
     ]
     if summary["quarantined"]:
         lines += ["", "| case | reason |", "|---|---|"]
-        lines += [f"| {q['case']} | {q['reason'].replace('|', '/')} |" for q in summary["quarantined"]]
+        lines += [
+            f"| {q['case']} | {q['reason'].replace('|', '/')} |" for q in summary["quarantined"]
+        ]
     return "\n".join(lines)

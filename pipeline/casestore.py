@@ -435,8 +435,10 @@ class CaseStore:
             for name, array in arrays.items():
                 _write_array(group, name, np.asarray(array))
             group.attrs.update(
-                params=params_json, software_version=software_version(),
-                finished=_now(), seconds=float(seconds),
+                params=params_json,
+                software_version=software_version(),
+                finished=_now(),
+                seconds=float(seconds),
             )
             _append_event(handle, "stage_output", {"stage": stage, "seconds": float(seconds)})
 
@@ -458,7 +460,9 @@ class CaseStore:
 
     def record_error(self, case_id: str, stage: str, message: str) -> None:
         """Append a failed-stage message to the case's event log (shown by ``status``)."""
-        self._mutate(case_id, lambda h: _append_event(h, "error", {"stage": stage, "message": message}))
+        self._mutate(
+            case_id, lambda h: _append_event(h, "error", {"stage": stage, "message": message})
+        )
 
     # ---- review versions -------------------------------------------------------------------
 
@@ -521,9 +525,15 @@ class CaseStore:
             group = handle.require_group(f"reviews/{kind.value}")
             dataset = _write_array(group, f"v{version:04d}", mask)
             dataset.attrs.update(
-                version=version, parent=parent, editor=editor.strip(), time=_now(), note=note,
+                version=version,
+                parent=parent,
+                editor=editor.strip(),
+                time=_now(),
+                note=note,
             )
-            _append_event(handle, "saved", {"kind": kind.value, "version": version, "editor": editor.strip()})
+            _append_event(
+                handle, "saved", {"kind": kind.value, "version": version, "editor": editor.strip()}
+            )
             return version
 
         return self._mutate(case_id, change)
@@ -537,14 +547,21 @@ class CaseStore:
                 return []
             return [
                 VersionInfo(
-                    kind=kind, version=int(d.attrs["version"]), parent=int(d.attrs["parent"]),
-                    editor=str(d.attrs["editor"]), time=str(d.attrs["time"]),
-                    note=str(d.attrs["note"]), sha256=str(d.attrs["sha256"]),
+                    kind=kind,
+                    version=int(d.attrs["version"]),
+                    parent=int(d.attrs["parent"]),
+                    editor=str(d.attrs["editor"]),
+                    time=str(d.attrs["time"]),
+                    note=str(d.attrs["note"]),
+                    sha256=str(d.attrs["sha256"]),
                 )
-                for name, d in sorted(group.items()) if name.startswith("v")
+                for name, d in sorted(group.items())
+                if name.startswith("v")
             ]
 
-    def read_version(self, case_id: str, kind: MaskKind | str, version: int | None = None) -> np.ndarray:
+    def read_version(
+        self, case_id: str, kind: MaskKind | str, version: int | None = None
+    ) -> np.ndarray:
         """A saved mask version (the latest when ``version`` is None), checksum verified."""
         kind = MaskKind(kind)
         with self._open(case_id) as handle:
@@ -576,13 +593,15 @@ class CaseStore:
                     f"case {case_id} has no {kind.value} mask version {version} to approve"
                 )
             if kind is MaskKind.AV and not _approved_version(handle, MaskKind.VESSEL):
-                raise CaseStoreError(
-                    f"case {case_id}: approve the vessel mask before the A/V mask"
-                )
+                raise CaseStoreError(f"case {case_id}: approve the vessel mask before the A/V mask")
             group = handle.require_group(f"reviews/{kind.value}/approvals")
             record = group.create_group(f"a{len(group) + 1:04d}")
             record.attrs.update(version=version, editor=editor.strip(), time=_now())
-            _append_event(handle, "approved", {"kind": kind.value, "version": version, "editor": editor.strip()})
+            _append_event(
+                handle,
+                "approved",
+                {"kind": kind.value, "version": version, "editor": editor.strip()},
+            )
 
         self._mutate(case_id, change)
 
@@ -647,17 +666,21 @@ def _validate_new_case(case: NewCase) -> None:
         raise CaseStoreError("a case needs >= 1 FA frame, each with a time and a file name")
     for frame in case.fa_frames:
         if frame.ndim != 2 or frame.dtype not in (np.uint8, np.uint16):
-            raise CaseStoreError(f"FA frames must be (h, w) uint8/uint16, got {frame.shape} {frame.dtype}")
+            raise CaseStoreError(
+                f"FA frames must be (h, w) uint8/uint16, got {frame.shape} {frame.dtype}"
+            )
 
 
 def _validate_mask(mask: np.ndarray, kind: MaskKind, shape: tuple[int, ...], case_id: str) -> None:
     if mask.shape != shape:
         raise CaseStoreError(
-            f"case {case_id}: {kind.value} mask is {mask.shape[1::-1] if mask.ndim >= 2 else mask.shape} "
-            f"(W x H) but the fundus photo is {shape[1]}x{shape[0]}; masks live in fundus coordinates"
+            f"case {case_id}: {kind.value} mask has shape {mask.shape} but the fundus photo is "
+            f"{shape}; masks live in fundus coordinates (H, W)"
         )
     if not np.issubdtype(mask.dtype, np.integer) and mask.dtype != np.bool_:
-        raise CaseStoreError(f"case {case_id}: {kind.value} mask must hold integer labels, got {mask.dtype}")
+        raise CaseStoreError(
+            f"case {case_id}: {kind.value} mask must hold integer labels, got {mask.dtype}"
+        )
     found = set(np.unique(mask).tolist())
     if not found <= kind.labels:
         raise CaseStoreError(
@@ -669,10 +692,17 @@ def _validate_mask(mask: np.ndarray, kind: MaskKind, shape: tuple[int, ...], cas
 def _write_new_case(temp: Path, case: NewCase) -> None:
     with h5py.File(temp, "w") as handle:
         handle.attrs.update(
-            format=FORMAT, format_version=FORMAT_VERSION, case_id=case.case_id,
-            patient_pseudonym=case.patient_pseudonym, eye=case.eye, camera=case.camera,
-            acquired_year=case.acquired_year or 0, source_sha256=case.source_sha256,
-            created=_now(), software_version=software_version(), complete=False,
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+            case_id=case.case_id,
+            patient_pseudonym=case.patient_pseudonym,
+            eye=case.eye,
+            camera=case.camera,
+            acquired_year=case.acquired_year or 0,
+            source_sha256=case.source_sha256,
+            created=_now(),
+            software_version=software_version(),
+            complete=False,
         )
         raw = handle.create_group("raw")
         _write_array(raw, "fundus", case.fundus)

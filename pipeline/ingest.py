@@ -105,7 +105,9 @@ def ingest_case(
     except CaseRejected as rejection:
         return _quarantine(store, case_dir, label, rejection.file, str(rejection))
     except OSError as error:
-        reason = f"case '{label}': cannot read the case folder ({error.strerror}); check permissions"
+        reason = (
+            f"case '{label}': cannot read the case folder ({error.strerror}); check permissions"
+        )
         return _quarantine(store, case_dir, label, "", reason)
 
     case_id = case_pseudonym(raw.patient_id, raw.eye, raw.acquired, key=key)
@@ -154,7 +156,9 @@ def _quarantine(
     store: CaseStore, case_dir: Path, label: str, file: str, reason: str, *, case_id: str = ""
 ) -> IngestOutcome:
     record = QuarantineRecord(
-        case=label, file=file, reason=reason,
+        case=label,
+        file=file,
+        reason=reason,
         time=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     path = _record_path(store, case_dir)
@@ -172,8 +176,12 @@ def _clear_quarantine(store: CaseStore, case_dir: Path) -> None:
 def read_quarantine(store_root: Path) -> list[QuarantineRecord]:
     """Current quarantine records of a store, oldest first."""
     folder = store_root / QUARANTINE_DIR
-    records = [
-        QuarantineRecord(**json.loads(p.read_text(encoding="utf-8")))
-        for p in folder.glob("*.json")
-    ] if folder.is_dir() else []
+    records = (
+        [
+            QuarantineRecord(**json.loads(p.read_text(encoding="utf-8")))
+            for p in folder.glob("*.json")
+        ]
+        if folder.is_dir()
+        else []
+    )
     return sorted(records, key=lambda r: (r.time, r.case))

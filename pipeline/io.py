@@ -53,9 +53,7 @@ class ImageLimits:
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1 or self.min_side_px < 1 or self.max_aspect < 1.0:
-            raise ValueError(
-                f"image limits must be positive with max_aspect >= 1, got {self!r}"
-            )
+            raise ValueError(f"image limits must be positive with max_aspect >= 1, got {self!r}")
 
 
 def read_image(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray:
@@ -111,18 +109,14 @@ def read_image(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray
             ) from None
         pixels = _to_array(image)
     if pixels.min() == pixels.max():
-        raise ImageRejected(
-            f"blank image: every pixel is {pixels.flat[0]}; check the export"
-        )
+        raise ImageRejected(f"blank image: every pixel is {pixels.flat[0]}; check the export")
     return pixels
 
 
 def _check_header(image: Image.Image, limits: ImageLimits) -> None:
     width, height = image.size
     if getattr(image, "n_frames", 1) > 1:
-        raise ImageRejected(
-            f"holds {image.n_frames} pages; export one image per file"
-        )
+        raise ImageRejected(f"holds {image.n_frames} pages; export one image per file")
     if width * height > limits.max_pixels:
         raise ImageRejected(
             f"{width}x{height} = {width * height} pixels exceeds the limit of {limits.max_pixels}; "

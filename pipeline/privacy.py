@@ -140,7 +140,8 @@ def case_pseudonym(patient_id: str, eye: str, acquired: str, *, key: bytes) -> s
     >>> case_pseudonym("12345", "OD", "2024-01-31", key=b"k" * 32)
     'pafb434f50f27_OD_2d5309'
     """
-    return f"{patient_pseudonym(patient_id, key=key)}_{eye}_{_digest(key, 'exam', patient_id, eye, acquired)[:6]}"
+    exam = _digest(key, "exam", patient_id, eye, acquired)[:6]
+    return f"{patient_pseudonym(patient_id, key=key)}_{eye}_{exam}"
 
 
 def redact(text: str, *secrets_to_hide: str) -> str:

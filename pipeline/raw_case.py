@@ -163,9 +163,7 @@ def _peek_patient_id(case_dir: Path) -> str:
     return patient_id.strip() if isinstance(patient_id, str) else ""
 
 
-def read_raw_case(
-    case_dir: Path, *, root: Path, limits: CaseLimits = CaseLimits()
-) -> RawCase:
+def read_raw_case(case_dir: Path, *, root: Path, limits: CaseLimits = CaseLimits()) -> RawCase:
     """Validate a raw case folder against the contract and load its images.
 
     Parameters
@@ -212,7 +210,9 @@ def _read(case_dir: Path, label: str, root: Path, limits: CaseLimits) -> RawCase
     acquired = _acquired(document, label)
     camera = document.get("camera", "")
     if not isinstance(camera, str) or len(camera) > _MAX_CAMERA_CHARS:
-        raise CaseRejected(label, CASE_FILE, f"camera must be a string of at most {_MAX_CAMERA_CHARS} characters")
+        raise CaseRejected(
+            label, CASE_FILE, f"camera must be a string of at most {_MAX_CAMERA_CHARS} characters"
+        )
     frame_entries = _frame_entries(document, label, limits)
 
     digest = hashlib.sha256(document_bytes)
@@ -231,7 +231,8 @@ def _read(case_dir: Path, label: str, root: Path, limits: CaseLimits) -> RawCase
             raise CaseRejected(label, name, str(error)) from None
         if frames and frame.shape != frames[0].shape:
             raise CaseRejected(
-                label, name,
+                label,
+                name,
                 f"size {frame.shape[1]}x{frame.shape[0]} differs from the first frame's "
                 f"{frames[0].shape[1]}x{frames[0].shape[0]}; all FA frames of an exam come from "
                 "one camera at one size",
@@ -256,7 +257,11 @@ def _read_case_json(case_dir: Path, label: str) -> tuple[dict, bytes]:
     if not path.is_file():
         raise CaseRejected(label, CASE_FILE, "missing; every case folder needs a case.json")
     if path.stat().st_size > _MAX_CASE_JSON_BYTES:
-        raise CaseRejected(label, CASE_FILE, f"larger than {_MAX_CASE_JSON_BYTES} bytes; this is not a case description")
+        raise CaseRejected(
+            label,
+            CASE_FILE,
+            f"larger than {_MAX_CASE_JSON_BYTES} bytes; this is not a case description",
+        )
     raw = path.read_bytes()
     try:
         document = json.loads(raw.decode("utf-8"))
@@ -264,9 +269,15 @@ def _read_case_json(case_dir: Path, label: str) -> tuple[dict, bytes]:
         raise CaseRejected(label, CASE_FILE, "is not UTF-8 text; save it as UTF-8 JSON") from None
     except json.JSONDecodeError as error:
         # JSONDecodeError's message holds a position, never the document text.
-        raise CaseRejected(label, CASE_FILE, f"invalid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+        raise CaseRejected(
+            label,
+            CASE_FILE,
+            f"invalid JSON ({error.msg} at line {error.lineno} column {error.colno})",
+        ) from None
     if not isinstance(document, dict):
-        raise CaseRejected(label, CASE_FILE, f"must hold a JSON object, got a JSON {type(document).__name__}")
+        raise CaseRejected(
+            label, CASE_FILE, f"must hold a JSON object, got a JSON {type(document).__name__}"
+        )
     missing = [key for key in _REQUIRED_KEYS if key not in document]
     if missing:
         raise CaseRejected(label, CASE_FILE, f"missing required key(s) {', '.join(missing)}")
@@ -280,7 +291,9 @@ def _patient_id(document: dict, label: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise CaseRejected(label, CASE_FILE, "patient_id must be a non-empty string")
     if len(value) > _MAX_PATIENT_ID_CHARS:
-        raise CaseRejected(label, CASE_FILE, f"patient_id is longer than {_MAX_PATIENT_ID_CHARS} characters")
+        raise CaseRejected(
+            label, CASE_FILE, f"patient_id is longer than {_MAX_PATIENT_ID_CHARS} characters"
+        )
     return value.strip()
 
 
@@ -289,7 +302,9 @@ def _acquired(document: dict, label: str) -> str:
     if value == "":
         return ""
     if not isinstance(value, str):
-        raise CaseRejected(label, CASE_FILE, "acquired must be an ISO date string such as '2024-03-01'")
+        raise CaseRejected(
+            label, CASE_FILE, "acquired must be an ISO date string such as '2024-03-01'"
+        )
     try:
         dt.date.fromisoformat(value[:10])
     except ValueError:
@@ -302,20 +317,31 @@ def _frame_entries(document: dict, label: str, limits: CaseLimits) -> list[tuple
     if not isinstance(entries, list) or not entries:
         raise CaseRejected(label, CASE_FILE, "fa_frames must be a non-empty list of {file, time_s}")
     if len(entries) > limits.max_frames:
-        raise CaseRejected(label, CASE_FILE, f"{len(entries)} FA frames exceed the limit of {limits.max_frames}")
+        raise CaseRejected(
+            label, CASE_FILE, f"{len(entries)} FA frames exceed the limit of {limits.max_frames}"
+        )
     parsed: list[tuple[str, float]] = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or "file" not in entry or "time_s" not in entry:
-            raise CaseRejected(label, CASE_FILE, f"fa_frames[{index}] must be an object with 'file' and 'time_s'")
+            raise CaseRejected(
+                label, CASE_FILE, f"fa_frames[{index}] must be an object with 'file' and 'time_s'"
+            )
         name = _relative_image_name(entry["file"], f"fa_frames[{index}].file", label)
         time = entry["time_s"]
         if isinstance(time, bool) or not isinstance(time, int | float) or not math.isfinite(time):
-            raise CaseRejected(label, CASE_FILE, f"fa_frames[{index}].time_s must be a finite number of seconds")
+            raise CaseRejected(
+                label, CASE_FILE, f"fa_frames[{index}].time_s must be a finite number of seconds"
+            )
         if not 0.0 <= time <= limits.max_time_s:
-            raise CaseRejected(label, CASE_FILE, f"fa_frames[{index}].time_s = {time} is outside 0..{limits.max_time_s:g} s")
+            raise CaseRejected(
+                label,
+                CASE_FILE,
+                f"fa_frames[{index}].time_s = {time} is outside 0..{limits.max_time_s:g} s",
+            )
         if parsed and time <= parsed[-1][1]:
             raise CaseRejected(
-                label, CASE_FILE,
+                label,
+                CASE_FILE,
                 f"fa_frames times are not strictly increasing (frame {index} at {time} s after "
                 f"{parsed[-1][1]} s); list frames in acquisition order with their true times",
             )
@@ -327,21 +353,29 @@ def _frame_entries(document: dict, label: str, limits: CaseLimits) -> list[tuple
 
 def _relative_image_name(value: object, key: str, label: str) -> str:
     if not isinstance(value, str) or not value:
-        raise CaseRejected(label, CASE_FILE, f"{key} must be a file name relative to the case folder")
+        raise CaseRejected(
+            label, CASE_FILE, f"{key} must be a file name relative to the case folder"
+        )
     path = PurePosixPath(value.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts or ":" in path.parts[0]:
-        raise CaseRejected(label, CASE_FILE, f"{key} = {value!r} leaves the case folder; use a path inside it")
+        raise CaseRejected(
+            label, CASE_FILE, f"{key} = {value!r} leaves the case folder; use a path inside it"
+        )
     if path.suffix.lower() not in _IMAGE_SUFFIXES:
         raise CaseRejected(label, CASE_FILE, f"{key} = {value!r} is not a .png, .jpg or .tif file")
     return str(path)
 
 
-def _load(folder: Path, name: str, label: str, limits: CaseLimits, digest: "hashlib._Hash") -> np.ndarray:
+def _load(
+    folder: Path, name: str, label: str, limits: CaseLimits, digest: hashlib._Hash
+) -> np.ndarray:
     path = folder / name
     if path.is_symlink() and not path.resolve().is_relative_to(folder):
         raise CaseRejected(label, name, "is a link that leaves the case folder; copy the file in")
     if not path.resolve().is_relative_to(folder):
-        raise CaseRejected(label, name, "lies outside the case folder (through a linked folder); copy the file in")
+        raise CaseRejected(
+            label, name, "lies outside the case folder (through a linked folder); copy the file in"
+        )
     if not path.is_file():
         raise CaseRejected(label, name, "missing; it is listed in case.json but not in the folder")
     try:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# Prefect binds its console log handler to whatever sys.stderr is when it first logs; under
+# CliRunner that is a buffer closed afterwards. Only warnings matter in tests.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # Distinctive, so a byte search for it cannot match by chance.
@@ -22,8 +27,12 @@ def retina_like(shape: tuple[int, int], seed: int) -> np.ndarray:
     height, width = shape
     disc_r, disc_c = height * 0.5, width * 0.3
     image = 0.45 + 0.05 * rng.standard_normal(shape).astype(np.float32)
-    image += 0.4 * np.exp(-((rows - disc_r) ** 2 + (cols - disc_c) ** 2) / (2 * (0.06 * width) ** 2))
-    image -= 0.15 * np.exp(-((rows - disc_r) ** 2 + (cols - 0.65 * width) ** 2) / (2 * (0.1 * width) ** 2))
+    image += 0.4 * np.exp(
+        -((rows - disc_r) ** 2 + (cols - disc_c) ** 2) / (2 * (0.06 * width) ** 2)
+    )
+    image -= 0.15 * np.exp(
+        -((rows - disc_r) ** 2 + (cols - 0.65 * width) ** 2) / (2 * (0.1 * width) ** 2)
+    )
     for angle in rng.uniform(0, 2 * np.pi, 6):
         bend = rng.uniform(-0.004, 0.004)
         distance = np.hypot(rows - disc_r, cols - disc_c)
@@ -65,8 +74,13 @@ def write_case(
         Image.fromarray(fa_grey(shape, seed + index, bits=bits)).save(folder / name)
         frames.append({"file": name, "time_s": 10.0 + 7.5 * index})
     document = {
-        "patient_id": patient_id, "eye": eye, "fundus": "fundus.png", "fa_frames": frames,
-        "acquired": acquired, "camera": "TestCam 2", "notes": f"seen by Dr X for {patient_id}",
+        "patient_id": patient_id,
+        "eye": eye,
+        "fundus": "fundus.png",
+        "fa_frames": frames,
+        "acquired": acquired,
+        "camera": "TestCam 2",
+        "notes": f"seen by Dr X for {patient_id}",
     }
     (folder / "case.json").write_text(json.dumps(document, indent=1))
     return folder

@@ -43,38 +43,140 @@ def _truncate(path: Path) -> None:
 # Each malformed case: how to break a valid case folder, and what the reason must say.
 MALFORMED: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "no_case_json": (lambda c: (c / "case.json").unlink(), "case.json", "missing"),
-    "invalid_json": (lambda c: (c / "case.json").write_text("{'patient_id': 1,"), "case.json", "invalid JSON"),
-    "json_not_object": (lambda c: (c / "case.json").write_text("[1, 2]"), "case.json", "JSON object"),
-    "not_utf8": (lambda c: (c / "case.json").write_bytes(b'{"eye": "\xff\xfe"}'), "case.json", "UTF-8"),
-    "missing_key": (lambda c: _drop_key(c, "fa_frames"), "case.json", "missing required key(s) fa_frames"),
+    "invalid_json": (
+        lambda c: (c / "case.json").write_text("{'patient_id': 1,"),
+        "case.json",
+        "invalid JSON",
+    ),
+    "json_not_object": (
+        lambda c: (c / "case.json").write_text("[1, 2]"),
+        "case.json",
+        "JSON object",
+    ),
+    "not_utf8": (
+        lambda c: (c / "case.json").write_bytes(b'{"eye": "\xff\xfe"}'),
+        "case.json",
+        "UTF-8",
+    ),
+    "missing_key": (
+        lambda c: _drop_key(c, "fa_frames"),
+        "case.json",
+        "missing required key(s) fa_frames",
+    ),
     "bad_eye": (lambda c: edit_case_json(c, eye="left"), "case.json", "eye must be 'OD' or 'OS'"),
-    "empty_patient": (lambda c: edit_case_json(c, patient_id="  "), "case.json", "patient_id must be a non-empty string"),
+    "empty_patient": (
+        lambda c: edit_case_json(c, patient_id="  "),
+        "case.json",
+        "patient_id must be a non-empty string",
+    ),
     "bad_date": (lambda c: edit_case_json(c, acquired="17/05/2024"), "case.json", "ISO date"),
     "no_frames": (lambda c: _set_frames(c, []), "case.json", "non-empty list"),
-    "time_backwards": (lambda c: _set_frames(c, [{"file": "fa/000.png", "time_s": 20}, {"file": "fa/001.png", "time_s": 12}]), "case.json", "not strictly increasing"),
-    "time_not_number": (lambda c: _set_frames(c, [{"file": "fa/000.png", "time_s": "10s"}]), "case.json", "finite number"),
-    "time_nan": (lambda c: (c / "case.json").write_text((c / "case.json").read_text().replace('"time_s": 10.0', '"time_s": NaN')), "case.json", "finite number"),
-    "duplicate_frame": (lambda c: _set_frames(c, [{"file": "fa/000.png", "time_s": 1}, {"file": "fa/000.png", "time_s": 2}]), "case.json", "listed twice"),
-    "path_traversal": (lambda c: _set_frames(c, [{"file": "../other/000.png", "time_s": 1}]), "case.json", "leaves the case folder"),
-    "absolute_path": (lambda c: edit_case_json(c, fundus="/etc/fundus.png"), "case.json", "leaves the case folder"),
-    "wrong_extension": (lambda c: edit_case_json(c, fundus="fundus.bmp"), "case.json", "not a .png, .jpg or .tif"),
+    "time_backwards": (
+        lambda c: _set_frames(
+            c, [{"file": "fa/000.png", "time_s": 20}, {"file": "fa/001.png", "time_s": 12}]
+        ),
+        "case.json",
+        "not strictly increasing",
+    ),
+    "time_not_number": (
+        lambda c: _set_frames(c, [{"file": "fa/000.png", "time_s": "10s"}]),
+        "case.json",
+        "finite number",
+    ),
+    "time_nan": (
+        lambda c: (c / "case.json").write_text(
+            (c / "case.json").read_text().replace('"time_s": 10.0', '"time_s": NaN')
+        ),
+        "case.json",
+        "finite number",
+    ),
+    "duplicate_frame": (
+        lambda c: _set_frames(
+            c, [{"file": "fa/000.png", "time_s": 1}, {"file": "fa/000.png", "time_s": 2}]
+        ),
+        "case.json",
+        "listed twice",
+    ),
+    "path_traversal": (
+        lambda c: _set_frames(c, [{"file": "../other/000.png", "time_s": 1}]),
+        "case.json",
+        "leaves the case folder",
+    ),
+    "absolute_path": (
+        lambda c: edit_case_json(c, fundus="/etc/fundus.png"),
+        "case.json",
+        "leaves the case folder",
+    ),
+    "wrong_extension": (
+        lambda c: edit_case_json(c, fundus="fundus.bmp"),
+        "case.json",
+        "not a .png, .jpg or .tif",
+    ),
     "missing_fundus": (lambda c: (c / "fundus.png").unlink(), "fundus.png", "missing"),
-    "symlink_out": (lambda c: _link_frame_outside(c), "fa/001.png", "link that leaves the case folder"),
+    "symlink_out": (
+        lambda c: _link_frame_outside(c),
+        "fa/001.png",
+        "link that leaves the case folder",
+    ),
     "empty_file": (lambda c: (c / "fa" / "001.png").write_bytes(b""), "fa/001.png", "empty file"),
-    "text_as_png": (lambda c: (c / "fa" / "002.png").write_text("not an image"), "fa/002.png", "not a readable PNG"),
-    "truncated_png": (lambda c: _truncate(c / "fa" / "001.png"), "fa/001.png", "truncated or corrupt"),
+    "text_as_png": (
+        lambda c: (c / "fa" / "002.png").write_text("not an image"),
+        "fa/002.png",
+        "not a readable PNG",
+    ),
+    "truncated_png": (
+        lambda c: _truncate(c / "fa" / "001.png"),
+        "fa/001.png",
+        "truncated or corrupt",
+    ),
     "truncated_jpeg": (lambda c: _truncated_jpeg_fundus(c), "fundus.jpg", "truncated or corrupt"),
-    "decompression_bomb": (lambda c: _png_with_header_size(c / "fa" / "000.png", 60000, 60000), "fa/000.png", "decompression bomb"),
-    "above_pixel_limit": (lambda c: _png_with_header_size(c / "fa" / "000.png", 9000, 7000), "fa/000.png", "exceeds the limit"),
-    "too_small": (lambda c: Image.fromarray(fa_grey((32, 40), 0)).save(c / "fa" / "000.png"), "fa/000.png", "smaller than 64 px"),
-    "absurd_aspect": (lambda c: Image.fromarray(fa_grey((64, 900), 0)).save(c / "fa" / "000.png"), "fa/000.png", "aspect ratio"),
-    "sizes_differ": (lambda c: Image.fromarray(fa_grey((100, 128), 0)).save(c / "fa" / "002.png"), "fa/002.png", "differs from the first frame"),
-    "grey_fundus": (lambda c: Image.fromarray(fa_grey((96, 128), 0)).save(c / "fundus.png"), "fundus.png", "not a colour fundus photo"),
-    "colour_fa_frame": (lambda c: Image.fromarray(fundus_rgb((96, 128), 0)).save(c / "fa" / "001.png"), "fa/001.png", "not an FA frame"),
+    "decompression_bomb": (
+        lambda c: _png_with_header_size(c / "fa" / "000.png", 60000, 60000),
+        "fa/000.png",
+        "decompression bomb",
+    ),
+    "above_pixel_limit": (
+        lambda c: _png_with_header_size(c / "fa" / "000.png", 9000, 7000),
+        "fa/000.png",
+        "exceeds the limit",
+    ),
+    "too_small": (
+        lambda c: Image.fromarray(fa_grey((32, 40), 0)).save(c / "fa" / "000.png"),
+        "fa/000.png",
+        "smaller than 64 px",
+    ),
+    "absurd_aspect": (
+        lambda c: Image.fromarray(fa_grey((64, 900), 0)).save(c / "fa" / "000.png"),
+        "fa/000.png",
+        "aspect ratio",
+    ),
+    "sizes_differ": (
+        lambda c: Image.fromarray(fa_grey((100, 128), 0)).save(c / "fa" / "002.png"),
+        "fa/002.png",
+        "differs from the first frame",
+    ),
+    "grey_fundus": (
+        lambda c: Image.fromarray(fa_grey((96, 128), 0)).save(c / "fundus.png"),
+        "fundus.png",
+        "not a colour fundus photo",
+    ),
+    "colour_fa_frame": (
+        lambda c: Image.fromarray(fundus_rgb((96, 128), 0)).save(c / "fa" / "001.png"),
+        "fa/001.png",
+        "not an FA frame",
+    ),
     "transparent_rgba": (lambda c: _transparent_fundus(c), "fundus.png", "transparent pixels"),
     "multipage_tiff": (lambda c: _multipage_frame(c), "fa/001.tif", "pages"),
-    "blank_frame": (lambda c: Image.fromarray(np.full((96, 128), 7, np.uint8)).save(c / "fa" / "002.png"), "fa/002.png", "blank image"),
-    "one_bit": (lambda c: Image.fromarray(fa_grey((96, 128), 0) > 128).save(c / "fa" / "000.png"), "fa/000.png", "1-bit"),
+    "blank_frame": (
+        lambda c: Image.fromarray(np.full((96, 128), 7, np.uint8)).save(c / "fa" / "002.png"),
+        "fa/002.png",
+        "blank image",
+    ),
+    "one_bit": (
+        lambda c: Image.fromarray(fa_grey((96, 128), 0) > 128).save(c / "fa" / "000.png"),
+        "fa/000.png",
+        "1-bit",
+    ),
 }
 
 
@@ -168,8 +270,12 @@ def test_normalised_oddities_are_stored(tmp_path: Path, secret: bytes) -> None:
 
 def _digests(folder: Path) -> dict[str, tuple[str, int]]:
     return {
-        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        str(p.relative_to(folder)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -220,7 +326,9 @@ def test_changed_case_is_refused_unless_replace_and_old_file_is_kept(
     assert replaced.status == "replaced" and replaced.case_id == first.case_id
     kept = list((store.root / "replaced").glob(f"{first.case_id}.*.h5"))
     assert len(kept) == 1 and kept[0].read_bytes() == before
-    np.testing.assert_array_equal(store.read_raw(first.case_id).fa_frames[1], fa_grey((96, 128), 42))
+    np.testing.assert_array_equal(
+        store.read_raw(first.case_id).fa_frames[1], fa_grey((96, 128), 42)
+    )
     assert read_quarantine(store.root) == []
 
 
@@ -231,7 +339,9 @@ def test_only_whitelisted_metadata_is_stored(tmp_path: Path, secret: bytes) -> N
 
     with h5py.File(store.path(outcome.case_id)) as handle:
         attrs = dict(handle.attrs)
-    assert attrs["eye"] == "OD" and attrs["camera"] == "TestCam 2" and attrs["acquired_year"] == 2024
+    assert (
+        attrs["eye"] == "OD" and attrs["camera"] == "TestCam 2" and attrs["acquired_year"] == 2024
+    )
     assert "notes" not in attrs and "acquired" not in attrs and "patient_id" not in attrs
     assert PATIENT_ID.encode() not in store.path(outcome.case_id).read_bytes()
     assert b"2024-05-17" not in store.path(outcome.case_id).read_bytes()

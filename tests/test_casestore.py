@@ -1,0 +1,254 @@
+"""The case store: round trips, immutable versions, approvals, corruption and crash safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline.casestore import (
+    CaseStore,
+    CaseStoreError,
+    MaskKind,
+    NewCase,
+    Stage,
+    StaleVersionError,
+)
+
+
+def new_case(
+    case_id: str = "pabc_OD_123456", shape: tuple[int, int] = (64, 96), seed: int = 0
+) -> NewCase:
+    rng = np.random.default_rng(seed)
+    return NewCase(
+        case_id=case_id,
+        patient_pseudonym="pabc",
+        eye="OD",
+        camera="cam",
+        acquired_year=2024,
+        source_sha256="0" * 64,
+        fundus=rng.integers(0, 256, (*shape, 3), dtype=np.uint8),
+        fa_frames=tuple(rng.integers(0, 4096, shape, dtype=np.uint16) for _ in range(3)),
+        fa_times_s=(5.0, 12.5, 30.0),
+        fa_files=("fa/0.png", "fa/1.png", "fa/2.png"),
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CaseStore:
+    return CaseStore(tmp_path / "store")
+
+
+def test_raw_images_round_trip_exactly(store: CaseStore) -> None:
+    case = new_case()
+    store.create(case)
+    raw = store.read_raw(case.case_id)
+    np.testing.assert_array_equal(raw.fundus, case.fundus)
+    for stored, original in zip(raw.fa_frames, case.fa_frames, strict=True):
+        assert stored.dtype == np.uint16
+        np.testing.assert_array_equal(stored, original)
+    assert raw.fa_times_s == case.fa_times_s
+    summary = store.summary(case.case_id)
+    assert (summary.stage, summary.n_frames, summary.fundus_shape) == (Stage.INGESTED, 3, (64, 96))
+
+
+def test_existing_case_is_not_overwritten_without_replace(store: CaseStore) -> None:
+    store.create(new_case(seed=0))
+    before = store.path("pabc_OD_123456").read_bytes()
+    with pytest.raises(CaseStoreError, match="already stored; pass --replace"):
+        store.create(new_case(seed=1))
+    assert store.path("pabc_OD_123456").read_bytes() == before
+
+
+def test_case_ids_cannot_leave_the_store(store: CaseStore) -> None:
+    for bad in ("../x", "a/b", "", ".hidden", "x" * 80):
+        with pytest.raises(CaseStoreError, match="invalid case id"):
+            store.path(bad)
+
+
+def test_versions_are_immutable_and_chained(store: CaseStore) -> None:
+    store.create(new_case())
+    baseline = np.zeros((64, 96), np.uint8)
+    baseline[10:20, :] = 1
+    assert (
+        store.save_version("pabc_OD_123456", "vessel", baseline, editor="angioflow", parent=0) == 1
+    )
+    edited = baseline.copy()
+    edited[30:35, 5:50] = 1
+    assert (
+        store.save_version(
+            "pabc_OD_123456", "vessel", edited, editor="dr_a", parent=1, note="added branch"
+        )
+        == 2
+    )
+    np.testing.assert_array_equal(store.read_version("pabc_OD_123456", "vessel", 1), baseline)
+    np.testing.assert_array_equal(store.read_version("pabc_OD_123456", "vessel"), edited)
+    versions = store.versions("pabc_OD_123456", MaskKind.VESSEL)
+    assert [(v.version, v.parent, v.editor, v.note) for v in versions] == [
+        (1, 0, "angioflow", ""),
+        (2, 1, "dr_a", "added branch"),
+    ]
+    assert versions[0].sha256 != versions[1].sha256
+    assert store.summary("pabc_OD_123456").stage is Stage.VESSEL_REVIEW
+
+
+def test_saving_against_a_stale_parent_is_refused(store: CaseStore) -> None:
+    store.create(new_case())
+    mask = np.zeros((64, 96), np.uint8)
+    store.save_version("pabc_OD_123456", "vessel", mask, editor="angioflow", parent=0)
+    store.save_version("pabc_OD_123456", "vessel", mask, editor="dr_a", parent=1)
+    with pytest.raises(StaleVersionError, match="version 2 has been saved since; reload"):
+        store.save_version("pabc_OD_123456", "vessel", mask, editor="dr_b", parent=1)
+    assert len(store.versions("pabc_OD_123456", "vessel")) == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "mask", "message"),
+    [
+        ("vessel", np.zeros((64, 95), np.uint8), "fundus coordinates"),
+        ("vessel", np.full((64, 96), 2, np.uint8), r"labels \[2\] outside"),
+        ("av", np.full((64, 96), 4, np.uint8), r"labels \[4\] outside"),
+        ("vessel", np.zeros((64, 96), np.float32), "integer labels"),
+    ],
+)
+def test_invalid_masks_are_refused(
+    store: CaseStore, kind: str, mask: np.ndarray, message: str
+) -> None:
+    store.create(new_case())
+    with pytest.raises(CaseStoreError, match=message):
+        store.save_version("pabc_OD_123456", kind, mask, editor="dr_a", parent=0)
+
+
+def test_approvals_advance_the_stage_in_order(store: CaseStore) -> None:
+    store.create(new_case())
+    case_id = "pabc_OD_123456"
+    mask = np.zeros((64, 96), np.uint8)
+    store.save_version(case_id, "vessel", mask, editor="angioflow", parent=0)
+    store.save_version(case_id, "av", mask, editor="angioflow", parent=0)
+    with pytest.raises(CaseStoreError, match="approve the vessel mask before"):
+        store.approve(case_id, "av", version=1, editor="dr_a")
+    with pytest.raises(CaseStoreError, match="no vessel mask version 5"):
+        store.approve(case_id, "vessel", version=5, editor="dr_a")
+    store.approve(case_id, "vessel", version=1, editor="dr_a")
+    assert store.summary(case_id).approved_versions == {"vessel": 1, "av": 0}
+    store.approve(case_id, "av", version=1, editor="dr_b")
+    assert store.summary(case_id).stage is Stage.DONE
+    approvals = [e for e in store.events(case_id) if e["event"] == "approved"]
+    assert [(a["kind"], a["editor"]) for a in approvals] == [("vessel", "dr_a"), ("av", "dr_b")]
+
+
+def test_stage_outputs_keep_parameters_and_timing(store: CaseStore) -> None:
+    store.create(new_case())
+    aggregate = np.linspace(0, 1, 64 * 96, dtype=np.float32).reshape(64, 96)
+    store.write_stage(
+        "pabc_OD_123456", "aggregation", {"max": aggregate}, params={"mode": "max"}, seconds=1.5
+    )
+    output = store.read_stage("pabc_OD_123456", "aggregation")
+    np.testing.assert_array_equal(output.arrays["max"], aggregate)
+    assert output.params == {"mode": "max"} and output.seconds == 1.5
+    store.record_error("pabc_OD_123456", "registration", "frame 3 could not be registered")
+    assert store.summary("pabc_OD_123456").last_error == "frame 3 could not be registered"
+    with pytest.raises(CaseStoreError, match="no output of stage 'binarise'"):
+        store.read_stage("pabc_OD_123456", "binarise")
+
+
+def test_corrupt_or_incomplete_files_give_a_clear_error(store: CaseStore) -> None:
+    store.create(new_case("pa_OD_1"))
+    store.create(new_case("pb_OD_2"))
+    store.create(new_case("pc_OD_3"))
+    path = store.path("pa_OD_1")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CaseStoreError, match="corrupt or incomplete.*restore it from a backup"):
+        store.read_raw("pa_OD_1")
+    store.path("pb_OD_2").write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(5000))
+    with pytest.raises(CaseStoreError, match="corrupt or incomplete"):
+        store.summary("pb_OD_2")
+    with h5py.File(store.path("pc_OD_3"), "r+") as handle:
+        handle.attrs["complete"] = False
+    with pytest.raises(CaseStoreError, match="not a complete angioflow case file"):
+        store.read_raw("pc_OD_3")
+    with pytest.raises(CaseStoreError, match="no case 'pd_OD_4'"):
+        store.read_raw("pd_OD_4")
+
+
+def test_silently_changed_pixels_fail_their_checksum(store: CaseStore) -> None:
+    store.create(new_case())
+    with h5py.File(store.path("pabc_OD_123456"), "r+") as handle:
+        handle["raw/fundus"][0, 0, 0] ^= 1
+    with pytest.raises(CaseStoreError, match="raw/fundus fails its checksum"):
+        store.read_raw("pabc_OD_123456")
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from pathlib import Path
+    from pipeline.casestore import CaseStore, StaleVersionError
+    store, case_id = CaseStore(Path(sys.argv[1])), sys.argv[2]
+    editor, count = sys.argv[3], int(sys.argv[4])
+    shape = store.summary(case_id).fundus_shape
+    rng = np.random.default_rng(abs(hash(editor)) % 1000)
+    saved = 0
+    while saved < count:
+        parent = len(store.versions(case_id, "vessel"))
+        try:
+            mask = rng.integers(0, 2, shape, dtype=np.uint8)
+            version = store.save_version(case_id, "vessel", mask,
+                                         editor=editor, parent=parent)
+        except StaleVersionError:
+            continue
+        saved += 1
+        print(version, flush=True)
+    """
+)
+
+
+def _start_writer(store: CaseStore, editor: str, count: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(store.root), "pabc_OD_123456", editor, str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def test_kill_9_during_writes_leaves_a_readable_store(store: CaseStore) -> None:
+    store.create(new_case(shape=(768, 1024)))  # noise pixels: each commit copies ~10 MB
+    rng = np.random.default_rng(0)
+    committed = 0
+    for _ in range(4):
+        writer = _start_writer(store, "killer", 10_000)
+        time.sleep(1.5 + rng.uniform(0, 1.0))
+        writer.send_signal(signal.SIGKILL)
+        printed = writer.communicate()[0].split()
+        committed = int(printed[-1]) if printed else committed
+        reopened = CaseStore(store.root)  # removes the killed writer's temp file
+        versions = reopened.versions("pabc_OD_123456", "vessel")
+        # Every printed version was committed; at most one more may have landed before the kill.
+        assert committed <= len(versions) <= committed + 1
+        assert [v.version for v in versions] == list(range(1, len(versions) + 1))
+        reopened.read_version("pabc_OD_123456", "vessel")
+        reopened.read_raw("pabc_OD_123456")
+        committed = len(versions)
+    assert committed >= 2, "the writer never committed: the test did not exercise kills mid-write"
+    assert not list(store.cases_dir.glob(".*.tmp"))
+
+
+def test_two_concurrent_writers_never_lose_a_version(store: CaseStore) -> None:
+    store.create(new_case(shape=(128, 192)))
+    writers = [_start_writer(store, editor, 6) for editor in ("dr_a", "dr_b")]
+    outputs = [w.communicate(timeout=120)[0].split() for w in writers]
+    assert all(w.returncode == 0 for w in writers)
+    versions = store.versions("pabc_OD_123456", "vessel")
+    assert len(versions) == 12
+    assert sorted(int(v) for out in outputs for v in out) == list(range(1, 13))
+    assert [v.parent for v in versions] == list(range(0, 12))
+    assert sorted(v.editor for v in versions) == ["dr_a"] * 6 + ["dr_b"] * 6
