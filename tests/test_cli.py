@@ -59,6 +59,12 @@ def test_ingest_json_summary_exit_codes_and_status(
     assert [i["case"] for i in summary["skipped"]] == ["a", "b"]
     assert [i["case"] for i in summary["ingested"]] == ["c"]
 
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        task_runs = {t.name for t in client.read_task_runs()}
+    assert {"ingest a", "ingest b", "ingest c"} <= task_runs  # one run per case in the UI
+
     code, out, _ = angioflow("status", "--store", str(store), "--json")
     status = json.loads(out)
     assert code == 0 and status["quarantined"] == []

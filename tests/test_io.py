@@ -59,3 +59,26 @@ def test_float_images_are_refused(tmp_path: Path) -> None:
 def test_invalid_limits_are_refused(limits: dict) -> None:
     with pytest.raises(ValueError, match="image limits must be positive"):
         ImageLimits(**limits)
+
+
+def _real(pattern: str) -> list[Path]:
+    from conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} absent: real fundus/FA images are needed for this test")
+    files = sorted(SHARED_DATA.glob(pattern))
+    assert files, f"no files match {pattern} under {SHARED_DATA}"
+    return files
+
+
+def test_real_fundus_photos_and_fa_frames_are_accepted_and_told_apart() -> None:
+    fundus_files = _real("DRIVE/training/images/*.tif") + _real("LES-AV/training/images/*")
+    fa_files = _real("FFA/origin_data/01.phase_identification/*_phase/*.jpg")
+    for path in fundus_files:
+        assert as_fundus(read_image(path)).ndim == 3, path.name
+        with pytest.raises(ImageRejected, match="not an FA frame"):
+            as_fa_frame(read_image(path))
+    for path in fa_files:
+        assert as_fa_frame(read_image(path)).ndim == 2, path.name
+        with pytest.raises(ImageRejected, match="not a colour fundus photo"):
+            as_fundus(read_image(path))
