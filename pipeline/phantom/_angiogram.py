@@ -173,7 +173,7 @@ def render_fluorescence(scene: AngiogramScene, timing: DyeTiming, time_s: float)
     signal = artery * scene.vessel_strength[0] + vein * vein_shape
     # vessels hide the choroid beneath them; empty vessels are dark against the flush
     cover = np.maximum(layers.profile[0], layers.profile[1]) * 0.7
-    image = background * (1.0 - cover) + 1.1 * signal
+    image = 0.8 * background * (1.0 - cover) + 1.4 * signal
     return image.astype(np.float32)
 
 

@@ -29,7 +29,7 @@ LABEL_NAMES = ("artery", "vein")
 _STEP = 0.008  # growth step, retina units (~2 px at the default size)
 _CELL = 1.0 / 400.0  # occupancy grid cell, retina units
 _EXTENT = 1.3  # trees are grown out to this radius so that moved frames stay filled
-_MIN_RADIUS = 0.0021  # thinnest vessel, ~1 px diameter at DRIVE resolution
+_MIN_RADIUS = 0.0026  # thinnest vessel, ~1.4 px diameter at DRIVE resolution
 _ARCADE_POWER = 0.4
 
 
@@ -334,7 +334,7 @@ class _Grower:
             points.append(point.copy())
             radii.append(radius)
             if arc >= next_branch and radius > 1.6 * _MIN_RADIUS:
-                low, high = (0.3, 0.62) if is_trunk else (0.5, 0.92)
+                low, high = (0.3, 0.55) if is_trunk else (0.5, 0.92)
                 child_radius = radius * rng.uniform(low, high)
                 if child_radius >= _MIN_RADIUS:
                     branch_side = -branch_side if rng.random() < 0.8 else branch_side
