@@ -8,6 +8,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -51,7 +52,13 @@ def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (CatalogError, CaseStoreError, FileNotFoundError, PermissionError) as error:
+        except (
+            CatalogError,
+            CaseStoreError,
+            FileNotFoundError,
+            FileExistsError,
+            PermissionError,
+        ) as error:
             _fail(str(error))
 
     return wrapper
@@ -154,9 +161,9 @@ def status(
         )
         return
     table = Table(title=f"Case store {root}")
-    table.add_column("case", no_wrap=True)
-    for column in ("eye", "frames", "fundus (WxH)", "stage", "review", "last error"):
-        table.add_column(column)
+    for column in ("case", "eye", "frames", "fundus (WxH)", "stage", "review"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("last error")
     for r in rows:
         table.add_row(
             r.case_id,
@@ -219,6 +226,29 @@ def history(
 
 @app.command()
 @_user_errors
+def phantom(
+    out: Annotated[Path, typer.Argument(help="Folder for the phantom case folders")],
+    n: Annotated[int, typer.Option(min=1, help="Number of exams")] = 4,
+    seed: Annotated[int, typer.Option(min=0, help="Seed; the same seed gives identical files")] = 0,
+    size: Annotated[
+        tuple[int, int], typer.Option(help="Fundus photo height and width in pixels")
+    ] = (512, 768),
+    frames: Annotated[int, typer.Option(min=1, help="FA frames per exam")] = 8,
+    overwrite: Annotated[bool, typer.Option(help="Rewrite case folders that hold files")] = False,
+) -> None:
+    """Write synthetic exams (raw case contract + truth/) with full ground truth."""
+    from pipeline.phantom import PhantomConfig, write_phantom_set
+
+    try:
+        config = PhantomConfig(size=size, n_frames=frames)
+    except ValueError as error:
+        _fail(str(error))
+    for folder in write_phantom_set(out, n=n, seed=seed, config=config, overwrite=overwrite):
+        console.print(str(folder), highlight=False)
+
+
+@app.command()
+@_user_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's raw cases and store")] = Path(
         "angioflow-demo"
@@ -232,9 +262,169 @@ def demo(
 
     raw, store = out / "raw", out / "store"
     console.print(f"writing {n} phantom exams to {raw}")
-    write_phantom_set(raw, n=n, seed=seed, config=PhantomConfig(size=(384, 576), n_frames=5))
+    # Same seed, same bytes: a re-run rewrites identical files and ingestion reports them unchanged.
+    config = PhantomConfig(size=(384, 576), n_frames=5)
+    write_phantom_set(raw, n=n, seed=seed, config=config, overwrite=True)
     summary = ingest_flow(str(raw.resolve()), str(store.resolve()))
     _print_ingest_summary(summary)
     status(store=store, catalog=None, as_json=False)
     if summary["quarantined"]:
         raise typer.Exit(1)
+
+
+train_app = typer.Typer(help="Train angioflow's own models.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def _read_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    if not path.is_file():
+        _fail(f"config file {path} does not exist")
+    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(document, dict):
+        _fail(f"config file {path} must hold a mapping of options")
+    return document
+
+
+@train_app.command("vessel")
+@_user_errors
+def train_vessel_command(
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON VesselTrainingConfig")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints, log, weights")] = Path(
+        "runs/vessel"
+    ),
+    data: Annotated[Path, typer.Option(help="Folder with DRIVE/, LES-AV/, HRF-AV/")] = Path(
+        "../shared/data"
+    ),
+    resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint")] = True,
+) -> None:
+    """Train the vessel U-Net on the public training splits (never DRIVE test)."""
+    from pydantic import ValidationError
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from models.training import VesselTrainingConfig, train_vessel
+    from models.vessel_data import load_training_images
+
+    try:
+        settings = VesselTrainingConfig(**_read_config(config))
+    except ValidationError as error:
+        _fail(f"{config}: {error.errors(include_url=False, include_input=False)}")
+    if not data.is_dir():
+        _fail(f"data folder {data} does not exist; pass --data (the shared datasets folder)")
+    console.print(f"loading {', '.join(settings.datasets)} training images from {data}")
+    images = load_training_images(
+        data, settings.datasets, fov_diameter_px=settings.model.fov_diameter_px
+    )
+    columns = (
+        TextColumn("step {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("train", total=settings.steps, loss=float("nan"))
+        train_vessel(
+            settings,
+            images,
+            out,
+            resume=resume,
+            on_step=lambda step, loss: progress.update(bar, completed=step, loss=loss),
+        )
+    console.print(f"weights written to {out / 'weights'}")
+
+
+@app.command()
+@_user_errors
+def segment(
+    images: Annotated[list[Path], typer.Argument(help="Fundus photos or FA frames")],
+    out: Annotated[Path, typer.Option(help="Folder for <stem>_vessel.png")],
+    modality: Annotated[str, typer.Option(help="fundus or fa")] = "fundus",
+    weights: Annotated[Path | None, typer.Option(help="Weights folder [default: shipped]")] = None,
+    scale: Annotated[float, typer.Option(min=0.25, max=4.0, help="Network scale factor")] = 1.0,
+) -> None:
+    """Write each image's vessel probability as <stem>_vessel.png (0-255, same size)."""
+    from PIL import Image
+
+    from models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
+    from pipeline.io import ImageRejected, as_fa_frame, as_fundus, read_image
+
+    if modality not in ("fundus", "fa"):
+        _fail(f"--modality must be 'fundus' or 'fa', got {modality!r}")
+    segmenter = VesselSegmenter.load(weights or DEFAULT_WEIGHTS)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in images:
+        try:
+            pixels = read_image(path) if path.is_file() else None
+            if pixels is None:
+                raise ImageRejected("no such file")
+            pixels = as_fundus(pixels) if modality == "fundus" else as_fa_frame(pixels)
+        except ImageRejected as error:
+            errors.print(f"[yellow]skipped[/] {path}: {error}", highlight=False, soft_wrap=True)
+            failed += 1
+            continue
+        probability = segmenter.segment(pixels, modality=modality, scale=scale)  # type: ignore[arg-type]
+        target = out / f"{path.stem}_vessel.png"
+        Image.fromarray(np.round(probability * 255).astype(np.uint8)).save(target)
+        console.print(f"{target}", highlight=False)
+    console.print(f"weights sha256 {segmenter.weights_sha256}")
+    if failed:
+        raise typer.Exit(1)
+
+
+evaluate_app = typer.Typer(help="Metrics and reports.", no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+def _by_key(folder: Path) -> dict[str, Path]:
+    """Files of a folder keyed by the part of their name before the first '_' or '.'."""
+    if not folder.is_dir():
+        _fail(f"folder {folder} does not exist")
+    return {p.name.split("_")[0].split(".")[0]: p for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@evaluate_app.command("vessel")
+@_user_errors
+def evaluate_vessel(
+    pred: Annotated[Path, typer.Option(help="Folder of <id>_..._vessel.png probabilities")],
+    gt: Annotated[Path, typer.Option(help="Folder of binary truth masks")],
+    fov: Annotated[Path | None, typer.Option(help="Folder of FOV masks")] = None,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    as_json: JsonOption = False,
+) -> None:
+    """AUC, accuracy, sensitivity, specificity, F1 and clDice inside the FOV, per image and mean.
+
+    Files are matched by the part of their name before the first '_' ('01_test_vessel.png',
+    '01_manual1.gif', '01_test_mask.gif').
+    """
+    from PIL import Image
+
+    from pipeline.metrics import vessel_scores
+
+    predictions, truths = _by_key(pred), _by_key(gt)
+    masks = _by_key(fov) if fov else {}
+    keys = sorted(set(predictions) & set(truths))
+    if not keys:
+        _fail(f"no file names in {pred} match those in {gt} (matched by the part before '_')")
+    rows = {}
+    for key in keys:
+        probability = np.asarray(Image.open(predictions[key]).convert("L"), np.float32) / 255.0
+        truth = np.asarray(Image.open(truths[key]).convert("L")) > 127
+        field = np.asarray(Image.open(masks[key]).convert("L")) > 127 if key in masks else None
+        rows[key] = vessel_scores(probability, truth, fov=field, threshold=threshold).as_dict()
+    mean = {
+        name: float(np.mean([r[name] for r in rows.values()])) for name in next(iter(rows.values()))
+    }
+    if as_json:
+        typer.echo(json.dumps({"images": rows, "mean": mean, "n": len(rows)}, indent=2))
+        return
+    table = Table(title=f"Vessel segmentation, {len(rows)} images, threshold {threshold}")
+    table.add_column("image")
+    for name in mean:
+        table.add_column(name, justify="right")
+    for key, row in [*rows.items(), ("mean", mean)]:
+        table.add_row(key, *(f"{v:.4f}" for v in row.values()))
+    console.print(table)

@@ -182,3 +182,18 @@ def test_raw_patient_id_appears_in_no_output_byte(
     assert scanned >= 5 and any(p.suffix == ".db" for p in prefect_home.rglob("*"))
     assert leaks == []
     assert (store / "secret.key").stat().st_mode & 0o077 == 0
+
+
+def test_phantom_then_demo_run_end_to_end(tmp_path: Path, prefect_server: None) -> None:
+    code, out, _ = angioflow(
+        "phantom", str(tmp_path / "ph"), "--n", "2", "--size", "128", "192", "--frames", "2"
+    )
+    assert code == 0 and (tmp_path / "ph" / "phantom_001" / "truth" / "av.png").is_file()
+    code, _, err = angioflow("phantom", str(tmp_path / "ph"), "--n", "1")
+    assert code == 2 and "already holds files" in err
+
+    for run in range(2):
+        code, out, _ = angioflow("demo", "--out", str(tmp_path / "demo"), "--n", "2")
+        assert code == 0, out
+        assert ("2 ingested, 0 unchanged" if run == 0 else "0 ingested, 2 unchanged") in out
+    assert len(CaseStore(tmp_path / "demo" / "store").case_ids()) == 2

@@ -105,7 +105,9 @@ def write_case(
     av_rgb[..., 2] = case.av[..., 1] * 255
     _write_png(truth / "av.png", av_rgb)
     for name, mask in (
-        ("vessel", case.vessel), ("fov", case.fov), ("fa_vessel", case.fa_vessel),
+        ("vessel", case.vessel),
+        ("fov", case.fov),
+        ("fa_vessel", case.fa_vessel),
         ("fa_fov", case.fa_fov),
     ):
         _write_png(truth / f"{name}.png", mask.astype(np.uint8) * 255)
@@ -154,8 +156,12 @@ def write_case(
                 "arteriovenous": case.timing.arteriovenous_s,
             },
             "frames": [
-                {"file": frame_files[k]["file"], "time_s": case.frame_times[k],
-                 "phase": case.frame_phases[k], "defect": case.frame_defects[k]}
+                {
+                    "file": frame_files[k]["file"],
+                    "time_s": case.frame_times[k],
+                    "phase": case.frame_phases[k],
+                    "defect": case.frame_defects[k],
+                }
                 for k in range(len(case.fa_frames))
             ],
         },
@@ -164,12 +170,18 @@ def write_case(
 
 
 def write_phantom_set(
-    out: Path, *, n: int, seed: int, config: PhantomConfig = PhantomConfig()  # noqa: B008
+    out: Path,
+    *,
+    n: int,
+    seed: int,
+    config: PhantomConfig = PhantomConfig(),  # noqa: B008
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write ``n`` cases ``out/phantom_000``, ``out/phantom_001``, ...
 
     Case ``i`` uses a seed derived from ``(seed, i)`` with numpy's SeedSequence and the patient
-    id ``PHANTOM-<seed>-<i:03d>``, so any one case can be regenerated alone.
+    id ``PHANTOM-<seed>-<i:03d>``, so any one case can be regenerated alone. ``overwrite`` is
+    passed to :func:`write_case`.
 
     Returns
     -------
@@ -188,7 +200,12 @@ def write_phantom_set(
     for i in range(n):
         case = generate_case(case_seed(seed, i), config)
         paths.append(
-            write_case(case, Path(out) / f"phantom_{i:03d}", patient_id=f"PHANTOM-{seed}-{i:03d}")
+            write_case(
+                case,
+                Path(out) / f"phantom_{i:03d}",
+                patient_id=f"PHANTOM-{seed}-{i:03d}",
+                overwrite=overwrite,
+            )
         )
     return paths
 

@@ -1,0 +1,191 @@
+"""Training loops: plain functions over models, with checkpoints, resume, seeds and a JSON log."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.nn import functional as F  # noqa: N812
+
+from models.vessel_data import PatchSampler, TrainingImage
+from models.vessel_unet import VesselUNet, VesselUNetConfig
+
+__all__ = ["VesselTrainingConfig", "soft_cl_dice_loss", "train_vessel"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+
+
+class VesselTrainingConfig(BaseModel):
+    """Everything that defines a vessel training run (saved next to its checkpoints)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: VesselUNetConfig = VesselUNetConfig()
+    datasets: tuple[str, ...] = ("drive", "les-av", "hrf-av")
+    steps: int = Field(6000, ge=1)
+    batch_size: int = Field(16, ge=1)
+    patch: int = Field(96, ge=32)
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    cl_dice_weight: float = Field(0.2, ge=0)
+    scale_range: tuple[float, float] = (0.7, 1.4)
+    checkpoint_every: int = Field(250, ge=1)
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+
+
+def _soft_skeleton(x: torch.Tensor, iterations: int) -> torch.Tensor:
+    def erode(t: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(
+            -F.max_pool2d(-t, (3, 1), 1, (1, 0)), -F.max_pool2d(-t, (1, 3), 1, (0, 1))
+        )
+
+    def dilate(t: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(t, 3, 1, 1)
+
+    skeleton = F.relu(x - dilate(erode(x)))
+    for _ in range(iterations):
+        x = erode(x)
+        delta = F.relu(x - dilate(erode(x)))
+        skeleton = skeleton + F.relu(delta - skeleton * delta)
+    return skeleton
+
+
+def soft_cl_dice_loss(
+    probability: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor, *, iterations: int = 5
+) -> torch.Tensor:
+    """1 - soft clDice (Shit et al., CVPR 2021) between a probability map and a binary truth.
+
+    Shapes:
+        probability, truth, weight: (N, 1, H, W); ``weight`` masks pixels outside the FOV.
+    """
+    probability, truth = probability * weight, truth * weight
+    skeleton_p, skeleton_t = (
+        _soft_skeleton(probability, iterations),
+        _soft_skeleton(truth, iterations),
+    )
+    eps = 1e-6
+    precision = ((skeleton_p * truth).sum() + eps) / (skeleton_p.sum() + eps)
+    sensitivity = ((skeleton_t * probability).sum() + eps) / (skeleton_t.sum() + eps)
+    return 1.0 - 2.0 * precision * sensitivity / (precision + sensitivity)
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor, cl_weight: float) -> torch.Tensor:
+    bce = (
+        F.binary_cross_entropy_with_logits(logits, y, reduction="none") * w
+    ).sum() / w.sum().clamp(min=1)
+    if cl_weight == 0:
+        return bce
+    return bce + cl_weight * soft_cl_dice_loss(torch.sigmoid(logits), y, w)
+
+
+def train_vessel(
+    config: VesselTrainingConfig,
+    images: list[TrainingImage],
+    out_dir: Path,
+    *,
+    resume: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> VesselUNet:
+    """Train the vessel U-Net on augmented patches; checkpoint, resume and log as it goes.
+
+    Parameters
+    ----------
+    config : VesselTrainingConfig
+    images : list of TrainingImage
+        Training images at the working scale (see :mod:`models.vessel_data`).
+    out_dir : Path
+        Receives ``training_config.json``, ``checkpoint.pt`` (every ``checkpoint_every``
+        steps), ``log.jsonl`` and, at the end, the fp16 weights in ``weights/``.
+    resume : bool
+        Continue from ``checkpoint.pt`` when present (its config must match).
+    on_step : callable, optional
+        Called with (step, loss) after every step (progress bars).
+
+    Returns
+    -------
+    model : VesselUNet
+        The trained model in eval mode.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = VesselUNet(config.model).to(device)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=config.learning_rate, total_steps=config.steps, pct_start=0.05
+    )
+    sampler = PatchSampler(
+        images, patch=config.patch, scale_range=config.scale_range, seed=config.seed
+    )
+    config_path = out_dir / "training_config.json"
+    checkpoint_path = out_dir / CHECKPOINT_FILE
+    start = 0
+    if resume and checkpoint_path.is_file():
+        saved = json.loads(config_path.read_text()) if config_path.is_file() else None
+        if saved != json.loads(config.model_dump_json()):
+            raise ValueError(
+                f"{checkpoint_path} was made with a different training config; pass --no-resume "
+                "or the original --config"
+            )
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+    config_path.write_text(config.model_dump_json(indent=2))
+
+    model.train()
+    log = open(out_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    try:
+        started, running = time.perf_counter(), 0.0
+        for step in range(start + 1, config.steps + 1):
+            x, y, w = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
+            loss = _loss(model(x), y, w, config.cl_dice_weight)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            running = 0.98 * running + 0.02 * loss.item() if step > start + 1 else loss.item()
+            if on_step is not None:
+                on_step(step, running)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimiser": optimiser.state_dict(),
+                        "schedule": schedule.state_dict(),
+                        "step": step,
+                        "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
+                        "torch_rng": torch.get_rng_state(),
+                    },
+                    checkpoint_path,
+                )
+                log.write(
+                    json.dumps(
+                        {
+                            "step": step,
+                            "loss": round(running, 5),
+                            "lr": schedule.get_last_lr()[0],
+                            "seconds": round(time.perf_counter() - started, 1),
+                            "device": device.type,
+                        }
+                    )
+                    + "\n"
+                )
+                log.flush()
+    finally:
+        log.close()
+    model.eval()
+    model.cpu().save(out_dir / "weights")
+    return model

@@ -1,0 +1,190 @@
+"""Training data for the vessel U-Net: scale-normalised images and an augmenting patch sampler."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from pipeline.datasets import load_dataset
+from pipeline.preprocess import fov_diameter, vessel_contrast
+
+__all__ = [
+    "PatchSampler",
+    "TrainingImage",
+    "load_training_images",
+    "prepare_training_image",
+    "rescale_to_fov",
+]
+
+
+@dataclass(frozen=True)
+class TrainingImage:
+    """One image at the model's working scale.
+
+    Attributes
+    ----------
+    name : str
+    contrast : (H, W) float32 ndarray
+        :func:`pipeline.preprocess.vessel_contrast` of the image (vessels bright).
+    vessel : (H, W) float32 ndarray in {0, 1}
+    fov : (H, W) bool ndarray
+    modality : {'fundus', 'fa'}
+    """
+
+    name: str
+    contrast: np.ndarray
+    vessel: np.ndarray
+    fov: np.ndarray
+    modality: Literal["fundus", "fa"]
+
+
+def rescale_to_fov(
+    image: np.ndarray, fov: np.ndarray, *, fov_diameter_px: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Resize an image so its field of view is ``fov_diameter_px`` wide.
+
+    Returns
+    -------
+    image : ndarray
+        Resized (area interpolation when shrinking, linear when enlarging).
+    fov : (h, w) bool ndarray
+    factor : float
+        New size / old size.
+    """
+    factor = fov_diameter_px / fov_diameter(fov)
+    size = (max(16, round(image.shape[1] * factor)), max(16, round(image.shape[0] * factor)))
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, size, interpolation=interpolation)
+    resized_fov = cv2.resize(fov.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    return resized, resized_fov, factor
+
+
+def prepare_training_image(
+    name: str,
+    image: np.ndarray,
+    vessel: np.ndarray,
+    fov: np.ndarray,
+    *,
+    modality: Literal["fundus", "fa"],
+    fov_diameter_px: float,
+) -> TrainingImage:
+    """Bring a labelled image to the working scale and compute its vessel contrast."""
+    resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=fov_diameter_px)
+    size = resized_fov.shape[::-1]
+    truth = cv2.resize(vessel.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.5
+    contrast = vessel_contrast(resized, modality=modality, fov=resized_fov)
+    return TrainingImage(name, contrast, truth.astype(np.float32), resized_fov, modality)
+
+
+class PatchSampler:
+    """Random augmented patches: rotation, flips, scale, contrast, gamma, blur and noise.
+
+    Parameters
+    ----------
+    images : list of TrainingImage
+    patch : int
+        Patch side in pixels.
+    scale_range : (float, float)
+        Range of the random zoom (log-uniform), applied on top of the working scale.
+    seed : int
+    """
+
+    def __init__(
+        self,
+        images: list[TrainingImage],
+        *,
+        patch: int = 96,
+        scale_range: tuple[float, float] = (0.7, 1.4),
+        seed: int = 0,
+    ) -> None:
+        if not images:
+            raise ValueError("the sampler needs at least one training image")
+        self.images, self.patch, self.scale_range = images, patch, scale_range
+        self.rng = np.random.default_rng(seed)
+        self._centres = [np.argwhere(im.fov) for im in images]
+        areas = np.array([len(c) for c in self._centres], dtype=np.float64)
+        self._weights = np.sqrt(areas) / np.sqrt(areas).sum()  # large images do not dominate
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample ``size`` patches.
+
+        Returns
+        -------
+        x : (size, 1, P, P) float32 ndarray, vessel contrast
+        y : (size, 1, P, P) float32 ndarray in {0, 1}, vessel truth
+        weight : (size, 1, P, P) float32 ndarray, 1 inside the FOV, 0 outside
+        """
+        shape = (size, 1, self.patch, self.patch)
+        x, y, w = (np.zeros(shape, np.float32) for _ in range(3))
+        for i, index in enumerate(self.rng.choice(len(self.images), size, p=self._weights)):
+            x[i, 0], y[i, 0], w[i, 0] = self._patch(self.images[index], self._centres[index])
+        return x, y, w
+
+    def _patch(self, image: TrainingImage, centres: np.ndarray) -> tuple[np.ndarray, ...]:
+        rng, half = self.rng, self.patch / 2
+        row, col = centres[rng.integers(len(centres))]
+        low, high = np.log(self.scale_range[0]), np.log(self.scale_range[1])
+        zoom = float(np.exp(rng.uniform(low, high)))
+        angle = float(rng.uniform(0, 360))
+        # Affine from patch (x, y) to image (x, y): rotate and zoom about the patch centre.
+        rotation = cv2.getRotationMatrix2D((half, half), angle, 1.0 / zoom)
+        rotation[:, 2] += (col - half, row - half)
+        if rng.random() < 0.5:
+            rotation[:, 0] *= -1
+            rotation[:, 2] += rotation[:, 0] * -self.patch  # keep the flipped patch centred
+        flags = cv2.WARP_INVERSE_MAP
+        size = (self.patch, self.patch)
+        x = cv2.warpAffine(image.contrast, rotation, size, flags=flags | cv2.INTER_LINEAR)
+        y = cv2.warpAffine(image.vessel, rotation, size, flags=flags | cv2.INTER_LINEAR) >= 0.5
+        w = cv2.warpAffine(
+            image.fov.astype(np.float32), rotation, size, flags=flags | cv2.INTER_NEAREST
+        )
+        return self._intensity(x), y.astype(np.float32), w
+
+    def _intensity(self, x: np.ndarray) -> np.ndarray:
+        rng = self.rng
+        gamma = float(np.exp(rng.uniform(-0.4, 0.4)))
+        squashed = 1.0 / (1.0 + np.exp(-x))
+        x = np.log(squashed**gamma + 1e-6) - np.log1p(-(squashed**gamma) + 1e-6)
+        x = x * rng.uniform(0.75, 1.3) + rng.uniform(-0.3, 0.3)
+        if rng.random() < 0.25:
+            x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.4, 1.0)))
+        if rng.random() < 0.5:
+            x = x + rng.normal(0.0, rng.uniform(0.02, 0.2), x.shape).astype(np.float32)
+        return x.astype(np.float32)
+
+
+def load_training_images(
+    data_root: Path, datasets: Sequence[str], *, fov_diameter_px: float
+) -> list[TrainingImage]:
+    """Training splits of the named public datasets at the working scale (never a test split).
+
+    Parameters
+    ----------
+    data_root : Path
+        Folder holding DRIVE/, LES-AV/, HRF-AV/ (``../shared/data``).
+    datasets : sequence of {'drive', 'les-av', 'hrf-av'}
+    fov_diameter_px : float
+        Working scale (see :class:`models.vessel_unet.VesselUNetConfig`).
+    """
+    images = []
+    for name in datasets:
+        if name not in ("drive", "les-av", "hrf-av"):
+            raise ValueError(f"vessel training datasets are drive, les-av, hrf-av; got {name!r}")
+        for record in load_dataset(data_root, name, "training"):
+            images.append(
+                prepare_training_image(
+                    record.name,
+                    record.image,
+                    record.vessel,
+                    record.fov,
+                    modality="fundus",
+                    fov_diameter_px=fov_diameter_px,
+                )
+            )
+    return images

@@ -1,0 +1,115 @@
+"""Vessel probability for whole images of any size: rescale, tile, blend, rescale back."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from models.vessel_data import rescale_to_fov
+from models.vessel_unet import WEIGHTS_FILE, VesselUNet
+from pipeline.preprocess import Modality, fov_mask, vessel_contrast
+
+__all__ = ["DEFAULT_WEIGHTS", "VesselSegmenter"]
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "vessel"
+
+
+def _ramp(size: int, overlap: int) -> np.ndarray:
+    ramp = np.ones(size, np.float32)
+    if overlap > 0:
+        edge = np.linspace(0.0, 1.0, overlap + 2, dtype=np.float32)[1:-1]
+        ramp[:overlap], ramp[-overlap:] = edge, edge[::-1]
+    return ramp
+
+
+@dataclass(frozen=True)
+class VesselSegmenter:
+    """A loaded vessel model plus the sha256 of its weights file (recorded with every output).
+
+    Example
+    -------
+    >>> segmenter = VesselSegmenter.load()  # doctest: +SKIP
+    >>> probability = segmenter.segment(fundus, modality="fundus")  # doctest: +SKIP
+    """
+
+    model: VesselUNet
+    weights_sha256: str
+
+    @classmethod
+    def load(cls, folder: Path = DEFAULT_WEIGHTS) -> VesselSegmenter:
+        """Load weights saved by :meth:`VesselUNet.save` (default: the shipped weights)."""
+        model = VesselUNet.load(folder)
+        digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
+        return cls(model, digest)
+
+    def segment(
+        self,
+        image: np.ndarray,
+        *,
+        modality: Modality,
+        fov: np.ndarray | None = None,
+        scale: float = 1.0,
+        tile: int = 512,
+        overlap: int = 32,
+    ) -> np.ndarray:
+        """Vessel probability of a fundus photo or an FA frame.
+
+        Parameters
+        ----------
+        image : (H, W, 3) uint8 RGB fundus photo or (H, W) uint8/uint16 FA frame
+        modality : {'fundus', 'fa'}
+        fov : (H, W) bool ndarray, optional
+            Field of view; estimated when omitted. Probability is 0 outside it.
+        scale : float
+            Run the network at ``scale`` times its working scale (>1 resolves finer vessels,
+            slower).
+        tile, overlap : int
+            Tile side and overlap in pixels at the working scale; memory is bounded by the tile.
+
+        Returns
+        -------
+        probability : (H, W) float32 ndarray in [0, 1]
+        """
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        if fov is None:
+            fov = fov_mask(image, modality=modality)
+        if not fov.any():
+            return np.zeros(image.shape[:2], np.float32)
+        diameter = self.model.config.fov_diameter_px * scale
+        resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=diameter)
+        contrast = vessel_contrast(resized, modality=modality, fov=resized_fov)
+        probability = self._tiled(contrast, tile=tile, overlap=overlap)
+        probability = cv2.resize(probability, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+        return np.where(fov, np.clip(probability, 0.0, 1.0), 0.0).astype(np.float32)
+
+    @torch.inference_mode()
+    def _tiled(self, contrast: np.ndarray, *, tile: int, overlap: int) -> np.ndarray:
+        multiple = self.model.multiple
+        tile = max(multiple, tile // multiple * multiple)
+        height, width = contrast.shape
+        step = tile - 2 * overlap
+        pad_h = max(tile, -(-max(height - tile, 0) // step) * step + tile) - height
+        pad_w = max(tile, -(-max(width - tile, 0) // step) * step + tile) - width
+        padded = np.pad(
+            contrast, ((0, pad_h), (0, pad_w)), mode="reflect" if min(height, width) > 1 else "edge"
+        )
+        total = np.zeros(padded.shape, np.float32)
+        weights = np.zeros(padded.shape, np.float32)
+        window = np.outer(_ramp(tile, overlap), _ramp(tile, overlap))
+        for top in range(0, padded.shape[0] - tile + 1, step):
+            for left in range(0, padded.shape[1] - tile + 1, step):
+                block = torch.from_numpy(
+                    np.ascontiguousarray(padded[top : top + tile, left : left + tile])
+                )
+                logits = self.model(block[None, None])
+                total[top : top + tile, left : left + tile] += (
+                    torch.sigmoid(logits)[0, 0].numpy() * window
+                )
+                weights[top : top + tile, left : left + tile] += window
+        return (total / np.maximum(weights, 1e-6))[:height, :width]

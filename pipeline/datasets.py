@@ -1,0 +1,181 @@
+"""Readers for the public labelled retinal datasets in ``../shared/data`` (never copied here).
+
+Each reader returns :class:`LabelledImage` records: the colour photo, its binary vessel truth,
+its field-of-view mask and, where the dataset has one, an artery/vein label mask with the case
+store's labels (0 background, 1 artery, 2 vein, 3 crossing or uncertain).
+
+References
+----------
+.. [1] DRIVE: Staal et al., IEEE TMI 23(4), 2004.
+.. [2] RITE: Hu, Abramoff, Garvin, MICCAI 2013.
+.. [3] LES-AV: Orlando et al., MICCAI 2018.
+.. [4] HRF: Budai et al., Int. J. Biomed. Imaging 2013; HRF-AV labels: Hemelings et al., CMIG 2019.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["LabelledImage", "av_labels_from_rgb", "load_dataset", "DATASETS"]
+
+DATASETS = ("drive", "rite", "les-av", "hrf-av")
+Split = Literal["training", "test"]
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One labelled photo.
+
+    Attributes
+    ----------
+    name : str
+        ``<dataset>/<split>/<image stem>``.
+    image : (H, W, 3) uint8 ndarray
+    vessel : (H, W) bool ndarray
+    fov : (H, W) bool ndarray
+    av : (H, W) uint8 ndarray or None
+        0 background, 1 artery, 2 vein, 3 crossing or uncertain.
+    """
+
+    name: str
+    image: np.ndarray
+    vessel: np.ndarray
+    fov: np.ndarray
+    av: np.ndarray | None = None
+
+
+def av_labels_from_rgb(rgb: np.ndarray) -> np.ndarray:
+    """Decode an RGB A/V annotation (red artery, blue vein, green crossing, white uncertain).
+
+    Colours are classified by their dominant channel, so the stray near-red/near-blue values
+    some files carry land in the right class; anything bright but not clearly one class is 3.
+
+    Parameters
+    ----------
+    rgb : (H, W, 3) uint8 ndarray
+
+    Returns
+    -------
+    labels : (H, W) uint8 ndarray with values in {0, 1, 2, 3}
+    """
+    if rgb.ndim != 3 or rgb.shape[2] < 3:
+        raise ValueError(f"A/V annotation must be (H, W, 3) RGB, got {rgb.shape}")
+    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
+    labelled = np.maximum(np.maximum(r, g), b) > 127
+    artery = labelled & (r > 127) & (g < 128) & (b < 128)
+    vein = labelled & (b > 127) & (r < 128) & (g < 128)
+    labels = np.where(labelled, 3, 0).astype(np.uint8)
+    labels[artery] = 1
+    labels[vein] = 2
+    return labels
+
+
+def _read(path: Path, mode: str | None = None) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; see the dataset's SOURCE.txt")
+    with Image.open(path) as image:
+        return np.asarray(image.convert(mode) if mode else image)
+
+
+def _first(folder: Path, stem: str) -> Path:
+    matches = sorted(p for p in folder.glob(f"{stem}*") if p.is_file())
+    if not matches:
+        raise FileNotFoundError(f"no file for {stem!r} in {folder}")
+    return matches[0]
+
+
+def load_dataset(
+    root: Path, name: str, split: Split, *, limit: int | None = None
+) -> list[LabelledImage]:
+    """Load one split of a dataset from its folder in ``../shared/data``.
+
+    Parameters
+    ----------
+    root : Path
+        The data folder holding ``DRIVE/``, ``RITE/``, ``LES-AV/``, ``HRF-AV/``.
+    name : {'drive', 'rite', 'les-av', 'hrf-av'}
+    split : {'training', 'test'}
+        HRF-AV holds only its training split here.
+    limit : int, optional
+        Load only the first ``limit`` images (sorted by name).
+
+    Returns
+    -------
+    images : list of LabelledImage
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    if split not in ("training", "test"):
+        raise ValueError(f"split must be 'training' or 'test', got {split!r}")
+    loader = {"drive": _drive, "rite": _rite, "les-av": _les_av, "hrf-av": _hrf_av}[name]
+    return loader(root, split, limit)
+
+
+def _drive(root: Path, split: Split, limit: int | None) -> list[LabelledImage]:
+    folder = root / "DRIVE" / split
+    stems = sorted(p.name.split("_")[0] for p in (folder / "images").glob("*.tif"))[:limit]
+    return [
+        LabelledImage(
+            name=f"drive/{split}/{stem}",
+            image=_read(_first(folder / "images", f"{stem}_"), "RGB"),
+            vessel=_read(_first(folder / "1st_manual", f"{stem}_manual1"), "L") > 127,
+            fov=_read(_first(folder / "mask", f"{stem}_"), "L") > 127,
+        )
+        for stem in stems
+    ]
+
+
+def _rite(root: Path, split: Split, limit: int | None) -> list[LabelledImage]:
+    labelled = []
+    for record in _drive(root, split, limit):
+        stem = record.name.rsplit("/", 1)[1]
+        av = av_labels_from_rgb(
+            _read(_first(root / "RITE" / split / "1st_manual", f"{stem}_"), "RGB")
+        )
+        labelled.append(LabelledImage(f"rite/{split}/{stem}", record.image, av > 0, record.fov, av))
+    return labelled
+
+
+def _les_av(root: Path, split: Split, limit: int | None) -> list[LabelledImage]:
+    folder = root / "LES-AV" / split
+    vessel_folder = next(p for p in (folder / "2st_manual", folder / "2nd_manual") if p.is_dir())
+    stems = sorted(p.stem for p in (folder / "images").glob("*.png"))[:limit]
+    records = []
+    for stem in stems:
+        av = av_labels_from_rgb(_read(folder / "1st_manual" / f"{stem}.png", "RGB"))
+        records.append(
+            LabelledImage(
+                name=f"les-av/{split}/{stem}",
+                image=_read(folder / "images" / f"{stem}.png", "RGB"),
+                vessel=_read(vessel_folder / f"{stem}.png", "L") > 127,
+                fov=_read(_first(folder / "mask", f"{stem}_mask"), "L") > 0,
+                av=av,
+            )
+        )
+    return records
+
+
+def _hrf_av(root: Path, split: Split, limit: int | None) -> list[LabelledImage]:
+    folder = root / "HRF-AV" / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is absent (only HRF-AV's training split is stored)")
+    stems = sorted(p.stem for p in (folder / "images").iterdir() if p.is_file())[:limit]
+    records = []
+    for stem in stems:
+        av = av_labels_from_rgb(_read(folder / "1st_manual" / f"{stem}_AVmanual.png", "RGB"))
+        records.append(
+            LabelledImage(
+                name=f"hrf-av/{split}/{stem}",
+                image=_read(_first(folder / "images", f"{stem}."), "RGB"),
+                # HRF's binary vessel truth is not stored; every A/V-labelled pixel is a vessel.
+                vessel=av > 0,
+                fov=_read(folder / "mask" / f"{stem}_mask.tif", "L") > 127,
+                av=av,
+            )
+        )
+    return records
