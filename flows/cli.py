@@ -293,20 +293,25 @@ def _read_config(path: Path | None) -> dict[str, Any]:
 @_user_errors
 def train_vessel_command(
     config: Annotated[Path | None, typer.Option(help="YAML/JSON VesselTrainingConfig")] = None,
-    out: Annotated[Path, typer.Option(help="Run folder: checkpoints, log, weights")] = Path(
-        "runs/vessel"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder: checkpoints, log, weights [default: the catalog's "
+            "model_weights with model=vessel, else runs/vessel]"
+        ),
+    ] = None,
     data: Annotated[Path, typer.Option(help="Folder with DRIVE/, LES-AV/, HRF-AV/")] = Path(
         "../shared/data"
     ),
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint")] = True,
+    catalog: CatalogOption = None,
 ) -> None:
     """Train the vessel U-Net on the public training splits (never DRIVE test)."""
     from pydantic import ValidationError
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from models.training import VesselTrainingConfig, train_vessel
-    from models.vessel_data import load_training_images
+    from models.vessel_data import load_training_images, phantom_fa_training_images
 
     try:
         settings = VesselTrainingConfig(**_read_config(config))
@@ -314,10 +319,19 @@ def train_vessel_command(
         _fail(f"{config}: {error.errors(include_url=False, include_input=False)}")
     if not data.is_dir():
         _fail(f"data folder {data} does not exist; pass --data (the shared datasets folder)")
+    if out is None:
+        loaded = _catalog(catalog)
+        out = loaded.path("model_weights", model="vessel") if loaded else Path("runs/vessel")
     console.print(f"loading {', '.join(settings.datasets)} training images from {data}")
     images = load_training_images(
         data, settings.datasets, fov_diameter_px=settings.model.fov_diameter_px
     )
+    images += phantom_fa_training_images(
+        settings.phantom_fa_cases,
+        seed=settings.seed,
+        fov_diameter_px=settings.model.fov_diameter_px,
+    )
+    console.print(f"{len(images)} training images")
     columns = (
         TextColumn("step {task.completed}/{task.total}"),
         BarColumn(),

@@ -17,6 +17,8 @@ __all__ = [
     "PatchSampler",
     "TrainingImage",
     "load_training_images",
+    "phantom_fa_frames",
+    "phantom_fa_training_images",
     "prepare_training_image",
     "rescale_to_fov",
 ]
@@ -188,3 +190,44 @@ def load_training_images(
                 )
             )
     return images
+
+
+def phantom_fa_frames(
+    n_cases: int, *, seed: int, size: tuple[int, int] = (512, 768)
+) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Venous FA frames of phantom exams with their per-frame vessel truth, native resolution.
+
+    Only venous-phase frames without a simulated defect are used: in earlier frames the veins
+    are not yet visible, so their truth would teach the model to hallucinate. A frame's truth is
+    the FA reference vessel mask pulled through that frame's true motion.
+
+    Returns
+    -------
+    frames : list of (name, frame (h, w) uint8/uint16, truth (h, w) bool, aperture (h, w) bool)
+    """
+    from pipeline.phantom import PhantomConfig, generate_case
+    from pipeline.phantom._write import case_seed
+
+    frames = []
+    config = PhantomConfig(size=size, n_frames=8)
+    for index in range(n_cases):
+        case = generate_case(case_seed(seed, index), config)
+        for k, frame in enumerate(case.fa_frames):
+            if case.frame_phases[k] != "venous" or case.frame_defects[k]:
+                continue
+            map_x, map_y = case.frame_transforms[k].sampling_maps(frame.shape)
+            truth = cv2.remap(case.fa_vessel.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR)
+            frames.append((f"phantom/{seed}/{index}/{k}", frame, truth >= 0.5, case.fa_fov))
+    return frames
+
+
+def phantom_fa_training_images(
+    n_cases: int, *, seed: int, fov_diameter_px: float, size: tuple[int, int] = (512, 768)
+) -> list[TrainingImage]:
+    """:func:`phantom_fa_frames` at the working scale, ready for the patch sampler."""
+    return [
+        prepare_training_image(
+            name, frame, truth, aperture, modality="fa", fov_diameter_px=fov_diameter_px
+        )
+        for name, frame, truth, aperture in phantom_fa_frames(n_cases, seed=seed, size=size)
+    ]

@@ -1,0 +1,86 @@
+"""Vessel segmentation benchmark: DRIVE test accuracy, phantom FA F1, and speed on 2 CPU cores.
+
+Usage: .venv/bin/python benchmarks/bench_vessel.py [--weights DIR] [--data ../shared/data]
+
+Prints one JSON object:
+- drive_test: mean AUC, accuracy, sensitivity, specificity, F1, clDice over the 20 DRIVE test
+  images (1st_manual, FOV masks), threshold 0.5, shipped weights. Targets AUC >= 0.975,
+  accuracy >= 0.955. DRIVE test is never used for training or tuning.
+- phantom_fa: mean F1 / clDice on venous-phase FA frames of phantom exams whose seeds training
+  never saw (target F1 >= 0.85), scored inside the FA aperture.
+- seconds: median wall time of one 565x584 DRIVE image (target < 1 s) and one 3504x2336 HRF
+  image (target < 20 s), including pre-processing; peak RSS of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.vessel_data import phantom_fa_frames
+from models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
+from pipeline.datasets import load_dataset
+from pipeline.metrics import vessel_scores
+
+# Seeds for phantom evaluation: far from the training seed (0), so no case is shared.
+PHANTOM_EVAL_SEED = 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--phantom-cases", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    segmenter = VesselSegmenter.load(args.weights)
+
+    drive, drive_seconds = [], []
+    for record in load_dataset(args.data, "drive", "test"):
+        start = time.perf_counter()
+        probability = segmenter.segment(record.image, modality="fundus")
+        drive_seconds.append(time.perf_counter() - start)
+        drive.append(vessel_scores(probability, record.vessel, fov=record.fov).as_dict())
+
+    phantom = []
+    for _, frame, truth, aperture in phantom_fa_frames(args.phantom_cases, seed=PHANTOM_EVAL_SEED):
+        probability = segmenter.segment(frame, modality="fa", fov=aperture)
+        phantom.append(vessel_scores(probability, truth, fov=aperture).as_dict())
+
+    hrf = load_dataset(args.data, "hrf-av", "training", limit=1)[0]
+    hrf_seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        segmenter.segment(hrf.image, modality="fundus")
+        hrf_seconds.append(time.perf_counter() - start)
+
+    def mean(rows: list[dict[str, float]]) -> dict[str, float]:
+        return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
+
+    print(
+        json.dumps(
+            {
+                "weights_sha256": segmenter.weights_sha256,
+                "drive_test": {"n": len(drive), **mean(drive)},
+                "phantom_fa": {"n": len(phantom), **mean(phantom)},
+                "seconds": {
+                    "drive_565x584_median": round(statistics.median(drive_seconds), 3),
+                    "hrf_3504x2336_median": round(statistics.median(hrf_seconds), 3),
+                },
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "threads": torch.get_num_threads(),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
