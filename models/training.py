@@ -28,7 +28,7 @@ class VesselTrainingConfig(BaseModel):
     model: VesselUNetConfig = VesselUNetConfig()
     datasets: tuple[str, ...] = ("drive", "les-av", "hrf-av")
     phantom_fa_cases: int = Field(24, ge=0)
-    steps: int = Field(3000, ge=1)
+    steps: int = Field(7000, ge=1)
     batch_size: int = Field(16, ge=1)
     patch: int = Field(96, ge=32)
     learning_rate: float = Field(2e-3, gt=0)

@@ -109,8 +109,14 @@ class PatchSampler:
         self.images, self.patch, self.scale_range = images, patch, scale_range
         self.rng = np.random.default_rng(seed)
         self._centres = [np.argwhere(im.fov) for im in images]
-        areas = np.array([len(c) for c in self._centres], dtype=np.float64)
-        self._weights = np.sqrt(areas) / np.sqrt(areas).sum()  # large images do not dominate
+        # Every source (the name's prefix: drive, les-av, hrf-av, phantom) gets an equal share
+        # of patches, so neither many small images nor a few large ones dominate.
+        sources = [im.name.split("/")[0] for im in images]
+        weights = np.array([np.sqrt(len(c)) for c in self._centres], dtype=np.float64)
+        for source in set(sources):
+            members = [i for i, s in enumerate(sources) if s == source]
+            weights[members] /= weights[members].sum()
+        self._weights = weights / weights.sum()
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ``size`` patches.

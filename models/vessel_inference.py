@@ -54,8 +54,9 @@ class VesselSegmenter:
         modality: Modality,
         fov: np.ndarray | None = None,
         scale: float = 1.0,
-        tile: int = 512,
+        tile: int = 1024,
         overlap: int = 32,
+        flips: bool = True,
     ) -> np.ndarray:
         """Vessel probability of a fundus photo or an FA frame.
 
@@ -70,6 +71,8 @@ class VesselSegmenter:
             slower).
         tile, overlap : int
             Tile side and overlap in pixels at the working scale; memory is bounded by the tile.
+        flips : bool
+            Average with the prediction of the mirrored image (test-time augmentation).
 
         Returns
         -------
@@ -84,32 +87,41 @@ class VesselSegmenter:
         diameter = self.model.config.fov_diameter_px * scale
         resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=diameter)
         contrast = vessel_contrast(resized, modality=modality, fov=resized_fov)
-        probability = self._tiled(contrast, tile=tile, overlap=overlap)
+        probability = self._tiled(contrast, tile=tile, overlap=overlap, flips=flips)
         probability = cv2.resize(probability, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         return np.where(fov, np.clip(probability, 0.0, 1.0), 0.0).astype(np.float32)
 
     @torch.inference_mode()
-    def _tiled(self, contrast: np.ndarray, *, tile: int, overlap: int) -> np.ndarray:
+    def _tiled(self, contrast: np.ndarray, *, tile: int, overlap: int, flips: bool) -> np.ndarray:
         multiple = self.model.multiple
-        tile = max(multiple, tile // multiple * multiple)
         height, width = contrast.shape
-        step = tile - 2 * overlap
-        pad_h = max(tile, -(-max(height - tile, 0) // step) * step + tile) - height
-        pad_w = max(tile, -(-max(width - tile, 0) // step) * step + tile) - width
-        padded = np.pad(
-            contrast, ((0, pad_h), (0, pad_w)), mode="reflect" if min(height, width) > 1 else "edge"
-        )
+        tile_h = min(_round_up(tile, multiple), _round_up(height, multiple))
+        tile_w = min(_round_up(tile, multiple), _round_up(width, multiple))
+        padded = np.pad(contrast, ((0, max(0, tile_h - height)), (0, max(0, tile_w - width))))
         total = np.zeros(padded.shape, np.float32)
         weights = np.zeros(padded.shape, np.float32)
-        window = np.outer(_ramp(tile, overlap), _ramp(tile, overlap))
-        for top in range(0, padded.shape[0] - tile + 1, step):
-            for left in range(0, padded.shape[1] - tile + 1, step):
+        window = np.outer(_ramp(tile_h, overlap), _ramp(tile_w, overlap))
+        for top in _starts(padded.shape[0], tile_h, overlap):
+            for left in _starts(padded.shape[1], tile_w, overlap):
                 block = torch.from_numpy(
-                    np.ascontiguousarray(padded[top : top + tile, left : left + tile])
+                    np.ascontiguousarray(padded[top : top + tile_h, left : left + tile_w])
                 )
-                logits = self.model(block[None, None])
-                total[top : top + tile, left : left + tile] += (
-                    torch.sigmoid(logits)[0, 0].numpy() * window
-                )
-                weights[top : top + tile, left : left + tile] += window
+                probability = torch.sigmoid(self.model(block[None, None]))[0, 0]
+                if flips:  # average with the mirrored image's prediction
+                    mirrored = torch.sigmoid(self.model(block.flip(-1)[None, None]))[0, 0].flip(-1)
+                    probability = (probability + mirrored) / 2
+                total[top : top + tile_h, left : left + tile_w] += probability.numpy() * window
+                weights[top : top + tile_h, left : left + tile_w] += window
         return (total / np.maximum(weights, 1e-6))[:height, :width]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _starts(length: int, size: int, overlap: int) -> list[int]:
+    """Tile start positions covering ``length``; the last tile ends flush with the edge."""
+    if length <= size:
+        return [0]
+    step = max(1, size - 2 * overlap)
+    return [*range(0, length - size, step), length - size]

@@ -256,6 +256,10 @@ def _read_case_json(case_dir: Path, label: str) -> tuple[dict, bytes]:
     path = case_dir / CASE_FILE
     if not path.is_file():
         raise CaseRejected(label, CASE_FILE, "missing; every case folder needs a case.json")
+    if not path.resolve().is_relative_to(case_dir.resolve()):
+        raise CaseRejected(
+            label, CASE_FILE, "is a link that leaves the case folder; copy the file in"
+        )
     if path.stat().st_size > _MAX_CASE_JSON_BYTES:
         raise CaseRejected(
             label,

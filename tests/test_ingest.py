@@ -118,6 +118,11 @@ MALFORMED: dict[str, tuple[Callable[[Path], None], str, str]] = {
         "fa/001.png",
         "link that leaves the case folder",
     ),
+    "case_json_link_out": (
+        lambda c: _link_case_json_outside(c),
+        "case.json",
+        "link that leaves the case folder",
+    ),
     "empty_file": (lambda c: (c / "fa" / "001.png").write_bytes(b""), "fa/001.png", "empty file"),
     "text_as_png": (
         lambda c: (c / "fa" / "002.png").write_text("not an image"),
@@ -191,6 +196,13 @@ def _link_frame_outside(folder: Path) -> None:
     Image.fromarray(fa_grey((96, 128), 9)).save(outside)
     (folder / "fa" / "001.png").unlink()
     (folder / "fa" / "001.png").symlink_to(outside)
+
+
+def _link_case_json_outside(folder: Path) -> None:
+    outside = folder.parent.parent / "case_outside.json"
+    outside.write_text((folder / "case.json").read_text())
+    (folder / "case.json").unlink()
+    (folder / "case.json").symlink_to(outside)
 
 
 def _truncated_jpeg_fundus(folder: Path) -> None:
