@@ -36,6 +36,7 @@ class VesselTrainingConfig(BaseModel):
     cl_dice_weight: float = Field(0.2, ge=0)
     scale_range: tuple[float, float] = (0.7, 1.4)
     checkpoint_every: int = Field(250, ge=1)
+    init_weights: str | None = None  # a weights folder to fine-tune from (VesselUNet.save)
     seed: int = 0
     threads: int = Field(2, ge=1)
 
@@ -117,7 +118,16 @@ def train_vessel(
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = VesselUNet(config.model).to(device)
+    model = VesselUNet(config.model)
+    if config.init_weights is not None:
+        initial = VesselUNet.load(Path(config.init_weights))
+        if initial.config != config.model:
+            raise ValueError(
+                f"init_weights {config.init_weights} has model config {initial.config}, "
+                f"not the run's {config.model}"
+            )
+        model.load_state_dict(initial.state_dict())
+    model = model.to(device)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )

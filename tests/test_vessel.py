@@ -255,3 +255,26 @@ def test_shipped_weights_segment_a_drive_test_image(tmp_path: Path) -> None:
     assert report["n"] == 1 and report["images"]["01"]["auc"] == pytest.approx(
         vessel_scores(probability, record.vessel).auc, abs=1e-6
     )
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    VesselUNet(TINY).save(tmp_path / "start", half=False)
+    start = VesselUNet.load(tmp_path / "start")
+    config = VesselTrainingConfig(
+        model=TINY,
+        steps=1,
+        batch_size=2,
+        patch=32,
+        learning_rate=1e-12,
+        weight_decay=0.0,
+        cl_dice_weight=0.0,
+        init_weights=str(tmp_path / "start"),
+    )
+    tuned = train_vessel(config, _tiny_images(), tmp_path / "run")
+    for name, weight in start.state_dict().items():
+        if name.endswith("weight") and weight.ndim == 4:
+            torch.testing.assert_close(tuned.state_dict()[name], weight)
+    other = config.model_copy(update={"model": TINY.model_copy(update={"base_channels": 8})})
+    with pytest.raises(ValueError, match="has model config"):
+        train_vessel(other, _tiny_images(), tmp_path / "other")
