@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from enum import StrEnum
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -38,6 +39,11 @@ StoreOption = Annotated[
     typer.Option("--store", help="Case store folder [default: the catalog's case_store]"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of tables")]
+
+
+class ImageModality(StrEnum):
+    FUNDUS = "fundus"
+    FA = "fa"
 
 
 def _fail(message: str) -> NoReturn:
@@ -355,37 +361,41 @@ def train_vessel_command(
 def segment(
     images: Annotated[list[Path], typer.Argument(help="Fundus photos or FA frames")],
     out: Annotated[Path, typer.Option(help="Folder for <stem>_vessel.png")],
-    modality: Annotated[str, typer.Option(help="fundus or fa")] = "fundus",
+    modality: Annotated[ImageModality, typer.Option(help="Kind of every input image")] = (
+        ImageModality.FUNDUS
+    ),
     weights: Annotated[Path | None, typer.Option(help="Weights folder [default: shipped]")] = None,
     scale: Annotated[float, typer.Option(min=0.25, max=4.0, help="Network scale factor")] = 1.0,
 ) -> None:
-    """Write each image's vessel probability as <stem>_vessel.png (0-255, same size)."""
+    """Write each image's vessel probability as <stem>_vessel.png (0-255, same size).
+
+    An unreadable image or one of the wrong modality is reported and skipped; the others are
+    still written, and the exit code is 1.
+    """
     from PIL import Image
 
     from models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
     from pipeline.io import ImageRejected, as_fa_frame, as_fundus, read_image
 
-    if modality not in ("fundus", "fa"):
-        _fail(f"--modality must be 'fundus' or 'fa', got {modality!r}")
     segmenter = VesselSegmenter.load(weights or DEFAULT_WEIGHTS)
+    normalise = as_fundus if modality is ImageModality.FUNDUS else as_fa_frame
     out.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    skipped = 0
     for path in images:
         try:
-            pixels = read_image(path) if path.is_file() else None
-            if pixels is None:
+            if not path.is_file():
                 raise ImageRejected("no such file")
-            pixels = as_fundus(pixels) if modality == "fundus" else as_fa_frame(pixels)
+            pixels = normalise(read_image(path))
         except ImageRejected as error:
             errors.print(f"[yellow]skipped[/] {path}: {error}", highlight=False, soft_wrap=True)
-            failed += 1
+            skipped += 1
             continue
-        probability = segmenter.segment(pixels, modality=modality, scale=scale)  # type: ignore[arg-type]
+        probability = segmenter.segment(pixels, modality=modality.value, scale=scale)
         target = out / f"{path.stem}_vessel.png"
         Image.fromarray(np.round(probability * 255).astype(np.uint8)).save(target)
         console.print(f"{target}", highlight=False)
     console.print(f"weights sha256 {segmenter.weights_sha256}")
-    if failed:
+    if skipped:
         raise typer.Exit(1)
 
 

@@ -278,3 +278,31 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
     other = config.model_copy(update={"model": TINY.model_copy(update={"base_channels": 8})})
     with pytest.raises(ValueError, match="has model config"):
         train_vessel(other, _tiny_images(), tmp_path / "other")
+
+
+def test_segment_skips_bad_inputs_but_writes_the_rest(tmp_path: Path) -> None:
+    image, _ = synthetic_vessels((96, 128))
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(tmp_path / "frame.png")
+    (tmp_path / "broken.png").write_text("not an image")
+    args = [
+        "segment",
+        str(tmp_path / "frame.png"),
+        str(tmp_path / "broken.png"),
+        str(tmp_path / "absent.png"),
+        "--out",
+        str(tmp_path / "out"),
+        "--modality",
+        "fa",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert (
+        "broken.png: not a readable PNG" in result.stderr
+        and "absent.png: no such file" in result.stderr
+    )
+    written = np.asarray(Image.open(tmp_path / "out" / "frame_vessel.png"))
+    assert written.shape == (96, 128) and written.dtype == np.uint8
+    result = CliRunner().invoke(
+        app, [*args[:2], "--out", str(tmp_path / "o2"), "--modality", "oct"]
+    )
+    assert result.exit_code == 2 and "oct" in result.stderr
