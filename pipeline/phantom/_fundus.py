@@ -107,7 +107,7 @@ def render_fundus(
     reflectance *= 1.0 - macula * np.array([0.16, 0.32, 0.30], np.float32) * rng.uniform(0.8, 1.2)
     reflectance *= 1.0 - pit * np.array([0.06, 0.12, 0.12], np.float32)
     reflectance += 0.10 * np.exp(-(to_fovea**2) / (2 * 0.007**2))[..., None]
-    # 3. optic disc: pale pink-yellow rim, whiter cup, soft edge, brighter peripapillary halo
+    # 3. optic disc: bright yellow rim, near-white cup, soft edge, brighter peripapillary halo
     dx, dy = scene.disc_xy
     ys, xs = np.ogrid[:height, :width]
     ellipse = np.sqrt(((xs - dx) / (0.9 * scene.disc_radius)) ** 2
@@ -116,8 +116,8 @@ def render_fundus(
     cup = 0.8 * _smoothstep(0.6, 0.2, ellipse)[..., None]
     halo = np.exp(-((ellipse - 1.0) ** 2) / 0.08)[..., None]
     reflectance *= 1.0 + 0.10 * halo
-    rim_colour = np.array([1.0, 0.74, 0.46], np.float32) * rng.uniform(0.95, 1.05)
-    cup_colour = np.array([1.0, 0.90, 0.68], np.float32)
+    rim_colour = np.array([1.3, 1.0, 0.62], np.float32) * rng.uniform(0.95, 1.05)
+    cup_colour = np.array([1.45, 1.3, 0.95], np.float32)
     reflectance = reflectance * (1 - disc) + rim_colour * disc
     reflectance = reflectance * (1 - cup) + cup_colour * cup
     # 4. vessels: Beer-Lambert absorbance that saturates with calibre, plus the axial reflex
