@@ -134,9 +134,7 @@ def status(
 ) -> None:
     """Cases, their stage, who is waiting for review, and the last error; quarantined cases."""
     root = _store_root(store, _catalog(catalog))
-    if not root.is_dir():
-        _fail(f"no case store at {root}; run `angioflow ingest SRC --store {root}` first")
-    case_store = CaseStore(root)
+    case_store = CaseStore(root, create=False)
     rows, broken = [], []
     for case_id in case_store.case_ids():
         try:
@@ -201,7 +199,7 @@ def history(
     as_json: JsonOption = False,
 ) -> None:
     """Every saved mask version and approval of a case: who, when, from which parent."""
-    case_store = CaseStore(_store_root(store, _catalog(catalog)))
+    case_store = CaseStore(_store_root(store, _catalog(catalog)), create=False)
     versions = [v for kind in MaskKind for v in case_store.versions(case, kind)]
     approvals = [e for e in case_store.events(case) if e["event"] == "approved"]
     if as_json:

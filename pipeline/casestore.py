@@ -201,7 +201,8 @@ class CaseStore:
     ----------
     root : Path
         Store folder; ``cases/``, ``locks/``, ``replaced/`` and ``quarantine/`` live inside.
-        Created when absent.
+    create : bool
+        Create the folder when absent (ingestion); otherwise a missing store is an error.
 
     Example
     -------
@@ -210,10 +211,15 @@ class CaseStore:
     ['p0ea7e5aff8bd_OD_5a7f73']
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise CaseStoreError(f"store {self.root} is a file, not a folder; pass a folder")
+        if not create and not (self.root / "cases").is_dir():
+            raise CaseStoreError(
+                f"no case store at {self.root}; "
+                f"run `angioflow ingest SRC --store {self.root}` first"
+            )
         self.cases_dir = self.root / "cases"
         self.locks_dir = self.root / "locks"
         self.replaced_dir = self.root / "replaced"

@@ -108,8 +108,9 @@ def test_status_table_shows_review_queue_errors_and_quarantine(
             "source folder /nonexistent/src does not exist",
         ),
         (("status", "--store", "/nonexistent/store"), "no case store at /nonexistent/store"),
-        (("history", "../evil", "--store", "{tmp}"), "invalid case id '../evil'"),
-        (("history", "p1_OD_abc", "--store", "{tmp}"), "no case 'p1_OD_abc'"),
+        (("history", "../evil", "--store", "{tmp}/store"), "invalid case id '../evil'"),
+        (("history", "p1_OD_abc", "--store", "{tmp}/store"), "no case 'p1_OD_abc'"),
+        (("history", "p1_OD_abc", "--store", "{tmp}/typo"), "no case store at"),
         (("status", "--catalog", "{tmp}/bad.yaml"), "dataset 'case_store' field 'filepath'"),
         (("status", "--catalog", "{tmp}/absent.yaml"), "no catalog file"),
     ],
@@ -117,6 +118,7 @@ def test_status_table_shows_review_queue_errors_and_quarantine(
 def test_user_errors_are_one_line_with_exit_code_2(
     tmp_path: Path, args: tuple[str, ...], message: str
 ) -> None:
+    CaseStore(tmp_path / "store")
     (tmp_path / "bad.yaml").write_text(
         "version: 1\ndatasets:\n  case_store: {type: case_store, filepath: /abs}\n"
     )
@@ -124,6 +126,7 @@ def test_user_errors_are_one_line_with_exit_code_2(
     assert code == 2
     assert message in " ".join(err.split())
     assert "Traceback" not in err + out
+    assert not (tmp_path / "typo").exists()  # a mistyped store is never created
 
 
 def test_raw_patient_id_appears_in_no_output_byte(
