@@ -39,8 +39,9 @@ def _av_rgb(av: np.ndarray) -> np.ndarray:
 
 
 def _first_frame(case, phases: tuple[str, ...], *, last: bool = False) -> int:
-    indices = [k for k, p in enumerate(case.frame_phases)
-               if p in phases and case.frame_defects[k] is None]
+    indices = [
+        k for k, p in enumerate(case.frame_phases) if p in phases and case.frame_defects[k] is None
+    ]
     return indices[-1] if last else indices[0]
 
 
@@ -74,13 +75,18 @@ def main() -> None:
     ]
     figure, axes = plt.subplots(2, 6, figsize=(24, 7.6))
     for axis, (image, title) in zip(axes.ravel(), panels, strict=True):
-        axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0,
-                    vmax=255 if image.dtype == np.uint8 else None)
+        axis.imshow(
+            image,
+            cmap="gray" if image.ndim == 2 else None,
+            vmin=0,
+            vmax=255 if image.dtype == np.uint8 else None,
+        )
         axis.set_title(title, fontsize=11)
         axis.axis("off")
     figure.suptitle(
         f"angioflow phantom (seed {args.seed}, {case.eye}) - top; real data - bottom "
-        "(DRIVE/RITE/FFA, research use, not redistributed)", fontsize=13,
+        "(DRIVE/RITE/FFA, research use, not redistributed)",
+        fontsize=13,
     )
     figure.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)

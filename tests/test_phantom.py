@@ -36,8 +36,7 @@ def case() -> PhantomCase:
 
 def _shift(reference: np.ndarray, moving: np.ndarray) -> float:
     """Sub-pixel translation (px) that best aligns ``moving`` with ``reference``."""
-    shift, _, _ = phase_cross_correlation(reference, moving, upsample_factor=20,
-                                          normalization=None)
+    shift, _, _ = phase_cross_correlation(reference, moving, upsample_factor=20, normalization=None)
     return float(np.hypot(*shift))
 
 
@@ -100,10 +99,14 @@ def test_landmarks_agree_across_coordinate_systems_and_sit_on_vessels(case: Phan
 
 def test_fa_vessels_map_onto_fundus_vessels(case: PhantomCase) -> None:
     height, width = SMALL.size
-    fa_in_fundus = cv2.warpAffine(case.fa_vessel.astype(np.float32), case.fa_to_fundus[:2],
-                                  (width, height)) > 0.5
-    seen = cv2.warpAffine(case.fa_fov.astype(np.float32), case.fa_to_fundus[:2],
-                          (width, height)) > 0.99
+    fa_in_fundus = (
+        cv2.warpAffine(case.fa_vessel.astype(np.float32), case.fa_to_fundus[:2], (width, height))
+        > 0.5
+    )
+    seen = (
+        cv2.warpAffine(case.fa_fov.astype(np.float32), case.fa_to_fundus[:2], (width, height))
+        > 0.99
+    )
     region = seen & case.fov
     ring = np.ones((3, 3), bool)  # resampling a 1-px vessel may move it by one pixel
     mapped_hits = (fa_in_fundus & region & ndi.binary_dilation(case.vessel, ring)).sum()
@@ -212,8 +215,10 @@ def test_written_case_follows_the_raw_contract_and_truth_round_trips(
     transforms, fa_to_fundus = read_transforms(folder)
     assert np.array_equal(fa_to_fundus, case.fa_to_fundus)
     points = case.landmarks.frame_xy[3]
-    assert np.array_equal(transforms[3].frame_to_reference(points),
-                          case.frame_transforms[3].frame_to_reference(points))
+    assert np.array_equal(
+        transforms[3].frame_to_reference(points),
+        case.frame_transforms[3].frame_to_reference(points),
+    )
     landmarks = json.loads((folder / "truth" / "landmarks.json").read_text())["landmarks"]
     assert len(landmarks) == len(case.landmarks.kinds)
     with pytest.raises(FileExistsError, match="already holds files"):
@@ -256,13 +261,15 @@ def test_fa_frames_show_dye_filling_then_washout(case: PhantomCase) -> None:
 
 def test_semi_synthetic_sequence_transforms_register_back(case: PhantomCase) -> None:
     image = case.fa_frames[-2]
-    sequence = semi_synthetic_sequence(image, 3, n_frames=4, noise_sigma=0.0, illumination=0.0,
-                                       gain_range=(1.0, 1.0))
+    sequence = semi_synthetic_sequence(
+        image, 3, n_frames=4, noise_sigma=0.0, illumination=0.0, gain_range=(1.0, 1.0)
+    )
     assert np.array_equal(sequence.frames[0], image)
     assert all(f.dtype == image.dtype and f.shape == image.shape for f in sequence.frames)
     reference = white_tophat(image.astype(np.float32), disk(4))
-    for frame, transform, valid in zip(sequence.frames[1:], sequence.transforms[1:],
-                                       sequence.valid[1:], strict=True):
+    for frame, transform, valid in zip(
+        sequence.frames[1:], sequence.transforms[1:], sequence.valid[1:], strict=True
+    ):
         back = warp_to_reference(frame.astype(np.float32), transform, image.shape)
         seen = warp_to_reference(valid.astype(np.float32), transform, image.shape) > 0.99
         ridges = white_tophat(back, disk(4)) * seen

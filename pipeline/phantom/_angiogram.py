@@ -73,8 +73,10 @@ def sample_frame_times(rng: np.random.Generator, n_frames: int, timing: DyeTimin
         return np.array([timing.arrival_s + timing.arteriovenous_s + rng.uniform(5.0, 15.0)])
     n_early = max(2, int(round(0.65 * n_frames)))
     n_late = n_frames - n_early
-    early = timing.arrival_s + rng.uniform(-1.0, 0.5) + np.concatenate(
-        [[0.0], np.cumsum(rng.uniform(1.2, 3.5, size=n_early - 1))]
+    early = (
+        timing.arrival_s
+        + rng.uniform(-1.0, 0.5)
+        + np.concatenate([[0.0], np.cumsum(rng.uniform(1.2, 3.5, size=n_early - 1))])
     )
     late = np.sort(np.exp(rng.uniform(np.log(45.0), np.log(600.0), size=n_late)))
     late = np.maximum(late, early[-1] + 5.0) + np.arange(n_late)  # keep strictly increasing
@@ -164,8 +166,9 @@ def render_fluorescence(scene: AngiogramScene, timing: DyeTiming, time_s: float)
     artery = _bolus(tau - layers.transit[0] / timing.artery_speed)
     # veins fill from their distal ends back to the disc
     vein_tau = (
-        tau - timing.arteriovenous_s - (scene.transit_max - layers.transit[1]) / timing.vein_speed
-        * 0.25
+        tau
+        - timing.arteriovenous_s
+        - (scene.transit_max - layers.transit[1]) / timing.vein_speed * 0.25
     )
     vein = _bolus(vein_tau)
     mixing = np.clip(vein_tau / 3.5, 0.0, 1.0)
@@ -198,8 +201,9 @@ def apply_camera(
         length = max(3, int(round(0.03 * unit)) | 1)
         kernel = np.zeros((length, length), np.float32)
         cv2.line(kernel, (0, length // 2), (length - 1, length // 2), 1.0, 1)
-        rotation = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5),
-                                           float(rng.uniform(0, 180)), 1.0)
+        rotation = cv2.getRotationMatrix2D(
+            (length / 2 - 0.5, length / 2 - 0.5), float(rng.uniform(0, 180)), 1.0
+        )
         kernel = cv2.warpAffine(kernel, rotation, (length, length))
         image = cv2.filter2D(image, -1, kernel / kernel.sum())
     elif defect == "blink":

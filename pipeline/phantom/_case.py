@@ -86,8 +86,10 @@ class PhantomConfig:
                     f"{name} must be a (height, width) tuple of ints in [64, {_MAX_SIDE}], "
                     f"got {value!r}"
                 )
-        if isinstance(self.n_frames, bool) or not isinstance(self.n_frames, int) or not (
-            1 <= self.n_frames <= 500
+        if (
+            isinstance(self.n_frames, bool)
+            or not isinstance(self.n_frames, int)
+            or not (1 <= self.n_frames <= 500)
         ):
             raise ValueError(f"n_frames must be an int in [1, 500], got {self.n_frames!r}")
         if self.eye not in ("OD", "OS", None):
@@ -98,9 +100,7 @@ class PhantomConfig:
                 f"got {self.max_translation!r}"
             )
         if not 0.0 <= self.max_rotation_deg <= 45.0:
-            raise ValueError(
-                f"max_rotation_deg must lie in [0, 45], got {self.max_rotation_deg!r}"
-            )
+            raise ValueError(f"max_rotation_deg must lie in [0, 45], got {self.max_rotation_deg!r}")
         low, high = self.scale_range
         if not 0.5 <= low <= high <= 2.0:
             raise ValueError(
@@ -280,8 +280,11 @@ def generate_case(seed: int, config: PhantomConfig = PhantomConfig()) -> Phantom
             )
             if rng.random() < config.bad_frame_probability:
                 defect = DEFECTS[int(rng.integers(len(DEFECTS)))]
-        frames.append(_render_frame(rng, angiogram, timing, float(time_s), transform,
-                                    frame_scene, pad, config, defect))
+        frames.append(
+            _render_frame(
+                rng, angiogram, timing, float(time_s), transform, frame_scene, pad, config, defect
+            )
+        )
         transforms.append(transform)
         defects.append(defect)
 
@@ -302,7 +305,7 @@ def generate_case(seed: int, config: PhantomConfig = PhantomConfig()) -> Phantom
         frame_defects=tuple(defects),
         frame_transforms=tuple(transforms),
         fa_to_fundus=fa_to_fundus,
-        fa_vessel=canvas_layers.mask.any(axis=0)[pad:pad + fa_shape[0], pad:pad + fa_shape[1]],
+        fa_vessel=canvas_layers.mask.any(axis=0)[pad : pad + fa_shape[0], pad : pad + fa_shape[1]],
         fa_fov=fov_mask(frame_scene),
         landmarks=landmarks,
         disc_xy=fundus_scene.disc_xy,
@@ -396,8 +399,7 @@ def _render_frame(
 ) -> np.ndarray:
     fluorescence = render_fluorescence(angiogram, timing, time_s)
     map_x, map_y = transform.sampling_maps(frame_scene.shape, offset_xy=(pad, pad))
-    moved = cv2.remap(fluorescence, map_x, map_y, cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REPLICATE)
+    moved = cv2.remap(fluorescence, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     image = apply_camera(
         rng,
         moved,
@@ -431,8 +433,10 @@ def _landmarks(
     height, width = shape
     keep = (
         (np.linalg.norm(points, axis=1) < 0.97)
-        & (fundus_xy[:, 0] >= 1) & (fundus_xy[:, 0] <= width - 2)
-        & (fundus_xy[:, 1] >= 1) & (fundus_xy[:, 1] <= height - 2)
+        & (fundus_xy[:, 0] >= 1)
+        & (fundus_xy[:, 0] <= width - 2)
+        & (fundus_xy[:, 1] >= 1)
+        & (fundus_xy[:, 1] <= height - 2)
     )
     points, fundus_xy = points[keep], fundus_xy[keep]
     fa_xy = points @ retina_to_fa[:2, :2].T + retina_to_fa[:2, 2]

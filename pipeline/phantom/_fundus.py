@@ -72,9 +72,7 @@ def _aperture(scene: FundusScene) -> np.ndarray:
     return np.clip(scene.fov_radius + 1.0 - distance, 0.0, 1.0) * fov_mask(scene)
 
 
-def render_fundus(
-    rng: np.random.Generator, scene: FundusScene, layers: VesselLayers
-) -> np.ndarray:
+def render_fundus(rng: np.random.Generator, scene: FundusScene, layers: VesselLayers) -> np.ndarray:
     """Render an 8-bit colour fundus photograph.
 
     Parameters
@@ -110,8 +108,9 @@ def render_fundus(
     # 3. optic disc: bright yellow rim, near-white cup, soft edge, brighter peripapillary halo
     dx, dy = scene.disc_xy
     ys, xs = np.ogrid[:height, :width]
-    ellipse = np.sqrt(((xs - dx) / (0.9 * scene.disc_radius)) ** 2
-                      + ((ys - dy) / scene.disc_radius) ** 2).astype(np.float32)
+    ellipse = np.sqrt(
+        ((xs - dx) / (0.9 * scene.disc_radius)) ** 2 + ((ys - dy) / scene.disc_radius) ** 2
+    ).astype(np.float32)
     disc = 0.9 * _smoothstep(1.15, 0.85, ellipse)[..., None]
     cup = 0.8 * _smoothstep(0.6, 0.2, ellipse)[..., None]
     halo = np.exp(-((ellipse - 1.0) ** 2) / 0.08)[..., None]
@@ -135,9 +134,12 @@ def render_fundus(
     vignette = 1.0 - rng.uniform(0.35, 0.5) * np.clip(to_centre, 0, 1) ** 2.5
     angle = rng.uniform(0, 2 * np.pi)
     cx, cy = scene.fov_center_xy
-    tilt = 1.0 + rng.uniform(0.04, 0.12) * (
-        np.cos(angle) * (xs - cx) + np.sin(angle) * (ys - cy)
-    ) / scene.fov_radius
+    tilt = (
+        1.0
+        + rng.uniform(0.04, 0.12)
+        * (np.cos(angle) * (xs - cx) + np.sin(angle) * (ys - cy))
+        / scene.fov_radius
+    )
     image = reflectance * (vignette * tilt)[..., None] * rng.uniform(0.95, 1.05)
     # 6. sensor: noise, quantisation, black outside the aperture with a one-pixel soft edge
     image += rng.normal(0.0, 0.005, size=image.shape).astype(np.float32)

@@ -138,6 +138,7 @@ def _draw_pieces(
     for i in order[visible[order]]:
         piece = int(i)
         cv2.fillConvexPoly(index, quads_fixed[i], piece, cv2.LINE_8, _SHIFT)
-        cv2.circle(index, tuple(joints_fixed[i]), int(joint_radius[i]), piece, -1, cv2.LINE_8,
-                   _SHIFT)
+        cv2.circle(
+            index, tuple(joints_fixed[i]), int(joint_radius[i]), piece, -1, cv2.LINE_8, _SHIFT
+        )
     return index

@@ -92,9 +92,7 @@ def semi_synthetic_sequence(
     image = np.asarray(image)
     seed = _check_seed(seed)
     if image.ndim not in (2, 3) or (image.ndim == 3 and not 1 <= image.shape[2] <= 4):
-        raise ValueError(
-            f"image must be (H, W) or (H, W, C) with C <= 4, got shape {image.shape}"
-        )
+        raise ValueError(f"image must be (H, W) or (H, W, C) with C <= 4, got shape {image.shape}")
     if min(image.shape[:2]) < 16:
         raise ValueError(f"image must be at least 16x16 pixels, got shape {image.shape}")
     if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
@@ -134,7 +132,7 @@ def semi_synthetic_sequence(
         moved = moved.reshape(image.shape)
         seen = cv2.remap(ones, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         angle = rng.uniform(0.0, 2.0 * np.pi)
-        ramp = (np.cos(angle) * (xs / shape[1] - 0.5) + np.sin(angle) * (ys / shape[0] - 0.5))
+        ramp = np.cos(angle) * (xs / shape[1] - 0.5) + np.sin(angle) * (ys / shape[0] - 0.5)
         exposure = rng.uniform(*gain_range) * (1.0 + 2.0 * illumination * ramp)
         if moved.ndim == 3:
             exposure = exposure[..., None]

@@ -175,7 +175,10 @@ class FrameTransform:
 
 
 def similarity_matrix(
-    *, scale: float, rotation_deg: float, translation_xy: tuple[float, float],
+    *,
+    scale: float,
+    rotation_deg: float,
+    translation_xy: tuple[float, float],
     center_xy: tuple[float, float],
 ) -> np.ndarray:
     """3x3 matrix rotating by ``rotation_deg`` and scaling about ``center_xy``, then translating.

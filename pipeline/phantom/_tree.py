@@ -119,9 +119,7 @@ class VesselTree:
         """Artery/vein centre-line crossings outside the disc, (M, 2) (x, y) retina units."""
         starts, ends = [], []
         for label in (ARTERY, VEIN):
-            pieces = [
-                (s.points[:-1], s.points[1:]) for s in self.segments if s.label == label
-            ]
+            pieces = [(s.points[:-1], s.points[1:]) for s in self.segments if s.label == label]
             starts.append(np.concatenate([p[0] for p in pieces]))
             ends.append(np.concatenate([p[1] for p in pieces]))
         found = _segment_intersections(starts[ARTERY], ends[ARTERY], starts[VEIN], ends[VEIN])
@@ -214,8 +212,9 @@ class _Grower:
                 int(round((point[0] + _EXTENT) * scale)),
                 int(round((point[1] + _EXTENT) * scale)),
             )
-            cv2.circle(grid, center, max(int(round(radius * scale)), 8), index + 1, -1,
-                       cv2.LINE_8, 4)
+            cv2.circle(
+                grid, center, max(int(round(radius * scale)), 8), index + 1, -1, cv2.LINE_8, 4
+            )
 
     def _refresh_density(self, label: int) -> None:
         occupied = (self.occupancy[label] > 0).astype(np.float32)
@@ -248,8 +247,9 @@ class _Grower:
                     self._refresh_density(label)
         return tuple(self.segments)
 
-    def _desired(self, sprout: _Sprout, point: np.ndarray, direction: np.ndarray,
-                 radius: float) -> np.ndarray:
+    def _desired(
+        self, sprout: _Sprout, point: np.ndarray, direction: np.ndarray, radius: float
+    ) -> np.ndarray:
         """Where the vessel would like to head next (not normalised)."""
         anatomy = self.anatomy
         rng = self.rng
