@@ -279,6 +279,24 @@ def test_semi_synthetic_sequence_transforms_register_back(case: PhantomCase) -> 
     assert colour.frames[1].shape == case.fundus.shape
 
 
+def test_semi_synthetic_sequence_from_a_real_ffa_frame_registers_back() -> None:
+    phases = DRIVE.parent / "FFA" / "origin_data" / "01.phase_identification" / "venous_phase"
+    if not phases.is_dir():
+        pytest.skip(f"{phases} absent: a real FFA frame is needed for this test")
+    image = np.asarray(Image.open(sorted(phases.glob("*.jpg"))[0]).convert("L"))
+    sequence = semi_synthetic_sequence(
+        image, 5, n_frames=3, noise_sigma=0.0, illumination=0.0, gain_range=(1.0, 1.0)
+    )
+    reference = white_tophat(image.astype(np.float32), disk(4))
+    for frame, transform, valid in zip(
+        sequence.frames[1:], sequence.transforms[1:], sequence.valid[1:], strict=True
+    ):
+        back = warp_to_reference(frame.astype(np.float32), transform, image.shape)
+        seen = warp_to_reference(valid.astype(np.float32), transform, image.shape) > 0.99
+        assert _shift(reference * seen, white_tophat(back, disk(4)) * seen) < 0.5
+        assert _shift(reference * seen, white_tophat(frame.astype(np.float32), disk(4))) > 1.0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
