@@ -211,8 +211,7 @@ def phantom_fa_frames(
     -------
     frames : list of (name, frame (h, w) uint8/uint16, truth (h, w) bool, aperture (h, w) bool)
     """
-    from pipeline.phantom import PhantomConfig, generate_case
-    from pipeline.phantom._write import case_seed
+    from pipeline.phantom import PhantomConfig, case_seed, generate_case
 
     frames = []
     config = PhantomConfig(size=size, n_frames=8)

@@ -99,17 +99,18 @@ def ingest_case(
         Re-ingesting an unchanged case is ``skipped``; a changed one without ``replace`` is
         ``quarantined``. Never raises for a bad case.
     """
-    label = case_label(case_dir)
     try:
         raw = read_raw_case(case_dir, root=source_root, limits=limits)
     except CaseRejected as rejection:
-        return _quarantine(store, case_dir, label, rejection.file, str(rejection))
+        return _quarantine(store, case_dir, rejection.case, rejection.file, str(rejection))
     except OSError as error:
+        label = case_label(case_dir)
         reason = (
             f"case '{label}': cannot read the case folder ({error.strerror}); check permissions"
         )
         return _quarantine(store, case_dir, label, "", reason)
 
+    label = raw.label
     case_id = case_pseudonym(raw.patient_id, raw.eye, raw.acquired, key=key)
     status: Literal["ingested", "replaced"] = "ingested"
     if store.exists(case_id):

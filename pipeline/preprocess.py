@@ -56,7 +56,7 @@ def fov_mask(image: np.ndarray, *, modality: Modality) -> np.ndarray:
 
     Example
     -------
-    >>> fov_mask(np.pad(np.full((40, 40), 200, np.uint8), 10), modality="fa").sum()
+    >>> int(fov_mask(np.pad(np.full((40, 40), 200, np.uint8), 10), modality="fa").sum())
     1600
     """
     _validate(image, modality)

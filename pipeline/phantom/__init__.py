@@ -12,7 +12,7 @@ from ._case import Landmarks, PhantomCase, PhantomConfig, generate_case
 from ._semisynthetic import SyntheticSequence, semi_synthetic_sequence
 from ._transforms import Deformation, FrameTransform, warp_to_reference
 from ._tree import Anatomy, VesselSegment, VesselTree
-from ._write import read_transforms, write_case, write_phantom_set
+from ._write import case_seed, read_transforms, write_case, write_phantom_set
 
 __all__ = [
     "Anatomy",
@@ -25,6 +25,7 @@ __all__ = [
     "SyntheticSequence",
     "VesselSegment",
     "VesselTree",
+    "case_seed",
     "generate_case",
     "read_transforms",
     "semi_synthetic_sequence",
