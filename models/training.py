@@ -26,7 +26,7 @@ class VesselTrainingConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: VesselUNetConfig = VesselUNetConfig()
-    datasets: tuple[str, ...] = ("drive", "les-av", "hrf-av")
+    datasets: tuple[str, ...] = ("drive", "les-av")
     phantom_fa_cases: int = Field(24, ge=0)
     steps: int = Field(7000, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -152,7 +152,7 @@ def train_vessel(
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
         sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it
         start = int(state["step"])
     config_path.write_text(config.model_dump_json(indent=2))
 
