@@ -276,6 +276,68 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command()
+@_user_errors
+def curate(
+    store: StoreOption = None,
+    catalog: CatalogOption = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML of curation settings [default: built-in]")
+    ] = None,
+    runner: Annotated[str, typer.Option(help="Task runner (thread)")] = "thread",
+    as_json: JsonOption = False,
+) -> None:
+    """Run stages 2-7 (registration ... binarisation) on every ingested case, up to review
+    gate 1. Finished stages are skipped on re-runs. Exit 1 if any case failed."""
+    from flows.curate import curate_flow
+    from pipeline.curation import CurationSettings
+
+    if runner != "thread":
+        _fail(f"runner {runner!r} is not available here; use --runner thread")
+    root = _store_root(store, _catalog(catalog))
+    CaseStore(root, create=False)
+    try:
+        settings = CurationSettings.from_dict(_read_config(config)).as_dict()
+    except (TypeError, ValueError) as error:
+        _fail(f"config file {config}: {error}")
+    summary = curate_flow(str(root.resolve()), settings)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        console.print(
+            f"{len(summary['curated'])} curated to vessel review, {len(summary['failed'])} failed, "
+            f"{len(summary['waiting'])} already past curation"
+        )
+        for item in summary["failed"]:
+            console.print(
+                f"[red]failed[/] case {item['case_id']} at {item['stage']}: {item['reason']}",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def inspect(
+    case_id: Annotated[str, typer.Argument(help="Case id (as `status` lists it)")],
+    out: Annotated[Path, typer.Option(help="Folder for the PNG and JSON files")],
+    store: StoreOption = None,
+    catalog: CatalogOption = None,
+    version: Annotated[
+        int | None, typer.Option(min=1, help="Vessel mask version [default: latest]")
+    ] = None,
+) -> None:
+    """Write a case's current masks, QC images and stage metrics as PNG + JSON."""
+    from flows.inspect import inspect_case
+
+    root = _store_root(store, _catalog(catalog))
+    written = inspect_case(CaseStore(root, create=False), case_id, out, version=version)
+    for path in written:
+        console.print(str(path), highlight=False, soft_wrap=True)
+
+
 train_app = typer.Typer(help="Train angioflow's own models.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 

@@ -1,0 +1,156 @@
+"""Prefect flow for stages 2-7: one task per stage per case, ending at review gate 1.
+
+Tasks pass case ids and stage cache keys (content hashes), never arrays. Each stage skips its
+work when the store already holds an output with the same key (see
+:mod:`pipeline.curation_stages`), so re-running the flow only computes what changed.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from pipeline import curation_stages as stages
+from pipeline.casestore import CaseStore, Stage
+from pipeline.curation import CurationSettings
+
+__all__ = ["curate_flow"]
+
+
+def _retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except OSError:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure is not transient
+        return False
+    return False
+
+
+@cache
+def _segmenter(weights: str) -> Any:
+    from models.vessel_inference import VesselSegmenter
+
+    return VesselSegmenter.load(Path(weights))
+
+
+def _stage_task(name: str):  # noqa: ANN202 - a Prefect task factory
+    def run(store: str, case_id: str, upstream: str, settings: dict[str, Any], weights: str) -> str:
+        case_store = CaseStore(Path(store), create=False)
+        try:
+            if name == "vessel_maps":
+                segmenter = _segmenter(weights)
+                return stages.run_vessel_maps(
+                    case_store, case_id, segmenter.segment, segmenter.weights_sha256
+                )
+            curation = CurationSettings.from_dict(settings)
+            if name == "registration":
+                return stages.run_registration(case_store, case_id, upstream, curation)
+            if name == "aggregate":
+                return stages.run_aggregate(case_store, case_id, upstream, curation)
+            if name == "fundus_alignment":
+                return stages.run_fundus_alignment(case_store, case_id, upstream, curation)
+            return stages.run_binarisation(case_store, case_id, upstream, curation)
+        except Exception as error:
+            case_store.record_error(case_id, name, f"{type(error).__name__}: {error}")
+            raise
+
+    return task(
+        run,
+        name=name,
+        retries=2,
+        retry_delay_seconds=1,
+        retry_condition_fn=_retry_on_io_error,
+        cache_policy=NONE,
+    )
+
+
+STAGE_TASKS = {name: _stage_task(name) for name in stages.STAGES}
+
+
+@flow(name="curate", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def curate_flow(
+    store: str, settings: dict[str, Any] | None = None, weights: str | None = None
+) -> dict[str, list[dict[str, str]]]:
+    """Run stages 2-7 for every case waiting for them; a failing case does not stop the others.
+
+    Parameters
+    ----------
+    store : str
+        Case store root.
+    settings : dict, optional
+        :class:`CurationSettings` values (the catalog's/config's ``curation`` parameters).
+    weights : str, optional
+        Vessel CNN weights folder; the shipped weights by default.
+
+    Returns
+    -------
+    summary : dict
+        ``{"curated": [...], "failed": [...], "waiting": [...]}`` with case ids; failures carry
+        the stage and a one-line reason.
+    """
+    from models.vessel_inference import DEFAULT_WEIGHTS
+
+    settings = CurationSettings.from_dict(settings or {}).as_dict()
+    weights = str(weights or DEFAULT_WEIGHTS)
+    case_store = CaseStore(Path(store), create=False)
+    todo, waiting = [], []
+    for case_id in case_store.case_ids():
+        (todo if case_store.summary(case_id).stage == Stage.INGESTED else waiting).append(case_id)
+    chains = {}
+    for case_id in todo:
+        upstream: Any = ""
+        futures = []
+        for name in stages.STAGES:
+            upstream = (
+                STAGE_TASKS[name]
+                .with_options(task_run_name=f"{name} {case_id}")
+                .submit(store, case_id, upstream, settings, weights)
+            )
+            futures.append((name, upstream))
+        chains[case_id] = futures
+    summary: dict[str, list[dict[str, str]]] = {
+        "curated": [],
+        "failed": [],
+        "waiting": [{"case_id": c} for c in waiting],
+    }
+    logger = get_run_logger()
+    for case_id, futures in chains.items():
+        failed = None
+        for name, future in futures:
+            future.wait()
+            if not future.state.is_completed():
+                failed = name
+                break
+        if failed is None:
+            summary["curated"].append({"case_id": case_id})
+            continue
+        reason = next(
+            (e["message"] for e in reversed(case_store.events(case_id)) if e["event"] == "error"),
+            "see the Prefect logs",
+        )
+        logger.warning("case %s failed at stage %s: %s", case_id, failed, reason)
+        summary["failed"].append({"case_id": case_id, "stage": failed, "reason": reason})
+    create_markdown_artifact(key="curate-summary", markdown=_markdown(summary))
+    return summary
+
+
+def _markdown(summary: dict[str, list[dict[str, str]]]) -> str:
+    lines = [
+        "# Curation (stages 2-7)",
+        f"{len(summary['curated'])} curated to review gate 1, {len(summary['failed'])} failed, "
+        f"{len(summary['waiting'])} already past stage 7",
+    ]
+    if summary["failed"]:
+        lines += ["", "| case | stage | reason |", "|---|---|---|"]
+        lines += [
+            f"| {f['case_id']} | {f['stage']} | {f['reason'].replace('|', '/')} |"
+            for f in summary["failed"]
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""`angioflow inspect`: a case's masks, QC images and stage metrics as PNG and JSON files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipeline.casestore import CaseStore, CaseStoreError, MaskKind
+from pipeline.qc import av_to_rgb, checkerboard, overlay
+
+__all__ = ["inspect_case"]
+
+# Provenance not worth a reader's eye in metrics.json (long transform texts, hashes).
+_HIDDEN = {"cache_key", "deformation"}
+
+
+def _public(params: dict[str, Any]) -> dict[str, Any]:
+    cleaned = {k: v for k, v in params.items() if k not in _HIDDEN}
+    if "frames" in cleaned:
+        cleaned["frames"] = [
+            {k: v for k, v in f.items() if k not in _HIDDEN} for f in cleaned["frames"]
+        ]
+    return cleaned
+
+
+def inspect_case(
+    store: CaseStore, case_id: str, out: Path, *, version: int | None = None
+) -> list[Path]:
+    """Write what a reviewer or data engineer looks at first; returns the files written.
+
+    Files: ``vessel.png`` (0/255, the latest or the given version), ``av.png`` (RGB, when an
+    A/V mask exists), ``qc_registration.png`` (checkerboard of the reference frame's vessel map
+    and the aggregate), ``qc_fundus.png`` (fundus vessel map green, aligned FA aggregate
+    magenta), ``aggregate_mean.png``, ``aggregate_max.png`` and ``metrics.json`` (stage, review
+    state, every stage's parameters, quality figures, dropped frames and timings).
+    """
+    summary = store.summary(case_id)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(name: str, array: np.ndarray) -> None:
+        path = out / name
+        Image.fromarray(array).save(path)
+        written.append(path)
+
+    if store.versions(case_id, MaskKind.VESSEL):
+        save(
+            "vessel.png",
+            (store.read_version(case_id, MaskKind.VESSEL, version) > 0).astype(np.uint8) * 255,
+        )
+    elif version is not None:
+        raise CaseStoreError(
+            f"case {case_id} has no vessel mask version {version} (none saved yet)"
+        )
+    if store.versions(case_id, MaskKind.AV):
+        save("av.png", av_to_rgb(store.read_version(case_id, MaskKind.AV)))
+    metrics: dict[str, Any] = {
+        "case_id": case_id,
+        "stage": str(summary.stage),
+        "vessel_versions": len(store.versions(case_id, MaskKind.VESSEL)),
+        "av_versions": len(store.versions(case_id, MaskKind.AV)),
+        "stages": {},
+    }
+    stages: dict[str, Any] = {}
+    for name in ("vessel_maps", "registration", "aggregate", "fundus_alignment", "binarisation"):
+        try:
+            stages[name] = store.read_stage(case_id, name)
+        except CaseStoreError:
+            continue
+        metrics["stages"][name] = {
+            "params": _public(stages[name].params),
+            "seconds": round(stages[name].seconds, 2),
+            "finished": stages[name].finished,
+            "software_version": stages[name].software_version,
+        }
+    if "registration" in stages and "aggregate" in stages:
+        reference = stages["registration"].params["reference"]
+        frames = stages["vessel_maps"].arrays["frames"]
+        save(
+            "qc_registration.png",
+            checkerboard(frames[reference], stages["aggregate"].arrays["mean"]),
+        )
+        save("aggregate_mean.png", stages["aggregate"].arrays["mean"])
+        save("aggregate_max.png", stages["aggregate"].arrays["max"])
+        metrics["frames_dropped"] = [
+            {"index": f["index"], "reason": f["reason"]}
+            for f in stages["registration"].params["frames"]
+            if not f["kept"]
+        ]
+    if "fundus_alignment" in stages:
+        save(
+            "qc_fundus.png",
+            overlay(
+                stages["vessel_maps"].arrays["fundus"], stages["fundus_alignment"].arrays["fa_mean"]
+            ),
+        )
+    path = out / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    written.append(path)
+    return written

@@ -1,0 +1,324 @@
+"""Stages 2-7 of one stored case, each reading its inputs from and writing its output to the store.
+
+Each stage function returns the stage's cache key: a sha256 over its upstream key, its
+parameters and the software that computed it. A stage whose stored output carries the same key
+is not recomputed, so a re-run of the curate flow skips finished work and recomputes exactly the
+stages whose inputs or parameters changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pipeline.casestore import CaseStore, CaseStoreError, MaskKind
+from pipeline.curation import (
+    CurationSettings,
+    FrameRegistration,
+    FundusAlignment,
+    SequenceRegistration,
+    aggregate_maps,
+    align_to_fundus,
+    binarise,
+    register_sequence,
+)
+from pipeline.deformable import Deformation
+from pipeline.preprocess import fov_mask
+
+__all__ = [
+    "STAGES",
+    "Segmenter",
+    "run_aggregate",
+    "run_binarisation",
+    "run_fundus_alignment",
+    "run_registration",
+    "run_vessel_maps",
+]
+
+STAGES = ("vessel_maps", "registration", "aggregate", "fundus_alignment", "binarisation")
+BASELINE_EDITOR = "angioflow"
+
+# (image, modality, fov) -> probability; models.vessel_inference.VesselSegmenter.segment fits.
+Segmenter = Callable[..., np.ndarray]
+
+
+def _key(stage: str, upstream: str, params: dict[str, Any]) -> str:
+    text = json.dumps({"stage": stage, "upstream": upstream, "params": params}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _cached(store: CaseStore, case_id: str, stage: str, key: str) -> bool:
+    try:
+        return store.read_stage(case_id, stage).params.get("cache_key") == key
+    except CaseStoreError:
+        return False
+
+
+def _to_unit8(probability: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(probability, 0, 1) * 255).astype(np.uint8)
+
+
+def _from_uint8(stored: np.ndarray) -> np.ndarray:
+    return stored.astype(np.float32) / 255.0
+
+
+def run_vessel_maps(store: CaseStore, case_id: str, segment: Segmenter, weights_sha256: str) -> str:
+    """Stage 3: vessel probability of every FA frame and of the fundus photo.
+
+    Stored as 0-255 maps with each frame's estimated aperture and the fundus FOV.
+    """
+    raw = store.read_raw(case_id)
+    digest = hashlib.sha256(raw.fundus.tobytes())
+    for frame in raw.fa_frames:
+        digest.update(frame.tobytes())
+    params = {"weights_sha256": weights_sha256}
+    key = _key("vessel_maps", digest.hexdigest(), params)
+    if _cached(store, case_id, "vessel_maps", key):
+        return key
+    started = time.perf_counter()
+    apertures = [fov_mask(frame, modality="fa") for frame in raw.fa_frames]
+    frames = [
+        segment(frame, modality="fa", fov=aperture)
+        for frame, aperture in zip(raw.fa_frames, apertures, strict=True)
+    ]
+    fundus_fov = fov_mask(raw.fundus, modality="fundus")
+    fundus = segment(raw.fundus, modality="fundus", fov=fundus_fov)
+    store.write_stage(
+        case_id,
+        "vessel_maps",
+        {
+            "frames": np.stack([_to_unit8(f) for f in frames]),
+            "apertures": np.stack(apertures).astype(np.uint8),
+            "fundus": _to_unit8(fundus),
+            "fundus_fov": fundus_fov.astype(np.uint8),
+        },
+        params={**params, "cache_key": key},
+        seconds=time.perf_counter() - started,
+    )
+    return key
+
+
+def _vessel_maps(store: CaseStore, case_id: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    stored = store.read_stage(case_id, "vessel_maps").arrays
+    return [_from_uint8(f) for f in stored["frames"]], [a > 0 for a in stored["apertures"]]
+
+
+def run_registration(
+    store: CaseStore, case_id: str, upstream: str, settings: CurationSettings
+) -> str:
+    """Stages 2 and 4: rigid then non-rigid registration of every frame's vessel map."""
+    params = {"settings": settings.as_dict()}
+    key = _key("registration", upstream, params)
+    if _cached(store, case_id, "registration", key):
+        return key
+    started = time.perf_counter()
+    maps, apertures = _vessel_maps(store, case_id)
+    result = register_sequence(maps, apertures, settings)
+    frames = result.frames
+    store.write_stage(
+        case_id,
+        "registration",
+        {
+            "rigid": np.stack(
+                [f.rigid if f.rigid is not None else np.full((3, 3), np.nan) for f in frames]
+            ),
+            "correlation": np.array([f.correlation for f in frames], np.float64),
+            "kept": np.array([f.kept for f in frames], np.uint8),
+            "aggregated": np.array([f.aggregated for f in frames], np.uint8),
+        },
+        params={
+            **params,
+            "cache_key": key,
+            "reference": result.reference,
+            "frames": [
+                {
+                    "index": f.index,
+                    "kept": f.kept,
+                    "aggregated": f.aggregated,
+                    "reason": f.reason,
+                    "quality": {k: round(v, 4) for k, v in f.quality.items()},
+                    "correlation": None if np.isnan(f.correlation) else round(f.correlation, 4),
+                    "nonrigid_correlation": (
+                        None if f.deformation is None else round(f.deformation.correlation, 4)
+                    ),
+                    "deformation": None if f.deformation is None else f.deformation.to_text(),
+                }
+                for f in frames
+            ],
+        },
+        seconds=time.perf_counter() - started,
+    )
+    return key
+
+
+def read_registration(store: CaseStore, case_id: str) -> SequenceRegistration:
+    """The stored registration of a case, transforms included."""
+    stage = store.read_stage(case_id, "registration")
+    frames = []
+    for record, rigid in zip(stage.params["frames"], stage.arrays["rigid"], strict=True):
+        deformation = record["deformation"]
+        frames.append(
+            FrameRegistration(
+                index=record["index"],
+                kept=record["kept"],
+                reason=record["reason"],
+                quality=record["quality"],
+                rigid=None if np.isnan(rigid).any() else rigid,
+                correlation=float("nan")
+                if record["correlation"] is None
+                else record["correlation"],
+                aggregated=record["aggregated"],
+                deformation=None if deformation is None else Deformation.from_text(deformation),
+            )
+        )
+    return SequenceRegistration(stage.params["reference"], tuple(frames))
+
+
+def run_aggregate(store: CaseStore, case_id: str, upstream: str, settings: CurationSettings) -> str:
+    """Stage 5: per-pixel mean and maximum of the registered vessel maps (reference grid)."""
+    params = {"aperture_margin_px": settings.aperture_margin_px}
+    key = _key("aggregate", upstream, params)
+    if _cached(store, case_id, "aggregate", key):
+        return key
+    started = time.perf_counter()
+    maps, apertures = _vessel_maps(store, case_id)
+    aggregate = aggregate_maps(
+        maps,
+        apertures,
+        read_registration(store, case_id),
+        aperture_margin_px=settings.aperture_margin_px,
+    )
+    store.write_stage(
+        case_id,
+        "aggregate",
+        {
+            "mean": _to_unit8(aggregate["mean"]),
+            "max": _to_unit8(aggregate["max"]),
+            "count": aggregate["count"],
+        },
+        params={**params, "cache_key": key},
+        seconds=time.perf_counter() - started,
+    )
+    return key
+
+
+def _overlap(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
+    """Dice of two thresholded (0.5) vessel maps inside ``region``."""
+    x, y = (a >= 0.5) & region, (b >= 0.5) & region
+    total = int(x.sum() + y.sum())
+    return 2.0 * float((x & y).sum()) / total if total else 0.0
+
+
+def run_fundus_alignment(
+    store: CaseStore, case_id: str, upstream: str, settings: CurationSettings
+) -> str:
+    """Stage 6: align the FA aggregate to the fundus vessel map; resample it to fundus pixels."""
+    params = {"settings": settings.as_dict()}
+    key = _key("fundus_alignment", upstream, params)
+    if _cached(store, case_id, "fundus_alignment", key):
+        return key
+    started = time.perf_counter()
+    maps = store.read_stage(case_id, "vessel_maps").arrays
+    fundus_map, fundus_fov = _from_uint8(maps["fundus"]), maps["fundus_fov"] > 0
+    aggregate = store.read_stage(case_id, "aggregate").arrays
+    alignment = align_to_fundus(fundus_map, fundus_fov, _from_uint8(aggregate["mean"]), settings)
+    shape = fundus_map.shape
+    coverage = (alignment.warp(aggregate["count"].astype(np.float32), shape) >= 1.0) & fundus_fov
+    fa_mean = alignment.warp(_from_uint8(aggregate["mean"]), shape) * coverage
+    fa_max = alignment.warp(_from_uint8(aggregate["max"]), shape) * coverage
+    store.write_stage(
+        case_id,
+        "fundus_alignment",
+        {
+            "fa_mean": _to_unit8(fa_mean),
+            "fa_max": _to_unit8(fa_max),
+            "coverage": coverage.astype(np.uint8),
+            "affine": alignment.affine,
+        },
+        params={
+            **params,
+            "cache_key": key,
+            "correlation": round(alignment.correlation, 4),
+            "vessel_overlap_dice": round(_overlap(fa_mean, fundus_map, coverage), 4),
+            "coverage_of_fov": round(float(coverage.sum() / max(1, fundus_fov.sum())), 4),
+            "deformation": None
+            if alignment.deformation is None
+            else alignment.deformation.to_text(),
+        },
+        seconds=time.perf_counter() - started,
+    )
+    return key
+
+
+def read_fundus_alignment(store: CaseStore, case_id: str) -> FundusAlignment:
+    """The stored FA-to-fundus alignment (fundus pixel -> FA reference pixel)."""
+    stage = store.read_stage(case_id, "fundus_alignment")
+    text = stage.params["deformation"]
+    return FundusAlignment(
+        stage.arrays["affine"],
+        None if text is None else Deformation.from_text(text),
+        stage.params["correlation"],
+    )
+
+
+def fused_probability(store: CaseStore, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Vessel probability in fundus pixels: the FA mean where the FA sees the retina, the
+    fundus photo's own map elsewhere; with the fundus FOV."""
+    maps = store.read_stage(case_id, "vessel_maps").arrays
+    aligned = store.read_stage(case_id, "fundus_alignment").arrays
+    coverage = aligned["coverage"] > 0
+    probability = np.where(coverage, _from_uint8(aligned["fa_mean"]), _from_uint8(maps["fundus"]))
+    return probability, maps["fundus_fov"] > 0
+
+
+def run_binarisation(
+    store: CaseStore, case_id: str, upstream: str, settings: CurationSettings
+) -> str:
+    """Stage 7: baseline vessel mask; saved as the first vessel version (review gate 1).
+
+    A baseline is saved only while the case has no vessel version: clinicians' versions are
+    never superseded by a re-run.
+    """
+    params = {
+        "hysteresis_low": settings.hysteresis_low,
+        "hysteresis_high": settings.hysteresis_high,
+        "min_component_px": settings.min_component_px,
+    }
+    key = _key("binarisation", upstream, params)
+    if _cached(store, case_id, "binarisation", key):
+        return key
+    started = time.perf_counter()
+    probability, fov = fused_probability(store, case_id)
+    mask = binarise(
+        probability,
+        fov,
+        low=settings.hysteresis_low,
+        high=settings.hysteresis_high,
+        min_component_px=settings.min_component_px,
+    )
+    store.write_stage(
+        case_id,
+        "binarisation",
+        {"vessel": mask.astype(np.uint8)},
+        params={
+            **params,
+            "cache_key": key,
+            "vessel_fraction_of_fov": round(float(mask[fov].mean()), 4),
+        },
+        seconds=time.perf_counter() - started,
+    )
+    if not store.versions(case_id, MaskKind.VESSEL):
+        store.save_version(
+            case_id,
+            MaskKind.VESSEL,
+            mask.astype(np.uint8),
+            editor=BASELINE_EDITOR,
+            parent=0,
+            note=f"baseline from curate (binarisation {key[:12]})",
+        )
+    return key
