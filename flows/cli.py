@@ -261,6 +261,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Phantom seed")] = 0,
 ) -> None:
     """Run the whole job end to end on built-in phantom exams."""
+    from flows.curate import curate_flow
     from flows.ingest import ingest_flow
     from pipeline.phantom import PhantomConfig, write_phantom_set
 
@@ -271,8 +272,13 @@ def demo(
     write_phantom_set(raw, n=n, seed=seed, config=config, overwrite=True)
     summary = ingest_flow(str(raw.resolve()), str(store.resolve()))
     _print_ingest_summary(summary)
+    curated = curate_flow(str(store.resolve()))
+    console.print(
+        f"{len(curated['curated'])} curated to vessel review, {len(curated['failed'])} failed"
+    )
     status(store=store, catalog=None, as_json=False)
-    if summary["quarantined"]:
+    console.print(f"inspect a case: angioflow inspect CASE --store {store} --out inspect/")
+    if summary["quarantined"] or curated["failed"]:
         raise typer.Exit(1)
 
 

@@ -17,7 +17,7 @@ from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline import curation_stages as stages
-from pipeline.casestore import CaseStore, Stage
+from pipeline.casestore import CaseStore, CaseStoreError, Stage
 from pipeline.curation import CurationSettings
 
 __all__ = ["curate_flow"]
@@ -58,7 +58,10 @@ def _stage_task(name: str):  # noqa: ANN202 - a Prefect task factory
                 return stages.run_fundus_alignment(case_store, case_id, upstream, curation)
             return stages.run_binarisation(case_store, case_id, upstream, curation)
         except Exception as error:
-            case_store.record_error(case_id, name, f"{type(error).__name__}: {error}")
+            try:
+                case_store.record_error(case_id, name, f"{type(error).__name__}: {error}")
+            except (CaseStoreError, OSError) as unrecorded:  # an unreadable file cannot log
+                get_run_logger().warning("case %s: error not recorded: %s", case_id, unrecorded)
             raise
 
     return task(
@@ -100,9 +103,14 @@ def curate_flow(
     settings = CurationSettings.from_dict(settings or {}).as_dict()
     weights = str(weights or DEFAULT_WEIGHTS)
     case_store = CaseStore(Path(store), create=False)
-    todo, waiting = [], []
+    todo, waiting, unreadable = [], [], []
     for case_id in case_store.case_ids():
-        (todo if case_store.summary(case_id).stage == Stage.INGESTED else waiting).append(case_id)
+        try:
+            stage = case_store.summary(case_id).stage
+        except CaseStoreError as error:
+            unreadable.append({"case_id": case_id, "stage": "read", "reason": str(error)})
+            continue
+        (todo if stage == Stage.INGESTED else waiting).append(case_id)
     chains = {}
     for case_id in todo:
         upstream: Any = ""
@@ -117,7 +125,7 @@ def curate_flow(
         chains[case_id] = futures
     summary: dict[str, list[dict[str, str]]] = {
         "curated": [],
-        "failed": [],
+        "failed": unreadable,
         "waiting": [{"case_id": c} for c in waiting],
     }
     logger = get_run_logger()
@@ -131,14 +139,27 @@ def curate_flow(
         if failed is None:
             summary["curated"].append({"case_id": case_id})
             continue
-        reason = next(
-            (e["message"] for e in reversed(case_store.events(case_id)) if e["event"] == "error"),
-            "see the Prefect logs",
-        )
+        reason = _last_error(case_store, case_id, future)
         logger.warning("case %s failed at stage %s: %s", case_id, failed, reason)
         summary["failed"].append({"case_id": case_id, "stage": failed, "reason": reason})
     create_markdown_artifact(key="curate-summary", markdown=_markdown(summary))
     return summary
+
+
+def _last_error(store: CaseStore, case_id: str, future: Any) -> str:
+    """The error the case's file recorded, else the task's own exception, on one line."""
+    try:
+        events = store.events(case_id)
+    except (CaseStoreError, OSError):
+        events = []
+    for event in reversed(events):
+        if event["event"] == "error":
+            return str(event["message"])
+    try:
+        future.result()
+    except Exception as error:  # noqa: BLE001 - reported, not handled
+        return f"{type(error).__name__}: {error}".splitlines()[0]
+    return "see the Prefect logs"
 
 
 def _markdown(summary: dict[str, list[dict[str, str]]]) -> str:

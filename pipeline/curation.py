@@ -62,6 +62,10 @@ class CurationSettings:
         aggregate: in weaker frames (early arterial phase, blur, noise) the vessel content
         differs from the reference, a free-form warp would chase the difference instead of the
         motion, and their soft maps would dilute the fine vessels of the mean.
+    nonrigid_vessel_margin_px : int
+        The non-rigid metric samples every pixel within this distance of the reference's
+        vessels (probability >= 0.3) and no others: all of the signal, a third of the pixels,
+        no sampling noise.
     aperture_margin_px : int
         Erosion of the aperture/FOV before metrics are evaluated (its rim is not retina).
     hysteresis_low, hysteresis_high : float
@@ -79,12 +83,13 @@ class CurationSettings:
         default_factory=lambda: BSplineSettings(
             mesh=(4, 4),
             levels=2,
-            shrink_factors=(2, 1),
-            smoothing_sigmas=(2.0, 1.0),
-            sampling_fraction=0.05,
+            shrink_factors=(4, 2),
+            smoothing_sigmas=(2.0, 0.0),
+            sampling_fraction=None,
             iterations=20,
         )
     )
+    nonrigid_vessel_margin_px: int = 4
     search_angles_deg: float = 10.0
     fundus_scales: tuple[float, float] = (0.8, 1.25)
     min_fill_ratio: float = 0.25
@@ -213,6 +218,9 @@ def register_sequence(
     reference = choose_reference(vessel_maps, apertures)
     fixed = vessel_maps[reference]
     mask = _metric_mask(apertures[reference], settings.aperture_margin_px)
+    near_vessels = mask & ndi.binary_dilation(
+        fixed >= 0.3, iterations=max(1, settings.nonrigid_vessel_margin_px)
+    )
     reference_fill = frame_quality(fixed, apertures[reference])["fill"]
     angles = np.arange(-settings.search_angles_deg, settings.search_angles_deg + 1e-9, 1.0)
     frames = []
@@ -242,7 +250,9 @@ def register_sequence(
         good = rigid.correlation >= settings.good_correlation
         deformation = None
         if nonrigid and good:
-            deformation = register_bspline(fixed, moving, mask, rigid.matrix, settings.nonrigid)
+            deformation = register_bspline(
+                fixed, moving, near_vessels, rigid.matrix, settings.nonrigid
+            )
         frames.append(
             FrameRegistration(
                 index, True, "", quality, rigid.matrix, rigid.correlation, good, deformation
