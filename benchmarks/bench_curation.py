@@ -37,7 +37,7 @@ from pipeline.curation import (
     CurationSettings,
     aggregate_maps,
     align_to_fundus,
-    binarise,
+    baseline_mask,
     register_sequence,
 )
 from pipeline.deformable import REFERENCE_BSPLINE, register_bspline, register_demons
@@ -79,7 +79,7 @@ def phantom_case(
     started = time.perf_counter()
     apertures = [fov_mask(f, modality="fa") for f in case.fa_frames]
     maps = [
-        segmenter.segment(f, modality="fa", fov=a)
+        segmenter.segment(f, modality="fa", fov=a, flips=False)
         for f, a in zip(case.fa_frames, apertures, strict=True)
     ]
     fundus_fov = fov_mask(case.fundus, modality="fundus")
@@ -92,14 +92,8 @@ def phantom_case(
     alignment = align_to_fundus(fundus_map, fundus_fov, aggregate["mean"], settings)
     shape = fundus_map.shape
     coverage = (alignment.warp(aggregate["count"].astype(np.float32), shape) >= 1) & fundus_fov
-    fused = np.where(coverage, alignment.warp(aggregate["mean"], shape), fundus_map)
-    mask = binarise(
-        fused,
-        fundus_fov,
-        low=settings.hysteresis_low,
-        high=settings.hysteresis_high,
-        min_component_px=settings.min_component_px,
-    )
+    fa_on_fundus = alignment.warp(aggregate["mean"], shape) * coverage
+    mask = baseline_mask(fa_on_fundus, coverage, fundus_map, fundus_fov, settings)
     seconds = time.perf_counter() - started
 
     ref = registration.reference
@@ -196,7 +190,7 @@ def semi_synthetic(
             for f, v in zip(sequence.frames, sequence.valid, strict=True)
         ]
         maps = [
-            segmenter.segment(f, modality="fa", fov=a)
+            segmenter.segment(f, modality="fa", fov=a, flips=False)
             for f, a in zip(sequence.frames, apertures, strict=True)
         ]
         registration = register_sequence(maps, apertures, settings)

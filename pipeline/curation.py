@@ -32,6 +32,7 @@ __all__ = [
     "SequenceRegistration",
     "aggregate_maps",
     "align_to_fundus",
+    "baseline_mask",
     "binarise",
     "register_sequence",
 ]
@@ -398,3 +399,38 @@ def binarise(
         raise ValueError(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
     mask = apply_hysteresis_threshold(np.where(fov, probability, 0.0), low, high)
     return remove_small_objects(mask, max_size=min_component_px - 1, connectivity=2) & fov
+
+
+def baseline_mask(
+    fa_probability: np.ndarray,
+    coverage: np.ndarray,
+    fundus_probability: np.ndarray,
+    fundus_fov: np.ndarray,
+    settings: CurationSettings = CurationSettings(),  # noqa: B008 - frozen
+) -> np.ndarray:
+    """Stage 7: the baseline vessel mask in fundus pixels.
+
+    The FA aggregate decides where the FA sees the retina (``coverage``), the fundus photo's own
+    vessel map beyond it; the rim of the FOV (``aperture_margin_px``), where the network answers
+    to the FOV edge itself, is left out.
+
+    Parameters
+    ----------
+    fa_probability : (H, W) float ndarray, the FA aggregate resampled to fundus pixels
+    coverage : (H, W) bool ndarray, fundus pixels the registered FA frames see
+    fundus_probability : (H, W) float ndarray, the fundus photo's vessel map
+    fundus_fov : (H, W) bool ndarray
+    settings : CurationSettings
+
+    Returns
+    -------
+    (H, W) bool ndarray
+    """
+    fused = np.where(coverage, fa_probability, fundus_probability)
+    return binarise(
+        fused,
+        _metric_mask(fundus_fov, settings.aperture_margin_px),
+        low=settings.hysteresis_low,
+        high=settings.hysteresis_high,
+        min_component_px=settings.min_component_px,
+    )

@@ -24,7 +24,7 @@ from pipeline.curation import (
     SequenceRegistration,
     aggregate_maps,
     align_to_fundus,
-    binarise,
+    baseline_mask,
     register_sequence,
 )
 from pipeline.deformable import Deformation
@@ -43,7 +43,7 @@ __all__ = [
 STAGES = ("vessel_maps", "registration", "aggregate", "fundus_alignment", "binarisation")
 BASELINE_EDITOR = "angioflow"
 
-# (image, modality, fov) -> probability; models.vessel_inference.VesselSegmenter.segment fits.
+# (image, *, modality, fov, flips) -> probability: VesselSegmenter.segment fits.
 Segmenter = Callable[..., np.ndarray]
 
 
@@ -76,14 +76,16 @@ def run_vessel_maps(store: CaseStore, case_id: str, segment: Segmenter, weights_
     digest = hashlib.sha256(raw.fundus.tobytes())
     for frame in raw.fa_frames:
         digest.update(frame.tobytes())
-    params = {"weights_sha256": weights_sha256}
+    # Frames are averaged over the sequence, which steadies them more than mirror averaging
+    # would; the fundus photo stands alone and keeps it.
+    params = {"weights_sha256": weights_sha256, "frame_mirror_averaging": False}
     key = _key("vessel_maps", digest.hexdigest(), params)
     if _cached(store, case_id, "vessel_maps", key):
         return key
     started = time.perf_counter()
     apertures = [fov_mask(frame, modality="fa") for frame in raw.fa_frames]
     frames = [
-        segment(frame, modality="fa", fov=aperture)
+        segment(frame, modality="fa", fov=aperture, flips=False)
         for frame, aperture in zip(raw.fa_frames, apertures, strict=True)
     ]
     fundus_fov = fov_mask(raw.fundus, modality="fundus")
@@ -266,16 +268,6 @@ def read_fundus_alignment(store: CaseStore, case_id: str) -> FundusAlignment:
     )
 
 
-def fused_probability(store: CaseStore, case_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """Vessel probability in fundus pixels: the FA mean where the FA sees the retina, the
-    fundus photo's own map elsewhere; with the fundus FOV."""
-    maps = store.read_stage(case_id, "vessel_maps").arrays
-    aligned = store.read_stage(case_id, "fundus_alignment").arrays
-    coverage = aligned["coverage"] > 0
-    probability = np.where(coverage, _from_uint8(aligned["fa_mean"]), _from_uint8(maps["fundus"]))
-    return probability, maps["fundus_fov"] > 0
-
-
 def run_binarisation(
     store: CaseStore, case_id: str, upstream: str, settings: CurationSettings
 ) -> str:
@@ -288,18 +280,21 @@ def run_binarisation(
         "hysteresis_low": settings.hysteresis_low,
         "hysteresis_high": settings.hysteresis_high,
         "min_component_px": settings.min_component_px,
+        "aperture_margin_px": settings.aperture_margin_px,
     }
     key = _key("binarisation", upstream, params)
     if _cached(store, case_id, "binarisation", key):
         return key
     started = time.perf_counter()
-    probability, fov = fused_probability(store, case_id)
-    mask = binarise(
-        probability,
+    maps = store.read_stage(case_id, "vessel_maps").arrays
+    aligned = store.read_stage(case_id, "fundus_alignment").arrays
+    fov = maps["fundus_fov"] > 0
+    mask = baseline_mask(
+        _from_uint8(aligned["fa_mean"]),
+        aligned["coverage"] > 0,
+        _from_uint8(maps["fundus"]),
         fov,
-        low=settings.hysteresis_low,
-        high=settings.hysteresis_high,
-        min_component_px=settings.min_component_px,
+        settings,
     )
     store.write_stage(
         case_id,

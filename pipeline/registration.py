@@ -75,18 +75,24 @@ class SimilarityResult:
 
 
 def similarity_matrix(
+    *,
     scale: float,
-    angle_deg: float,
+    rotation_deg: float,
     translation_xy: tuple[float, float],
-    centre_xy: tuple[float, float],
+    center_xy: tuple[float, float],
 ) -> np.ndarray:
-    """(3, 3) matrix of ``p -> s R(angle) (p - c) + c + t`` on pixel coordinates (x, y)."""
-    theta = np.deg2rad(angle_deg)
-    linear = scale * np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    centre = np.asarray(centre_xy, dtype=np.float64)
+    """3x3 matrix rotating by ``rotation_deg`` and scaling about ``center_xy``, then translating.
+
+    Acts on homogeneous pixel coordinates (x, y, 1). Positive angles turn counter-clockwise on
+    the screen (y axis points down).
+    """
+    theta = np.deg2rad(rotation_deg)
+    cos, sin = scale * np.cos(theta), scale * np.sin(theta)
+    linear = np.array([[cos, sin], [-sin, cos]])
+    center = np.asarray(center_xy, dtype=np.float64)
     matrix = np.eye(3)
     matrix[:2, :2] = linear
-    matrix[:2, 2] = centre - linear @ centre + np.asarray(translation_xy, dtype=np.float64)
+    matrix[:2, 2] = center - linear @ center + np.asarray(translation_xy, dtype=np.float64)
     return matrix
 
 
@@ -250,7 +256,9 @@ def coarse_search(
     for scale in scales:
         for angle in angles_deg:
             # fixed grid -> moving: rotate/scale about the centres, then align the centres
-            rotation = similarity_matrix(scale, angle, (0.0, 0.0), fixed_centre)
+            rotation = similarity_matrix(
+                scale=scale, rotation_deg=angle, translation_xy=(0.0, 0.0), center_xy=fixed_centre
+            )
             rotation[:2, 2] += np.subtract(moving_centre, fixed_centre)
             resampled = warp_image(small_moving, rotation, small_fixed.shape)
             padded_moving = np.zeros(canvas, np.float32)

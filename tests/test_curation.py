@@ -89,7 +89,12 @@ def test_coarse_search_and_refinement_find_large_motion(exam: tuple) -> None:
     case, _, _ = exam
     fixed = ndi.gaussian_filter(case.fa_vessel.astype(np.float32), 1.0)
     height, width = fixed.shape
-    truth = similarity_matrix(1.03, 8.0, (20.0, -15.0), ((width - 1) / 2, (height - 1) / 2))
+    truth = similarity_matrix(
+        scale=1.03,
+        rotation_deg=8.0,
+        translation_xy=(20.0, -15.0),
+        center_xy=((width - 1) / 2, (height - 1) / 2),
+    )
     # moving(truth @ p) = fixed(p): build moving by resampling fixed through the inverse
     from pipeline.registration import warp_image
 

@@ -14,6 +14,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline.registration import similarity_matrix
+
 __all__ = ["Deformation", "FrameTransform", "sample_motion", "warp_to_reference"]
 
 
@@ -172,27 +174,6 @@ class FrameTransform:
             matrix=np.asarray(data["matrix"], dtype=np.float64).reshape(3, 3),
             deformation=None if deformation is None else Deformation.from_dict(deformation),
         )
-
-
-def similarity_matrix(
-    *,
-    scale: float,
-    rotation_deg: float,
-    translation_xy: tuple[float, float],
-    center_xy: tuple[float, float],
-) -> np.ndarray:
-    """3x3 matrix rotating by ``rotation_deg`` and scaling about ``center_xy``, then translating.
-
-    Positive angles turn counter-clockwise on the screen (y axis points down).
-    """
-    theta = math.radians(rotation_deg)
-    cos, sin = scale * math.cos(theta), scale * math.sin(theta)
-    linear = np.array([[cos, sin], [-sin, cos]])
-    center = np.asarray(center_xy, dtype=np.float64)
-    matrix = np.eye(3)
-    matrix[:2, :2] = linear
-    matrix[:2, 2] = center - linear @ center + np.asarray(translation_xy, dtype=np.float64)
-    return matrix
 
 
 def sample_motion(
