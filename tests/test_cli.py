@@ -199,4 +199,29 @@ def test_phantom_then_demo_run_end_to_end(tmp_path: Path, prefect_server: None) 
         code, out, _ = angioflow("demo", "--out", str(tmp_path / "demo"), "--n", "2")
         assert code == 0, out
         assert ("2 ingested, 0 unchanged" if run == 0 else "0 ingested, 2 unchanged") in out
-    assert len(CaseStore(tmp_path / "demo" / "store").case_ids()) == 2
+        assert ("2 curated" if run == 0 else "0 curated") in out
+    store = tmp_path / "demo" / "store"
+    case_ids = CaseStore(store).case_ids()
+    assert len(case_ids) == 2
+    assert all(CaseStore(store).summary(c).stage == "vessel_review" for c in case_ids)
+
+    code, out, _ = angioflow("curate", "--store", str(store), "--json")
+    assert code == 0 and len(json.loads(out)["waiting"]) == 2
+    code, _, err = angioflow("curate", "--store", str(store), "--config", "configs/vessel.yaml")
+    assert code == 2 and "unknown curation settings" in err and "\n" not in err.strip()
+    code, out, _ = angioflow(
+        "inspect", case_ids[0], "--store", str(store), "--out", str(tmp_path / "qc")
+    )
+    assert code == 0 and (tmp_path / "qc" / "vessel.png").is_file()
+    assert json.loads((tmp_path / "qc" / "metrics.json").read_text())["stage"] == "vessel_review"
+    code, _, err = angioflow(
+        "inspect",
+        case_ids[0],
+        "--store",
+        str(store),
+        "--out",
+        str(tmp_path / "qc"),
+        "--version",
+        "7",
+    )
+    assert code == 2 and "no vessel mask version 7" in err

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from scipy import ndimage as ndi
 
@@ -159,6 +160,8 @@ def test_binarise_hysteresis_components_and_fov() -> None:
 def test_settings_round_trip_and_reject_unknown_keys() -> None:
     settings = CurationSettings()
     assert CurationSettings.from_dict(json.loads(json.dumps(settings.as_dict()))) == settings
+    shipped = Path(__file__).parents[1] / "configs" / "curation.yaml"
+    assert CurationSettings.from_dict(yaml.safe_load(shipped.read_text())) == settings
     changed = CurationSettings.from_dict({"hysteresis_high": 0.7, "rigid": {"iterations": 50}})
     assert changed.hysteresis_high == 0.7 and changed.rigid.iterations == 50
     with pytest.raises(ValueError, match="unknown curation settings: hysteresis"):
