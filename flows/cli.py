@@ -452,11 +452,11 @@ def segment(
             if not path.is_file():
                 raise ImageRejected("no such file")
             pixels = normalise(read_image(path))
-        except ImageRejected as error:
+            probability = segmenter.segment(pixels, modality=modality.value, scale=scale)
+        except (ImageRejected, ValueError) as error:
             errors.print(f"[yellow]skipped[/] {path}: {error}", highlight=False, soft_wrap=True)
             skipped += 1
             continue
-        probability = segmenter.segment(pixels, modality=modality.value, scale=scale)
         target = out / f"{path.stem}_vessel.png"
         Image.fromarray(np.round(probability * 255).astype(np.uint8)).save(target)
         console.print(f"{target}", highlight=False)

@@ -12,11 +12,14 @@ import torch
 
 from models.vessel_data import rescale_to_fov
 from models.vessel_unet import WEIGHTS_FILE, VesselUNet
-from pipeline.preprocess import Modality, fov_mask, vessel_contrast
+from pipeline.preprocess import Modality, fov_diameter, fov_mask, vessel_contrast
 
 __all__ = ["DEFAULT_WEIGHTS", "VesselSegmenter"]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "vessel"
+# Below this the "field of view" is a speck, not a retina; rescaling it to the working scale
+# would blow a small image up a hundredfold.
+MIN_FOV_DIAMETER_PX = 64
 
 
 def _ramp(size: int, overlap: int) -> np.ndarray:
@@ -77,6 +80,11 @@ class VesselSegmenter:
         Returns
         -------
         probability : (H, W) float32 ndarray in [0, 1]
+
+        Raises
+        ------
+        ValueError
+            If ``scale`` is not positive or the field of view is under 64 px wide.
         """
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
@@ -84,6 +92,12 @@ class VesselSegmenter:
             fov = fov_mask(image, modality=modality)
         if not fov.any():
             return np.zeros(image.shape[:2], np.float32)
+        if fov_diameter(fov) < MIN_FOV_DIAMETER_PX:
+            raise ValueError(
+                f"the field of view is only {fov_diameter(fov):.0f} px wide (at least "
+                f"{MIN_FOV_DIAMETER_PX} px needed): the image shows no illuminated retina; "
+                "check the exposure or pass the right --modality"
+            )
         diameter = self.model.config.fov_diameter_px * scale
         resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=diameter)
         contrast = vessel_contrast(resized, modality=modality, fov=resized_fov)

@@ -181,21 +181,30 @@ def test_curate_flow_reaches_review_gate_caches_and_isolates_failures(
     for index, seed in enumerate((31, 32, 33)):
         cases[index] = generate_case(seed, CONFIG)
         write_case(cases[index], source / f"exam_{index}", patient_id=f"P-{index:04d}")
+    speck = write_case(generate_case(34, CONFIG), source / "exam_dark", patient_id="P-0009")
+    for frame_file in sorted((speck / "fa").glob("*.png")):
+        dark = np.zeros(CONFIG.size, np.uint8)
+        dark[100, 200] = 255  # an exposure with no retina in it: one hot pixel
+        Image.fromarray(dark).save(frame_file)
     summary = ingest_flow(str(source), str(root))
-    assert len(summary["ingested"]) == 3
+    assert len(summary["ingested"]) == 4
     store = CaseStore(root, create=False)
-    ids = {int(i["case"].split("_")[-1]): i["case_id"] for i in summary["ingested"]}
+    ids = {i["case"].split("_")[-1]: i["case_id"] for i in summary["ingested"]}
+    ids = {int(k) if k.isdigit() else k: v for k, v in ids.items()}
     broken = store.path(ids[2])
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # a damaged disk
 
     result = curate_flow(str(root))
     assert sorted(c["case_id"] for c in result["curated"]) == sorted([ids[0], ids[1]])
-    assert [f["case_id"] for f in result["failed"]] == [ids[2]]
-    (failure,) = result["failed"]
-    assert failure["stage"] == "read" and "corrupt or incomplete" in failure["reason"]
-    assert (
-        "re-ingest the case with --replace" in failure["reason"] and "\n" not in failure["reason"]
-    )
+    failures = {f["case_id"]: f for f in result["failed"]}
+    assert set(failures) == {ids[2], ids["dark"]}
+    damaged, dark = failures[ids[2]], failures[ids["dark"]]
+    assert damaged["stage"] == "read" and "corrupt or incomplete" in damaged["reason"]
+    assert "re-ingest the case with --replace" in damaged["reason"]
+    assert dark["stage"] == "vessel_maps" and "field of view is only" in dark["reason"]
+    assert all("\n" not in f["reason"] for f in failures.values())
+    assert store.summary(ids["dark"]).stage == Stage.INGESTED  # nothing half-written
+    assert "field of view is only" in store.summary(ids["dark"]).last_error
 
     for index in (0, 1):
         case_id = ids[index]
