@@ -38,6 +38,8 @@ from pipeline.curation import (
     aggregate_maps,
     align_to_fundus,
     baseline_mask,
+    metric_mask,
+    nonrigid_mask,
     register_sequence,
 )
 from pipeline.deformable import REFERENCE_BSPLINE, register_bspline, register_demons
@@ -86,12 +88,10 @@ def phantom_case(
     fundus_map = segmenter.segment(case.fundus, modality="fundus", fov=fundus_fov)
     segmented = time.perf_counter()
     registration = register_sequence(maps, apertures, settings)
-    aggregate = aggregate_maps(
-        maps, apertures, registration, aperture_margin_px=settings.aperture_margin_px
-    )
+    aggregate = aggregate_maps(maps, apertures, registration, settings)
     alignment = align_to_fundus(fundus_map, fundus_fov, aggregate["mean"], settings)
     shape = fundus_map.shape
-    coverage = (alignment.warp(aggregate["count"].astype(np.float32), shape) >= 1) & fundus_fov
+    coverage = alignment.coverage(aggregate["count"], fundus_fov)
     fa_on_fundus = alignment.warp(aggregate["mean"], shape) * coverage
     mask = baseline_mask(fa_on_fundus, coverage, fundus_map, fundus_fov, settings)
     seconds = time.perf_counter() - started
@@ -107,13 +107,8 @@ def phantom_case(
         "ours_on_reference_frames": [],
     }
     timing = {"bspline": 0.0, "reference": 0.0}
-    mask_ref = np.asarray(apertures[ref])
-    from scipy import ndimage as ndi
-
-    metric_mask = ndi.binary_erosion(mask_ref, iterations=settings.aperture_margin_px)
-    near_vessels = metric_mask & ndi.binary_dilation(
-        maps[ref] >= 0.3, iterations=settings.nonrigid_vessel_margin_px
-    )
+    whole_aperture = metric_mask(apertures[ref], settings)
+    near_vessels = nonrigid_mask(maps[ref], apertures[ref], settings)
     for frame in registration.kept:
         if frame.index == ref:
             continue
@@ -124,7 +119,7 @@ def phantom_case(
         )
         errors["bspline"] += list(np.linalg.norm(frame.map_points(points[ref][ok]) - truth, axis=1))
         if frame.aggregated:
-            demons = register_demons(maps[ref], maps[frame.index], metric_mask, frame.rigid)
+            demons = register_demons(maps[ref], maps[frame.index], whole_aperture, frame.rigid)
             errors["demons"] += list(
                 np.linalg.norm(demons.map_points(points[ref][ok]) - truth, axis=1)
             )
@@ -136,7 +131,7 @@ def phantom_case(
             timing["bspline"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             theirs = register_bspline(
-                maps[ref], maps[frame.index], metric_mask, frame.rigid, REFERENCE_BSPLINE
+                maps[ref], maps[frame.index], whole_aperture, frame.rigid, REFERENCE_BSPLINE
             )
             timing["reference"] += time.perf_counter() - t0
             errors["ours_on_reference_frames"] += list(

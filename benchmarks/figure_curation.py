@@ -51,7 +51,7 @@ def main() -> None:
     fov = fov_mask(case.fundus, modality="fundus")
     fundus_map = segmenter.segment(case.fundus, modality="fundus", fov=fov)
     alignment = align_to_fundus(fundus_map, fov, aggregate["mean"], settings)
-    coverage = (alignment.warp(aggregate["count"], fov.shape) >= 1) & fov
+    coverage = alignment.coverage(aggregate["count"], fov)
     fa_on_fundus = alignment.warp(aggregate["mean"], fov.shape) * coverage
     mask = baseline_mask(fa_on_fundus, coverage, fundus_map, fov, settings)
     truth = case.vessel & fov

@@ -33,7 +33,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import metadata
@@ -450,14 +450,25 @@ class CaseStore:
 
         self._mutate(case_id, change)
 
-    def read_stage(self, case_id: str, stage: str) -> StageOutput:
-        """A stage's arrays and provenance, checksums verified."""
+    def read_stage(
+        self, case_id: str, stage: str, *, arrays: Collection[str] | None = None
+    ) -> StageOutput:
+        """A stage's arrays and provenance, checksums verified.
+
+        ``arrays`` names the arrays to read (all when None, none for ``()``: provenance only).
+        """
         with self._open(case_id) as handle:
             if f"stages/{stage}" not in handle:
                 raise CaseStoreError(f"case {case_id} has no output of stage {stage!r} yet")
             group = handle[f"stages/{stage}"]
+            names = list(group) if arrays is None else list(arrays)
+            missing = [n for n in names if n not in group]
+            if missing:
+                raise CaseStoreError(
+                    f"case {case_id}: stage {stage!r} holds no array {', '.join(missing)}"
+                )
             return StageOutput(
-                arrays={n: self._read_array(handle, f"stages/{stage}/{n}") for n in group},
+                arrays={n: self._read_array(handle, f"stages/{stage}/{n}") for n in names},
                 params=json.loads(group.attrs["params"]),
                 software_version=str(group.attrs["software_version"]),
                 finished=str(group.attrs["finished"]),

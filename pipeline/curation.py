@@ -34,6 +34,8 @@ __all__ = [
     "align_to_fundus",
     "baseline_mask",
     "binarise",
+    "metric_mask",
+    "nonrigid_mask",
     "register_sequence",
 ]
 
@@ -123,6 +125,23 @@ class CurationSettings:
         return cls(**values)
 
 
+def _warp(
+    matrix: np.ndarray, deformation: Deformation | None, image: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    if deformation is not None:
+        return deformation.warp(image, shape)
+    return warp_image(image, matrix, shape)
+
+
+def _map_points(
+    matrix: np.ndarray, deformation: Deformation | None, points_xy: np.ndarray
+) -> np.ndarray:
+    if deformation is not None:
+        return deformation.map_points(points_xy)
+    points = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    return points @ matrix[:2, :2].T + matrix[:2, 2]
+
+
 @dataclass(frozen=True)
 class FrameRegistration:
     """One frame's registration to the reference.
@@ -157,16 +176,11 @@ class FrameRegistration:
 
     def warp(self, image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """A frame-grid image resampled onto the reference grid (non-rigid when available)."""
-        if self.deformation is not None:
-            return self.deformation.warp(image, shape)
-        return warp_image(image, self.rigid, shape)
+        return _warp(self.rigid, self.deformation, image, shape)
 
     def map_points(self, points_xy: np.ndarray) -> np.ndarray:
         """Reference pixel (x, y) -> frame pixel (x, y), (N, 2)."""
-        if self.deformation is not None:
-            return self.deformation.map_points(points_xy)
-        points = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
-        return points @ self.rigid[:2, :2].T + self.rigid[:2, 2]
+        return _map_points(self.rigid, self.deformation, points_xy)
 
 
 @dataclass(frozen=True)
@@ -185,8 +199,20 @@ class SequenceRegistration:
         return tuple(f for f in self.frames if f.aggregated)
 
 
-def _metric_mask(aperture: np.ndarray, margin: int) -> np.ndarray:
+def metric_mask(aperture: np.ndarray, settings: CurationSettings) -> np.ndarray:
+    """Where registration metrics are evaluated: the aperture/FOV without its rim."""
+    margin = settings.aperture_margin_px
     return ndi.binary_erosion(aperture, iterations=margin) if margin > 0 else aperture
+
+
+def nonrigid_mask(
+    reference_map: np.ndarray, aperture: np.ndarray, settings: CurationSettings
+) -> np.ndarray:
+    """Where the non-rigid metric is evaluated: every pixel near the reference's vessels."""
+    near = ndi.binary_dilation(
+        reference_map >= 0.3, iterations=max(1, settings.nonrigid_vessel_margin_px)
+    )
+    return metric_mask(aperture, settings) & near
 
 
 def register_sequence(
@@ -216,17 +242,15 @@ def register_sequence(
     """
     if not vessel_maps:
         raise ValueError("a sequence needs at least one frame")
-    reference = choose_reference(vessel_maps, apertures)
+    qualities = [frame_quality(m, a) for m, a in zip(vessel_maps, apertures, strict=True)]
+    reference = choose_reference(qualities)
     fixed = vessel_maps[reference]
-    mask = _metric_mask(apertures[reference], settings.aperture_margin_px)
-    near_vessels = mask & ndi.binary_dilation(
-        fixed >= 0.3, iterations=max(1, settings.nonrigid_vessel_margin_px)
-    )
-    reference_fill = frame_quality(fixed, apertures[reference])["fill"]
+    mask = metric_mask(apertures[reference], settings)
+    near_vessels = nonrigid_mask(fixed, apertures[reference], settings)
+    reference_fill = qualities[reference]["fill"]
     angles = np.arange(-settings.search_angles_deg, settings.search_angles_deg + 1e-9, 1.0)
     frames = []
-    for index, (moving, aperture) in enumerate(zip(vessel_maps, apertures, strict=True)):
-        quality = frame_quality(moving, aperture)
+    for index, (moving, quality) in enumerate(zip(vessel_maps, qualities, strict=True)):
         if index == reference:
             frames.append(FrameRegistration(index, True, "", quality, np.eye(3), 1.0, True))
             continue
@@ -266,8 +290,7 @@ def aggregate_maps(
     vessel_maps: list[np.ndarray],
     apertures: list[np.ndarray],
     registration: SequenceRegistration,
-    *,
-    aperture_margin_px: int = 10,
+    settings: CurationSettings = CurationSettings(),  # noqa: B008 - frozen
 ) -> dict[str, np.ndarray]:
     """Per-pixel mean and maximum of the aggregated frames' vessel maps on the reference grid.
 
@@ -275,8 +298,8 @@ def aggregate_maps(
     ----------
     vessel_maps, apertures : lists of (H, W) arrays, as for :func:`register_sequence`
     registration : SequenceRegistration
-    aperture_margin_px : int
-        Rim of each aperture left out.
+    settings : CurationSettings
+        ``aperture_margin_px``: the rim of each aperture is left out.
 
     Returns
     -------
@@ -289,7 +312,7 @@ def aggregate_maps(
     count = np.zeros(shape, np.float32)
     for frame in registration.aggregated:
         # the network answers faintly along the aperture's rim: leave the rim out
-        inner = _metric_mask(apertures[frame.index], aperture_margin_px)
+        inner = metric_mask(apertures[frame.index], settings)
         seen = frame.warp(inner.astype(np.float32), shape) > 0.99
         warped = frame.warp(vessel_maps[frame.index], shape) * seen
         total += warped
@@ -319,16 +342,16 @@ class FundusAlignment:
 
     def warp(self, image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """An FA-reference-grid image resampled onto the fundus grid of ``shape``."""
-        if self.deformation is not None:
-            return self.deformation.warp(image, shape)
-        return warp_image(image, self.affine, shape)
+        return _warp(self.affine, self.deformation, image, shape)
 
     def map_points(self, points_xy: np.ndarray) -> np.ndarray:
         """Fundus pixel (x, y) -> FA reference pixel (x, y), (N, 2)."""
-        if self.deformation is not None:
-            return self.deformation.map_points(points_xy)
-        points = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
-        return points @ self.affine[:2, :2].T + self.affine[:2, 2]
+        return _map_points(self.affine, self.deformation, points_xy)
+
+    def coverage(self, count: np.ndarray, fundus_fov: np.ndarray) -> np.ndarray:
+        """Fundus-FOV pixels that at least one aggregated FA frame sees, from the aggregate's
+        ``count`` map."""
+        return (self.warp(count.astype(np.float32), fundus_fov.shape) >= 1.0) & fundus_fov
 
 
 def align_to_fundus(
@@ -350,7 +373,7 @@ def align_to_fundus(
     fa_map : (h, w) float ndarray, FA aggregate on the reference grid
     settings : CurationSettings
     """
-    mask = _metric_mask(fundus_fov, settings.aperture_margin_px)
+    mask = metric_mask(fundus_fov, settings)
     angles = np.arange(-settings.search_angles_deg, settings.search_angles_deg + 1e-9, 1.0)
     low, high = settings.fundus_scales
     scales = np.exp(np.linspace(np.log(low), np.log(high), 12))
@@ -429,7 +452,7 @@ def baseline_mask(
     fused = np.where(coverage, fa_probability, fundus_probability)
     return binarise(
         fused,
-        _metric_mask(fundus_fov, settings.aperture_margin_px),
+        metric_mask(fundus_fov, settings),
         low=settings.hysteresis_low,
         high=settings.hysteresis_high,
         min_component_px=settings.min_component_px,

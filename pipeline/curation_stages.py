@@ -20,7 +20,6 @@ from pipeline.casestore import CaseStore, CaseStoreError, MaskKind
 from pipeline.curation import (
     CurationSettings,
     FrameRegistration,
-    FundusAlignment,
     SequenceRegistration,
     aggregate_maps,
     align_to_fundus,
@@ -54,7 +53,7 @@ def _key(stage: str, upstream: str, params: dict[str, Any]) -> str:
 
 def _cached(store: CaseStore, case_id: str, stage: str, key: str) -> bool:
     try:
-        return store.read_stage(case_id, stage).params.get("cache_key") == key
+        return store.read_stage(case_id, stage, arrays=()).params.get("cache_key") == key
     except CaseStoreError:
         return False
 
@@ -72,17 +71,14 @@ def run_vessel_maps(store: CaseStore, case_id: str, segment: Segmenter, weights_
 
     Stored as 0-255 maps with each frame's estimated aperture and the fundus FOV.
     """
-    raw = store.read_raw(case_id)
-    digest = hashlib.sha256(raw.fundus.tobytes())
-    for frame in raw.fa_frames:
-        digest.update(frame.tobytes())
     # Frames are averaged over the sequence, which steadies them more than mirror averaging
     # would; the fundus photo stands alone and keeps it.
     params = {"weights_sha256": weights_sha256, "frame_mirror_averaging": False}
-    key = _key("vessel_maps", digest.hexdigest(), params)
+    key = _key("vessel_maps", store.source_sha256(case_id), params)
     if _cached(store, case_id, "vessel_maps", key):
         return key
     started = time.perf_counter()
+    raw = store.read_raw(case_id)
     apertures = [fov_mask(frame, modality="fa") for frame in raw.fa_frames]
     frames = [
         segment(frame, modality="fa", fov=aperture, flips=False)
@@ -160,7 +156,7 @@ def run_registration(
 
 def read_registration(store: CaseStore, case_id: str) -> SequenceRegistration:
     """The stored registration of a case, transforms included."""
-    stage = store.read_stage(case_id, "registration")
+    stage = store.read_stage(case_id, "registration", arrays=("rigid",))
     frames = []
     for record, rigid in zip(stage.params["frames"], stage.arrays["rigid"], strict=True):
         deformation = record["deformation"]
@@ -193,7 +189,7 @@ def run_aggregate(store: CaseStore, case_id: str, upstream: str, settings: Curat
         maps,
         apertures,
         read_registration(store, case_id),
-        aperture_margin_px=settings.aperture_margin_px,
+        settings,
     )
     store.write_stage(
         case_id,
@@ -225,12 +221,12 @@ def run_fundus_alignment(
     if _cached(store, case_id, "fundus_alignment", key):
         return key
     started = time.perf_counter()
-    maps = store.read_stage(case_id, "vessel_maps").arrays
+    maps = store.read_stage(case_id, "vessel_maps", arrays=("fundus", "fundus_fov")).arrays
     fundus_map, fundus_fov = _from_uint8(maps["fundus"]), maps["fundus_fov"] > 0
     aggregate = store.read_stage(case_id, "aggregate").arrays
     alignment = align_to_fundus(fundus_map, fundus_fov, _from_uint8(aggregate["mean"]), settings)
     shape = fundus_map.shape
-    coverage = (alignment.warp(aggregate["count"].astype(np.float32), shape) >= 1.0) & fundus_fov
+    coverage = alignment.coverage(aggregate["count"], fundus_fov)
     fa_mean = alignment.warp(_from_uint8(aggregate["mean"]), shape) * coverage
     fa_max = alignment.warp(_from_uint8(aggregate["max"]), shape) * coverage
     store.write_stage(
@@ -257,17 +253,6 @@ def run_fundus_alignment(
     return key
 
 
-def read_fundus_alignment(store: CaseStore, case_id: str) -> FundusAlignment:
-    """The stored FA-to-fundus alignment (fundus pixel -> FA reference pixel)."""
-    stage = store.read_stage(case_id, "fundus_alignment")
-    text = stage.params["deformation"]
-    return FundusAlignment(
-        stage.arrays["affine"],
-        None if text is None else Deformation.from_text(text),
-        stage.params["correlation"],
-    )
-
-
 def run_binarisation(
     store: CaseStore, case_id: str, upstream: str, settings: CurationSettings
 ) -> str:
@@ -286,8 +271,8 @@ def run_binarisation(
     if _cached(store, case_id, "binarisation", key):
         return key
     started = time.perf_counter()
-    maps = store.read_stage(case_id, "vessel_maps").arrays
-    aligned = store.read_stage(case_id, "fundus_alignment").arrays
+    maps = store.read_stage(case_id, "vessel_maps", arrays=("fundus", "fundus_fov")).arrays
+    aligned = store.read_stage(case_id, "fundus_alignment", arrays=("fa_mean", "coverage")).arrays
     fov = maps["fundus_fov"] > 0
     mask = baseline_mask(
         _from_uint8(aligned["fa_mean"]),

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import SimpleITK as sitk  # noqa: N813 - the library's own convention
 
-from pipeline.registration import masked_correlation, matrix_to_similarity
+from pipeline.registration import masked_correlation, matrix_to_similarity, sitk_image
 
 __all__ = [
     "BSplineSettings",
@@ -176,10 +176,6 @@ def sampling_maps(
     )
 
 
-def _to_sitk(image: np.ndarray) -> sitk.Image:
-    return sitk.GetImageFromArray(np.ascontiguousarray(image, dtype=np.float32))
-
-
 def register_bspline(
     fixed: np.ndarray,
     moving: np.ndarray,
@@ -202,7 +198,7 @@ def register_bspline(
         ``transform`` = initial(bspline(p)).
     """
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(settings.threads)
-    fixed_image, moving_image = _to_sitk(fixed), _to_sitk(moving)
+    fixed_image, moving_image = sitk_image(fixed), sitk_image(moving)
     centre = ((fixed.shape[1] - 1) / 2.0, (fixed.shape[0] - 1) / 2.0)
     start = matrix_to_similarity(initial, centre)
     bspline = sitk.BSplineTransformInitializer(fixed_image, list(settings.mesh), 3)
@@ -259,8 +255,8 @@ def register_demons(
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(settings.threads)
     centre = ((fixed.shape[1] - 1) / 2.0, (fixed.shape[0] - 1) / 2.0)
     start = matrix_to_similarity(initial, centre)
-    fixed_image = _to_sitk(np.where(fixed_mask, fixed, 0.0))
-    resampled = sitk.Resample(_to_sitk(moving), fixed_image, start, sitk.sitkLinear, 0.0)
+    fixed_image = sitk_image(np.where(fixed_mask, fixed, 0.0))
+    resampled = sitk.Resample(sitk_image(moving), fixed_image, start, sitk.sitkLinear, 0.0)
     resampled = sitk.Mask(resampled, sitk.GetImageFromArray(fixed_mask.astype(np.uint8)))
     field = None
     for iterations, shrink in zip(settings.iterations, settings.shrink_factors, strict=True):

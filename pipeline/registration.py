@@ -22,9 +22,11 @@ __all__ = [
     "choose_reference",
     "coarse_search",
     "frame_quality",
+    "masked_correlation",
     "matrix_to_similarity",
     "register_similarity",
     "similarity_matrix",
+    "sitk_image",
     "warp_image",
 ]
 
@@ -182,10 +184,9 @@ def frame_quality(vessel_map: np.ndarray, aperture: np.ndarray) -> dict[str, flo
     return {"fill": fill, "sharpness": sharpness, "score": fill * sharpness}
 
 
-def choose_reference(vessel_maps: list[np.ndarray], apertures: list[np.ndarray]) -> int:
-    """Index of the sharpest, best-filled frame (highest :func:`frame_quality` score)."""
-    scores = [frame_quality(m, a)["score"] for m, a in zip(vessel_maps, apertures, strict=True)]
-    return int(np.argmax(scores))
+def choose_reference(qualities: list[dict[str, float]]) -> int:
+    """Index of the sharpest, best-filled frame: the highest :func:`frame_quality` score."""
+    return int(np.argmax([quality["score"] for quality in qualities]))
 
 
 def _band_pass(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -274,7 +275,8 @@ def coarse_search(
     return np.linalg.inv(to_small) @ small_matrix @ to_small, float(value)
 
 
-def _to_sitk(image: np.ndarray) -> sitk.Image:
+def sitk_image(image: np.ndarray) -> sitk.Image:
+    """A float32 SimpleITK image of a 2-D array (unit spacing, origin 0: physical = pixel)."""
     return sitk.GetImageFromArray(np.ascontiguousarray(image, dtype=np.float32))
 
 
@@ -344,7 +346,7 @@ def register_similarity(
     method.SetSmoothingSigmasPerLevel(list(settings.smoothing_sigmas))
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(start, inPlace=True)
-    method.Execute(_to_sitk(fixed), _to_sitk(moving))
+    method.Execute(sitk_image(fixed), sitk_image(moving))
     matrix = _transform_to_matrix(start)
     resampled = warp_image(moving, matrix, fixed.shape)
     correlation = masked_correlation(fixed, resampled, fixed_mask)
