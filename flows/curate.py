@@ -16,21 +16,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.ingest import retry_on_io_error
 from pipeline import curation_stages as stages
 from pipeline.casestore import CaseStore, CaseStoreError, Stage
 from pipeline.curation import CurationSettings
 
 __all__ = ["curate_flow"]
-
-
-def _retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
-    try:
-        state.result()
-    except OSError:
-        return True
-    except Exception:  # noqa: BLE001 - any other failure is not transient
-        return False
-    return False
 
 
 @cache
@@ -69,7 +60,7 @@ def _stage_task(name: str):  # noqa: ANN202 - a Prefect task factory
         name=name,
         retries=2,
         retry_delay_seconds=1,
-        retry_condition_fn=_retry_on_io_error,
+        retry_condition_fn=retry_on_io_error,
         cache_policy=NONE,
     )
 

@@ -16,7 +16,7 @@ from pipeline.io import ImageLimits
 from pipeline.privacy import load_or_create_key
 from pipeline.raw_case import CaseLimits, case_label, find_case_folders
 
-__all__ = ["case_limits", "ingest_case_task", "ingest_flow"]
+__all__ = ["case_limits", "ingest_case_task", "ingest_flow", "retry_on_io_error"]
 
 
 def case_limits(load_args: dict[str, Any]) -> CaseLimits:
@@ -33,7 +33,8 @@ def case_limits(load_args: dict[str, Any]) -> CaseLimits:
     return CaseLimits(image=image, **{k: v for k, v in load_args.items() if k in case_fields})
 
 
-def _retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
+def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry a task run only when it failed with an OSError."""
     try:
         state.result()
     except OSError:
@@ -47,7 +48,7 @@ def _retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
     name="ingest-case",
     retries=2,
     retry_delay_seconds=1,
-    retry_condition_fn=_retry_on_io_error,
+    retry_condition_fn=retry_on_io_error,
     cache_policy=NONE,
 )
 def ingest_case_task(
