@@ -294,7 +294,8 @@ def curate(
     as_json: JsonOption = False,
 ) -> None:
     """Run stages 2-7 (registration ... binarisation) on every ingested case, up to review
-    gate 1. Finished stages are skipped on re-runs. Exit 1 if any case failed."""
+    gate 1, and A/V labelling (stage 9) on every case whose vessel mask is approved, up to
+    review gate 2. Finished stages are skipped on re-runs. Exit 1 if any case failed."""
     from flows.curate import curate_flow
     from pipeline.curation import CurationSettings
 
@@ -311,8 +312,9 @@ def curate(
         typer.echo(json.dumps(summary, indent=2))
     else:
         console.print(
-            f"{len(summary['curated'])} curated to vessel review, {len(summary['failed'])} failed, "
-            f"{len(summary['waiting'])} already past curation"
+            f"{len(summary['curated'])} curated to vessel review, "
+            f"{len(summary['av_labelled'])} A/V-labelled to A/V review, "
+            f"{len(summary['failed'])} failed, {len(summary['waiting'])} waiting for review"
         )
         for item in summary["failed"]:
             console.print(
@@ -422,6 +424,106 @@ def train_vessel_command(
     console.print(f"weights written to {out / 'weights'}")
 
 
+@train_app.command("hvgn")
+@_user_errors
+def train_hvgn_command(
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON HVGNTrainingConfig")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder: checkpoints, log, weights [default: the catalog's "
+            "model_weights with model=hvgn, else runs/hvgn]"
+        ),
+    ] = None,
+    data: Annotated[Path, typer.Option(help="Folder with DRIVE/, RITE/, LES-AV/, HRF-AV/")] = Path(
+        "../shared/data"
+    ),
+    resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint")] = True,
+    catalog: CatalogOption = None,
+) -> None:
+    """Train the artery/vein graph network on RITE, LES-AV, HRF-AV training and phantom cases."""
+    from pydantic import ValidationError
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from models.hvgn_data import load_av_training_images, phantom_av_training_images
+    from models.hvgn_training import HVGNTrainingConfig, train_hvgn
+
+    try:
+        settings = HVGNTrainingConfig(**_read_config(config))
+    except ValidationError as error:
+        _fail(f"{config}: {error.errors(include_url=False, include_input=False)}")
+    if settings.model.fa_channels:
+        _fail(
+            f"{config}: the public A/V datasets have no FA; train fa_channels > 0 models on "
+            "exported curated cases"
+        )
+    if settings.datasets and not data.is_dir():
+        _fail(f"data folder {data} does not exist; pass --data (the shared datasets folder)")
+    if out is None:
+        loaded = _catalog(catalog)
+        out = loaded.path("model_weights", model="hvgn") if loaded else Path("runs/hvgn")
+    scale = settings.model.fov_diameter_px
+    images = load_av_training_images(data, settings.datasets, fov_diameter_px=scale)
+    images += phantom_av_training_images(
+        settings.phantom_cases, seed=settings.seed, fov_diameter_px=scale
+    )
+    console.print(f"{len(images)} training images")
+    columns = (
+        TextColumn("step {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("train", total=settings.steps, loss=float("nan"))
+        train_hvgn(
+            settings,
+            images,
+            out,
+            resume=resume,
+            on_step=lambda step, loss: progress.update(bar, completed=step, loss=loss),
+        )
+    console.print(f"weights written to {out / 'weights'}")
+
+
+@app.command("label-av")
+@_user_errors
+def label_av(
+    image: Annotated[Path, typer.Argument(help="Colour fundus photo")],
+    vessel: Annotated[Path, typer.Option(help="Vessel mask PNG (non-zero = vessel), same size")],
+    out: Annotated[Path, typer.Option(help="Output PNG: red artery, blue vein, black background")],
+    weights: Annotated[Path | None, typer.Option(help="Weights folder [default: shipped]")] = None,
+    consistency: Annotated[
+        bool, typer.Option(help="Vote labels along vessel segments between junctions")
+    ] = True,
+) -> None:
+    """Label every pixel of a vessel mask artery or vein (HVGN)."""
+    from PIL import Image
+
+    from models.hvgn_inference import DEFAULT_AV_WEIGHTS, AVLabeller, av_labels
+    from pipeline.io import ImageRejected, as_fundus, read_image
+    from pipeline.qc import av_to_rgb
+
+    labeller = AVLabeller.load(weights or DEFAULT_AV_WEIGHTS)
+    try:
+        photo = as_fundus(read_image(image))
+    except ImageRejected as error:
+        _fail(f"{image}: {error}")
+    try:
+        mask = read_image(vessel)
+    except ImageRejected as error:
+        _fail(f"{vessel}: {error}")
+    mask = (mask.max(axis=2) if mask.ndim == 3 else mask) > 0
+    try:
+        probability = labeller.artery_probability(photo, mask, consistency=consistency)
+    except ValueError as error:
+        _fail(f"{image}: {error}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(av_to_rgb(av_labels(probability, mask))).save(out)
+    console.print(f"{out}", highlight=False)
+    console.print(f"weights sha256 {labeller.weights_sha256}")
+
+
 @app.command()
 @_user_errors
 def segment(
@@ -517,4 +619,49 @@ def evaluate_vessel(
         table.add_column(name, justify="right")
     for key, row in [*rows.items(), ("mean", mean)]:
         table.add_row(key, *(f"{v:.4f}" for v in row.values()))
+    console.print(table)
+
+
+@evaluate_app.command("av")
+@_user_errors
+def evaluate_av(
+    pred: Annotated[Path, typer.Option(help="Folder of predicted A/V PNGs (red A, blue V)")],
+    gt: Annotated[Path, typer.Option(help="Folder of ground-truth A/V PNGs (same colours)")],
+    as_json: JsonOption = False,
+) -> None:
+    """A/V accuracy, artery and vein sensitivity on the truth's artery and vein pixels.
+
+    Crossings (green) and uncertain pixels (white) of the truth are not scored. Files are matched
+    by the part of their name before the first '_' or '.'.
+    """
+    from PIL import Image
+
+    from pipeline.datasets import av_labels_from_rgb
+    from pipeline.metrics import av_scores
+
+    predictions, truths = _by_key(pred), _by_key(gt)
+    keys = sorted(set(predictions) & set(truths))
+    if not keys:
+        _fail(f"no file names in {pred} match those in {gt} (matched by the part before '_')")
+    rows = {}
+    for key in keys:
+        predicted = av_labels_from_rgb(np.asarray(Image.open(predictions[key]).convert("RGB")))
+        truth = av_labels_from_rgb(np.asarray(Image.open(truths[key]).convert("RGB")))
+        if predicted.shape != truth.shape:
+            _fail(
+                f"{predictions[key].name} is {predicted.shape[1]}x{predicted.shape[0]} but "
+                f"{truths[key].name} is {truth.shape[1]}x{truth.shape[0]}; labels must match"
+            )
+        rows[key] = av_scores(predicted, truth).as_dict()
+    names = [n for n in next(iter(rows.values())) if n != "pixels"]
+    mean = {name: float(np.mean([r[name] for r in rows.values()])) for name in names}
+    if as_json:
+        typer.echo(json.dumps({"images": rows, "mean": mean, "n": len(rows)}, indent=2))
+        return
+    table = Table(title=f"Artery/vein labelling, {len(rows)} images")
+    table.add_column("image")
+    for name in names:
+        table.add_column(name, justify="right")
+    for key, row in [*rows.items(), ("mean", mean)]:
+        table.add_row(key, *(f"{row[n]:.4f}" for n in names))
     console.print(table)

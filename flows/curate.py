@@ -1,4 +1,7 @@
-"""Prefect flow for stages 2-7: one task per stage per case, ending at review gate 1.
+"""Prefect flow for stages 2-7 and 9: one task per stage per case, ending at a review gate.
+
+Cases just ingested run stages 2-7 and stop at review gate 1 (vessel mask); cases whose vessel
+mask a clinician approved run stage 9 (A/V labelling) and stop at review gate 2.
 
 Tasks pass case ids and stage cache keys (content hashes), never arrays. Each stage skips its
 work when the store already holds an output with the same key (see
@@ -31,6 +34,13 @@ def _segmenter(weights: str) -> Any:
     return VesselSegmenter.load(Path(weights))
 
 
+@cache
+def _av_labeller(weights: str) -> Any:
+    from models.hvgn_inference import AVLabeller
+
+    return AVLabeller.load(Path(weights))
+
+
 def _stage_task(name: str):  # noqa: ANN202 - a Prefect task factory
     def run(store: str, case_id: str, upstream: str, settings: dict[str, Any], weights: str) -> str:
         case_store = CaseStore(Path(store), create=False)
@@ -39,6 +49,15 @@ def _stage_task(name: str):  # noqa: ANN202 - a Prefect task factory
                 segmenter = _segmenter(weights)
                 return stages.run_vessel_maps(
                     case_store, case_id, segmenter.segment, segmenter.weights_sha256
+                )
+            if name == "av_labelling":
+                labeller = _av_labeller(weights)
+                return stages.run_av_labelling(
+                    case_store,
+                    case_id,
+                    labeller.artery_probability,
+                    labeller.weights_sha256,
+                    labeller.model.config.fa_channels,
                 )
             curation = CurationSettings.from_dict(settings)
             if name == "registration":
@@ -65,14 +84,20 @@ def _stage_task(name: str):  # noqa: ANN202 - a Prefect task factory
     )
 
 
-STAGE_TASKS = {name: _stage_task(name) for name in stages.STAGES}
+AV_STAGE = "av_labelling"
+STAGE_TASKS = {name: _stage_task(name) for name in (*stages.STAGES, AV_STAGE)}
 
 
 @flow(name="curate", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def curate_flow(
-    store: str, settings: dict[str, Any] | None = None, weights: str | None = None
+    store: str,
+    settings: dict[str, Any] | None = None,
+    weights: str | None = None,
+    av_weights: str | None = None,
 ) -> dict[str, list[dict[str, str]]]:
-    """Run stages 2-7 for every case waiting for them; a failing case does not stop the others.
+    """Run stages 2-7 (ingested cases) and 9 (vessel mask approved) for every case waiting.
+
+    A failing case does not stop the others.
 
     Parameters
     ----------
@@ -82,18 +107,26 @@ def curate_flow(
         :class:`CurationSettings` values (the catalog's/config's ``curation`` parameters).
     weights : str, optional
         Vessel CNN weights folder; the shipped weights by default.
+    av_weights : str, optional
+        HVGN weights folder; the shipped weights by default.
 
     Returns
     -------
     summary : dict
-        ``{"curated": [...], "failed": [...], "waiting": [...]}`` with case ids; failures carry
-        the stage and a one-line reason.
+        ``{"curated": [...], "av_labelled": [...], "failed": [...], "waiting": [...]}`` with
+        case ids; failures carry the stage and a one-line reason.
     """
+    from models.hvgn_inference import DEFAULT_AV_WEIGHTS
     from models.vessel_inference import DEFAULT_WEIGHTS
 
     settings = CurationSettings.from_dict(settings or {}).as_dict()
     weights = str(weights or DEFAULT_WEIGHTS)
+    av_weights = str(av_weights or DEFAULT_AV_WEIGHTS)
     case_store = CaseStore(Path(store), create=False)
+    plans = {
+        Stage.INGESTED: (stages.STAGES, weights),
+        Stage.VESSEL_APPROVED: ((AV_STAGE,), av_weights),
+    }
     todo, waiting, unreadable = [], [], []
     for case_id in case_store.case_ids():
         try:
@@ -101,21 +134,23 @@ def curate_flow(
         except CaseStoreError as error:
             unreadable.append({"case_id": case_id, "stage": "read", "reason": str(error)})
             continue
-        (todo if stage == Stage.INGESTED else waiting).append(case_id)
+        (todo.append((case_id, stage)) if stage in plans else waiting.append(case_id))
     chains = {}
-    for case_id in todo:
+    for case_id, stage in todo:
+        names, stage_weights = plans[stage]
         upstream: Any = ""
         futures = []
-        for name in stages.STAGES:
+        for name in names:
             upstream = (
                 STAGE_TASKS[name]
                 .with_options(task_run_name=f"{name} {case_id}")
-                .submit(store, case_id, upstream, settings, weights)
+                .submit(store, case_id, upstream, settings, stage_weights)
             )
             futures.append((name, upstream))
         chains[case_id] = futures
     summary: dict[str, list[dict[str, str]]] = {
         "curated": [],
+        "av_labelled": [],
         "failed": unreadable,
         "waiting": [{"case_id": c} for c in waiting],
     }
@@ -128,7 +163,8 @@ def curate_flow(
                 failed = name
                 break
         if failed is None:
-            summary["curated"].append({"case_id": case_id})
+            done = "av_labelled" if futures[-1][0] == AV_STAGE else "curated"
+            summary[done].append({"case_id": case_id})
             continue
         reason = _last_error(case_store, case_id, future)
         logger.warning("case %s failed at stage %s: %s", case_id, failed, reason)
@@ -155,9 +191,10 @@ def _last_error(store: CaseStore, case_id: str, future: Any) -> str:
 
 def _markdown(summary: dict[str, list[dict[str, str]]]) -> str:
     lines = [
-        "# Curation (stages 2-7)",
-        f"{len(summary['curated'])} curated to review gate 1, {len(summary['failed'])} failed, "
-        f"{len(summary['waiting'])} already past stage 7",
+        "# Curation (stages 2-7 and 9)",
+        f"{len(summary['curated'])} curated to review gate 1, "
+        f"{len(summary['av_labelled'])} A/V-labelled to review gate 2, "
+        f"{len(summary['failed'])} failed, {len(summary['waiting'])} waiting for review",
     ]
     if summary["failed"]:
         lines += ["", "| case | stage | reason |", "|---|---|---|"]

@@ -46,6 +46,8 @@ class VesselUNetConfig(BaseModel):
     fov_diameter_px : float
         Working scale: images are resized so their field of view is this wide before they
         reach the network (DRIVE's FOV is ~540 px), and probabilities are resized back.
+    out_channels : int
+        Output channels (1: the vessel logit; more when the U-Net extracts features).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -55,6 +57,7 @@ class VesselUNetConfig(BaseModel):
     depth: int = Field(4, ge=1, le=6)
     norm: Literal["batch", "group"] = "batch"
     fov_diameter_px: float = Field(540.0, gt=0)
+    out_channels: int = Field(1, ge=1)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -91,7 +94,8 @@ class VesselUNet(nn.Module):
 
     Shapes:
         input: (N, in_channels, H, W) float, H and W multiples of ``2**depth``
-        output: (N, 1, H, W) logits; ``sigmoid`` gives the vessel probability
+        output: (N, out_channels, H, W); with one channel, logits whose ``sigmoid`` is the
+            vessel probability
     """
 
     def __init__(self, config: VesselUNetConfig) -> None:
@@ -106,7 +110,7 @@ class VesselUNet(nn.Module):
             _ResidualBlock(widths[i + 1] + widths[i], widths[i], config.norm)
             for i in reversed(range(config.depth))
         )
-        self.head = nn.Conv2d(widths[0], 1, 1)
+        self.head = nn.Conv2d(widths[0], config.out_channels, 1)
 
     @property
     def multiple(self) -> int:

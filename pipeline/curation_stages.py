@@ -28,11 +28,14 @@ from pipeline.curation import (
 )
 from pipeline.deformable import Deformation
 from pipeline.preprocess import fov_mask
+from pipeline.vessel_graph import av_labels
 
 __all__ = [
     "STAGES",
+    "AVLabel",
     "Segmenter",
     "run_aggregate",
+    "run_av_labelling",
     "run_binarisation",
     "run_fundus_alignment",
     "run_registration",
@@ -44,6 +47,8 @@ BASELINE_EDITOR = "angioflow"
 
 # (image, *, modality, fov, flips) -> probability: VesselSegmenter.segment fits.
 Segmenter = Callable[..., np.ndarray]
+# (photo, vessel, *, fov, fa) -> artery probability: AVLabeller.artery_probability fits.
+AVLabel = Callable[..., np.ndarray]
 
 
 def _key(stage: str, upstream: str, params: dict[str, Any]) -> str:
@@ -300,5 +305,62 @@ def run_binarisation(
             editor=BASELINE_EDITOR,
             parent=0,
             note=f"baseline from curate (binarisation {key[:12]})",
+        )
+    return key
+
+
+def run_av_labelling(
+    store: CaseStore, case_id: str, label: AVLabel, weights_sha256: str, fa_channels: int
+) -> str:
+    """Stage 9: artery/vein labels of the approved vessel mask; saved as the first A/V version.
+
+    Runs on the vessel version the clinician approved at review gate 1. When the model takes FA
+    channels, the FA aggregate (mean and max) in fundus pixels from stage 6 is passed with the
+    photo. A baseline is saved only while the case has no A/V version, so a re-run never
+    supersedes a clinician's edits (review gate 2).
+    """
+    approved = store.summary(case_id).approved_versions.get(MaskKind.VESSEL.value, 0)
+    if not approved:
+        raise CaseStoreError(f"case {case_id} has no approved vessel mask; approve one first")
+    vessel = store.read_version(case_id, MaskKind.VESSEL, approved) > 0
+    params = {
+        "weights_sha256": weights_sha256,
+        "vessel_version": approved,
+        "fa_channels": fa_channels,
+    }
+    upstream = hashlib.sha256(np.packbits(vessel).tobytes()).hexdigest()
+    key = _key("av_labelling", store.source_sha256(case_id) + upstream, params)
+    if _cached(store, case_id, "av_labelling", key):
+        return key
+    started = time.perf_counter()
+    fundus = store.read_raw(case_id).fundus
+    fov = fov_mask(fundus, modality="fundus")
+    fa = None
+    if fa_channels:
+        aligned = store.read_stage(case_id, "fundus_alignment", arrays=("fa_mean", "fa_max"))
+        fa = np.stack(
+            [_from_uint8(aligned.arrays["fa_mean"]), _from_uint8(aligned.arrays["fa_max"])], axis=2
+        )
+    probability = label(fundus, vessel, fov=fov, fa=fa)
+    labels = av_labels(probability, vessel)
+    store.write_stage(
+        case_id,
+        "av_labelling",
+        {"artery_probability": _to_unit8(probability), "av": labels},
+        params={
+            **params,
+            "cache_key": key,
+            "artery_fraction": round(float((labels == 1).sum() / max(1, vessel.sum())), 4),
+        },
+        seconds=time.perf_counter() - started,
+    )
+    if not store.versions(case_id, MaskKind.AV):
+        store.save_version(
+            case_id,
+            MaskKind.AV,
+            labels,
+            editor=BASELINE_EDITOR,
+            parent=0,
+            note=f"baseline from curate (av_labelling {key[:12]}, vessel v{approved})",
         )
     return key

@@ -6,6 +6,8 @@ References
        IEEE TMI 23(4), 2004 (DRIVE protocol: metrics inside the FOV mask).
 .. [2] Shit et al., "clDice - a novel topology-preserving loss function for tubular structure
        segmentation", CVPR 2021. doi:10.1109/CVPR46437.2021.01629
+.. [3] Hu, Abramoff, Garvin, "Automated separation of binary overlapping trees in low-contrast
+       color retinal images", MICCAI 2013 (RITE; A/V accuracy on labelled vessel pixels).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from scipy.stats import rankdata
 from skimage.morphology import skeletonize
 
-__all__ = ["VesselScores", "cl_dice", "roc_auc", "vessel_scores"]
+__all__ = ["AVScores", "VesselScores", "av_scores", "cl_dice", "roc_auc", "vessel_scores"]
 
 
 @dataclass(frozen=True)
@@ -130,4 +132,63 @@ def vessel_scores(
         specificity=tn / max(tn + fp, 1),
         f1=2 * tp / max(2 * tp + fp + fn, 1),
         cl_dice=cl_dice(predicted & fov, truth & fov),
+    )
+
+
+@dataclass(frozen=True)
+class AVScores:
+    """Artery/vein scores of one image on the ground truth's artery and vein pixels.
+
+    ``accuracy`` is the share of those pixels given their own class; ``artery_sensitivity`` the
+    share of artery pixels called artery; ``vein_sensitivity`` (the vein specificity when artery
+    is the positive class) the share of vein pixels called vein. ``unlabelled`` is the share the
+    prediction left as background or crossing (counted as wrong). ``pixels`` is how many
+    ground-truth artery and vein pixels were scored.
+    """
+
+    accuracy: float
+    artery_sensitivity: float
+    vein_sensitivity: float
+    unlabelled: float
+    pixels: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def av_scores(prediction: np.ndarray, truth: np.ndarray) -> AVScores:
+    """Score an A/V label mask on the truth's artery and vein pixels.
+
+    Crossings and uncertain pixels of the truth (label 3) and its background are not scored.
+
+    Parameters
+    ----------
+    prediction, truth : (H, W) int ndarrays
+        Labels 0 background, 1 artery, 2 vein, 3 crossing or uncertain.
+
+    Returns
+    -------
+    AVScores
+
+    Example
+    -------
+    >>> t = np.array([[1, 1, 2, 2, 3, 0]]); p = np.array([[1, 2, 2, 0, 1, 1]])
+    >>> s = av_scores(p, t); s.accuracy, s.artery_sensitivity, s.vein_sensitivity
+    (0.5, 0.5, 0.5)
+    """
+    if prediction.shape != truth.shape:
+        raise ValueError(f"prediction {prediction.shape} and truth {truth.shape} differ in shape")
+    artery, vein = truth == 1, truth == 2
+    scored = artery | vein
+    n_scored, n_artery, n_vein = int(scored.sum()), int(artery.sum()), int(vein.sum())
+    if n_scored == 0:
+        raise ValueError("the truth has no artery or vein pixel to score")
+    called_artery, called_vein = prediction == 1, prediction == 2
+    correct = (artery & called_artery).sum() + (vein & called_vein).sum()
+    return AVScores(
+        accuracy=float(correct / n_scored),
+        artery_sensitivity=float((artery & called_artery).sum() / max(1, n_artery)),
+        vein_sensitivity=float((vein & called_vein).sum() / max(1, n_vein)),
+        unlabelled=float((scored & ~called_artery & ~called_vein).sum() / n_scored),
+        pixels=n_scored,
     )
