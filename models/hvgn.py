@@ -25,26 +25,22 @@ References
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import scatter
 
+from models.checkpoints import read_weights, save_weights
 from models.vessel_unet import VesselUNet, VesselUNetConfig
 from pipeline.vessel_graph import coarsen, pixel_graph
 
 __all__ = ["HVGN", "HVGNConfig", "VesselGraphBatch", "graph_batch"]
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 class HVGNConfig(BaseModel):
@@ -220,25 +216,12 @@ class HVGN(nn.Module):
 
     def save(self, folder: Path, *, half: bool = True) -> None:
         """Write ``config.json`` and ``model.safetensors`` (fp16 when ``half``)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_FILE).write_text(self.config.model_dump_json(indent=2))
-        state = {
-            name: (t.half() if half and t.is_floating_point() else t).detach().cpu().contiguous()
-            for name, t in self.state_dict().items()
-        }
-        save_file(state, str(folder / WEIGHTS_FILE))
+        save_weights(self, self.config, folder, half=half)
 
     @classmethod
     def load(cls, folder: Path) -> HVGN:
         """Rebuild a model saved by :meth:`save` (float32, eval mode)."""
-        config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing; pass a folder written by HVGN.save")
-        model = cls(HVGNConfig(**json.loads(config_path.read_text())))
-        state = {
-            k: v.float() if v.is_floating_point() else v
-            for k, v in load_file(str(weights_path)).items()
-        }
+        values, state = read_weights(folder, "HVGN.save")
+        model = cls(HVGNConfig(**values))
         model.load_state_dict(state)
         return model.eval()

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from models.hvgn import HVGN, WEIGHTS_FILE, graph_batch
+from models.checkpoints import WEIGHTS_FILE
+from models.hvgn import HVGN, graph_batch
 from models.hvgn_data import fundus_input
 from models.vessel_data import rescale_to_fov
 from models.vessel_inference import MIN_FOV_DIAMETER_PX

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,13 +10,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F  # noqa: N812
 
+from models.checkpoints import RunFolder
 from models.hvgn import HVGN, HVGNConfig, graph_batch
 from models.hvgn_data import AVTrainingImage, CropSampler
 
 __all__ = ["HVGNTrainingConfig", "av_loss", "train_hvgn"]
-
-CHECKPOINT_FILE = "checkpoint.pt"
-LOG_FILE = "log.jsonl"
 
 
 class HVGNTrainingConfig(BaseModel):
@@ -80,7 +76,6 @@ def train_hvgn(
     -------
     HVGN in eval mode.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -92,69 +87,27 @@ def train_hvgn(
         optimiser, max_lr=config.learning_rate, total_steps=config.steps, pct_start=0.05
     )
     sampler = CropSampler(images, crop=config.crop, seed=config.seed)
-    config_path, checkpoint_path = out_dir / "training_config.json", out_dir / CHECKPOINT_FILE
-    start = 0
-    if resume and checkpoint_path.is_file():
-        saved = json.loads(config_path.read_text()) if config_path.is_file() else None
-        if saved != json.loads(config.model_dump_json()):
-            raise ValueError(
-                f"{checkpoint_path} was made with a different training config; pass --no-resume "
-                "or the original --config"
-            )
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        schedule.load_state_dict(state["schedule"])
-        sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        start = int(state["step"])
-    config_path.write_text(config.model_dump_json(indent=2))
-
+    run = RunFolder(out_dir, config, device)
+    start = run.resume(model, optimiser, schedule, sampler.rng, enabled=resume)
     model.train()
-    log = open(out_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115 - closed below
-    try:
-        started, running = time.perf_counter(), 0.0
-        for step in range(start + 1, config.steps + 1):
-            x, vessels, labels = sampler.batch(config.batch_size)
-            graph = graph_batch(vessels, config.model)
-            coords = graph.coords.numpy()
-            image_index = graph.image_index.numpy()
-            node_labels = np.stack(labels)[image_index, coords[:, 0], coords[:, 1]]
-            target = torch.from_numpy(node_labels.astype(np.int64)).to(device)
-            logits, pixel_logits = model(torch.from_numpy(x).to(device), graph.to(device))
-            loss = av_loss(logits, target) + config.pixel_loss_weight * av_loss(
-                pixel_logits, target
-            )
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            running = 0.98 * running + 0.02 * loss.item() if step > start + 1 else loss.item()
-            if on_step is not None:
-                on_step(step, running)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimiser": optimiser.state_dict(),
-                        "schedule": schedule.state_dict(),
-                        "step": step,
-                        "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
-                        "torch_rng": torch.get_rng_state(),
-                    },
-                    checkpoint_path,
-                )
-                entry = {
-                    "step": step,
-                    "loss": round(running, 5),
-                    "lr": schedule.get_last_lr()[0],
-                    "seconds": round(time.perf_counter() - started, 1),
-                    "device": device.type,
-                }
-                log.write(json.dumps(entry) + "\n")
-                log.flush()
-    finally:
-        log.close()
+    running = 0.0
+    for step in range(start + 1, config.steps + 1):
+        x, vessels, labels = sampler.batch(config.batch_size)
+        graph = graph_batch(vessels, config.model)
+        coords, image_index = graph.coords.numpy(), graph.image_index.numpy()
+        node_labels = np.stack(labels)[image_index, coords[:, 0], coords[:, 1]]
+        target = torch.from_numpy(node_labels.astype(np.int64)).to(device)
+        logits, pixel_logits = model(torch.from_numpy(x).to(device), graph.to(device))
+        loss = av_loss(logits, target) + config.pixel_loss_weight * av_loss(pixel_logits, target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        running = 0.98 * running + 0.02 * loss.item() if step > start + 1 else loss.item()
+        if on_step is not None:
+            on_step(step, running)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            run.checkpoint(step, running, model, optimiser, schedule, sampler.rng)
     model.eval()
     model.cpu().save(out_dir / "weights")
     return model

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,13 +9,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F  # noqa: N812
 
+from models.checkpoints import RunFolder
 from models.vessel_data import PatchSampler, TrainingImage
 from models.vessel_unet import VesselUNet, VesselUNetConfig
 
 __all__ = ["VesselTrainingConfig", "soft_cl_dice_loss", "train_vessel"]
-
-CHECKPOINT_FILE = "checkpoint.pt"
-LOG_FILE = "log.jsonl"
 
 
 class VesselTrainingConfig(BaseModel):
@@ -114,7 +110,6 @@ def train_vessel(
     model : VesselUNet
         The trained model in eval mode.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -137,66 +132,22 @@ def train_vessel(
     sampler = PatchSampler(
         images, patch=config.patch, scale_range=config.scale_range, seed=config.seed
     )
-    config_path = out_dir / "training_config.json"
-    checkpoint_path = out_dir / CHECKPOINT_FILE
-    start = 0
-    if resume and checkpoint_path.is_file():
-        saved = json.loads(config_path.read_text()) if config_path.is_file() else None
-        if saved != json.loads(config.model_dump_json()):
-            raise ValueError(
-                f"{checkpoint_path} was made with a different training config; pass --no-resume "
-                "or the original --config"
-            )
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        schedule.load_state_dict(state["schedule"])
-        sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
-        torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it
-        start = int(state["step"])
-    config_path.write_text(config.model_dump_json(indent=2))
-
+    run = RunFolder(out_dir, config, device)
+    start = run.resume(model, optimiser, schedule, sampler.rng, enabled=resume)
     model.train()
-    log = open(out_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115 - closed below
-    try:
-        started, running = time.perf_counter(), 0.0
-        for step in range(start + 1, config.steps + 1):
-            x, y, w = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
-            loss = _loss(model(x), y, w, config.cl_dice_weight)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            running = 0.98 * running + 0.02 * loss.item() if step > start + 1 else loss.item()
-            if on_step is not None:
-                on_step(step, running)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimiser": optimiser.state_dict(),
-                        "schedule": schedule.state_dict(),
-                        "step": step,
-                        "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
-                        "torch_rng": torch.get_rng_state(),
-                    },
-                    checkpoint_path,
-                )
-                log.write(
-                    json.dumps(
-                        {
-                            "step": step,
-                            "loss": round(running, 5),
-                            "lr": schedule.get_last_lr()[0],
-                            "seconds": round(time.perf_counter() - started, 1),
-                            "device": device.type,
-                        }
-                    )
-                    + "\n"
-                )
-                log.flush()
-    finally:
-        log.close()
+    running = 0.0
+    for step in range(start + 1, config.steps + 1):
+        x, y, w = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
+        loss = _loss(model(x), y, w, config.cl_dice_weight)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        running = 0.98 * running + 0.02 * loss.item() if step > start + 1 else loss.item()
+        if on_step is not None:
+            on_step(step, running)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            run.checkpoint(step, running, model, optimiser, schedule, sampler.rng)
     model.eval()
     model.cpu().save(out_dir / "weights")
     return model

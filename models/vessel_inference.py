@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import torch
 
+from models.checkpoints import WEIGHTS_FILE
 from models.vessel_data import rescale_to_fov
-from models.vessel_unet import WEIGHTS_FILE, VesselUNet
+from models.vessel_unet import VesselUNet
 from pipeline.preprocess import Modality, fov_diameter, fov_mask, vessel_contrast
 
 __all__ = ["DEFAULT_WEIGHTS", "VesselSegmenter"]

@@ -14,20 +14,17 @@ References
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-__all__ = ["VesselUNet", "VesselUNetConfig"]
+from models.checkpoints import read_weights, save_weights
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
+__all__ = ["VesselUNet", "VesselUNetConfig"]
 
 
 class VesselUNetConfig(BaseModel):
@@ -144,27 +141,12 @@ class VesselUNet(nn.Module):
 
     def save(self, folder: Path, *, half: bool = True) -> None:
         """Write ``config.json`` and ``model.safetensors`` (fp16 when ``half``)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_FILE).write_text(self.config.model_dump_json(indent=2))
-        state = {
-            name: (t.half() if half and t.is_floating_point() else t).detach().cpu().contiguous()
-            for name, t in self.state_dict().items()
-        }
-        save_file(state, str(folder / WEIGHTS_FILE))
+        save_weights(self, self.config, folder, half=half)
 
     @classmethod
     def load(cls, folder: Path) -> VesselUNet:
         """Rebuild a model saved by :meth:`save` (float32, eval mode)."""
-        config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} is missing; pass a folder written by VesselUNet.save"
-                )
-        model = cls(VesselUNetConfig(**json.loads(config_path.read_text())))
-        state = {
-            k: v.float() if v.is_floating_point() else v
-            for k, v in load_file(str(weights_path)).items()
-        }
+        values, state = read_weights(folder, "VesselUNet.save")
+        model = cls(VesselUNetConfig(**values))
         model.load_state_dict(state)
         return model.eval()

@@ -1,0 +1,130 @@
+"""Weights and training runs on disk: fp16 safetensors with their config, checkpoints, logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "RunFolder", "read_weights", "save_weights"]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+RUN_CONFIG_FILE = "training_config.json"
+
+
+def save_weights(model: nn.Module, config: BaseModel, folder: Path, *, half: bool = True) -> None:
+    """Write ``config.json`` and ``model.safetensors`` (floating tensors in fp16 when ``half``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
+    state = {
+        name: (t.half() if half and t.is_floating_point() else t).detach().cpu().contiguous()
+        for name, t in model.state_dict().items()
+    }
+    save_file(state, str(folder / WEIGHTS_FILE))
+
+
+def read_weights(folder: Path, saved_by: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a folder written by :func:`save_weights`: the config values and a float32 state.
+
+    ``saved_by`` names the writer in the error raised when a file is missing.
+    """
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; pass a folder written by {saved_by}")
+    stored = load_file(str(weights_path))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
+    return json.loads(config_path.read_text()), state
+
+
+class RunFolder:
+    """A training run's folder: its config, the latest checkpoint and a JSON-lines log.
+
+    A checkpoint holds the model, optimiser, schedule, step, the sampler's numpy RNG and torch's
+    RNG, so a resumed run continues exactly where the interrupted one would have gone.
+    """
+
+    def __init__(self, folder: Path, config: BaseModel, device: torch.device) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.config, self.device = folder, config, device
+        self.started = time.perf_counter()
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.folder / CHECKPOINT_FILE
+
+    def resume(
+        self,
+        model: nn.Module,
+        optimiser: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+        rng: np.random.Generator,
+        *,
+        enabled: bool = True,
+    ) -> int:
+        """Load the checkpoint when present (its config must match); return the step reached.
+
+        Raises
+        ------
+        ValueError
+            If the checkpoint was written by a run with a different config.
+        """
+        config_path = self.folder / RUN_CONFIG_FILE
+        start = 0
+        if enabled and self.checkpoint_path.is_file():
+            saved = json.loads(config_path.read_text()) if config_path.is_file() else None
+            if saved != json.loads(self.config.model_dump_json()):
+                raise ValueError(
+                    f"{self.checkpoint_path} was made with a different training config; pass "
+                    "--no-resume or the original --config"
+                )
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+            model.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            schedule.load_state_dict(state["schedule"])
+            rng.bit_generator.state = json.loads(state["sampler_rng"])
+            torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it
+            start = int(state["step"])
+        config_path.write_text(self.config.model_dump_json(indent=2))
+        return start
+
+    def checkpoint(
+        self,
+        step: int,
+        loss: float,
+        model: nn.Module,
+        optimiser: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+        rng: np.random.Generator,
+    ) -> None:
+        """Save the checkpoint and append one log line (step, smoothed loss, lr, seconds)."""
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(),
+                "step": step,
+                "sampler_rng": json.dumps(rng.bit_generator.state),
+                "torch_rng": torch.get_rng_state(),
+            },
+            self.checkpoint_path,
+        )
+        entry = {
+            "step": step,
+            "loss": round(loss, 5),
+            "lr": schedule.get_last_lr()[0],
+            "seconds": round(time.perf_counter() - self.started, 1),
+            "device": self.device.type,
+        }
+        with open(self.folder / LOG_FILE, "a", encoding="utf-8") as log:
+            log.write(json.dumps(entry) + "\n")
