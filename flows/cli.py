@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
@@ -363,6 +364,22 @@ def _read_config(path: Path | None) -> dict[str, Any]:
     return document
 
 
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[int, float], None]]:
+    """A progress bar for a training run; yields the ``on_step(step, loss)`` callback."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("step {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("train", total=total, loss=float("nan"))
+        yield lambda step, loss: progress.update(bar, completed=step, loss=loss)
+
+
 @train_app.command("vessel")
 @_user_errors
 def train_vessel_command(
@@ -382,7 +399,6 @@ def train_vessel_command(
 ) -> None:
     """Train the vessel U-Net on the public training splits (never DRIVE test)."""
     from pydantic import ValidationError
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from models.training import VesselTrainingConfig, train_vessel
     from models.vessel_data import load_training_images, phantom_fa_training_images
@@ -406,21 +422,8 @@ def train_vessel_command(
         fov_diameter_px=settings.model.fov_diameter_px,
     )
     console.print(f"{len(images)} training images")
-    columns = (
-        TextColumn("step {task.completed}/{task.total}"),
-        BarColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("train", total=settings.steps, loss=float("nan"))
-        train_vessel(
-            settings,
-            images,
-            out,
-            resume=resume,
-            on_step=lambda step, loss: progress.update(bar, completed=step, loss=loss),
-        )
+    with _progress(settings.steps) as on_step:
+        train_vessel(settings, images, out, resume=resume, on_step=on_step)
     console.print(f"weights written to {out / 'weights'}")
 
 
@@ -443,7 +446,6 @@ def train_hvgn_command(
 ) -> None:
     """Train the artery/vein graph network on RITE, LES-AV, HRF-AV training and phantom cases."""
     from pydantic import ValidationError
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from models.hvgn_data import load_av_training_images, phantom_av_training_images
     from models.hvgn_training import HVGNTrainingConfig, train_hvgn
@@ -468,21 +470,8 @@ def train_hvgn_command(
         settings.phantom_cases, seed=settings.seed, fov_diameter_px=scale
     )
     console.print(f"{len(images)} training images")
-    columns = (
-        TextColumn("step {task.completed}/{task.total}"),
-        BarColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("train", total=settings.steps, loss=float("nan"))
-        train_hvgn(
-            settings,
-            images,
-            out,
-            resume=resume,
-            on_step=lambda step, loss: progress.update(bar, completed=step, loss=loss),
-        )
+    with _progress(settings.steps) as on_step:
+        train_hvgn(settings, images, out, resume=resume, on_step=on_step)
     console.print(f"weights written to {out / 'weights'}")
 
 
