@@ -22,6 +22,7 @@ from pipeline.curation import (
     register_sequence,
 )
 from pipeline.deformable import Deformation, register_bspline
+from pipeline.metrics import av_scores
 from pipeline.phantom import PhantomCase, PhantomConfig, generate_case, write_case
 from pipeline.preprocess import fov_mask
 from pipeline.registration import coarse_search, register_similarity, similarity_matrix
@@ -250,3 +251,34 @@ def test_curate_flow_reaches_review_gate_caches_and_isolates_failures(
     assert all(f["reason"] for f in metrics["frames_dropped"])
     text = "".join(p.read_text() for p in written if p.suffix == ".json")
     assert "P-000" not in text
+
+    # review gate 1 passed: a clinician corrects case 1's mask and approves it; the next run
+    # labels arteries and veins (stage 9) and stops at review gate 2
+    case_id, case = ids[1], cases[1]
+    store.save_version(
+        case_id,
+        MaskKind.VESSEL,
+        case.vessel.astype(np.uint8),
+        editor="dr-a",
+        parent=1,
+        note="fixed",
+    )
+    store.approve(case_id, MaskKind.VESSEL, version=2, editor="dr-a")
+    result = curate_flow(str(root))
+    assert [c["case_id"] for c in result["av_labelled"]] == [case_id]
+    assert result["curated"] == []
+    assert store.summary(case_id).stage == Stage.AV_REVIEW
+    (av_baseline,) = store.versions(case_id, MaskKind.AV)
+    assert av_baseline.editor == "angioflow" and "vessel v2" in av_baseline.note
+    labels = store.read_version(case_id, MaskKind.AV)
+    assert ((labels > 0) == case.vessel).all()  # every approved vessel pixel, nothing else
+    truth = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
+    assert av_scores(labels, truth).accuracy > 0.8  # an untrained model scores ~0.5
+    params = store.read_stage(case_id, "av_labelling", arrays=()).params
+    assert params["vessel_version"] == 2 and len(params["weights_sha256"]) == 64
+    again = curate_flow(str(root))
+    assert again["av_labelled"] == [] and case_id in {w["case_id"] for w in again["waiting"]}
+    assert len(store.versions(case_id, MaskKind.AV)) == 1
+    inspect_case(store, case_id, tmp_path / "inspect_av")
+    av_png = np.asarray(Image.open(tmp_path / "inspect_av" / "av.png").convert("RGB"))
+    assert {tuple(c) for c in av_png[case.vessel]} <= {(255, 0, 0), (0, 0, 255)}
