@@ -32,6 +32,7 @@ class HVGNTrainingConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     pixel_loss_weight: float = Field(0.5, ge=0)
     checkpoint_every: int = Field(100, ge=1)
+    init_weights: str | None = None  # a weights folder to continue training from (HVGN.save)
     seed: int = 0
     threads: int = Field(2, ge=1)
 
@@ -79,7 +80,16 @@ def train_hvgn(
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = HVGN(config.model).to(device)
+    model = HVGN(config.model)
+    if config.init_weights is not None:
+        initial = HVGN.load(Path(config.init_weights))
+        if initial.config != config.model:
+            raise ValueError(
+                f"init_weights {config.init_weights} has model config {initial.config}, "
+                f"not the run's {config.model}"
+            )
+        model.load_state_dict(initial.state_dict())
+    model = model.to(device)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )

@@ -224,3 +224,17 @@ def test_train_hvgn_command_writes_weights_that_label_av_uses(tmp_path: Path) ->
     config.write_text("steps: 2\nmodel: {fa_channels: 2}\n")
     result = runner.invoke(app, ["train", "hvgn", "--config", str(config), "--out", str(run)])
     assert result.exit_code != 0 and "have no FA" in " ".join(result.stderr.split())
+
+
+def test_training_continues_from_saved_weights(tmp_path: Path, phantom_images) -> None:
+    first = train_hvgn(_config(), phantom_images, tmp_path / "first")
+    weights = tmp_path / "first" / "weights"
+    second = _config(init_weights=str(weights), steps=1, learning_rate=1e-9)
+    train_hvgn(second, phantom_images, tmp_path / "second")
+    continued = HVGN.load(tmp_path / "second" / "weights")
+    for name, tensor in first.state_dict().items():
+        if tensor.is_floating_point() and "running" not in name:
+            torch.testing.assert_close(continued.state_dict()[name], tensor, atol=2e-3, rtol=1e-2)
+    other = _config(init_weights=str(weights), model=TINY.model_copy(update={"hidden": 12}))
+    with pytest.raises(ValueError, match="has model config"):
+        train_hvgn(other, phantom_images, tmp_path / "third")
