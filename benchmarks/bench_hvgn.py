@@ -25,13 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.hvgn_inference import DEFAULT_AV_WEIGHTS, AVLabeller, av_labels
+from models.hvgn_inference import DEFAULT_AV_WEIGHTS, AVLabeller
 from pipeline.datasets import LabelledImage, load_dataset
 from pipeline.metrics import av_scores
 from pipeline.phantom import PhantomConfig, case_seed, generate_case
-from pipeline.vessel_graph import coarsen, pixel_graph
+from pipeline.vessel_graph import av_labels, coarsen, pixel_graph
 
-PHANTOM_SEED = 8200  # no test or training run uses these seeds
+# No test or training run uses these seeds; 8300+ (--phantom-seed 8300) is the validation set
+# that chose between training stages, 8200+ the reported one.
+PHANTOM_SEED = 8200
 VARIANTS = {
     "graph_with_segment_voting": {"head": "graph", "consistency": True},
     "graph": {"head": "graph", "consistency": False},
@@ -56,10 +58,10 @@ def _score(labeller: AVLabeller, records: list[LabelledImage]) -> dict:
     return {"images": len(records), **results}
 
 
-def _phantom_records(n: int) -> list[LabelledImage]:
+def _phantom_records(n: int, seed: int) -> list[LabelledImage]:
     records = []
     for index in range(n):
-        case = generate_case(case_seed(PHANTOM_SEED, index), PhantomConfig(size=(584, 876)))
+        case = generate_case(case_seed(seed, index), PhantomConfig(size=(584, 876)))
         av = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
         records.append(LabelledImage(f"phantom/{index}", case.fundus, case.vessel, case.fov, av))
     return records
@@ -86,16 +88,23 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=DEFAULT_AV_WEIGHTS)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--phantom-cases", type=int, default=5)
+    parser.add_argument("--phantom-seed", type=int, default=PHANTOM_SEED)
+    parser.add_argument(
+        "--phantom-only", action="store_true", help="score only the phantom photos (validation)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     labeller = AVLabeller.load(args.weights)
     result: dict = {"weights_sha256": labeller.weights_sha256}
+    result["phantom"] = _score(labeller, _phantom_records(args.phantom_cases, args.phantom_seed))
+    if args.phantom_only:
+        print(json.dumps(result, indent=2))
+        return
     rite = load_dataset(args.data, "rite", "test") if (args.data / "RITE").is_dir() else []
     if rite:
         result["rite_test"] = _score(labeller, rite)
     if (args.data / "LES-AV").is_dir():
         result["les_av_test"] = _score(labeller, load_dataset(args.data, "les-av", "test"))
-    result["phantom"] = _score(labeller, _phantom_records(args.phantom_cases))
     seconds = {}
     if rite:
         labeller.artery_probability(rite[0].image, rite[0].vessel)  # warm-up

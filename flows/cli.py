@@ -489,9 +489,10 @@ def label_av(
     """Label every pixel of a vessel mask artery or vein (HVGN)."""
     from PIL import Image
 
-    from models.hvgn_inference import DEFAULT_AV_WEIGHTS, AVLabeller, av_labels
+    from models.hvgn_inference import DEFAULT_AV_WEIGHTS, AVLabeller
     from pipeline.io import ImageRejected, as_fundus, read_image
     from pipeline.qc import av_to_rgb
+    from pipeline.vessel_graph import av_labels
 
     labeller = AVLabeller.load(weights or DEFAULT_AV_WEIGHTS)
     try:

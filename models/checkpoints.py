@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,15 @@ from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "RunFolder", "read_weights", "save_weights"]
+__all__ = [
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "RunFolder",
+    "adamw_one_cycle",
+    "continue_from",
+    "read_weights",
+    "save_weights",
+]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -45,6 +54,35 @@ def read_weights(folder: Path, saved_by: str) -> tuple[dict[str, Any], dict[str,
     stored = load_file(str(weights_path))
     state = {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
     return json.loads(config_path.read_text()), state
+
+
+def continue_from(model: nn.Module, folder: str | None, load: Callable[[Path], nn.Module]) -> None:
+    """Copy the weights saved in ``folder`` into ``model`` (nothing when ``folder`` is None).
+
+    Raises
+    ------
+    ValueError
+        If the saved model's config differs from ``model``'s.
+    """
+    if folder is None:
+        return
+    initial = load(Path(folder))
+    if initial.config != model.config:
+        raise ValueError(
+            f"init_weights {folder} has model config {initial.config}, not the run's {model.config}"
+        )
+    model.load_state_dict(initial.state_dict())
+
+
+def adamw_one_cycle(
+    model: nn.Module, learning_rate: float, weight_decay: float, steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR]:
+    """The optimiser and learning-rate schedule every angioflow training loop uses."""
+    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=learning_rate, total_steps=steps, pct_start=0.05
+    )
+    return optimiser, schedule
 
 
 class RunFolder:

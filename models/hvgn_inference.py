@@ -18,9 +18,9 @@ from models.hvgn_data import fundus_input
 from models.vessel_data import rescale_to_fov
 from models.vessel_inference import MIN_FOV_DIAMETER_PX
 from pipeline.preprocess import fov_diameter, fov_mask
-from pipeline.vessel_graph import av_labels, segment_labels, vote_along_segments
+from pipeline.vessel_graph import segment_labels, vote_along_segments
 
-__all__ = ["DEFAULT_AV_WEIGHTS", "AVLabeller", "av_labels"]
+__all__ = ["DEFAULT_AV_WEIGHTS", "AVLabeller"]
 
 DEFAULT_AV_WEIGHTS = Path(__file__).resolve().parent / "weights" / "hvgn"
 

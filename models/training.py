@@ -9,7 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F  # noqa: N812
 
-from models.checkpoints import RunFolder
+from models.checkpoints import RunFolder, adamw_one_cycle, continue_from
 from models.vessel_data import PatchSampler, TrainingImage
 from models.vessel_unet import VesselUNet, VesselUNetConfig
 
@@ -114,20 +114,10 @@ def train_vessel(
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = VesselUNet(config.model)
-    if config.init_weights is not None:
-        initial = VesselUNet.load(Path(config.init_weights))
-        if initial.config != config.model:
-            raise ValueError(
-                f"init_weights {config.init_weights} has model config {initial.config}, "
-                f"not the run's {config.model}"
-            )
-        model.load_state_dict(initial.state_dict())
+    continue_from(model, config.init_weights, VesselUNet.load)
     model = model.to(device)
-    optimiser = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=config.learning_rate, total_steps=config.steps, pct_start=0.05
+    optimiser, schedule = adamw_one_cycle(
+        model, config.learning_rate, config.weight_decay, config.steps
     )
     sampler = PatchSampler(
         images, patch=config.patch, scale_range=config.scale_range, seed=config.seed

@@ -334,7 +334,7 @@ def run_av_labelling(
         return key
     started = time.perf_counter()
     fundus = store.read_raw(case_id).fundus
-    fov = fov_mask(fundus, modality="fundus")
+    fov = store.read_stage(case_id, "vessel_maps", arrays=("fundus_fov",)).arrays["fundus_fov"] > 0
     fa = None
     if fa_channels:
         aligned = store.read_stage(case_id, "fundus_alignment", arrays=("fa_mean", "fa_max"))

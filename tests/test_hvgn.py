@@ -14,12 +14,13 @@ from typer.testing import CliRunner
 from flows.cli import app
 from models.hvgn import HVGN, HVGNConfig, graph_batch
 from models.hvgn_data import CropSampler, phantom_av_training_images
-from models.hvgn_inference import AVLabeller, av_labels
+from models.hvgn_inference import AVLabeller
 from models.hvgn_training import HVGNTrainingConfig, train_hvgn
 from pipeline.datasets import load_dataset
 from pipeline.metrics import av_scores
 from pipeline.phantom import PhantomConfig, generate_case
 from pipeline.qc import av_to_rgb
+from pipeline.vessel_graph import av_labels
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = HVGNConfig(base_channels=4, depth=2, features=8, hidden=8, cells=(2, 2), fov_diameter_px=180)
