@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,8 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.catalog import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
-from pipeline.casestore import CaseStore, CaseStoreError, MaskKind
+from pipeline.casestore import CaseStore, CaseStoreError, MaskKind, Stage
 from pipeline.ingest import read_quarantine
+from pipeline.review import MaskImportError, read_mask_file, review_queue
 
 app = typer.Typer(
     name="angioflow",
@@ -65,6 +67,7 @@ def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             FileNotFoundError,
             FileExistsError,
             PermissionError,
+            MaskImportError,
         ) as error:
             _fail(str(error))
 
@@ -143,6 +146,7 @@ def status(
         except CaseStoreError as error:
             broken.append({"case_id": case_id, "error": str(error)})
     quarantined = read_quarantine(root)
+    queue = review_queue(case_store)
     if as_json:
         typer.echo(
             json.dumps(
@@ -154,9 +158,22 @@ def status(
                             "frames": r.n_frames,
                             "stage": r.stage.value,
                             "waiting_for_review": r.stage.waiting_for_review,
+                            "rejected": None
+                            if r.rejection is None
+                            else {"by": r.rejection.editor, "reason": r.rejection.reason},
                             "last_error": r.last_error,
                         }
                         for r in rows
+                    ],
+                    "review_queue": [
+                        {
+                            "case_id": e.case_id,
+                            "gate": e.gate.value,
+                            "version": e.version,
+                            "last_saved_by": e.last_editor,
+                            "editing": list(e.editing),
+                        }
+                        for e in queue
                     ],
                     "unreadable": broken,
                     "quarantined": [q.__dict__ for q in quarantined],
@@ -176,12 +193,30 @@ def status(
             str(r.n_frames),
             f"{r.fundus_shape[1]}x{r.fundus_shape[0]}",
             r.stage.value,
-            "waiting" if r.stage.waiting_for_review else "",
+            f"waiting ({'vessel' if r.stage is Stage.VESSEL_REVIEW else 'A/V'})"
+            if r.stage.waiting_for_review
+            else "",
             r.last_error,
         )
     for b in broken:
         table.add_row(b["case_id"], "", "", "", "[red]unreadable[/]", "", b["error"])
     console.print(table)
+    if queue:
+        waiting = Table(title="Review queue")
+        for column in ("case", "gate", "waiting version", "last saved by", "unsaved edits by"):
+            waiting.add_column(column, no_wrap=True)
+        for e in queue:
+            gate = "1 vessel mask" if e.gate is MaskKind.VESSEL else "2 A/V mask"
+            waiting.add_row(e.case_id, gate, str(e.version), e.last_editor, ", ".join(e.editing))
+        console.print(waiting)
+    for r in rows:
+        if r.rejection is not None:
+            console.print(
+                f"[yellow]rejected[/] {r.case_id} ({r.rejection.kind.value} v"
+                f"{r.rejection.version}) by {r.rejection.editor}: {r.rejection.reason}",
+                highlight=False,
+                soft_wrap=True,
+            )
     if quarantined:
         refused = Table(title="Quarantined (not stored)")
         for column in ("case", "file", "reason"):
@@ -203,30 +238,148 @@ def history(
     case_store = CaseStore(_store_root(store, _catalog(catalog)), create=False)
     versions = [v for kind in MaskKind for v in case_store.versions(case, kind)]
     approvals = [e for e in case_store.events(case) if e["event"] == "approved"]
+    rejections = [r for kind in MaskKind for r in case_store.rejections(case, kind)]
+    autosaves = case_store.autosaves(case)
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     "versions": [{**v.__dict__, "kind": v.kind.value} for v in versions],
                     "approvals": approvals,
+                    "rejections": [{**r.__dict__, "kind": r.kind.value} for r in rejections],
+                    "unsaved_edits": [
+                        {
+                            "kind": a.kind.value,
+                            "editor": a.editor,
+                            "parent": a.parent,
+                            "time": a.time,
+                        }
+                        for a in autosaves
+                    ],
                 },
                 indent=2,
             )
         )
         return
     table = Table(title=f"History of {case}")
-    for column in ("mask", "version", "parent", "editor", "time", "note", "approved by"):
+    for column in ("mask", "version", "parent", "editor", "time", "note", "sha256", "approved by"):
         table.add_column(column)
+    table.add_column("rejected")
     for v in versions:
         approvers = ", ".join(
             a["editor"]
             for a in approvals
             if a["kind"] == v.kind.value and a["version"] == v.version
         )
+        rejected = "; ".join(
+            f"{r.editor}: {r.reason}"
+            for r in rejections
+            if r.kind is v.kind and r.version == v.version
+        )
         table.add_row(
-            v.kind.value, str(v.version), str(v.parent or ""), v.editor, v.time, v.note, approvers
+            v.kind.value,
+            str(v.version),
+            str(v.parent or ""),
+            v.editor,
+            v.time,
+            v.note,
+            v.sha256[:12],
+            approvers,
+            rejected,
         )
     console.print(table if versions else f"case {case} has no saved mask versions yet")
+    for a in autosaves:
+        console.print(
+            f"unsaved edits of the {a.kind.value} mask by {a.editor} (from version {a.parent}, "
+            f"{a.time}): `angioflow review {case}` offers them back",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+EditorOption = Annotated[
+    str,
+    typer.Option(
+        envvar="ANGIOFLOW_EDITOR", help="Your name, recorded with every save and approval"
+    ),
+]
+
+
+@app.command()
+@_user_errors
+def review(
+    case: Annotated[
+        str | None, typer.Argument(help="Case id [default: the first case waiting for review]")
+    ] = None,
+    store: StoreOption = None,
+    catalog: CatalogOption = None,
+    editor: EditorOption = "",
+) -> None:
+    """Open napari on a case: correct the vessel mask (gate 1) or the A/V mask (gate 2)."""
+    import napari
+
+    from annotation_tools.app import open_review
+
+    if not editor.strip():
+        _fail("give your name with --editor NAME (or set $ANGIOFLOW_EDITOR)")
+    case_store = CaseStore(_store_root(store, _catalog(catalog)), create=False)
+    if case is not None:
+        case_store.summary(case)  # a clear error for an unknown or damaged case, before Qt
+    open_review(case_store.root, case, editor)
+    napari.run()
+
+
+@app.command()
+@_user_errors
+def approve(
+    case: Annotated[str, typer.Argument(help="Case id as shown by `angioflow status`")],
+    stage: Annotated[MaskKind, typer.Option(help="Which mask: vessel (gate 1) or av (gate 2)")],
+    store: StoreOption = None,
+    catalog: CatalogOption = None,
+    editor: EditorOption = "",
+    mask: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="PNG/TIFF edited in another tool: checked, saved as a new version, approved",
+        ),
+    ] = None,
+    version: Annotated[
+        int | None, typer.Option(min=1, help="Version to approve [default: the latest]")
+    ] = None,
+    note: Annotated[str, typer.Option(help="Comment stored with an imported mask")] = "",
+) -> None:
+    """Approve a mask version (or import an edited mask, then approve it); the case moves on."""
+    if not editor.strip():
+        _fail("give your name with --editor NAME (or set $ANGIOFLOW_EDITOR)")
+    case_store = CaseStore(_store_root(store, _catalog(catalog)), create=False)
+    summary = case_store.summary(case)
+    latest = summary.latest_versions[stage]
+    if mask is not None:
+        if version is not None:
+            _fail("give either --mask (a new version) or --version (an existing one), not both")
+        labels = read_mask_file(mask, stage, summary.fundus_shape)
+        digest = hashlib.sha256(mask.read_bytes()).hexdigest()
+        version = case_store.save_version(
+            case,
+            stage,
+            labels,
+            editor=editor,
+            parent=latest,
+            note=note or f"imported from a file with sha256 {digest[:16]}",
+        )
+        console.print(f"saved the imported mask as {stage.value} version {version}")
+    version = version or latest
+    if not version:
+        _fail(f"case {case} has no {stage.value} mask yet; run `angioflow curate` first")
+    case_store.approve(case, stage, version=version, editor=editor)
+    console.print(
+        f"{editor.strip()} approved {stage.value} version {version} of {case}; stage now "
+        f"{case_store.summary(case).stage.value}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -335,14 +488,18 @@ def inspect(
     store: StoreOption = None,
     catalog: CatalogOption = None,
     version: Annotated[
-        int | None, typer.Option(min=1, help="Vessel mask version [default: latest]")
+        int | None,
+        typer.Option(min=1, help="Version of the --stage mask (1 = baseline) [default: latest]"),
     ] = None,
+    stage: Annotated[MaskKind, typer.Option(help="Which mask --version refers to")] = (
+        MaskKind.VESSEL
+    ),
 ) -> None:
-    """Write a case's current masks, QC images and stage metrics as PNG + JSON."""
+    """Write a case's masks (any saved version), QC images and stage metrics as PNG + JSON."""
     from flows.inspect import inspect_case
 
     root = _store_root(store, _catalog(catalog))
-    written = inspect_case(CaseStore(root, create=False), case_id, out, version=version)
+    written = inspect_case(CaseStore(root, create=False), case_id, out, version=version, kind=stage)
     for path in written:
         console.print(str(path), highlight=False, soft_wrap=True)
 

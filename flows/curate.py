@@ -114,7 +114,8 @@ def curate_flow(
     -------
     summary : dict
         ``{"curated": [...], "av_labelled": [...], "failed": [...], "waiting": [...]}`` with
-        case ids; failures carry the stage and a one-line reason.
+        case ids (``waiting``: at a review gate); failures carry the stage and a one-line
+        reason. Done and rejected cases are left alone.
     """
     from models.hvgn_inference import DEFAULT_AV_WEIGHTS
     from models.vessel_inference import DEFAULT_WEIGHTS
@@ -134,7 +135,10 @@ def curate_flow(
         except CaseStoreError as error:
             unreadable.append({"case_id": case_id, "stage": "read", "reason": str(error)})
             continue
-        (todo.append((case_id, stage)) if stage in plans else waiting.append(case_id))
+        if stage in plans:
+            todo.append((case_id, stage))
+        elif stage.waiting_for_review:
+            waiting.append(case_id)
     chains = {}
     for case_id, stage in todo:
         names, stage_weights = plans[stage]

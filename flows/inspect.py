@@ -28,17 +28,30 @@ def _public(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def inspect_case(
-    store: CaseStore, case_id: str, out: Path, *, version: int | None = None
+    store: CaseStore,
+    case_id: str,
+    out: Path,
+    *,
+    version: int | None = None,
+    kind: MaskKind = MaskKind.VESSEL,
 ) -> list[Path]:
     """Write what a reviewer or data engineer looks at first; returns the files written.
 
-    Files: ``vessel.png`` (0/255, the latest or the given version), ``av.png`` (RGB, when an
-    A/V mask exists), ``qc_registration.png`` (checkerboard of the reference frame's vessel map
-    and the aggregate), ``qc_fundus.png`` (fundus vessel map green, aligned FA aggregate
-    magenta), ``aggregate_mean.png``, ``aggregate_max.png`` and ``metrics.json`` (stage, review
-    state, every stage's parameters, quality figures, dropped frames and timings).
+    Files: ``vessel.png`` (0/255) and ``av.png`` (RGB: red artery, blue vein, white crossing)
+    when those masks exist — the latest versions, or ``version`` of the ``kind`` mask (version
+    1 is the pipeline's baseline) —, ``qc_registration.png`` (checkerboard of the reference
+    frame's vessel map and the aggregate), ``qc_fundus.png`` (fundus vessel map green, aligned
+    FA aggregate magenta), ``aggregate_mean.png``, ``aggregate_max.png`` and ``metrics.json``
+    (stage, review state, exported versions, every stage's parameters, quality figures, dropped
+    frames and timings).
     """
     summary = store.summary(case_id)
+    if version is not None and not 1 <= version <= summary.latest_versions[kind]:
+        latest = summary.latest_versions[kind]
+        raise CaseStoreError(
+            f"case {case_id} has no {kind.value} mask version {version}"
+            + (f" (versions 1..{latest} exist)" if latest else " (none saved yet)")
+        )
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
@@ -47,22 +60,29 @@ def inspect_case(
         Image.fromarray(array).save(path)
         written.append(path)
 
-    if store.versions(case_id, MaskKind.VESSEL):
-        save(
-            "vessel.png",
-            (store.read_version(case_id, MaskKind.VESSEL, version) > 0).astype(np.uint8) * 255,
-        )
-    elif version is not None:
-        raise CaseStoreError(
-            f"case {case_id} has no vessel mask version {version} (none saved yet)"
-        )
-    if store.versions(case_id, MaskKind.AV):
-        save("av.png", av_to_rgb(store.read_version(case_id, MaskKind.AV)))
+    exported = {}
+    for mask_kind, name, render in (
+        (MaskKind.VESSEL, "vessel.png", lambda m: (m > 0).astype(np.uint8) * 255),
+        (MaskKind.AV, "av.png", av_to_rgb),
+    ):
+        versions = store.versions(case_id, mask_kind)
+        if not versions:
+            continue
+        chosen = versions[(version if mask_kind is kind and version else len(versions)) - 1]
+        save(name, render(store.read_version(case_id, mask_kind, chosen.version)))
+        exported[mask_kind.value] = {
+            "version": chosen.version,
+            "editor": chosen.editor,
+            "time": chosen.time,
+            "sha256": chosen.sha256,
+            "approved": chosen.version == summary.approved_versions[mask_kind],
+        }
     metrics: dict[str, Any] = {
         "case_id": case_id,
         "stage": str(summary.stage),
         "vessel_versions": len(store.versions(case_id, MaskKind.VESSEL)),
         "av_versions": len(store.versions(case_id, MaskKind.AV)),
+        "exported_versions": exported,
         "stages": {},
     }
     stages: dict[str, Any] = {}

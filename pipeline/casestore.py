@@ -12,7 +12,9 @@ Layout of ``<store>/cases/<case_id>.h5``::
     /reviews/<kind>/v0001   (H, W) uint8 label mask; attrs version, parent, editor, time,
                             note, sha256 (immutable once written)
     /reviews/<kind>/approvals/a0001   attrs version, editor, time
-    /events                 JSON lines: ingested, stage outputs, saves, approvals, errors
+    /reviews/<kind>/rejections/r0001  attrs version, editor, time, reason
+    /events                 JSON lines: ingested, stage outputs, saves, approvals, rejections,
+                            errors
 
 Every array dataset carries the sha256 of its bytes, checked on read.
 
@@ -20,6 +22,10 @@ Every change is copy-on-write: the current file is copied to a temporary file in
 folder, changed, flushed and fsynced, then renamed over the original (and the folder is
 fsynced). A crash at any point leaves either the old or the new file, never a mix. Writers of
 one case are serialised with an advisory lock (``flock``) on ``<store>/locks/<case_id>.lock``.
+
+Unsaved edits of a reviewer live beside the case files, one per case, mask and editor, in
+``<store>/autosave/<case_id>/<kind>.<editor digest>.npz`` (also written atomically); they are
+not versions, and saving a version removes the editor's autosave of that mask.
 """
 
 from __future__ import annotations
@@ -44,12 +50,14 @@ import h5py
 import numpy as np
 
 __all__ = [
+    "Autosave",
     "CaseStore",
     "CaseStoreError",
     "CaseSummary",
     "NewCase",
     "MaskKind",
     "RawImages",
+    "Rejection",
     "Stage",
     "StaleVersionError",
     "StageOutput",
@@ -91,6 +99,7 @@ class Stage(StrEnum):
     VESSEL_APPROVED = "vessel_approved"
     AV_REVIEW = "av_review"
     DONE = "done"
+    REJECTED = "rejected"  # a reviewer rejected the mask under review, with a reason
 
     @property
     def waiting_for_review(self) -> bool:
@@ -152,6 +161,31 @@ class VersionInfo:
 
 
 @dataclass(frozen=True)
+class Rejection:
+    """A reviewer's refusal of a mask version, with the reason (e.g. 'FA frames too blurred')."""
+
+    kind: MaskKind
+    version: int
+    editor: str
+    time: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Autosave:
+    """A reviewer's unsaved edits of a mask, kept so they survive a crash.
+
+    ``mask`` is None when only the metadata was read (:meth:`CaseStore.autosaves`).
+    """
+
+    kind: MaskKind
+    editor: str
+    parent: int
+    time: str
+    mask: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class StageOutput:
     """A stage's stored arrays and the provenance they were made with."""
 
@@ -176,6 +210,8 @@ class CaseSummary:
     latest_versions: dict[str, int]
     approved_versions: dict[str, int]
     last_error: str
+    last_editors: dict[str, str]
+    rejection: Rejection | None
 
 
 def software_version() -> str:
@@ -223,6 +259,7 @@ class CaseStore:
         self.cases_dir = self.root / "cases"
         self.locks_dir = self.root / "locks"
         self.replaced_dir = self.root / "replaced"
+        self.autosave_dir = self.root / "autosave"
         for folder in (self.cases_dir, self.locks_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self._remove_orphaned_temp_files()
@@ -362,6 +399,7 @@ class CaseStore:
         with self._open(case_id) as handle:
             latest = {k.value: _latest_version(handle, k) for k in MaskKind}
             approved = {k.value: _approved_version(handle, k) for k in MaskKind}
+            rejections = {k.value: _active_rejection(handle, k) for k in MaskKind}
             events = _events(handle)
             errors = [e for e in events if e["event"] == "error"]
             # An error stays "last" until a later stage output shows the case moved on.
@@ -374,11 +412,17 @@ class CaseStore:
                 eye=str(handle.attrs["eye"]),
                 n_frames=len(handle["raw/fa"]),
                 fundus_shape=tuple(handle["raw/fundus"].shape[:2]),
-                stage=_derive_stage(latest, approved),
+                stage=_derive_stage(latest, approved, rejections),
                 stages_done=tuple(sorted(handle.get("stages", {}))),
                 latest_versions=latest,
                 approved_versions=approved,
                 last_error="" if not errors or resolved_after else errors[-1]["message"],
+                last_editors={
+                    k.value: str(handle[f"reviews/{k}/v{latest[k]:04d}"].attrs["editor"])
+                    for k in MaskKind
+                    if latest[k]
+                },
+                rejection=rejections[MaskKind.AV] or rejections[MaskKind.VESSEL],
             )
 
     def events(self, case_id: str) -> list[dict[str, Any]]:
@@ -553,7 +597,9 @@ class CaseStore:
             )
             return version
 
-        return self._mutate(case_id, change)
+        version = self._mutate(case_id, change)
+        self.discard_autosave(case_id, kind, editor)
+        return version
 
     def versions(self, case_id: str, kind: MaskKind | str) -> list[VersionInfo]:
         """Every saved version of a mask, oldest first."""
@@ -622,6 +668,101 @@ class CaseStore:
 
         self._mutate(case_id, change)
 
+    def reject(
+        self, case_id: str, kind: MaskKind | str, *, version: int, editor: str, reason: str
+    ) -> None:
+        """Record that ``editor`` rejected a mask version and why; the case leaves the review
+        queue (stage ``rejected``) until a new version is saved or a version is approved."""
+        kind = MaskKind(kind)
+        if not editor or not editor.strip():
+            raise CaseStoreError("an editor name is required to reject a mask")
+        if not reason or not reason.strip():
+            raise CaseStoreError(f"case {case_id}: give a reason for rejecting the {kind} mask")
+
+        def change(handle: h5py.File) -> None:
+            latest = _latest_version(handle, kind)
+            if not 1 <= version <= latest:
+                raise CaseStoreError(
+                    f"case {case_id} has no {kind.value} mask version {version} to reject"
+                )
+            group = handle.require_group(f"reviews/{kind.value}/rejections")
+            record = group.create_group(f"r{len(group) + 1:04d}")
+            record.attrs.update(
+                version=version, editor=editor.strip(), time=_now(), reason=reason.strip()
+            )
+            _append_event(
+                handle,
+                "rejected",
+                {"kind": kind.value, "version": version, "editor": editor.strip()},
+            )
+
+        self._mutate(case_id, change)
+
+    def rejections(self, case_id: str, kind: MaskKind | str) -> list[Rejection]:
+        """Every rejection of a mask, oldest first."""
+        kind = MaskKind(kind)
+        with self._open(case_id) as handle:
+            group = handle.get(f"reviews/{kind.value}/rejections")
+            return [] if group is None else [_rejection(kind, group[n]) for n in sorted(group)]
+
+    # ---- autosaved edits -------------------------------------------------------------------
+
+    def _autosave_path(self, case_id: str, kind: MaskKind, editor: str) -> Path:
+        self.path(case_id)  # validates the id
+        digest = hashlib.sha256(editor.strip().encode()).hexdigest()[:16]
+        return self.autosave_dir / case_id / f"{kind.value}.{digest}.npz"
+
+    def save_autosave(
+        self, case_id: str, kind: MaskKind | str, mask: np.ndarray, *, editor: str, parent: int
+    ) -> None:
+        """Keep a reviewer's unsaved edits (replacing their previous autosave of that mask).
+
+        Written to a temp file, fsynced and renamed, so a crash mid-write keeps the previous one.
+        """
+        kind = MaskKind(kind)
+        if not editor or not editor.strip():
+            raise CaseStoreError("an editor name is required to autosave a mask")
+        mask = np.asarray(mask)
+        _validate_mask(mask, kind, self.summary(case_id).fundus_shape, case_id)
+        target = self._autosave_path(case_id, kind, editor)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps({"editor": editor.strip(), "parent": int(parent), "time": _now()})
+        temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(temp, "wb") as handle:
+                np.savez_compressed(
+                    handle,
+                    mask=mask.astype(np.uint8),
+                    meta=np.frombuffer(meta.encode(), np.uint8),
+                )
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+        _fsync_folder(target.parent)
+
+    def read_autosave(self, case_id: str, kind: MaskKind | str, editor: str) -> Autosave | None:
+        """The reviewer's autosaved edits of a mask, or None when there are none."""
+        kind = MaskKind(kind)
+        path = self._autosave_path(case_id, kind, editor)
+        return _read_autosave(path, kind, with_mask=True) if path.is_file() else None
+
+    def discard_autosave(self, case_id: str, kind: MaskKind | str, editor: str) -> None:
+        """Remove the reviewer's autosave of a mask (after a save, or on their request)."""
+        self._autosave_path(case_id, MaskKind(kind), editor).unlink(missing_ok=True)
+
+    def autosaves(self, case_id: str) -> list[Autosave]:
+        """Every reviewer's unsaved edits of a case (metadata only), oldest first."""
+        self.path(case_id)
+        folder = self.autosave_dir / case_id
+        found = [
+            _read_autosave(p, MaskKind(p.name.split(".")[0]), with_mask=False)
+            for p in folder.glob("*.npz")
+            if p.name.split(".")[0] in {k.value for k in MaskKind}
+        ]
+        return sorted(found, key=lambda a: a.time)
+
 
 # ---- helpers on open files ----------------------------------------------------------------
 
@@ -662,16 +803,55 @@ def _approved_version(handle: h5py.File, kind: MaskKind) -> int:
     return int(group[sorted(group)[-1]].attrs["version"])
 
 
-def _derive_stage(latest: dict[str, int], approved: dict[str, int]) -> Stage:
+def _rejection(kind: MaskKind, record: h5py.Group) -> Rejection:
+    return Rejection(
+        kind=kind,
+        version=int(record.attrs["version"]),
+        editor=str(record.attrs["editor"]),
+        time=str(record.attrs["time"]),
+        reason=str(record.attrs["reason"]),
+    )
+
+
+def _active_rejection(handle: h5py.File, kind: MaskKind) -> Rejection | None:
+    """The latest rejection, while it concerns the latest version and no approval followed."""
+    group = handle.get(f"reviews/{kind.value}/rejections")
+    if group is None or not len(group):
+        return None
+    rejection = _rejection(kind, group[sorted(group)[-1]])
+    if rejection.version != _latest_version(handle, kind):
+        return None
+    approvals = handle.get(f"reviews/{kind.value}/approvals")
+    if approvals is not None and len(approvals):
+        if str(approvals[sorted(approvals)[-1]].attrs["time"]) > rejection.time:
+            return None
+    return rejection
+
+
+def _derive_stage(
+    latest: dict[str, int], approved: dict[str, int], rejected: dict[str, Rejection | None]
+) -> Stage:
     if approved[MaskKind.AV]:
         return Stage.DONE
     if latest[MaskKind.AV]:
-        return Stage.AV_REVIEW
+        return Stage.REJECTED if rejected[MaskKind.AV] else Stage.AV_REVIEW
     if approved[MaskKind.VESSEL]:
         return Stage.VESSEL_APPROVED
     if latest[MaskKind.VESSEL]:
-        return Stage.VESSEL_REVIEW
+        return Stage.REJECTED if rejected[MaskKind.VESSEL] else Stage.VESSEL_REVIEW
     return Stage.INGESTED
+
+
+def _read_autosave(path: Path, kind: MaskKind, *, with_mask: bool) -> Autosave:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(archive["meta"].tobytes().decode())
+            mask = archive["mask"] if with_mask else None
+    except (OSError, ValueError, KeyError) as error:
+        raise CaseStoreError(
+            f"autosave {path} is unreadable ({error.__class__.__name__}); delete it to go on"
+        ) from None
+    return Autosave(kind, str(meta["editor"]), int(meta["parent"]), str(meta["time"]), mask)
 
 
 def _validate_new_case(case: NewCase) -> None:

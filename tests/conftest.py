@@ -107,3 +107,30 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> bytes:
     value = "test-secret-0123456789abcdef"
     monkeypatch.setenv("ANGIOFLOW_SECRET", value)
     return value.encode()
+
+
+@pytest.fixture(scope="session")
+def curated_store_template(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Path:
+    """A store with two small phantom exams ingested and curated to review gate 1 (built once;
+    tests copy it with :func:`copy_store`)."""
+    from flows.curate import curate_flow
+    from flows.ingest import ingest_flow
+    from pipeline.phantom import PhantomConfig, write_phantom_set
+
+    root = tmp_path_factory.mktemp("curated")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ANGIOFLOW_SECRET", "test-secret-0123456789abcdef")
+        write_phantom_set(
+            root / "raw", n=2, seed=11, config=PhantomConfig(size=(384, 576), n_frames=4)
+        )
+        ingest_flow(str(root / "raw"), str(root / "store"))
+        summary = curate_flow(str(root / "store"))
+    assert len(summary["curated"]) == 2, summary
+    return root / "store"
+
+
+def copy_store(template: Path, destination: Path) -> Path:
+    import shutil
+
+    shutil.copytree(template, destination)
+    return destination

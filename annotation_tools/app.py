@@ -1,0 +1,496 @@
+"""The napari review app: layers of a case and a magicgui dock widget for review gates 1 and 2.
+
+Open it with ``angioflow review CASE --store S --editor NAME``, or from napari's menu
+(Plugins > angioflow > Review case), or by dropping a store folder / case file on napari.
+Every action goes through :class:`annotation_tools.session.ReviewSession`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, Table
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import QTimer
+
+from annotation_tools.session import ReviewSession
+from pipeline.casestore import CaseStore, CaseStoreError, MaskKind, StaleVersionError
+from pipeline.review import MergeResult, review_queue
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["ReviewWidget", "open_review", "read_store"]
+
+MASK_LAYER = "mask"
+PREVIOUS_LAYER = "previous version"
+CONFLICT_LAYER = "merge conflicts"
+AUTOSAVE_DELAY_MS = 2000  # after the last stroke; a crash loses at most this much painting
+BRUSH_SIZE = 3  # px: the calibre of most retinal vessels at fundus resolution
+
+LABEL_COLOURS = {
+    MaskKind.VESSEL: {1: "yellow"},
+    MaskKind.AV: {1: "red", 2: "blue", 3: "white"},
+}
+LABEL_KEYS = {
+    MaskKind.VESSEL: {"v": (1, "vessel")},
+    MaskKind.AV: {"a": (1, "artery"), "v": (2, "vein"), "c": (3, "crossing / uncertain")},
+}
+HISTORY_COLUMNS = ("version", "parent", "editor", "time", "note", "approved by", "rejected")
+VIEWER_KEYS = {
+    "Shift-S": ("save draft version", "save"),
+    "Shift-N": ("next case in the queue", "next_case"),
+    "O": ("show / hide the previous version", "toggle_previous"),
+}
+
+
+def _colormap(kind: MaskKind) -> DirectLabelColormap:
+    colours: dict[int | None, str] = {None: "transparent", 0: "transparent"}
+    colours.update(LABEL_COLOURS[kind])
+    return DirectLabelColormap(color_dict=colours)
+
+
+def shortcut_text(kind: MaskKind) -> str:
+    """The keyboard shortcuts of a gate, one per line, as the widget lists them."""
+    lines = [f"{k.upper()}: paint {name}" for k, (_, name) in LABEL_KEYS[kind].items()]
+    lines += ["P / E / F: paint / erase / fill", "[ / ]: smaller / larger brush"]
+    lines += [f"{key}: {text}" for key, (text, _) in VIEWER_KEYS.items()]
+    lines.append("Approve and reject have no shortcut, on purpose")
+    return "\n".join(lines)
+
+
+class ReviewWidget(Container):
+    """Dock widget: open a case, save versions, approve/reject, recover autosaved edits.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    store : Path, optional
+        Case store folder (can be chosen in the widget).
+    editor : str
+        Reviewer name recorded with every save and approval.
+    """
+
+    def __init__(
+        self, napari_viewer: napari.Viewer, store: Path | None = None, editor: str = ""
+    ) -> None:
+        self.viewer = napari_viewer
+        self.session: ReviewSession | None = None
+        self.dirty = False
+        self._layers: list[Any] = []
+        self.store_path = FileEdit(label="store", mode="d", value=store or "")
+        self.editor = LineEdit(label="editor", value=editor)
+        # a callable: napari re-evaluates choices whenever it resets a docked widget's choices
+        self.case = ComboBox(label="case", choices=self._case_choices)
+        self.open_button = PushButton(text="Open case")
+        self.status = Label(value="no case open")
+        self.note = LineEdit(label="note")
+        self.save_button = PushButton(text="Save draft version (Shift-S)")
+        self.approve_button = PushButton(text="Approve")
+        self.reason = LineEdit(label="reason")
+        self.reject_button = PushButton(text="Reject with reason")
+        self.reset_button = PushButton(text="Reset to baseline")
+        self.next_button = PushButton(text="Next case (Shift-N)")
+        self.message = Label(value="")
+        self.recovery = Container(
+            widgets=[
+                PushButton(text="Restore unsaved edits"),
+                PushButton(text="Discard them"),
+            ],
+            layout="horizontal",
+            visible=False,
+            labels=False,
+        )
+        self.conflict = Container(
+            widgets=[
+                PushButton(text="Merge my edits onto the latest"),
+                PushButton(text="Reload latest (drop mine)"),
+            ],
+            layout="horizontal",
+            visible=False,
+            labels=False,
+        )
+        self.history = Table(value={"data": [], "index": [], "columns": list(HISTORY_COLUMNS)})
+        self.shortcuts = Label(value="")
+        super().__init__(
+            widgets=[
+                self.store_path,
+                self.editor,
+                self.case,
+                self.open_button,
+                self.status,
+                self.note,
+                self.save_button,
+                self.approve_button,
+                self.reason,
+                self.reject_button,
+                self.reset_button,
+                self.next_button,
+                self.message,
+                self.recovery,
+                self.conflict,
+                self.history,
+                self.shortcuts,
+            ]
+        )
+        self._autosave_timer = QTimer()
+        self._autosave_timer.setSingleShot(True)
+        self._autosave_timer.setInterval(AUTOSAVE_DELAY_MS)
+        self._autosave_timer.timeout.connect(self.autosave_now)
+        self.store_path.changed.connect(self.case.reset_choices)
+        self.open_button.changed.connect(lambda: self.open_case(self.case.value))
+        self.save_button.changed.connect(self.save)
+        self.approve_button.changed.connect(self.approve)
+        self.reject_button.changed.connect(self.reject)
+        self.reset_button.changed.connect(self.reset_to_baseline)
+        self.next_button.changed.connect(self.next_case)
+        self.recovery[0].changed.connect(self.restore_autosave)
+        self.recovery[1].changed.connect(self.discard_autosave)
+        self.conflict[0].changed.connect(self.merge_onto_latest)
+        self.conflict[1].changed.connect(self.reload_latest)
+        for key, (_, method) in VIEWER_KEYS.items():
+            self.viewer.bind_key(key, self._key_action(method), overwrite=True)
+
+    def _key_action(self, method: str) -> Any:
+        def action(_viewer: Any) -> None:
+            getattr(self, method)()
+
+        return action
+
+    # ---- state ---------------------------------------------------------------------------
+
+    @property
+    def store(self) -> CaseStore:
+        return CaseStore(Path(self.store_path.value), create=False)
+
+    @property
+    def mask_layer(self) -> Any:
+        return self.viewer.layers[MASK_LAYER]
+
+    def _say(self, text: str, *, warn: bool = False) -> None:
+        self.message.value = text
+        (show_warning if warn else show_info)(text)
+
+    def _case_choices(self, _widget: Any = None) -> list[str]:
+        """Cases waiting for review first, then the others."""
+        try:
+            store = self.store
+        except CaseStoreError:
+            return []
+        waiting = [e.case_id for e in review_queue(store)]
+        return waiting + [c for c in store.case_ids() if c not in waiting]
+
+    def _mark_edited(self, *_: Any) -> None:
+        self.dirty = True
+        self._autosave_timer.start()
+
+    # ---- opening -------------------------------------------------------------------------
+
+    def open_case(self, case_id: str) -> None:
+        """Show a case's images and the mask under review; offer autosaved edits back."""
+        if self.session is not None and self.dirty:
+            self.autosave_now()
+        try:
+            session = ReviewSession(self.store, case_id, self.editor.value)
+            images = session.images()
+            mask = session.mask().copy()
+        except CaseStoreError as error:
+            self._say(str(error), warn=True)
+            return
+        self.session, self.dirty = session, False
+        for layer in self._layers:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        before = set(self.viewer.layers)
+        self.viewer.add_image(images.fundus, name="fundus photo", rgb=True)
+        if images.fa_frames is not None:
+            self.viewer.add_image(
+                images.fa_frames,
+                name="FA frames",
+                colormap="gray",
+                visible=False,
+                blending="additive",
+                contrast_limits=(0, 255),
+            )
+        for name, image in (("FA max", images.fa_max), ("FA mean", images.fa_mean)):
+            if image is not None:
+                self.viewer.add_image(
+                    image,
+                    name=name,
+                    colormap="gray",
+                    visible=False,
+                    blending="additive",
+                    contrast_limits=(0, 255),
+                )
+        if images.vessel_reference is not None:
+            self.viewer.add_labels(
+                images.vessel_reference,
+                name="approved vessel mask",
+                visible=False,
+                colormap=_colormap(MaskKind.VESSEL),
+                opacity=0.4,
+            )
+        previous = session.previous()
+        self.viewer.add_labels(
+            previous if previous is not None else np.zeros_like(mask),
+            name=PREVIOUS_LAYER,
+            visible=False,
+            colormap=_colormap(session.kind),
+            opacity=0.7,
+        )
+        layer = self.viewer.add_labels(
+            mask, name=MASK_LAYER, colormap=_colormap(session.kind), opacity=0.7
+        )
+        layer.brush_size = BRUSH_SIZE
+        layer.selected_label = 1
+        layer.mode = "paint"
+        layer.events.paint.connect(self._mark_edited)
+        for key, (label, _) in LABEL_KEYS[session.kind].items():
+            layer.bind_key(key, self._label_setter(label), overwrite=True)
+        self.viewer.layers.selection.active = layer
+        self._layers = [added for added in self.viewer.layers if added not in before]
+        self.viewer.reset_view()
+        self.shortcuts.value = shortcut_text(session.kind)
+        self.conflict.visible = False
+        self._update_panel()
+        pending = session.pending_autosave()
+        self.recovery.visible = pending is not None
+        if pending is not None:
+            self._say(
+                f"unsaved edits from {pending.time[:19]} (made on version {pending.parent}) were "
+                "found: restore or discard them"
+            )
+
+    @staticmethod
+    def _label_setter(label: int) -> Any:
+        def select(layer: Any) -> None:
+            layer.selected_label = label
+            layer.mode = "paint"
+
+        return select
+
+    def _update_panel(self) -> None:
+        session = self.session
+        assert session is not None
+        self.status.value = (
+            f"{session.case_id}\n{session.kind.value} mask, editing from version "
+            f"{session.parent} of {session.latest_version}; stage {session.stage.value}"
+        )
+        rows = session.history()
+        self.history.value = {
+            "data": [
+                [
+                    r.version,
+                    r.parent or "",
+                    r.editor,
+                    r.time[:19],
+                    r.note,
+                    ", ".join(r.approved_by),
+                    "; ".join(r.rejected),
+                ]
+                for r in rows
+            ],
+            "index": [r.version for r in rows],
+            "columns": list(HISTORY_COLUMNS),
+        }
+
+    def _set_mask(self, mask: np.ndarray) -> None:
+        self.mask_layer.data = np.asarray(mask, np.uint8).copy()
+
+    # ---- actions -------------------------------------------------------------------------
+
+    def save(self) -> int | None:
+        """Save the painted mask as a new version; refused (with merge/reload) when stale."""
+        if self.session is None:
+            return None
+        try:
+            version = self.session.save(self.mask_layer.data, self.note.value)
+        except StaleVersionError as error:
+            self.conflict.visible = True
+            self._say(f"not saved: {error}", warn=True)
+            return None
+        except CaseStoreError as error:
+            self._say(str(error), warn=True)
+            return None
+        self.dirty = False
+        self._autosave_timer.stop()
+        self.note.value = ""
+        self.viewer.layers[PREVIOUS_LAYER].data = self.session.previous()
+        self._update_panel()
+        self._say(f"saved version {version}")
+        return version
+
+    def approve(self) -> None:
+        """Approve what is on screen (saved first when edited)."""
+        if self.session is None:
+            return
+        try:
+            mask = self.mask_layer.data if self.dirty else None
+            version = self.session.approve(mask, self.note.value)
+        except StaleVersionError as error:
+            self.conflict.visible = True
+            self._say(f"not approved: {error}", warn=True)
+            return
+        except CaseStoreError as error:
+            self._say(str(error), warn=True)
+            return
+        self.dirty = False
+        self._autosave_timer.stop()
+        self._update_panel()
+        self._say(
+            f"approved {self.session.kind.value} version {version}; case is now at stage "
+            f"{self.session.stage.value}"
+        )
+
+    def reject(self) -> None:
+        if self.session is None:
+            return
+        try:
+            self.session.reject(self.reason.value)
+        except CaseStoreError as error:
+            self._say(str(error), warn=True)
+            return
+        self.reason.value = ""
+        self._update_panel()
+        self._say(f"rejected version {self.session.parent}; the case left the review queue")
+
+    def reset_to_baseline(self) -> None:
+        if self.session is None:
+            return
+        self._set_mask(self.session.baseline())
+        self._mark_edited()
+        self._say("mask reset to the pipeline's baseline (version 1); save to keep it")
+
+    def next_case(self) -> None:
+        if self.session is None:
+            return
+        following = self.session.next_case()
+        if following is None:
+            self._say("no other case is waiting for review")
+            return
+        self.open_case(following)
+
+    def toggle_previous(self) -> None:
+        if self.session is not None:
+            layer = self.viewer.layers[PREVIOUS_LAYER]
+            layer.visible = not layer.visible
+
+    def autosave_now(self) -> None:
+        """Write the unsaved edits to the store's autosave (not a version)."""
+        if self.session is not None and self.dirty:
+            try:
+                self.session.autosave(self.mask_layer.data)
+            except (CaseStoreError, OSError) as error:
+                self._say(f"autosave failed: {error}", warn=True)
+
+    def restore_autosave(self) -> None:
+        if self.session is None or (pending := self.session.pending_autosave()) is None:
+            return
+        mask, merged = self.session.recover(pending)
+        self._set_mask(mask)
+        self._mark_edited()
+        self.recovery.visible = False
+        self._show_conflicts(merged)
+        self._update_panel()
+        self._say(
+            "unsaved edits restored"
+            + ("" if merged is None else f" and merged onto version {self.session.parent}")
+        )
+
+    def discard_autosave(self) -> None:
+        if self.session is not None:
+            self.session.discard_autosave()
+            self.recovery.visible = False
+            self._say("unsaved edits discarded")
+
+    def merge_onto_latest(self) -> None:
+        if self.session is None:
+            return
+        merged = self.session.merge_onto_latest(self.mask_layer.data)
+        self._set_mask(merged.mask)
+        self._mark_edited()
+        self.conflict.visible = False
+        self._show_conflicts(merged)
+        self._update_panel()
+        self._say(
+            f"your {merged.changed} changed pixels were merged onto version "
+            f"{self.session.parent}; {int(merged.conflicts.sum())} pixels both of you changed "
+            "keep yours (layer 'merge conflicts'); save to keep the result"
+        )
+
+    def reload_latest(self) -> None:
+        if self.session is None:
+            return
+        self._set_mask(self.session.reload())
+        self.dirty = False
+        self.conflict.visible = False
+        self.viewer.layers[PREVIOUS_LAYER].data = (
+            self.session.previous()
+            if (self.session.parent > 1)
+            else np.zeros_like(self.mask_layer.data)
+        )
+        self._update_panel()
+        self._say(f"reloaded version {self.session.parent}; your edits were dropped")
+
+    def _show_conflicts(self, merged: MergeResult | None) -> None:
+        if CONFLICT_LAYER in self.viewer.layers:
+            self.viewer.layers.remove(CONFLICT_LAYER)
+        if merged is not None and merged.conflicts.any():
+            self._layers.append(
+                self.viewer.add_labels(
+                    merged.conflicts.astype(np.uint8),
+                    name=CONFLICT_LAYER,
+                    colormap=DirectLabelColormap(
+                        color_dict={None: "transparent", 0: "transparent", 1: "magenta"}
+                    ),
+                )
+            )
+            self.viewer.layers.selection.active = self.mask_layer
+
+
+def open_review(
+    store: Path, case_id: str | None, editor: str, viewer: napari.Viewer | None = None
+) -> ReviewWidget:
+    """Open the review app on a case (the first in the review queue when ``case_id`` is None).
+
+    Returns the dock widget; its ``viewer`` is the napari viewer (created when not given).
+    """
+    import napari
+
+    viewer = viewer or napari.Viewer(title="angioflow review")
+    widget = ReviewWidget(viewer, store=Path(store), editor=editor)
+    viewer.window.add_dock_widget(widget, name="angioflow review", area="right")
+    chosen = case_id or (widget.case.choices[0] if widget.case.choices else None)
+    if chosen is None:
+        widget._say(f"store {store} holds no cases")
+    else:
+        widget.case.value = chosen
+        widget.open_case(chosen)
+    return widget
+
+
+def read_store(path: str | list[str]) -> Any:
+    """npe2 reader: a case store folder, or a case file inside one, opens the review widget."""
+    if isinstance(path, list):
+        return None
+    candidate = Path(path)
+    if candidate.suffix == ".h5" and candidate.parent.name == "cases":
+        store, case_id = candidate.parent.parent, candidate.stem
+    elif (candidate / "cases").is_dir():
+        store, case_id = candidate, None
+    else:
+        return None
+
+    def read(_: Any) -> list[tuple[None]]:
+        import napari
+
+        viewer = napari.current_viewer()
+        editor = os.environ.get("ANGIOFLOW_EDITOR", "")
+        open_review(store, case_id, editor, viewer)
+        return [(None,)]
+
+    return read
