@@ -29,6 +29,7 @@ __all__ = ["ReviewWidget", "open_review", "read_store"]
 MASK_LAYER = "mask"
 PREVIOUS_LAYER = "previous version"
 CONFLICT_LAYER = "merge conflicts"
+REFERENCE_LAYER = "approved vessel mask"
 AUTOSAVE_DELAY_MS = 2000  # after the last stroke; a crash loses at most this much painting
 BRUSH_SIZE = 3  # px: the calibre of most retinal vessels at fundus resolution
 
@@ -46,6 +47,11 @@ VIEWER_KEYS = {
     "Shift-N": ("next case in the queue", "next_case"),
     "O": ("show / hide the previous version", "toggle_previous"),
 }
+
+
+_CONFLICT_COLOURS = DirectLabelColormap(
+    color_dict={None: "transparent", 0: "transparent", 1: "magenta"}
+)
 
 
 def _colormap(kind: MaskKind) -> DirectLabelColormap:
@@ -81,7 +87,6 @@ class ReviewWidget(Container):
         self.viewer = napari_viewer
         self.session: ReviewSession | None = None
         self.dirty = False
-        self._layers: list[Any] = []
         self.store_path = FileEdit(label="store", mode="d", value=store or "")
         self.editor = LineEdit(label="editor", value=editor)
         # a callable: napari re-evaluates choices whenever it resets a docked widget's choices
@@ -202,57 +207,46 @@ class ReviewWidget(Container):
             self._say(str(error), warn=True)
             return
         self.session, self.dirty = session, False
-        for layer in self._layers:
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
-        before = set(self.viewer.layers)
-        self.viewer.add_image(images.fundus, name="fundus photo", rgb=True)
-        if images.fa_frames is not None:
-            self.viewer.add_image(
-                images.fa_frames,
-                name="FA frames",
-                colormap="gray",
-                visible=False,
-                blending="additive",
-                contrast_limits=(0, 255),
-            )
+        # Layers are created once and their data replaced case after case: removing layers
+        # from a viewer holding a frame stack can crash vispy's drawing (napari 0.9, Mesa), and
+        # reviewers keep the visibility and contrast they chose.
+        blank = np.zeros(mask.shape, np.uint8)
+        frames = images.fa_frames if images.fa_frames is not None else blank[None]
+        self._show_image("fundus photo", images.fundus, rgb=True)
+        self._show_image("FA frames", frames, visible=False, colormap="gray", blending="additive")
         for name, image in (("FA max", images.fa_max), ("FA mean", images.fa_mean)):
-            if image is not None:
-                self.viewer.add_image(
-                    image,
-                    name=name,
-                    colormap="gray",
-                    visible=False,
-                    blending="additive",
-                    contrast_limits=(0, 255),
-                )
-        if images.vessel_reference is not None:
-            self.viewer.add_labels(
-                images.vessel_reference,
-                name="approved vessel mask",
+            self._show_image(
+                name,
+                blank if image is None else image,
                 visible=False,
-                colormap=_colormap(MaskKind.VESSEL),
-                opacity=0.4,
+                colormap="gray",
+                blending="additive",
             )
-        previous = session.previous()
-        self.viewer.add_labels(
-            previous if previous is not None else np.zeros_like(mask),
-            name=PREVIOUS_LAYER,
+        reference = images.vessel_reference
+        self._show_labels(
+            REFERENCE_LAYER,
+            blank if reference is None else reference,
+            MaskKind.VESSEL,
             visible=False,
-            colormap=_colormap(session.kind),
-            opacity=0.7,
+            opacity=0.4,
         )
-        layer = self.viewer.add_labels(
-            mask, name=MASK_LAYER, colormap=_colormap(session.kind), opacity=0.7
+        previous = session.previous()
+        self._show_labels(
+            PREVIOUS_LAYER,
+            blank if previous is None else previous,
+            session.kind,
+            visible=False,
         )
+        layer = self._show_labels(MASK_LAYER, mask, session.kind, visible=True)
+        self._show_labels(CONFLICT_LAYER, blank, MaskKind.VESSEL, visible=False)
+        self.viewer.layers[CONFLICT_LAYER].colormap = _CONFLICT_COLOURS
         layer.brush_size = BRUSH_SIZE
         layer.selected_label = 1
         layer.mode = "paint"
-        layer.events.paint.connect(self._mark_edited)
-        for key, (label, _) in LABEL_KEYS[session.kind].items():
-            layer.bind_key(key, self._label_setter(label), overwrite=True)
         self.viewer.layers.selection.active = layer
-        self._layers = [added for added in self.viewer.layers if added not in before]
+        self.viewer.dims.current_step = (0,) * self.viewer.dims.ndim
+        if self.viewer.dims.ndim == 3:
+            self.viewer.dims.axis_labels = ("FA frame", "y", "x")
         self.viewer.reset_view()
         self.shortcuts.value = shortcut_text(session.kind)
         self.conflict.visible = False
@@ -265,11 +259,38 @@ class ReviewWidget(Container):
                 "found: restore or discard them"
             )
 
-    @staticmethod
-    def _label_setter(label: int) -> Any:
+    def _show_image(self, name: str, data: np.ndarray, **defaults: Any) -> Any:
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            layer.data = data
+        else:
+            layer = self.viewer.add_image(data, name=name, **defaults)
+        if not defaults.get("rgb"):
+            layer.contrast_limits = (0, 255)
+        return layer
+
+    def _show_labels(
+        self, name: str, data: np.ndarray, kind: MaskKind, *, visible: bool, opacity: float = 0.7
+    ) -> Any:
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            layer.data = data
+            layer.colormap = _colormap(kind)
+            return layer
+        layer = self.viewer.add_labels(
+            data, name=name, colormap=_colormap(kind), visible=visible, opacity=opacity
+        )
+        if name == MASK_LAYER:
+            layer.events.paint.connect(self._mark_edited)
+            for key in {k for keys in LABEL_KEYS.values() for k in keys}:
+                layer.bind_key(key, self._label_setter(key), overwrite=True)
+        return layer
+
+    def _label_setter(self, key: str) -> Any:
         def select(layer: Any) -> None:
-            layer.selected_label = label
-            layer.mode = "paint"
+            if self.session is not None and key in LABEL_KEYS[self.session.kind]:
+                layer.selected_label = LABEL_KEYS[self.session.kind][key][0]
+                layer.mode = "paint"
 
         return select
 
@@ -437,19 +458,13 @@ class ReviewWidget(Container):
         self._say(f"reloaded version {self.session.parent}; your edits were dropped")
 
     def _show_conflicts(self, merged: MergeResult | None) -> None:
-        if CONFLICT_LAYER in self.viewer.layers:
-            self.viewer.layers.remove(CONFLICT_LAYER)
-        if merged is not None and merged.conflicts.any():
-            self._layers.append(
-                self.viewer.add_labels(
-                    merged.conflicts.astype(np.uint8),
-                    name=CONFLICT_LAYER,
-                    colormap=DirectLabelColormap(
-                        color_dict={None: "transparent", 0: "transparent", 1: "magenta"}
-                    ),
-                )
-            )
-            self.viewer.layers.selection.active = self.mask_layer
+        layer = self.viewer.layers[CONFLICT_LAYER]
+        conflicts = None if merged is None else merged.conflicts
+        layer.data = (
+            np.zeros_like(self.mask_layer.data) if conflicts is None else conflicts.astype(np.uint8)
+        )
+        layer.visible = conflicts is not None and bool(conflicts.any())
+        self.viewer.layers.selection.active = self.mask_layer
 
 
 def open_review(

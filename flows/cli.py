@@ -432,6 +432,7 @@ def demo(
     )
     status(store=store, catalog=None, as_json=False)
     console.print(f"inspect a case: angioflow inspect CASE --store {store} --out inspect/")
+    console.print(f"review a case:  angioflow review --store {store} --editor YOUR_NAME")
     if summary["quarantined"] or curated["failed"]:
         raise typer.Exit(1)
 

@@ -267,3 +267,12 @@ def test_curate_continues_from_the_gate_without_recomputing(
     store.approve(first, "av", version=1, editor="dr_a")
     assert store.summary(first).stage == Stage.DONE
     assert curate_flow(str(store.root))["av_labelled"] == []
+
+
+def test_review_command_refuses_before_opening_napari(store: CaseStore) -> None:
+    root = str(store.root)
+    no_editor = runner.invoke(app, ["review", "--store", root], env={"ANGIOFLOW_EDITOR": ""})
+    assert no_editor.exit_code == 2 and "--editor NAME" in no_editor.stderr
+    unknown = runner.invoke(app, ["review", "pnope_OD_000000", "--store", root, "--editor", "x"])
+    assert unknown.exit_code == 2 and "no case 'pnope_OD_000000'" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1

@@ -65,8 +65,10 @@ def test_open_paint_save_reopen_shows_the_edit(
         "FA frames",
         "FA max",
         "FA mean",
+        "approved vessel mask",
         "previous version",
         MASK_LAYER,
+        "merge conflicts",
     ]
     fundus = store.read_raw(case_id).fundus
     assert viewer.layers["FA frames"].data.shape[1:] == fundus.shape[:2]
