@@ -60,6 +60,16 @@ def _colormap(kind: MaskKind) -> DirectLabelColormap:
     return DirectLabelColormap(color_dict=colours)
 
 
+def _button_row(*texts: str) -> Container:
+    """Buttons side by side, hidden until the widget offers them."""
+    return Container(
+        widgets=[PushButton(text=text) for text in texts],
+        layout="horizontal",
+        visible=False,
+        labels=False,
+    )
+
+
 def shortcut_text(kind: MaskKind) -> str:
     """The keyboard shortcuts of a gate, one per line, as the widget lists them."""
     lines = [f"{k.upper()}: paint {name}" for k, (_, name) in LABEL_KEYS[kind].items()]
@@ -101,24 +111,8 @@ class ReviewWidget(Container):
         self.reset_button = PushButton(text="Reset to baseline")
         self.next_button = PushButton(text="Next case (Shift-N)")
         self.message = Label(value="")
-        self.recovery = Container(
-            widgets=[
-                PushButton(text="Restore unsaved edits"),
-                PushButton(text="Discard them"),
-            ],
-            layout="horizontal",
-            visible=False,
-            labels=False,
-        )
-        self.conflict = Container(
-            widgets=[
-                PushButton(text="Merge my edits onto the latest"),
-                PushButton(text="Reload latest (drop mine)"),
-            ],
-            layout="horizontal",
-            visible=False,
-            labels=False,
-        )
+        self.recovery = _button_row("Restore unsaved edits", "Discard them")
+        self.conflict = _button_row("Merge my edits onto the latest", "Reload latest (drop mine)")
         self.history = Table(value={"data": [], "index": [], "columns": list(HISTORY_COLUMNS)})
         self.shortcuts = Label(value="")
         super().__init__(
@@ -305,17 +299,17 @@ class ReviewWidget(Container):
         self.history.value = {
             "data": [
                 [
-                    r.version,
-                    r.parent or "",
-                    r.editor,
-                    r.time[:19],
-                    r.note,
+                    r.saved.version,
+                    r.saved.parent or "",
+                    r.saved.editor,
+                    r.saved.time[:19],
+                    r.saved.note,
                     ", ".join(r.approved_by),
                     "; ".join(r.rejected),
                 ]
                 for r in rows
             ],
-            "index": [r.version for r in rows],
+            "index": [r.saved.version for r in rows],
             "columns": list(HISTORY_COLUMNS),
         }
 

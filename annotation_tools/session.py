@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.casestore import Autosave, CaseStore, CaseStoreError, MaskKind, Stage
+from pipeline.casestore import (
+    Autosave,
+    CaseStore,
+    CaseStoreError,
+    MaskKind,
+    Stage,
+    VersionInfo,
+)
 from pipeline.registration import warp_image
 from pipeline.review import MergeResult, gate_of, merge_edits, review_queue
 
@@ -45,12 +52,7 @@ class ReviewImages:
 class HistoryRow:
     """One saved version of the mask under review with its approvals and rejections."""
 
-    version: int
-    parent: int
-    editor: str
-    time: str
-    note: str
-    sha256: str
+    saved: VersionInfo
     approved_by: tuple[str, ...]
     rejected: tuple[str, ...]  # "editor: reason"
 
@@ -214,12 +216,7 @@ class ReviewSession:
         rejections = self.store.rejections(self.case_id, self.kind)
         return [
             HistoryRow(
-                version=v.version,
-                parent=v.parent,
-                editor=v.editor,
-                time=v.time,
-                note=v.note,
-                sha256=v.sha256,
+                saved=v,
                 approved_by=tuple(a["editor"] for a in approvals if a["version"] == v.version),
                 rejected=tuple(
                     f"{r.editor}: {r.reason}" for r in rejections if r.version == v.version
