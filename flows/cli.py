@@ -297,6 +297,28 @@ def history(
         )
 
 
+@app.command()
+@_user_errors
+def export(
+    out: Annotated[Path, typer.Option(help="HDF5 file to write (never overwritten)")],
+    store: StoreOption = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Approved vessel and A/V masks with their photos, for training the generators."""
+    from flows.export import export_approved
+
+    case_store = CaseStore(_store_root(store, _catalog(catalog)), create=False)
+    summary = export_approved(case_store, out)
+    console.print(
+        f"{len(summary['exported'])} approved cases written to {out}; "
+        f"{len(summary['skipped'])} not done yet, {len(summary['unreadable'])} unreadable",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for line in summary["unreadable"]:
+        errors.print(f"[yellow]unreadable[/] {line}", highlight=False, soft_wrap=True)
+
+
 EditorOption = Annotated[
     str,
     typer.Option(
@@ -523,9 +545,13 @@ def _read_config(path: Path | None) -> dict[str, Any]:
 
 
 @contextmanager
-def _progress(total: int) -> Iterator[Callable[[int, float], None]]:
+def _progress(total: int, *, enabled: bool = True) -> Iterator[Callable[[int, float], None]]:
     """A progress bar for a training run; yields the ``on_step(step, loss)`` callback."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if not enabled:  # the other processes of a distributed run
+        yield lambda step, loss: None
+        return
 
     columns = (
         TextColumn("step {task.completed}/{task.total}"),
@@ -538,10 +564,20 @@ def _progress(total: int) -> Iterator[Callable[[int, float], None]]:
         yield lambda step, loss: progress.update(bar, completed=step, loss=loss)
 
 
+SHARED_DATA = Path("../shared/data")
+TrainConfigOption = Annotated[
+    Path | None, typer.Option(help="YAML/JSON training config [default: built-in]")
+]
+DataOption = Annotated[
+    Path, typer.Option(help="The shared datasets folder (DRIVE/, RITE/, LES-AV/, HRF-AV/)")
+]
+ResumeOption = Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint")]
+
+
 @train_app.command("vessel")
 @_user_errors
 def train_vessel_command(
-    config: Annotated[Path | None, typer.Option(help="YAML/JSON VesselTrainingConfig")] = None,
+    config: TrainConfigOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -549,10 +585,8 @@ def train_vessel_command(
             "model_weights with model=vessel, else runs/vessel]"
         ),
     ] = None,
-    data: Annotated[Path, typer.Option(help="Folder with DRIVE/, LES-AV/, HRF-AV/")] = Path(
-        "../shared/data"
-    ),
-    resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint")] = True,
+    data: DataOption = SHARED_DATA,
+    resume: ResumeOption = True,
     catalog: CatalogOption = None,
 ) -> None:
     """Train the vessel U-Net on the public training splits (never DRIVE test)."""
@@ -588,7 +622,7 @@ def train_vessel_command(
 @train_app.command("hvgn")
 @_user_errors
 def train_hvgn_command(
-    config: Annotated[Path | None, typer.Option(help="YAML/JSON HVGNTrainingConfig")] = None,
+    config: TrainConfigOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -596,10 +630,8 @@ def train_hvgn_command(
             "model_weights with model=hvgn, else runs/hvgn]"
         ),
     ] = None,
-    data: Annotated[Path, typer.Option(help="Folder with DRIVE/, RITE/, LES-AV/, HRF-AV/")] = Path(
-        "../shared/data"
-    ),
-    resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint")] = True,
+    data: DataOption = SHARED_DATA,
+    resume: ResumeOption = True,
     catalog: CatalogOption = None,
 ) -> None:
     """Train the artery/vein graph network on RITE, LES-AV, HRF-AV training and phantom cases."""
@@ -631,6 +663,153 @@ def train_hvgn_command(
     with _progress(settings.steps) as on_step:
         train_hvgn(settings, images, out, resume=resume, on_step=on_step)
     console.print(f"weights written to {out / 'weights'}")
+
+
+@train_app.command("ddpm")
+@_user_errors
+def train_ddpm_command(
+    config: TrainConfigOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder: checkpoints, log, sample grids, weights [default: the catalog's "
+            "model_weights with model=ddpm, else runs/ddpm]"
+        ),
+    ] = None,
+    data: DataOption = SHARED_DATA,
+    export: Annotated[
+        list[Path] | None, typer.Option(help="`angioflow export` files to train on as well")
+    ] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="weighted (exp(c*x0)) or simple (L_simple, the ablation)")
+    ] = None,
+    resume: ResumeOption = True,
+    catalog: CatalogOption = None,
+) -> None:
+    """Train the A/V mask diffusion model (several processes: launch with torchrun)."""
+    import os
+
+    from pydantic import ValidationError
+
+    from models.ddpm_data import load_exported_masks, load_public_masks
+    from models.ddpm_training import DDPMTrainingConfig, train_ddpm
+
+    values = _read_config(config)
+    if loss is not None:
+        values["loss"] = loss
+    if export:
+        values["exports"] = [str(p) for p in export]
+    try:
+        settings = DDPMTrainingConfig(**values)
+    except ValidationError as error:
+        _fail(f"{config or 'config'}: {error.errors(include_url=False, include_input=False)}")
+    if settings.datasets and not data.is_dir():
+        _fail(f"data folder {data} does not exist; pass --data (the shared datasets folder)")
+    if out is None:
+        loaded = _catalog(catalog)
+        out = loaded.path("model_weights", model="ddpm") if loaded else Path("runs/ddpm")
+    size, coverage = settings.model.image_size, settings.coverage
+    parts = [load_public_masks(data, settings.datasets, size, coverage=coverage)]
+    parts += [load_exported_masks(Path(p), size, coverage=coverage) for p in settings.exports]
+    masks = np.concatenate(parts)
+    if not len(masks):
+        _fail("no training masks: name datasets in the config or pass --export FILE")
+    lead = os.environ.get("RANK", "0") == "0"
+    if lead:
+        console.print(f"{len(masks)} training masks at {size}x{size}, loss {settings.loss}")
+    with _progress(settings.steps, enabled=lead) as on_step:
+        train_ddpm(settings, masks, out, resume=resume, on_step=on_step)
+    if lead:
+        console.print(f"weights written to {out / 'weights'}")
+
+
+@train_app.command("edsr")
+@_user_errors
+def train_edsr_command(
+    config: TrainConfigOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder: checkpoints, log, weights [default: the catalog's "
+            "model_weights with model=edsr, else runs/edsr]"
+        ),
+    ] = None,
+    data: DataOption = SHARED_DATA,
+    resume: ResumeOption = True,
+    catalog: CatalogOption = None,
+) -> None:
+    """Train EDSR x4 super-resolution on real fundus photos (training splits)."""
+    from pydantic import ValidationError
+
+    from models.edsr_training import EDSRTrainingConfig, load_training_photos, train_edsr
+
+    try:
+        settings = EDSRTrainingConfig(**_read_config(config))
+    except ValidationError as error:
+        _fail(f"{config or 'config'}: {error.errors(include_url=False, include_input=False)}")
+    if not data.is_dir():
+        _fail(f"data folder {data} does not exist; pass --data (the shared datasets folder)")
+    if out is None:
+        loaded = _catalog(catalog)
+        out = loaded.path("model_weights", model="edsr") if loaded else Path("runs/edsr")
+    photos = load_training_photos(data, settings.datasets)
+    console.print(f"{len(photos)} training photos")
+    with _progress(settings.steps) as on_step:
+        train_edsr(settings, photos, out, resume=resume, on_step=on_step)
+    console.print(f"weights written to {out / 'weights'}")
+
+
+@app.command("generate-masks")
+@_user_errors
+def generate_masks(
+    n: Annotated[int, typer.Option(min=1, help="Number of masks")],
+    out: Annotated[Path, typer.Option(help="HDF5 file to write (never overwritten)")],
+    weights: Annotated[Path | None, typer.Option(help="Weights folder [default: shipped]")] = None,
+    sampler: Annotated[str, typer.Option(help="ddpm (T steps), ddim or dpm (--steps)")] = "ddim",
+    steps: Annotated[int, typer.Option(min=1, help="Steps for ddim / dpm")] = 50,
+    seed: Annotated[int, typer.Option(help="Same seed, same masks")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Masks per batch")] = 32,
+    previews: Annotated[Path | None, typer.Option(help="Folder for PNG grids of the masks")] = None,
+) -> None:
+    """Sample A/V masks from the mask DDPM: labels (N, S, S) + probabilities in HDF5."""
+    import hashlib
+
+    import torch
+    from rich.progress import Progress
+
+    from models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM
+    from models.ddpm_sampling import sample_masks, write_mask_set
+
+    if sampler not in ("ddpm", "ddim", "dpm"):
+        _fail(f"--sampler must be ddpm, ddim or dpm, not {sampler!r}")
+    if out.exists():
+        _fail(f"{out} exists; generated sets are never overwritten, name a new file")
+    folder = weights or DEFAULT_DDPM_WEIGHTS
+    model = MaskDDPM.load(folder)
+    torch.set_num_threads(2)
+    with Progress(console=console) as progress:
+        bar = progress.add_task("sampling", total=n)
+        maps = sample_masks(
+            model,
+            n,
+            sampler=sampler,
+            steps=steps,
+            seed=seed,
+            batch_size=batch_size,
+            on_batch=lambda count: progress.advance(bar, count),
+        )
+    provenance = {
+        "weights_sha256": hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest(),
+        "model": model.config.model_dump(),
+        "sampler": sampler,
+        "steps": model.config.timesteps if sampler == "ddpm" else steps,
+        "seed": seed,
+        "n": n,
+    }
+    labels = write_mask_set(out, maps, provenance, previews=previews)
+    density = (labels.reshape(len(labels), -1) > 0).mean(axis=1)
+    empty = int((density < 0.01).sum())
+    console.print(f"{n} masks written to {out} ({empty} with under 1% vessel pixels)")
 
 
 @app.command("label-av")

@@ -109,8 +109,14 @@ class RunFolder:
         rng: np.random.Generator,
         *,
         enabled: bool = True,
+        extras: dict[str, Any] | None = None,
+        write_config: bool = True,
     ) -> int:
         """Load the checkpoint when present (its config must match); return the step reached.
+
+        ``extras`` are further objects with ``state_dict``/``load_state_dict`` (an EMA copy of
+        the model) saved and restored with it; ``write_config=False`` for the processes of a
+        distributed run other than rank 0.
 
         Raises
         ------
@@ -132,8 +138,11 @@ class RunFolder:
             schedule.load_state_dict(state["schedule"])
             rng.bit_generator.state = json.loads(state["sampler_rng"])
             torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it
+            for name, extra in (extras or {}).items():
+                extra.load_state_dict(state[name])
             start = int(state["step"])
-        config_path.write_text(self.config.model_dump_json(indent=2))
+        if write_config:
+            config_path.write_text(self.config.model_dump_json(indent=2))
         return start
 
     def checkpoint(
@@ -144,19 +153,23 @@ class RunFolder:
         optimiser: torch.optim.Optimizer,
         schedule: torch.optim.lr_scheduler.LRScheduler,
         rng: np.random.Generator,
+        *,
+        extras: dict[str, Any] | None = None,
     ) -> None:
-        """Save the checkpoint and append one log line (step, smoothed loss, lr, seconds)."""
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "schedule": schedule.state_dict(),
-                "step": step,
-                "sampler_rng": json.dumps(rng.bit_generator.state),
-                "torch_rng": torch.get_rng_state(),
-            },
-            self.checkpoint_path,
-        )
+        """Save the checkpoint (written to a temp file, then renamed) and append one log line
+        (step, smoothed loss, lr, seconds)."""
+        state = {
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "schedule": schedule.state_dict(),
+            "step": step,
+            "sampler_rng": json.dumps(rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+        }
+        state.update({name: extra.state_dict() for name, extra in (extras or {}).items()})
+        temp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, temp)
+        temp.replace(self.checkpoint_path)
         entry = {
             "step": step,
             "loss": round(loss, 5),

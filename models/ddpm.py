@@ -1,0 +1,175 @@
+"""Unconditional DDPM over two-channel artery/vein masks (stage 11), after Go et al.
+
+The network is diffusers' ``UNet2DModel`` built from :class:`MaskDDPMConfig` (never downloaded):
+residual blocks whose group norm takes a scale and shift from the time embedding (adaptive group
+norm, ``resnet_time_scale_shift="scale_shift"``), self-attention with several heads at the low
+resolutions, and noise (epsilon) prediction.
+
+Mask convention: channel 0 is artery, channel 1 is vein; ``x0`` is 1 on a class's pixels and 0
+elsewhere (a crossing is 1 in both). The network sees ``2 * x0 - 1`` in [-1, 1]; the
+vessel-weighted loss weights each pixel and channel by ``exp(c * x0)`` with ``x0`` in {0, 1}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from models.checkpoints import read_weights, save_weights
+
+__all__ = [
+    "DEFAULT_DDPM_WEIGHTS",
+    "MaskDDPM",
+    "MaskDDPMConfig",
+    "Sampler",
+    "make_scheduler",
+    "vessel_weighted_loss",
+]
+
+DEFAULT_DDPM_WEIGHTS = Path(__file__).resolve().parent / "weights" / "ddpm64"
+Sampler = Literal["ddpm", "ddim", "dpm"]
+_BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+
+class MaskDDPMConfig(BaseModel):
+    """Architecture and noise schedule of a mask DDPM (saved beside its weights).
+
+    ``attention_resolutions`` are the feature-map sizes (px) whose blocks get self-attention;
+    ``attention_head_dim`` channels per head, so a 128-channel level has 4 heads at 32.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image_size: int = Field(64, ge=16)
+    channels: int = Field(2, ge=1)
+    block_out_channels: tuple[int, ...] = (64, 128, 128, 256)
+    layers_per_block: int = Field(2, ge=1)
+    attention_resolutions: tuple[int, ...] = (16, 8)
+    attention_head_dim: int = Field(32, ge=8)
+    norm_num_groups: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    schedule: Literal["linear", "cosine"] = "linear"
+    timesteps: int = Field(1000, ge=10)
+
+
+def build_unet(config: MaskDDPMConfig) -> UNet2DModel:
+    """The U-Net of a config: attention blocks where the feature map is in
+    ``attention_resolutions``, adaptive group norm everywhere."""
+    if config.image_size % 2 ** (len(config.block_out_channels) - 1):
+        raise ValueError(
+            f"image_size {config.image_size} must be divisible by 2**(levels-1) "
+            f"({2 ** (len(config.block_out_channels) - 1)})"
+        )
+    sizes = [config.image_size // 2**level for level in range(len(config.block_out_channels))]
+    attends = [size in config.attention_resolutions for size in sizes]
+    return UNet2DModel(
+        sample_size=config.image_size,
+        in_channels=config.channels,
+        out_channels=config.channels,
+        block_out_channels=config.block_out_channels,
+        layers_per_block=config.layers_per_block,
+        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attends),
+        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attends)),
+        attention_head_dim=config.attention_head_dim,
+        norm_num_groups=config.norm_num_groups,
+        dropout=config.dropout,
+        resnet_time_scale_shift="scale_shift",
+        add_attention=True,  # the middle block attends too
+    )
+
+
+class MaskDDPM(nn.Module):
+    """Noise predictor ε_θ(x_t, t) for (B, channels, S, S) masks scaled to [-1, 1]."""
+
+    def __init__(self, config: MaskDDPMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.unet = build_unet(config)
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Shapes: noisy (B, C, S, S); timesteps (B,) int64 -> predicted noise (B, C, S, S)."""
+        return self.unet(noisy, timesteps).sample
+
+    def save(self, folder: Path, *, half: bool = True) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (fp16 by default)."""
+        save_weights(self, self.config, folder, half=half)
+
+    @classmethod
+    def load(cls, folder: Path) -> MaskDDPM:
+        """Inverse of :meth:`save` (float32 in memory)."""
+        values, state = read_weights(folder, "`angioflow train ddpm`")
+        model = cls(MaskDDPMConfig(**values))
+        model.load_state_dict(state)
+        return model.eval()
+
+
+def make_scheduler(
+    config: MaskDDPMConfig, sampler: Sampler = "ddpm"
+) -> DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler:
+    """The noise schedule of ``config`` as a diffusers scheduler, every default set explicitly.
+
+    diffusers' defaults differ from the DDPM paper's implementation in places; here: betas
+    linear 1e-4..0.02 (Ho et al.) or the cosine schedule (Nichol & Dhariwal), epsilon
+    prediction, predicted x0 clipped to [-1, 1] while sampling, the fixed small posterior
+    variance (σ² = β̃, no learned variance), DDIM with alpha = 1 after the last step (η is
+    chosen at sampling), the stochastic SDE-DPM-Solver++ of order 2 (the deterministic one
+    averages ambiguous pixels to grey, as DDIM with η = 0) with x0 predictions kept in [-1, 1]
+    and lambda clipped for the cosine schedule; fast samplers space steps from T ("trailing").
+    """
+    common = {
+        "num_train_timesteps": config.timesteps,
+        "beta_start": 1e-4,
+        "beta_end": 0.02,
+        "beta_schedule": _BETA_SCHEDULES[config.schedule],
+        "prediction_type": "epsilon",
+    }
+    if sampler == "ddpm":
+        return DDPMScheduler(
+            **common,
+            variance_type="fixed_small",
+            clip_sample=True,
+            clip_sample_range=1.0,
+            timestep_spacing="leading",
+        )
+    if sampler == "ddim":
+        return DDIMScheduler(
+            **common,
+            clip_sample=True,
+            clip_sample_range=1.0,
+            set_alpha_to_one=True,
+            timestep_spacing="trailing",
+        )
+    if sampler == "dpm":
+        return DPMSolverMultistepScheduler(
+            **common,
+            algorithm_type="sde-dpmsolver++",
+            solver_order=2,
+            thresholding=True,  # x0 predictions kept in [-1, 1], as the other samplers clip
+            dynamic_thresholding_ratio=0.995,
+            sample_max_value=1.0,
+            lower_order_final=True,
+            lambda_min_clipped=-5.1,  # the cosine schedule's alpha_T ~ 0 breaks the solver
+            timestep_spacing="trailing",
+        )
+    raise ValueError(f"sampler must be ddpm, ddim or dpm, got {sampler!r}")
+
+
+def vessel_weighted_loss(
+    predicted: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor, c: float
+) -> torch.Tensor:
+    """Go et al.'s loss: mean over pixels and channels of ``exp(c * x0) * (ε - ε_θ)²``.
+
+    Parameters
+    ----------
+    predicted, noise : (B, C, S, S) tensors
+    x0 : (B, C, S, S) tensor
+        The clean mask with values in {0, 1} (1 = vessel of that channel's class).
+    c : float
+        0 gives plain L_simple.
+    """
+    return (torch.exp(c * x0) * (predicted - noise).square()).mean()

@@ -1,0 +1,69 @@
+"""Training masks of the A/V diffusion model: public A/V labels and exported approved cases,
+resized to the model's size as (2, S, S) artery/vein channels in {0, 1}."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from pipeline.datasets import load_dataset
+from pipeline.mask_structure import resize_av_labels
+
+__all__ = ["AV_MASK_DATASETS", "MaskBatches", "load_exported_masks", "load_public_masks"]
+
+AV_MASK_DATASETS = ("rite", "les-av", "hrf-av")
+
+
+def load_public_masks(
+    data_root: Path, datasets: Sequence[str], size: int, *, coverage: float = 0.3
+) -> np.ndarray:
+    """Training splits of RITE (DRIVE training photos), LES-AV and HRF-AV (never a test split).
+
+    Returns
+    -------
+    masks : (N, 2, size, size) float32 in {0, 1}
+    """
+    masks = []
+    for name in datasets:
+        if name not in AV_MASK_DATASETS:
+            raise ValueError(f"A/V mask datasets are {AV_MASK_DATASETS}; got {name!r}")
+        for record in load_dataset(data_root, name, "training"):
+            masks.append(resize_av_labels(record.av, record.fov, size, coverage=coverage))
+    return np.stack(masks) if masks else np.zeros((0, 2, size, size), np.float32)
+
+
+def load_exported_masks(path: Path, size: int, *, coverage: float = 0.3) -> np.ndarray:
+    """Approved A/V masks from an ``angioflow export`` file, resized like the public ones."""
+    with h5py.File(path, "r") as handle:
+        groups = [handle[name] for name in sorted(handle)]
+        if not all("av" in g and "fov" in g for g in groups):
+            raise ValueError(f"{path} is not an `angioflow export` file (groups need av and fov)")
+        masks = [
+            resize_av_labels(g["av"][()], g["fov"][()] > 0, size, coverage=coverage) for g in groups
+        ]
+    return np.stack(masks) if masks else np.zeros((0, 2, size, size), np.float32)
+
+
+class MaskBatches:
+    """Random batches of masks with flips (left-right: the other eye; up-down: the other
+    hemifield), drawn from a seeded numpy generator whose state a checkpoint saves."""
+
+    def __init__(self, masks: np.ndarray, batch_size: int, rng: np.random.Generator) -> None:
+        if not len(masks):
+            raise ValueError("no training masks: name datasets or an export file")
+        self.masks, self.batch_size, self.rng = masks, batch_size, rng
+
+    def next(self) -> torch.Tensor:
+        """(batch, 2, S, S) float32 x0 in {0, 1}."""
+        picked = self.masks[self.rng.integers(0, len(self.masks), self.batch_size)].copy()
+        flips = self.rng.random((self.batch_size, 2)) < 0.5
+        for index, (left_right, up_down) in enumerate(flips):
+            if left_right:
+                picked[index] = picked[index, :, :, ::-1]
+            if up_down:
+                picked[index] = picked[index, :, ::-1, :]
+        return torch.from_numpy(np.ascontiguousarray(picked))

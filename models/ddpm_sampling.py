@@ -1,0 +1,116 @@
+"""Sampling A/V masks from a trained mask DDPM: ancestral DDPM (T steps), DDIM or DPM-Solver++
+(K steps); binarised to clean label masks and written as an HDF5 set with PNG previews."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+
+from models.ddpm import MaskDDPM, Sampler, make_scheduler
+from pipeline.mask_structure import binarise_av
+from pipeline.qc import av_to_rgb
+
+__all__ = ["mask_grid", "sample_masks", "write_mask_set"]
+
+
+@torch.no_grad()
+def sample_masks(
+    model: MaskDDPM,
+    n: int,
+    *,
+    sampler: Sampler = "ddim",
+    steps: int = 50,
+    seed: int = 0,
+    eta: float = 1.0,
+    batch_size: int = 32,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Generate ``n`` artery/vein maps.
+
+    ``sampler='ddpm'`` always runs the model's T training steps (``steps`` is ignored); DDIM
+    and DPM-Solver++ run ``steps``. DDIM's ``eta`` scales the noise added back at each step:
+    1 (default) keeps masks binary like ancestral sampling, 0 is deterministic DDIM, which
+    averages ambiguous pixels to grey (measured: 0.23 vessel density against 0.08 real for a
+    model trained 800 steps). Each batch's initial noise comes from its own
+    generator seeded with (seed, batch index), so a set is reproducible and batches can be
+    resumed independently.
+
+    Returns
+    -------
+    maps : (n, 2, S, S) float32 in [0, 1], channel 0 artery, channel 1 vein
+    """
+    device = next(model.parameters()).device
+    size, channels = model.config.image_size, model.config.channels
+    out = np.zeros((n, channels, size, size), np.float32)
+    for batch_index, start in enumerate(range(0, n, batch_size)):
+        count = min(batch_size, n - start)
+        scheduler = make_scheduler(model.config, sampler)
+        scheduler.set_timesteps(model.config.timesteps if sampler == "ddpm" else steps)
+        generator = torch.Generator().manual_seed(seed * 100_003 + batch_index)
+        x = torch.randn((count, channels, size, size), generator=generator).to(device)
+        x = x * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            predicted = model(scheduler.scale_model_input(x, t), t.expand(count).to(device))
+            options = {"eta": eta} if sampler == "ddim" else {}
+            step = scheduler.step(predicted, t, x, generator=generator, **options)
+            x = step.prev_sample
+        out[start : start + count] = ((x.clamp(-1, 1) + 1) / 2).float().cpu().numpy()
+        if on_batch is not None:
+            on_batch(count)
+    return out
+
+
+def mask_grid(labels: np.ndarray, columns: int = 8) -> np.ndarray:
+    """(N, S, S) label masks as one RGB picture (red artery, blue vein, white crossing)."""
+    n, size = len(labels), labels.shape[-1]
+    rows = -(-n // columns)
+    grid = np.full((rows * (size + 2) + 2, columns * (size + 2) + 2, 3), 64, np.uint8)
+    for index, mask in enumerate(labels):
+        r, c = divmod(index, columns)
+        grid[
+            2 + r * (size + 2) : 2 + r * (size + 2) + size,
+            2 + c * (size + 2) : 2 + c * (size + 2) + size,
+        ] = av_to_rgb(mask)
+    return grid
+
+
+def write_mask_set(
+    path: Path, maps: np.ndarray, provenance: dict, *, previews: Path | None = None
+) -> np.ndarray:
+    """Binarise generated maps and write them: ``labels`` (N, S, S) uint8, ``probabilities``
+    (N, 2, S, S) uint8 (0-255), chunked per mask and gzip-compressed, with the provenance
+    (weights sha256, sampler, steps, seed, ...) as a JSON attribute. Returns the labels.
+
+    The file is written to a temporary name and renamed, so a reader never sees half a set.
+    """
+    labels = np.stack([binarise_av(m) for m in maps]) if len(maps) else np.zeros((0,), np.uint8)
+    temp = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(temp, "w") as handle:
+        size = maps.shape[-1]
+        handle.create_dataset(
+            "labels", data=labels, chunks=(1, size, size), compression="gzip", compression_opts=4
+        )
+        handle.create_dataset(
+            "probabilities",
+            data=np.round(maps * 255).astype(np.uint8),
+            chunks=(1, maps.shape[1], size, size),
+            compression="gzip",
+            compression_opts=4,
+        )
+        handle.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
+        handle.attrs["label_meaning"] = "0 background, 1 artery, 2 vein, 3 crossing"
+    temp.replace(path)
+    if previews is not None:
+        previews.mkdir(parents=True, exist_ok=True)
+        for start in range(0, len(labels), 64):
+            Image.fromarray(mask_grid(labels[start : start + 64])).save(
+                previews / f"masks_{start:05d}.png"
+            )
+    return labels

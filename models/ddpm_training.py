@@ -1,0 +1,188 @@
+"""Training loop of the mask DDPM: EMA, checkpoints that resume bit for bit, sample grids,
+gradient clipping, bf16/fp16 on a GPU, and data-parallel training under ``torchrun``.
+
+Every random draw of step ``s`` on rank ``r`` (batch, flips, timesteps, noise) comes from
+generators seeded with ``(seed, r, s)``, so a resumed run repeats exactly what an uninterrupted
+one would have drawn, on any number of processes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+from torch import distributed
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from models.checkpoints import RunFolder
+from models.ddpm import MaskDDPM, MaskDDPMConfig, make_scheduler, vessel_weighted_loss
+from models.ddpm_data import MaskBatches
+from models.ddpm_sampling import mask_grid, sample_masks
+from pipeline.mask_structure import binarise_av
+
+__all__ = ["DDPMTrainingConfig", "ema_model", "train_ddpm"]
+
+
+class DDPMTrainingConfig(BaseModel):
+    """Everything that defines a mask-DDPM training run (saved next to its checkpoints)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: MaskDDPMConfig = MaskDDPMConfig()
+    datasets: tuple[str, ...] = ("rite", "les-av", "hrf-av")
+    exports: tuple[str, ...] = ()  # `angioflow export` files with approved A/V masks
+    coverage: float = Field(0.3, gt=0, le=1)  # resizing: share of a pixel a vessel must cover
+    loss: Literal["weighted", "simple"] = "weighted"
+    c: float = Field(2.0, ge=0)  # weight exp(c * x0): vessel pixels count e^c times
+    steps: int = Field(4000, ge=1)
+    batch_size: int = Field(16, ge=1)  # per process
+    learning_rate: float = Field(2e-4, gt=0)
+    warmup_steps: int = Field(200, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    ema_decay: float = Field(0.999, gt=0, lt=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    checkpoint_every: int = Field(250, ge=1)
+    sample_every: int = Field(1000, ge=1)
+    sample_count: int = Field(16, ge=1)
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+
+
+def ema_model(model: MaskDDPM, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights (and a copy of its buffers)."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size), joining the process group when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        distributed.init_process_group(backend=backend)
+    return (distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def train_ddpm(
+    config: DDPMTrainingConfig,
+    masks: np.ndarray,
+    out_dir: Path,
+    *,
+    resume: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> MaskDDPM:
+    """Train (or continue training) a mask DDPM; returns the EMA model.
+
+    Parameters
+    ----------
+    config : DDPMTrainingConfig
+    masks : (N, 2, S, S) float32 in {0, 1}
+        Training masks at the model's size (:mod:`models.ddpm_data`).
+    out_dir : Path
+        Run folder: ``checkpoint.pt`` (model, optimiser, schedule, EMA, step), ``log.jsonl``,
+        ``samples/step_XXXXXX.png`` grids, and the EMA weights in ``weights/`` (fp16
+        safetensors + config) at the end.
+    resume : bool
+        Continue from the folder's checkpoint when there is one.
+    on_step : callable, optional
+        ``on_step(step, loss)`` after every step (progress bars); rank 0 only.
+    """
+    if masks.shape[1:] != (config.model.channels, config.model.image_size, config.model.image_size):
+        raise ValueError(
+            f"masks are {masks.shape[1:]}, the model takes "
+            f"({config.model.channels}, {config.model.image_size}, {config.model.image_size})"
+        )
+    rank, world = _distributed()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    if config.precision != "fp32" and device.type != "cuda":
+        raise ValueError(f"precision {config.precision} needs a GPU; use fp32 on the CPU")
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    model = MaskDDPM(config.model).to(device)
+    ema = ema_model(model, config.ema_decay)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: min(1.0, (step + 1) / max(1, config.warmup_steps))
+    )
+    scheduler = make_scheduler(config.model, "ddpm")
+    run = RunFolder(out_dir, config, device)
+    state_rng = np.random.default_rng(config.seed)  # kept in checkpoints; draws use per-step seeds
+    start = run.resume(
+        model,
+        optimiser,
+        schedule,
+        state_rng,
+        enabled=resume,
+        extras={"ema": ema},
+        write_config=rank == 0,
+    )
+    trained = DistributedDataParallel(model) if world > 1 else model
+    scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+    autocast = (
+        torch.autocast(
+            "cuda", dtype=torch.bfloat16 if config.precision == "bf16" else torch.float16
+        )
+        if config.precision != "fp32"
+        else nullcontext()
+    )
+    c = config.c if config.loss == "weighted" else 0.0
+    smoothed = None
+    for step in range(start, config.steps):
+        seeds = [config.seed, rank, step]
+        batches = MaskBatches(masks, config.batch_size, np.random.default_rng(seeds))
+        x0 = batches.next().to(device)
+        generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence(seeds).generate_state(1, np.uint64)[0] % 2**63)
+        )
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        t = torch.randint(0, config.model.timesteps, (len(x0),), generator=generator).to(device)
+        noisy = scheduler.add_noise(2 * x0 - 1, noise, t)
+        with autocast:
+            predicted = trained(noisy, t)
+        loss = vessel_weighted_loss(predicted.float(), noise, x0, c)
+        optimiser.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimiser)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        scaler.step(optimiser)
+        scaler.update()
+        schedule.step()
+        ema.update_parameters(model)
+        value = float(loss.detach())
+        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+        done = step + 1
+        if rank != 0:
+            continue
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            run.checkpoint(
+                done, smoothed, model, optimiser, schedule, state_rng, extras={"ema": ema}
+            )
+        if done % config.sample_every == 0 or done == config.steps:
+            _sample_grid(ema.module, config, out_dir / "samples" / f"step_{done:06d}.png")
+        if on_step is not None:
+            on_step(done, value)
+    final = ema.module
+    if rank == 0:
+        final.save(out_dir / "weights")
+    if world > 1:
+        distributed.barrier()
+        distributed.destroy_process_group()
+    return final.eval()
+
+
+def _sample_grid(model: MaskDDPM, config: DDPMTrainingConfig, path: Path) -> None:
+    """A grid of EMA samples (DDIM, 50 steps, fixed seed) to watch training progress."""
+    was_training = model.training
+    model.eval()
+    maps = sample_masks(model, config.sample_count, sampler="ddim", steps=50, seed=config.seed)
+    model.train(was_training)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask_grid(np.stack([binarise_av(m) for m in maps]))).save(path)

@@ -1,0 +1,312 @@
+"""The A/V mask diffusion model: its loss, training (overfit, exact resume, two processes),
+sampling, binarisation and structure statistics, export and the generate-masks command."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import copy_store
+from typer.testing import CliRunner
+
+from flows.cli import app
+from models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM, MaskDDPMConfig, vessel_weighted_loss
+from models.ddpm_sampling import sample_masks, write_mask_set
+from models.ddpm_training import DDPMTrainingConfig, train_ddpm
+from pipeline.casestore import CaseStore
+from pipeline.mask_structure import binarise_av, resize_av_labels, structure_stats
+from pipeline.phantom import PhantomConfig, generate_case
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = MaskDDPMConfig(
+    image_size=32,
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    attention_resolutions=(16,),
+    attention_head_dim=8,
+    norm_num_groups=8,
+    timesteps=50,
+)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def phantom_masks() -> np.ndarray:
+    """Four phantom A/V truths at 32x32 (real masks a generator could learn)."""
+    masks = []
+    for seed in range(4):
+        case = generate_case(4200 + seed, PhantomConfig(size=(192, 288), n_frames=1))
+        labels = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
+        masks.append(resize_av_labels(labels, case.fov, 32))
+    return np.stack(masks)
+
+
+def _config(**changes: object) -> DDPMTrainingConfig:
+    values = {
+        "model": TINY,
+        "datasets": (),
+        "steps": 6,
+        "batch_size": 4,
+        "checkpoint_every": 3,
+        "sample_every": 1000,
+        "sample_count": 4,
+        "learning_rate": 2e-3,
+        "warmup_steps": 1,
+    }
+    return DDPMTrainingConfig(**{**values, **changes})
+
+
+def test_vessel_weighted_loss_is_exactly_exp_c_x0() -> None:
+    generator = torch.Generator().manual_seed(0)
+    predicted, noise = torch.randn(2, 3, 2, 8, 8, generator=generator, dtype=torch.float64)
+    x0 = (torch.rand(3, 2, 8, 8, generator=generator) < 0.2).double()
+    c = 1.7
+    flat_p, flat_n, flat_x = predicted.flatten(), noise.flatten(), x0.flatten()
+    expected = (
+        sum(
+            np.exp(c * flat_x[i].item()) * (flat_p[i].item() - flat_n[i].item()) ** 2
+            for i in range(flat_p.numel())
+        )
+        / flat_p.numel()
+    )
+    assert vessel_weighted_loss(predicted, noise, x0, c).item() == pytest.approx(
+        expected, rel=1e-12
+    )
+    plain = torch.nn.functional.mse_loss(predicted, noise).item()
+    assert vessel_weighted_loss(predicted, noise, x0, 0.0).item() == pytest.approx(plain, rel=1e-12)
+    # per pixel, a vessel residual pulls e^c times harder than the same background residual
+    predicted.requires_grad_(True)
+    vessel_weighted_loss(predicted, noise, x0, c).backward()
+    ratio = predicted.grad / (predicted - noise).detach()
+    assert torch.allclose(ratio[x0 == 1] / ratio[x0 == 0].mean(), torch.tensor(np.exp(c)).double())
+
+
+def test_a_tiny_model_overfits_four_masks(phantom_masks: np.ndarray, tmp_path: Path) -> None:
+    from models.ddpm import make_scheduler
+
+    config = _config(steps=200, checkpoint_every=200, ema_decay=0.9)
+    scheduler = make_scheduler(TINY)
+    x0 = torch.from_numpy(phantom_masks)
+    generator = torch.Generator().manual_seed(5)
+    noise = torch.randn((8, *x0.shape), generator=generator)
+    t = torch.linspace(2, TINY.timesteps - 3, 8).long()
+
+    def denoising_loss(model: MaskDDPM) -> float:
+        with torch.no_grad():
+            losses = [
+                vessel_weighted_loss(
+                    model(scheduler.add_noise(2 * x0 - 1, n, t[i].expand(4)), t[i].expand(4)),
+                    n,
+                    x0,
+                    2.0,
+                )
+                for i, n in enumerate(noise)
+            ]
+        return float(torch.stack(losses).mean())
+
+    torch.manual_seed(config.seed)
+    before = denoising_loss(MaskDDPM(TINY).eval())
+    trained = train_ddpm(config, phantom_masks, tmp_path / "run")
+    after = denoising_loss(trained)
+    assert after < 0.35 * before, (before, after)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 200
+    assert (tmp_path / "run" / "samples" / "step_000200.png").is_file()
+    reloaded = MaskDDPM.load(tmp_path / "run" / "weights")
+    assert denoising_loss(reloaded) == pytest.approx(after, rel=0.02)  # fp16 round trip
+
+
+def test_resume_continues_bit_for_bit(phantom_masks: np.ndarray, tmp_path: Path) -> None:
+    config = _config()
+    straight = train_ddpm(config, phantom_masks, tmp_path / "straight")
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_three(step: int, loss: float) -> None:
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_ddpm(config, phantom_masks, tmp_path / "resumed", on_step=kill_at_three)
+    resumed = train_ddpm(config, phantom_masks, tmp_path / "resumed")
+    for (name, a), (_, b) in zip(
+        straight.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="different training config"):
+        train_ddpm(_config(c=0.5), phantom_masks, tmp_path / "resumed")
+    with pytest.raises(ValueError, match="needs a GPU"):
+        train_ddpm(_config(precision="bf16"), phantom_masks, tmp_path / "bf16")
+
+
+_DISTRIBUTED = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import numpy as np, torch
+    from models.ddpm_training import DDPMTrainingConfig, train_ddpm
+    config = DDPMTrainingConfig.model_validate_json(Path(sys.argv[1]).read_text())
+    masks = np.load(sys.argv[2])
+    model = train_ddpm(config, masks, Path(sys.argv[3]), resume=False)
+    torch.save(model.state_dict(), Path(sys.argv[3]) / f"rank{os.environ['RANK']}.pt")
+    """
+)
+
+
+def test_two_processes_train_in_step_with_gloo(phantom_masks: np.ndarray, tmp_path: Path) -> None:
+    config = _config(steps=4, checkpoint_every=2, threads=1)
+    (tmp_path / "config.json").write_text(config.model_dump_json())
+    np.save(tmp_path / "masks.npy", phantom_masks)
+    (tmp_path / "train.py").write_text(_DISTRIBUTED)
+    run = tmp_path / "run"
+    with socket.socket() as probe:  # a free port for the two processes to meet on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={port}",
+            str(tmp_path / "train.py"),
+            str(tmp_path / "config.json"),
+            str(tmp_path / "masks.npy"),
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    ranks = [torch.load(run / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for name in ranks[0]:  # replicas stay identical: gradients were averaged across processes
+        assert torch.equal(ranks[0][name], ranks[1][name]), name
+    single = train_ddpm(config, phantom_masks, tmp_path / "single")
+    assert any(  # and differ from one process seeing half the batches
+        not torch.equal(single.state_dict()[n], ranks[0][n]) for n in ranks[0]
+    )
+    assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [2, 4]
+
+
+def test_samplers_give_reproducible_masks_in_range(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = MaskDDPM(TINY).eval()
+    for sampler, steps in (("ddpm", 0), ("ddim", 5), ("dpm", 5)):
+        maps = sample_masks(model, 3, sampler=sampler, steps=steps, seed=7, batch_size=2)
+        assert maps.shape == (3, 2, 32, 32) and maps.dtype == np.float32
+        assert 0.0 <= maps.min() and maps.max() <= 1.0
+        again = sample_masks(model, 3, sampler=sampler, steps=steps, seed=7, batch_size=2)
+        assert np.array_equal(maps, again)
+        assert not np.array_equal(
+            maps, sample_masks(model, 3, sampler=sampler, steps=steps, seed=8)
+        )
+    labels = write_mask_set(tmp_path / "set.h5", maps, {"seed": 7}, previews=tmp_path / "png")
+    with h5py.File(tmp_path / "set.h5") as handle:
+        assert handle["labels"].shape == (3, 32, 32) and set(np.unique(handle["labels"])) <= {
+            0,
+            1,
+            2,
+            3,
+        }
+        assert handle["probabilities"].dtype == np.uint8
+        assert json.loads(handle.attrs["provenance"]) == {"seed": 7}
+    assert np.array_equal(labels, np.stack([binarise_av(m) for m in maps]))
+    assert (tmp_path / "png" / "masks_00000.png").is_file()
+
+
+def test_binarisation_keeps_classes_apart_except_at_crossings() -> None:
+    maps = np.zeros((2, 12, 12), np.float32)
+    maps[0, 2, 1:11] = 0.9  # an artery
+    maps[1, 8, 1:11] = 0.8  # a vein
+    maps[1, 2, 5] = 0.6  # faint vein on the artery: artery wins
+    maps[1, 1:11, 9] = 0.85  # a vein crossing the artery at (2, 9) with equal strength
+    maps[0, 10, 1] = 0.95  # a one-pixel speck: removed
+    labels = binarise_av(maps, min_component_px=3)
+    assert labels[2, 5] == 1 and labels[8, 4] == 2 and labels[2, 9] == 3 and labels[10, 1] == 0
+    stats = structure_stats(labels)
+    assert stats.components == 2 and stats.branch_points >= 1
+
+
+def test_export_then_train_masks_and_generate_command(
+    curated_store_template: Path, tmp_path: Path
+) -> None:
+    from models.ddpm_data import load_exported_masks
+
+    store = CaseStore(copy_store(curated_store_template, tmp_path / "store"), create=False)
+    done, waiting = store.case_ids()
+    vessel = store.read_version(done, "vessel")
+    store.approve(done, "vessel", version=1, editor="dr_a")
+    av = np.where(vessel > 0, 1, 0).astype(np.uint8)
+    av[: av.shape[0] // 2] *= 2  # upper half veins
+    store.save_version(done, "av", av, editor="angioflow", parent=0)
+    store.approve(done, "av", version=1, editor="dr_a")
+    out = tmp_path / "approved.h5"
+    result = runner.invoke(app, ["export", "--store", str(store.root), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "1 approved cases written" in result.output and "1 not done yet" in result.output
+    with h5py.File(out) as handle:
+        (group,) = handle.values()
+        assert group.attrs["case_id"] == done and np.array_equal(group["av"][()], av)
+    masks = load_exported_masks(out, 64)
+    assert masks.shape == (1, 2, 64, 64) and masks[0, 0].any() and masks[0, 1].any()
+    again = runner.invoke(app, ["export", "--store", str(store.root), "--out", str(out)])
+    assert again.exit_code == 2 and "never overwritten" in again.stderr
+
+    config = tmp_path / "tiny.json"
+    config.write_text(_config(steps=2, checkpoint_every=1).model_dump_json())
+    trained = runner.invoke(
+        app,
+        [
+            "train",
+            "ddpm",
+            "--config",
+            str(config),
+            "--export",
+            str(out),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert trained.exit_code == 0, trained.stderr
+    assert "1 training masks at 32x32, loss weighted" in trained.output
+    assert (tmp_path / "run" / "weights" / "model.safetensors").is_file()
+
+    generated = tmp_path / "masks.h5"
+    result = runner.invoke(
+        app,
+        [
+            "generate-masks",
+            "--n",
+            "4",
+            "--out",
+            str(generated),
+            "--steps",
+            "10",
+            "--seed",
+            "3",
+            "--previews",
+            str(tmp_path / "previews"),
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    with h5py.File(generated) as handle:
+        provenance = json.loads(handle.attrs["provenance"])
+        assert handle["labels"].shape == (4, 64, 64)
+    weights = (DEFAULT_DDPM_WEIGHTS / "model.safetensors").read_bytes()
+    assert provenance["weights_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert provenance["sampler"] == "ddim" and provenance["steps"] == 10 and provenance["seed"] == 3
+    assert waiting not in generated.read_bytes().decode("latin-1")  # no case identifier

@@ -1,0 +1,118 @@
+"""EDSR x4: a tiny model learns phantom photos, training resumes exactly, tiles join seamlessly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_DATA
+from PIL import Image
+from typer.testing import CliRunner
+
+from flows.cli import app
+from models.edsr import EDSR, EDSRConfig, upscale
+from models.edsr_training import EDSRTrainingConfig, PhotoCrops, downsample, train_edsr
+from pipeline.phantom import PhantomConfig, generate_case
+
+TINY = EDSRConfig(features=16, blocks=2)
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    return [
+        generate_case(6100 + i, PhantomConfig(size=(256, 384), n_frames=1)).fundus for i in range(3)
+    ]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0**2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
+
+
+def _config(**changes: object) -> EDSRTrainingConfig:
+    values = {
+        "model": TINY,
+        "datasets": (),
+        "low_patch": 16,
+        "batch_size": 8,
+        "steps": 6,
+        "checkpoint_every": 3,
+        "learning_rate": 2e-3,
+    }
+    return EDSRTrainingConfig(**{**values, **changes})
+
+
+def test_a_tiny_edsr_learns_to_upsample_phantom_photos(
+    photos: list[np.ndarray], tmp_path: Path
+) -> None:
+    high = photos[0][64:192, 128:256]
+    low = downsample(high, 4)
+    torch.manual_seed(0)
+    before = _psnr(upscale(EDSR(TINY).eval(), low), high)
+    model = train_edsr(_config(steps=300, checkpoint_every=300), photos, tmp_path / "run")
+    after = _psnr(upscale(model, low), high)
+    assert after > before + 6, (before, after)
+    bicubic = np.asarray(Image.fromarray(low).resize((128, 128), Image.Resampling.BICUBIC))
+    assert after > _psnr(bicubic, high) - 1.0  # close to bicubic after a few CPU seconds
+    reloaded = EDSR.load(tmp_path / "run" / "weights")
+    assert abs(_psnr(upscale(reloaded, low), high) - after) < 0.1  # fp16 round trip
+
+
+def test_training_resumes_exactly(photos: list[np.ndarray], tmp_path: Path) -> None:
+    straight = train_edsr(_config(), photos, tmp_path / "straight")
+
+    class Killed(Exception):
+        pass
+
+    def kill(step: int, loss: float) -> None:
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_edsr(_config(), photos, tmp_path / "resumed", on_step=kill)
+    resumed = train_edsr(_config(), photos, tmp_path / "resumed")
+    for (name, a), (_, b) in zip(
+        straight.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_tiles_join_without_seams(photos: list[np.ndarray]) -> None:
+    torch.manual_seed(1)
+    model = EDSR(EDSRConfig(features=8, blocks=2)).eval()  # receptive field < 8 px of overlap
+    low = downsample(photos[1], 4)
+    whole = upscale(model, low, tile=1000)
+    tiled = upscale(model, low, tile=24, overlap=8)
+    assert tiled.shape == (low.shape[0] * 4, low.shape[1] * 4, 3)
+    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+
+
+def test_crops_stay_inside_the_retina_and_pair_up(photos: list[np.ndarray]) -> None:
+    low, high = PhotoCrops(photos, 16, 4, np.random.default_rng(0)).batch(6)
+    assert low.shape == (6, 3, 16, 16) and high.shape == (6, 3, 64, 64)
+    assert (high.amax(dim=1) > 20 / 255).float().mean() > 0.5
+    again = torch.nn.functional.avg_pool2d(high, 4)
+    assert torch.abs(again - low).mean() < 0.02  # the low image is the high one, down-sampled
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "DRIVE").is_dir(), reason="../shared/data/DRIVE is absent")
+def test_train_edsr_command_on_drive_training_photos(tmp_path: Path) -> None:
+    config = tmp_path / "edsr.json"
+    config.write_text(_config(datasets=("drive",), steps=2).model_dump_json())
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "edsr",
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "run"),
+            "--data",
+            str(SHARED_DATA),
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "20 training photos" in result.output
+    assert (tmp_path / "run" / "weights" / "model.safetensors").is_file()
