@@ -759,6 +759,56 @@ def train_edsr_command(
     console.print(f"weights written to {out / 'weights'}")
 
 
+@train_app.command("pix2pixhd")
+@_user_errors
+def train_pix2pixhd_command(
+    config: TrainConfigOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder: checkpoints, log, sample grids, weights [default: the catalog's "
+            "model_weights with model=pix2pixhd, else runs/pix2pixhd]"
+        ),
+    ] = None,
+    data: DataOption = SHARED_DATA,
+    export: Annotated[
+        list[Path] | None, typer.Option(help="`angioflow export` files to train on as well")
+    ] = None,
+    resume: ResumeOption = True,
+    catalog: CatalogOption = None,
+) -> None:
+    """Train pix2pixHD (A/V mask -> fundus photo) on RITE, LES-AV, HRF-AV and exports."""
+    from pydantic import ValidationError
+
+    from models.pix2pixhd_training import Pix2PixHDTrainingConfig, load_pairs, train_pix2pixhd
+
+    values = _read_config(config)
+    if export:
+        values["exports"] = [str(p) for p in export]
+    try:
+        settings = Pix2PixHDTrainingConfig(**values)
+    except ValidationError as error:
+        _fail(f"{config or 'config'}: {error.errors(include_url=False, include_input=False)}")
+    if settings.datasets and not data.is_dir():
+        _fail(f"data folder {data} does not exist; pass --data (the shared datasets folder)")
+    if settings.vgg_weights is not None and not Path(settings.vgg_weights).is_file():
+        _fail(f"vgg_weights {settings.vgg_weights} does not exist (nothing is downloaded)")
+    if out is None:
+        loaded = _catalog(catalog)
+        out = loaded.path("model_weights", model="pix2pixhd") if loaded else Path("runs/pix2pixhd")
+    masks, photos = load_pairs(
+        data,
+        settings.datasets,
+        settings.exports,
+        settings.model.image_size,
+        coverage=settings.coverage,
+    )
+    console.print(f"{len(masks)} training pairs at {settings.model.image_size} px")
+    with _progress(settings.steps) as on_step:
+        train_pix2pixhd(settings, masks, photos, out, resume=resume, on_step=on_step)
+    console.print(f"weights written to {out / 'weights'}")
+
+
 @app.command("generate-masks")
 @_user_errors
 def generate_masks(

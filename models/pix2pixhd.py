@@ -1,0 +1,232 @@
+"""pix2pixHD mask-to-fundus translation (stage 11), after Wang et al. (2018).
+
+Input: the artery and vein channels of an A/V mask and the field of view, in {0, 1}, scaled to
+[-1, 1]; output: an RGB fundus photo in [-1, 1]. The global generator (down-sampling, residual
+blocks, up-sampling, instance norm) is trained against multi-scale PatchGAN discriminators with
+the least-squares GAN loss and discriminator feature matching; a VGG perceptual loss is added
+only when the user supplies VGG-19 weights on disk (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+from models.checkpoints import read_weights, save_weights
+
+__all__ = [
+    "DEFAULT_PIX2PIX_WEIGHTS",
+    "GlobalGenerator",
+    "MultiscaleDiscriminator",
+    "Pix2PixHDConfig",
+    "VGGPerceptualLoss",
+    "feature_matching_loss",
+    "lsgan_loss",
+]
+
+DEFAULT_PIX2PIX_WEIGHTS = Path(__file__).resolve().parent / "weights" / "pix2pixhd"
+
+
+class Pix2PixHDConfig(BaseModel):
+    """Generator and discriminator sizes (pix2pixHD's defaults: ngf 64, 4 down-samplings,
+    9 residual blocks, ndf 64, 3 layers, 2 scales)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image_size: int = Field(256, ge=16)
+    input_channels: int = Field(3, ge=1)  # artery, vein, field of view
+    generator_features: int = Field(64, ge=4)
+    downsamplings: int = Field(4, ge=1)
+    residual_blocks: int = Field(9, ge=1)
+    discriminator_features: int = Field(64, ge=4)
+    discriminator_layers: int = Field(3, ge=1)
+    discriminator_scales: int = Field(2, ge=1)
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(features, features, 3),
+            nn.InstanceNorm2d(features),
+            nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(features, features, 3),
+            nn.InstanceNorm2d(features),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class GlobalGenerator(nn.Module):
+    """(B, input_channels, S, S) in [-1, 1] -> (B, 3, S, S) in [-1, 1]."""
+
+    def __init__(self, config: Pix2PixHDConfig) -> None:
+        super().__init__()
+        self.config = config
+        features = config.generator_features
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(config.input_channels, features, 7),
+            nn.InstanceNorm2d(features),
+            nn.ReLU(inplace=True),
+        ]
+        for _ in range(config.downsamplings):
+            layers += [
+                nn.Conv2d(features, 2 * features, 3, stride=2, padding=1),
+                nn.InstanceNorm2d(2 * features),
+                nn.ReLU(inplace=True),
+            ]
+            features *= 2
+        layers += [_ResidualBlock(features) for _ in range(config.residual_blocks)]
+        for _ in range(config.downsamplings):
+            layers += [
+                nn.ConvTranspose2d(features, features // 2, 3, 2, padding=1, output_padding=1),
+                nn.InstanceNorm2d(features // 2),
+                nn.ReLU(inplace=True),
+            ]
+            features //= 2
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(features, 3, 7), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, masks: torch.Tensor) -> torch.Tensor:
+        return self.net(masks)
+
+    def save(self, folder: Path, *, half: bool = True) -> None:
+        save_weights(self, self.config, folder, half=half)
+
+    @classmethod
+    def load(cls, folder: Path = DEFAULT_PIX2PIX_WEIGHTS) -> GlobalGenerator:
+        values, state = read_weights(folder, "`angioflow train pix2pixhd`")
+        model = cls(Pix2PixHDConfig(**values))
+        model.load_state_dict(state)
+        return model.eval()
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN on (mask, photo) pairs; returns every layer's output (the last is the score
+    map), for feature matching."""
+
+    def __init__(self, in_channels: int, features: int, layers: int) -> None:
+        super().__init__()
+        blocks = [nn.Sequential(nn.Conv2d(in_channels, features, 4, 2, 2), nn.LeakyReLU(0.2, True))]
+        width = features
+        for index in range(1, layers + 1):
+            previous, width = width, min(width * 2, 512)
+            stride = 2 if index < layers else 1
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(previous, width, 4, stride, 2),
+                    nn.InstanceNorm2d(width),
+                    nn.LeakyReLU(0.2, True),
+                )
+            )
+        blocks.append(nn.Sequential(nn.Conv2d(width, 1, 4, 1, 2)))
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for block in self.blocks:
+            x = block(x)
+            outputs.append(x)
+        return outputs
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """PatchGANs on the pair at full, half, quarter ... resolution."""
+
+    def __init__(self, config: Pix2PixHDConfig) -> None:
+        super().__init__()
+        self.discriminators = nn.ModuleList(
+            PatchDiscriminator(
+                config.input_channels + 3,
+                config.discriminator_features,
+                config.discriminator_layers,
+            )
+            for _ in range(config.discriminator_scales)
+        )
+
+    def forward(self, masks: torch.Tensor, photos: torch.Tensor) -> list[list[torch.Tensor]]:
+        x = torch.cat([masks, photos], dim=1)
+        results = []
+        for index, discriminator in enumerate(self.discriminators):
+            if index:
+                x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+            results.append(discriminator(x))
+        return results
+
+
+def lsgan_loss(results: list[list[torch.Tensor]], real: bool) -> torch.Tensor:
+    """Least-squares GAN loss over every scale's score map (target 1 real, 0 fake)."""
+    target = 1.0 if real else 0.0
+    return sum(F.mse_loss(r[-1], torch.full_like(r[-1], target)) for r in results) / len(results)
+
+
+def feature_matching_loss(
+    fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]]
+) -> torch.Tensor:
+    """L1 between the discriminators' intermediate features of real and generated pairs,
+    weighted as in pix2pixHD (4 / (layers + 1) per layer, 1 / scales per scale)."""
+    total = fake[0][0].new_zeros(())
+    for fake_scale, real_scale in zip(fake, real, strict=True):
+        weight = 4.0 / (len(fake_scale) - 1) / len(fake)
+        for f, r in zip(fake_scale[:-1], real_scale[:-1], strict=True):
+            total = total + weight * F.l1_loss(f, r.detach())
+    return total
+
+
+# VGG-19 convolution widths up to relu5_1; "M" is max pooling.
+_VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512)
+
+
+class VGGPerceptualLoss(nn.Module):
+    """pix2pixHD's VGG loss (relu1_1 ... relu5_1, weights 1/32 ... 1) from a local VGG-19
+    ``features`` state dict (keys ``0.weight``, ``0.bias``, ``2.weight`` ..., as saved from a
+    VGG-19's ``features`` module), read with ``weights_only=True``."""
+
+    _TAPS = (1, 6, 11, 20, 29)  # indices of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
+    _WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+
+    def __init__(self, weights_file: Path) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for item in _VGG19:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(channels, int(item), 3, padding=1), nn.ReLU(inplace=False)]
+                channels = int(item)
+        self.features = nn.Sequential(*layers)
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        own = {k: v for k, v in state.items() if k.split(".")[0].isdigit()}
+        missing = set(self.features.state_dict()) - set(own)
+        if missing:
+            raise ValueError(
+                f"{weights_file} is not a VGG-19 features state dict "
+                f"(missing {sorted(missing)[:3]}); save a VGG-19's `features` state dict"
+            )
+        self.features.load_state_dict({k: own[k] for k in self.features.state_dict()})
+        self.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Photos in [-1, 1]."""
+        x = ((fake + 1) / 2 - self.mean) / self.std
+        y = ((real + 1) / 2 - self.mean) / self.std
+        total = torch.zeros((), device=fake.device)
+        taps = dict(zip(self._TAPS, self._WEIGHTS, strict=True))
+        for index, layer in enumerate(self.features):
+            x, y = layer(x), layer(y)
+            if index in taps:
+                total = total + taps[index] * F.l1_loss(x, y.detach())
+            if index >= self._TAPS[-1]:
+                break
+        return total

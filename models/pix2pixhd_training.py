@@ -1,0 +1,229 @@
+"""Training pix2pixHD on (A/V mask, fundus photo) pairs: LSGAN + feature matching (+ VGG when
+local weights are given), an EMA of the generator, checkpoints that resume, sample grids."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.checkpoints import RunFolder
+from models.ddpm_training import ema_model
+from models.pix2pixhd import (
+    GlobalGenerator,
+    MultiscaleDiscriminator,
+    Pix2PixHDConfig,
+    VGGPerceptualLoss,
+    feature_matching_loss,
+    lsgan_loss,
+)
+from pipeline.datasets import load_dataset
+from pipeline.mask_structure import resize_av_labels
+
+__all__ = [
+    "Pix2PixHDTrainingConfig",
+    "generator_input",
+    "load_pairs",
+    "make_pair",
+    "photo_uint8",
+    "train_pix2pixhd",
+]
+
+
+class Pix2PixHDTrainingConfig(BaseModel):
+    """Everything that defines a pix2pixHD training run (saved next to its checkpoints)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: Pix2PixHDConfig = Pix2PixHDConfig()
+    datasets: tuple[str, ...] = ("rite", "les-av", "hrf-av")
+    exports: tuple[str, ...] = ()
+    coverage: float = Field(0.3, gt=0, le=1)
+    steps: int = Field(4000, ge=1)
+    batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    feature_matching_weight: float = Field(10.0, ge=0)
+    vgg_weight: float = Field(10.0, ge=0)
+    vgg_weights: str | None = None  # a local VGG-19 `features` state dict; none: no VGG loss
+    ema_decay: float = Field(0.999, gt=0, lt=1)
+    checkpoint_every: int = Field(250, ge=1)
+    sample_every: int = Field(1000, ge=1)
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+
+
+def make_pair(
+    photo: np.ndarray, labels: np.ndarray, fov: np.ndarray, size: int, *, coverage: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
+    """A training pair at ``size``: the photo and its masks cropped to the FOV, padded square.
+
+    Returns
+    -------
+    masks : (3, size, size) float32 in {0, 1}: artery, vein, field of view
+    photo : (size, size, 3) uint8
+    """
+    rows, cols = np.nonzero(fov)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    side = max(bottom - top, right - left)
+    square = np.zeros((side, side, 3), np.uint8)
+    disc = np.zeros((side, side), np.float32)
+    off_r, off_c = (side - (bottom - top)) // 2, (side - (right - left)) // 2
+    square[off_r : off_r + bottom - top, off_c : off_c + right - left] = photo[
+        top:bottom, left:right
+    ]
+    disc[off_r : off_r + bottom - top, off_c : off_c + right - left] = fov[top:bottom, left:right]
+    resized_photo = cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+    resized_fov = cv2.resize(disc, (size, size), interpolation=cv2.INTER_AREA) >= 0.5
+    av = resize_av_labels(labels, fov, size, coverage=coverage)
+    return np.concatenate([av, resized_fov[None].astype(np.float32)]), resized_photo
+
+
+def generator_input(masks: np.ndarray) -> torch.Tensor:
+    """(N, 3, S, S) {0, 1} artery/vein/FOV -> the generator's input in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(masks)).float() * 2 - 1
+
+
+def load_pairs(
+    data_root: Path | None,
+    datasets: Sequence[str],
+    exports: Sequence[str],
+    size: int,
+    *,
+    coverage: float = 0.3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training pairs from the public A/V sets' training splits and from export files.
+
+    Returns masks (N, 3, S, S) float32 and photos (N, S, S, 3) uint8.
+    """
+    masks, photos = [], []
+    for name in datasets:
+        for record in load_dataset(data_root, name, "training"):
+            m, p = make_pair(record.image, record.av, record.fov, size, coverage=coverage)
+            masks.append(m)
+            photos.append(p)
+    for path in exports:
+        with h5py.File(path, "r") as handle:
+            for group in handle.values():
+                m, p = make_pair(
+                    group["fundus"][()],
+                    group["av"][()],
+                    group["fov"][()] > 0,
+                    size,
+                    coverage=coverage,
+                )
+                masks.append(m)
+                photos.append(p)
+    if not masks:
+        raise ValueError("no training pairs: name datasets or export files")
+    return np.stack(masks), np.stack(photos)
+
+
+def train_pix2pixhd(
+    config: Pix2PixHDTrainingConfig,
+    masks: np.ndarray,
+    photos: np.ndarray,
+    out_dir: Path,
+    *,
+    resume: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> GlobalGenerator:
+    """Train (or continue) pix2pixHD; returns the EMA generator, also saved in
+    ``out_dir/weights``. ``on_step`` receives the generator loss."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    generator = GlobalGenerator(config.model).to(device)
+    discriminator = MultiscaleDiscriminator(config.model).to(device)
+    ema = ema_model(generator, config.ema_decay)
+    g_optimiser = torch.optim.Adam(generator.parameters(), config.learning_rate, betas=(0.5, 0.999))
+    d_optimiser = torch.optim.Adam(
+        discriminator.parameters(), config.learning_rate, betas=(0.5, 0.999)
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(g_optimiser, lambda step: 1.0)
+    vgg = (
+        VGGPerceptualLoss(Path(config.vgg_weights)).to(device)
+        if config.vgg_weights is not None
+        else None
+    )
+    extras = {"discriminator": discriminator, "d_optimiser": d_optimiser, "ema": ema}
+    run = RunFolder(out_dir, config, device)
+    start = run.resume(generator, g_optimiser, schedule, rng, enabled=resume, extras=extras)
+    targets = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 127.5 - 1
+    inputs = generator_input(masks)
+    smoothed = None
+    for step in range(start, config.steps):
+        picked = rng.integers(0, len(inputs), config.batch_size)
+        x, y = inputs[picked], targets[picked]
+        flips = rng.random(2) < 0.5
+        for axis, flip in zip((3, 2), flips, strict=True):
+            if flip:
+                x, y = x.flip(axis), y.flip(axis)
+        x, y = x.to(device), y.to(device)
+        fake = generator(x)
+        d_loss = 0.5 * (
+            lsgan_loss(discriminator(x, y), True)
+            + lsgan_loss(discriminator(x, fake.detach()), False)
+        )
+        d_optimiser.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_optimiser.step()
+        on_fake, on_real = discriminator(x, fake), discriminator(x, y)
+        g_loss = lsgan_loss(on_fake, True) + config.feature_matching_weight * feature_matching_loss(
+            on_fake, on_real
+        )
+        if vgg is not None:
+            g_loss = g_loss + config.vgg_weight * vgg(fake, y)
+        g_optimiser.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_optimiser.step()
+        schedule.step()
+        ema.update_parameters(generator)
+        value = float(g_loss.detach())
+        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+        done = step + 1
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            run.checkpoint(done, smoothed, generator, g_optimiser, schedule, rng, extras=extras)
+        if done % config.sample_every == 0 or done == config.steps:
+            _sample_grid(
+                ema.module, inputs[:4], targets[:4], out_dir / "samples" / f"step_{done:06d}.png"
+            )
+        if on_step is not None:
+            on_step(done, value)
+    final = ema.module.eval()
+    final.save(out_dir / "weights")
+    return final
+
+
+def photo_uint8(photos: torch.Tensor) -> np.ndarray:
+    """(N, 3, S, S) generator output in [-1, 1] -> (N, S, S, 3) uint8."""
+    return (
+        ((photos.permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5)
+        .clip(0, 255)
+        .round()
+        .astype(np.uint8)
+    )
+
+
+@torch.no_grad()
+def _sample_grid(model: GlobalGenerator, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
+    """Rows: input masks (artery red, vein blue), generated photos, real photos."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    fake = model(x.to(device)).cpu()
+    model.train(was_training)
+    masks = ((x + 1) / 2).numpy()
+    coloured = np.stack([masks[:, 0], np.zeros_like(masks[:, 0]), masks[:, 1]], axis=-1) * 255
+    rows = [
+        np.concatenate(list(r), axis=1)
+        for r in (coloured.astype(np.uint8), photo_uint8(fake), photo_uint8(y))
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)

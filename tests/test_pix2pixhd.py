@@ -1,0 +1,141 @@
+"""pix2pixHD: a tiny generator learns a few phantom (mask, photo) pairs; training resumes
+exactly; the VGG loss reads only local weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.pix2pixhd import (
+    GlobalGenerator,
+    MultiscaleDiscriminator,
+    Pix2PixHDConfig,
+    VGGPerceptualLoss,
+)
+from models.pix2pixhd_training import (
+    Pix2PixHDTrainingConfig,
+    generator_input,
+    make_pair,
+    photo_uint8,
+    train_pix2pixhd,
+)
+from pipeline.phantom import PhantomConfig, generate_case
+
+TINY = Pix2PixHDConfig(
+    image_size=32,
+    generator_features=8,
+    downsamplings=2,
+    residual_blocks=2,
+    discriminator_features=8,
+    discriminator_layers=2,
+    discriminator_scales=2,
+)
+
+
+@pytest.fixture(scope="module")
+def pairs() -> tuple[np.ndarray, np.ndarray]:
+    masks, photos = [], []
+    for seed in range(3):
+        case = generate_case(6300 + seed, PhantomConfig(size=(128, 192), n_frames=1))
+        labels = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
+        m, p = make_pair(case.fundus, labels, case.fov, 32)
+        masks.append(m)
+        photos.append(p)
+    return np.stack(masks), np.stack(photos)
+
+
+def _config(**changes: object) -> Pix2PixHDTrainingConfig:
+    values = {
+        "model": TINY,
+        "datasets": (),
+        "steps": 6,
+        "batch_size": 3,
+        "checkpoint_every": 3,
+        "sample_every": 1000,
+        "learning_rate": 2e-3,
+        "ema_decay": 0.9,
+    }
+    return Pix2PixHDTrainingConfig(**{**values, **changes})
+
+
+def _psnr(model: GlobalGenerator, masks: np.ndarray, photos: np.ndarray) -> float:
+    with torch.no_grad():
+        fake = photo_uint8(model(generator_input(masks)))
+    error = fake.astype(float) - photos.astype(float)
+    return float(10 * np.log10(255.0**2 / np.mean(error**2)))
+
+
+def test_pairs_put_masks_and_photo_in_register(pairs: tuple[np.ndarray, np.ndarray]) -> None:
+    masks, photos = pairs
+    assert masks.shape == (3, 3, 32, 32) and photos.shape == (3, 32, 32, 3)
+    fov, retina = masks[:, 2] > 0, photos.max(axis=-1) > 15
+    assert (fov == retina).mean() > 0.9  # the FOV channel covers the photo's retina
+    assert set(np.unique(masks)) <= {0.0, 1.0} and masks[:, :2].any()
+
+
+def test_a_tiny_pix2pixhd_learns_its_pairs(
+    pairs: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    masks, photos = pairs
+    torch.manual_seed(0)
+    before = _psnr(GlobalGenerator(TINY).eval(), masks, photos)
+    model = train_pix2pixhd(
+        _config(steps=150, checkpoint_every=150, sample_every=150), masks, photos, tmp_path / "run"
+    )
+    after = _psnr(model, masks, photos)
+    assert after > before + 5, (before, after)
+    log = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 1 and (tmp_path / "run" / "samples" / "step_000150.png").is_file()
+    assert (
+        abs(_psnr(GlobalGenerator.load(tmp_path / "run" / "weights"), masks, photos) - after) < 0.2
+    )
+
+
+def test_training_resumes_exactly(pairs: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    masks, photos = pairs
+    straight = train_pix2pixhd(_config(), masks, photos, tmp_path / "straight")
+
+    class Killed(Exception):
+        pass
+
+    def kill(step: int, loss: float) -> None:
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_pix2pixhd(_config(), masks, photos, tmp_path / "resumed", on_step=kill)
+    resumed = train_pix2pixhd(_config(), masks, photos, tmp_path / "resumed")
+    for (name, a), (_, b) in zip(
+        straight.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_discriminators_score_patches_at_every_scale() -> None:
+    scores = MultiscaleDiscriminator(TINY)(torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 32, 32))
+    assert len(scores) == 2 and scores[0][-1].shape[1] == 1
+    assert scores[0][-1].shape[-1] > scores[1][-1].shape[-1]  # the second sees half resolution
+
+
+def test_vgg_loss_needs_a_local_features_file(tmp_path: Path) -> None:
+    torch.save({"0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match="not a VGG-19 features state dict"):
+        VGGPerceptualLoss(tmp_path / "partial.pt")
+    torch.manual_seed(0)
+    full = {}
+    channels = 3
+    index = 0
+    for item in (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512):
+        if item == "M":
+            index += 1
+            continue
+        full[f"{index}.weight"] = torch.randn(int(item), channels, 3, 3) * 0.05
+        full[f"{index}.bias"] = torch.zeros(int(item))
+        channels, index = int(item), index + 2
+    torch.save(full, tmp_path / "vgg19_features.pt")
+    loss = VGGPerceptualLoss(tmp_path / "vgg19_features.pt")
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert loss(x, x).item() == 0.0 and loss(x, -x).item() > 0.0
