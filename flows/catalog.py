@@ -66,6 +66,23 @@ class DatasetEntry(BaseModel):
         )
 
 
+class ScheduleEntry(BaseModel):
+    """A flow's cron schedule for ``angioflow serve``: ``{cron, timezone, parameters}``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cron: str
+    timezone: str = "UTC"
+    parameters: dict[str, Any] = {}
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"cron {value!r} needs five fields: minute hour day month weekday")
+        return value
+
+
 class Catalog(BaseModel):
     """Validated catalog; ``root`` is the folder relative paths are resolved against."""
 
@@ -73,6 +90,7 @@ class Catalog(BaseModel):
 
     version: Literal[1]
     datasets: dict[str, DatasetEntry]
+    schedules: dict[str, ScheduleEntry] = {}
     root: Path
 
     def entry(self, name: str) -> DatasetEntry:

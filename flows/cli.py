@@ -862,6 +862,96 @@ def generate_masks(
     console.print(f"{n} masks written to {out} ({empty} with under 1% vessel pixels)")
 
 
+@app.command()
+@_user_errors
+def generate(
+    n: Annotated[int, typer.Option(min=1, help="Number of synthetic samples")],
+    out: Annotated[Path, typer.Option(help="HDF5 file to write (never overwritten)")],
+    sampler: Annotated[str, typer.Option(help="Mask sampler: ddpm, ddim or dpm")] = "ddim",
+    steps: Annotated[int, typer.Option(min=1, help="Steps for ddim / dpm")] = 50,
+    seed: Annotated[int, typer.Option(help="Same seed and weights, same set")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Samples per batch (memory)")] = 8,
+    export_folders: Annotated[
+        Path | None, typer.Option(help="Also write images/, av/, vessel/ PNG folders here")
+    ] = None,
+    ddpm: Annotated[Path | None, typer.Option(help="Mask DDPM weights [default: shipped]")] = None,
+    pix2pixhd: Annotated[
+        Path | None, typer.Option(help="pix2pixHD weights [default: shipped]")
+    ] = None,
+    edsr: Annotated[Path | None, typer.Option(help="EDSR weights [default: shipped]")] = None,
+) -> None:
+    """Synthetic fundus photos with their A/V and vessel masks: DDPM -> pix2pixHD -> EDSR x4.
+
+    A killed run continues where it stopped when started again with the same options.
+    """
+    import torch
+    from rich.progress import Progress
+
+    from models.ddpm import DEFAULT_DDPM_WEIGHTS
+    from models.edsr import DEFAULT_EDSR_WEIGHTS
+    from models.generation import Generators, SetRequest, generate_set
+    from models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS
+
+    if sampler not in ("ddpm", "ddim", "dpm"):
+        _fail(f"--sampler must be ddpm, ddim or dpm, not {sampler!r}")
+    torch.set_num_threads(2)
+    generators = Generators.load(
+        ddpm or DEFAULT_DDPM_WEIGHTS,
+        pix2pixhd or DEFAULT_PIX2PIX_WEIGHTS,
+        edsr or DEFAULT_EDSR_WEIGHTS,
+    )
+    request = SetRequest(n=n, seed=seed, sampler=sampler, steps=steps, batch_size=batch_size)
+    with Progress(console=console) as progress:
+        bar = progress.add_task("generating", total=n)
+        generate_set(
+            generators,
+            request,
+            out,
+            export_folders=export_folders,
+            on_batch=lambda count: progress.advance(bar, count),
+        )
+    size = generators.output_size
+    console.print(f"{n} synthetic samples of {size}x{size} written to {out}")
+
+
+@app.command()
+@_user_errors
+def serve(
+    catalog: CatalogOption = None,
+    register_only: Annotated[
+        bool, typer.Option(help="Register the deployment with the Prefect API and exit")
+    ] = False,
+) -> None:
+    """Serve the generation flow on the cron schedule of the catalog's `schedules.generation`."""
+    from prefect import serve as prefect_serve
+    from prefect.schedules import Cron
+
+    from flows.generation import generation_flow
+
+    loaded = _catalog(catalog)
+    if loaded is None or "generation" not in loaded.schedules:
+        _fail("the catalog has no schedules.generation entry (cron, timezone, parameters)")
+    schedule = loaded.schedules["generation"]
+    parameters = {
+        "out_dir": str(loaded.path("synthetic_set", run="x").parent),
+        "store": str(loaded.path("case_store")),
+        **schedule.parameters,
+    }
+    deployment = generation_flow.to_deployment(
+        name="scheduled-generation",
+        schedule=Cron(schedule.cron, timezone=schedule.timezone),
+        parameters=parameters,
+    )
+    if register_only:
+        deployment_id = deployment.apply()
+        console.print(f"registered deployment generate/scheduled-generation ({deployment_id})")
+        return
+    console.print(
+        f"serving generate/scheduled-generation on cron '{schedule.cron}' ({schedule.timezone})"
+    )
+    prefect_serve(deployment)
+
+
 @app.command("label-av")
 @_user_errors
 def label_av(

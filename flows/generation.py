@@ -1,0 +1,157 @@
+"""Prefect generation flow: export approved cases -> (re)train the mask DDPM or load weights ->
+generate a synthetic set -> evaluate it. ``angioflow serve`` runs it on the catalog's cron.
+
+Tasks pass file paths, never arrays or models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+__all__ = ["evaluate_set", "generation_flow"]
+
+
+@task(cache_policy=NONE)
+def export_task(store: str | None, out: str) -> str | None:
+    """Export the store's done cases (None when there is no store or no done case)."""
+    from flows.export import export_approved
+    from pipeline.casestore import CaseStore, CaseStoreError
+
+    if store is None:
+        return None
+    try:
+        summary = export_approved(CaseStore(Path(store), create=False), Path(out))
+    except CaseStoreError as error:
+        get_run_logger().warning("no export: %s", error)
+        return None
+    if not summary["exported"]:
+        Path(out).unlink(missing_ok=True)
+        return None
+    return out
+
+
+@task(cache_policy=NONE)
+def mask_model_task(
+    export: str | None, retrain: bool, weights: str | None, config: str, run: str, data: str
+) -> str:
+    """The mask DDPM weights folder: retrained on the export (+ public sets when present), or
+    the given (default: shipped) weights."""
+    from models.ddpm import DEFAULT_DDPM_WEIGHTS
+
+    if not retrain:
+        return weights or str(DEFAULT_DDPM_WEIGHTS)
+    import yaml
+
+    from models.ddpm_data import load_exported_masks, load_public_masks
+    from models.ddpm_training import DDPMTrainingConfig, train_ddpm
+
+    settings = DDPMTrainingConfig(**yaml.safe_load(Path(config).read_text()))
+    size = settings.model.image_size
+    parts = [load_exported_masks(Path(export), size)] if export else []
+    if Path(data).is_dir():
+        parts.append(load_public_masks(Path(data), settings.datasets, size))
+    if not parts:
+        raise ValueError("nothing to retrain on: no approved cases exported and no public data")
+    train_ddpm(settings, np.concatenate(parts), Path(run))
+    return str(Path(run) / "weights")
+
+
+@task(cache_policy=NONE)
+def generate_task(
+    weights: dict[str, str], n: int, seed: int, sampler: str, steps: int, out: str
+) -> str:
+    from models.generation import Generators, SetRequest, generate_set
+
+    generators = Generators.load(**{name: Path(folder) for name, folder in weights.items()})
+    generate_set(generators, SetRequest(n=n, seed=seed, sampler=sampler, steps=steps), Path(out))
+    return out
+
+
+def evaluate_set(path: Path, limit: int = 32) -> dict[str, Any]:
+    """Structure of the generated masks and how well the shipped vessel CNN finds them again
+    in the generated photos (Dice of its 0.5 threshold against the generated vessel mask)."""
+    from models.vessel_inference import VesselSegmenter
+    from pipeline.mask_structure import structure_stats
+
+    segmenter = VesselSegmenter.load()
+    dice, stats = [], []
+    with h5py.File(path, "r") as handle:
+        for index in range(min(limit, len(handle["images"]))):
+            image, vessel = handle["images"][index], handle["vessel"][index] > 0
+            found = segmenter.segment(image, modality="fundus") >= 0.5
+            dice.append(2 * (found & vessel).sum() / max(1, found.sum() + vessel.sum()))
+            stats.append(structure_stats(handle["av"][index]))
+    return {
+        "samples_evaluated": len(dice),
+        "vessel_cnn_dice_mean": float(np.mean(dice)),
+        "vessel_cnn_dice_median": float(np.median(dice)),
+        "density_mean": float(np.mean([s.density for s in stats])),
+        "near_empty_rate": float(np.mean([s.density < 0.01 for s in stats])),
+    }
+
+
+@task(cache_policy=NONE)
+def evaluate_task(out: str) -> dict[str, Any]:
+    metrics = evaluate_set(Path(out))
+    report = Path(out).with_suffix(".metrics.json")
+    report.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+@flow(name="generate")
+def generation_flow(
+    out_dir: str,
+    n: int = 200,
+    seed: int = 0,
+    sampler: str = "ddim",
+    steps: int = 50,
+    store: str | None = None,
+    retrain: bool = False,
+    ddpm_config: str = "configs/ddpm64.yaml",
+    data: str = "../shared/data",
+    ddpm_weights: str | None = None,
+    pix2pixhd_weights: str | None = None,
+    edsr_weights: str | None = None,
+) -> dict[str, Any]:
+    """Export -> (re)train or load -> generate -> evaluate; returns the set's path and metrics.
+
+    Each run writes ``synthetic_<UTC time>.h5`` (and ``.metrics.json``) in ``out_dir``.
+    Weights default to the shipped ones; ``retrain`` retrains the mask DDPM with
+    ``ddpm_config`` on the exported approved cases and the public A/V sets in ``data``.
+    """
+    from models.edsr import DEFAULT_EDSR_WEIGHTS
+    from models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    export = export_task(store, str(folder / f"approved_{stamp}.h5"))
+    ddpm = mask_model_task(
+        export, retrain, ddpm_weights, ddpm_config, str(folder / f"ddpm_{stamp}"), data
+    )
+    weights = {
+        "ddpm": ddpm,
+        "pix2pix": pix2pixhd_weights or str(DEFAULT_PIX2PIX_WEIGHTS),
+        "edsr": edsr_weights or str(DEFAULT_EDSR_WEIGHTS),
+    }
+    generated = generate_task(
+        weights, n, seed, sampler, steps, str(folder / f"synthetic_{stamp}.h5")
+    )
+    metrics = evaluate_task(generated)
+    create_markdown_artifact(
+        key="generation-summary",
+        markdown="\n".join(
+            [f"# Synthetic set {Path(generated).name}", "", "| metric | value |", "|---|---|"]
+            + [f"| {k} | {v:.4g} |" for k, v in metrics.items()]
+        ),
+    )
+    return {"set": generated, "export": export, "weights": weights, "metrics": metrics}

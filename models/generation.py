@@ -1,0 +1,219 @@
+"""Synthetic fundus datasets: mask DDPM -> pix2pixHD -> EDSR x4, masks as ground truth.
+
+A set is written batch by batch: each finished batch is an immutable part file (written under a
+temporary name and renamed) in ``<out>.parts/``, so a killed run continues with the next missing
+batch; when every batch exists the parts are gathered into ``<out>`` (again through a temporary
+name) and the parts folder is removed. Memory holds one batch at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F  # noqa: N812
+
+from models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM, Sampler
+from models.ddpm_sampling import sample_masks
+from models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR, upscale
+from models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS, GlobalGenerator
+from models.pix2pixhd_training import generator_input, photo_uint8
+from pipeline.mask_structure import av_channels, binarise_av, labels_from_channels
+
+__all__ = ["Generators", "SetRequest", "generate_set", "synthesise"]
+
+
+def _sha256(folder: Path) -> str:
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Generators:
+    """The three trained models of a generation run and their weights' sha256."""
+
+    ddpm: MaskDDPM
+    pix2pix: GlobalGenerator
+    edsr: EDSR
+    sha256: dict[str, str]
+
+    @classmethod
+    def load(
+        cls,
+        ddpm: Path = DEFAULT_DDPM_WEIGHTS,
+        pix2pix: Path = DEFAULT_PIX2PIX_WEIGHTS,
+        edsr: Path = DEFAULT_EDSR_WEIGHTS,
+    ) -> Generators:
+        return cls(
+            MaskDDPM.load(ddpm),
+            GlobalGenerator.load(pix2pix),
+            EDSR.load(edsr),
+            {"ddpm": _sha256(ddpm), "pix2pixhd": _sha256(pix2pix), "edsr": _sha256(edsr)},
+        )
+
+    @property
+    def output_size(self) -> int:
+        return self.pix2pix.config.image_size * self.edsr.config.scale
+
+
+@dataclass(frozen=True)
+class SetRequest:
+    """What to generate; recorded as the set's provenance (with the weights' sha256)."""
+
+    n: int
+    seed: int = 0
+    sampler: Sampler = "ddim"
+    steps: int = 50
+    batch_size: int = 8
+
+
+def _field_of_view(size: int) -> np.ndarray:
+    """The centred disc the photos of the training pairs fill (cropped to their FOV)."""
+    rows, cols = np.mgrid[0:size, 0:size]
+    centre = (size - 1) / 2
+    return ((rows - centre) ** 2 + (cols - centre) ** 2 <= (size / 2) ** 2).astype(np.float32)
+
+
+def _resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
+    """(B, s, s) labels -> (B, size, size): each class channel resized linearly, kept >= 0.5."""
+    channels = torch.from_numpy(np.stack([av_channels(m) for m in labels]).astype(np.float32))
+    resized = F.interpolate(channels, size=(size, size), mode="bilinear", align_corners=False)
+    return np.stack([labels_from_channels(c >= 0.5) for c in resized.numpy()])
+
+
+@torch.no_grad()
+def synthesise(
+    generators: Generators, count: int, *, seed: int, sampler: Sampler, steps: int
+) -> dict[str, np.ndarray]:
+    """One batch: masks from the DDPM, photos from pix2pixHD at its size, x4 by EDSR.
+
+    Returns
+    -------
+    dict with ``images`` (B, S, S, 3) uint8, ``av`` (B, S, S) uint8 labels 0-3 and ``vessel``
+    (B, S, S) uint8 0/1, where S is pix2pixHD's size times EDSR's scale; every vessel of the
+    masks is where the photo was asked to draw one.
+    """
+    maps = sample_masks(generators.ddpm, count, sampler=sampler, steps=steps, seed=seed)
+    middle = generators.pix2pix.config.image_size
+    upsampled = F.interpolate(torch.from_numpy(maps), size=(middle, middle), mode="bilinear")
+    labels = np.stack([binarise_av(m) for m in upsampled.numpy()])
+    fov = _field_of_view(middle)
+    masks = np.stack([np.concatenate([av_channels(m), fov[None]]) for m in labels])
+    photos = photo_uint8(generators.pix2pix(generator_input(masks.astype(np.float32))))
+    images = np.stack([upscale(generators.edsr, p) for p in photos])
+    av = _resize_labels(labels, images.shape[1])
+    return {"images": images, "av": av, "vessel": (av > 0).astype(np.uint8)}
+
+
+def generate_set(
+    generators: Generators,
+    request: SetRequest,
+    out: Path,
+    *,
+    export_folders: Path | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict:
+    """Write ``request.n`` synthetic samples to ``out`` (HDF5), resuming a killed run.
+
+    Layout: ``images`` (N, S, S, 3) uint8, ``av`` (N, S, S) uint8 (0 background, 1 artery,
+    2 vein, 3 crossing), ``vessel`` (N, S, S) uint8, each chunked per sample and gzip-compressed;
+    attribute ``provenance`` (JSON: weights sha256s, seed, sampler, steps, n, batch size).
+    With ``export_folders`` a DRIVE-like copy is written too: ``images/NNNNN.png``,
+    ``av/NNNNN.png`` (RGB: red artery, blue vein, white crossing), ``vessel/NNNNN.png`` (0/255).
+
+    Returns the provenance.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` exists, or its parts folder holds a run with other provenance.
+    """
+    if out.exists():
+        raise FileExistsError(f"{out} exists; synthetic sets are never overwritten")
+    provenance = {
+        "weights_sha256": generators.sha256,
+        "n": request.n,
+        "seed": request.seed,
+        "sampler": request.sampler,
+        "steps": generators.ddpm.config.timesteps if request.sampler == "ddpm" else request.steps,
+        "batch_size": request.batch_size,
+        "size": generators.output_size,
+    }
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    manifest = parts / "provenance.json"
+    if manifest.is_file() and json.loads(manifest.read_text()) != provenance:
+        raise FileExistsError(
+            f"{parts} holds an unfinished run with other settings; finish it with the same "
+            "options or delete that folder"
+        )
+    manifest.write_text(json.dumps(provenance, sort_keys=True))
+    batches = range(0, request.n, request.batch_size)
+    for index, start in enumerate(batches):
+        part = parts / f"{index:05d}.npz"
+        count = min(request.batch_size, request.n - start)
+        if not part.is_file():
+            batch = synthesise(
+                generators,
+                count,
+                seed=request.seed * 1_000_003 + index,
+                sampler=request.sampler,
+                steps=request.steps,
+            )
+            temp = part.with_suffix(".tmp")
+            with open(temp, "wb") as handle:
+                np.savez(handle, **batch)
+            temp.replace(part)
+        if on_batch is not None:
+            on_batch(count)
+    _gather(parts, len(batches), request.n, generators.output_size, provenance, out)
+    if export_folders is not None:
+        _export_folders(out, export_folders)
+    shutil.rmtree(parts)
+    return provenance
+
+
+def _gather(parts: Path, batches: int, n: int, size: int, provenance: dict, out: Path) -> None:
+    temp = out.with_name(f".{out.name}.tmp")
+    options = {"compression": "gzip", "compression_opts": 4}
+    with h5py.File(temp, "w") as handle:
+        images = handle.create_dataset(
+            "images", (n, size, size, 3), np.uint8, chunks=(1, size, size, 3), **options
+        )
+        av = handle.create_dataset(
+            "av", (n, size, size), np.uint8, chunks=(1, size, size), **options
+        )
+        vessel = handle.create_dataset(
+            "vessel", (n, size, size), np.uint8, chunks=(1, size, size), **options
+        )
+        start = 0
+        for index in range(batches):
+            with np.load(parts / f"{index:05d}.npz") as part:
+                count = len(part["images"])
+                images[start : start + count] = part["images"]
+                av[start : start + count] = part["av"]
+                vessel[start : start + count] = part["vessel"]
+            start += count
+        handle.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
+        handle.attrs["av_labels"] = "0 background, 1 artery, 2 vein, 3 crossing"
+    temp.replace(out)
+
+
+def _export_folders(path: Path, folder: Path) -> None:
+    from pipeline.qc import av_to_rgb
+
+    for name in ("images", "av", "vessel"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "r") as handle:
+        for index in range(len(handle["images"])):
+            stem = f"{index:05d}.png"
+            Image.fromarray(handle["images"][index]).save(folder / "images" / stem)
+            Image.fromarray(av_to_rgb(handle["av"][index])).save(folder / "av" / stem)
+            Image.fromarray(handle["vessel"][index] * 255).save(folder / "vessel" / stem)
