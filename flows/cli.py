@@ -565,6 +565,39 @@ def _progress(total: int, *, enabled: bool = True) -> Iterator[Callable[[int, fl
 
 
 SHARED_DATA = Path("../shared/data")
+RunOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Run folder: checkpoints, log, samples, weights [default: the catalog's "
+        "model_weights for this model, else runs/<model>]"
+    ),
+]
+
+
+def _training_run(
+    kind: type[Any],
+    values: dict[str, Any],
+    config: Path | None,
+    data: Path,
+    out: Path | None,
+    catalog: Path | None,
+    model: str,
+) -> tuple[Any, Path]:
+    """Validated training settings and the run folder of a `train` command."""
+    from pydantic import ValidationError
+
+    try:
+        settings = kind(**values)
+    except ValidationError as error:
+        _fail(f"{config or 'config'}: {error.errors(include_url=False, include_input=False)}")
+    if settings.datasets and not data.is_dir():
+        _fail(f"data folder {data} does not exist; pass --data (the shared datasets folder)")
+    if out is None:
+        loaded = _catalog(catalog)
+        out = loaded.path("model_weights", model=model) if loaded else Path(f"runs/{model}")
+    return settings, out
+
+
 TrainConfigOption = Annotated[
     Path | None, typer.Option(help="YAML/JSON training config [default: built-in]")
 ]
@@ -578,32 +611,18 @@ ResumeOption = Annotated[bool, typer.Option(help="Continue from the run folder's
 @_user_errors
 def train_vessel_command(
     config: TrainConfigOption = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Run folder: checkpoints, log, weights [default: the catalog's "
-            "model_weights with model=vessel, else runs/vessel]"
-        ),
-    ] = None,
+    out: RunOption = None,
     data: DataOption = SHARED_DATA,
     resume: ResumeOption = True,
     catalog: CatalogOption = None,
 ) -> None:
     """Train the vessel U-Net on the public training splits (never DRIVE test)."""
-    from pydantic import ValidationError
-
     from models.training import VesselTrainingConfig, train_vessel
     from models.vessel_data import load_training_images, phantom_fa_training_images
 
-    try:
-        settings = VesselTrainingConfig(**_read_config(config))
-    except ValidationError as error:
-        _fail(f"{config}: {error.errors(include_url=False, include_input=False)}")
-    if not data.is_dir():
-        _fail(f"data folder {data} does not exist; pass --data (the shared datasets folder)")
-    if out is None:
-        loaded = _catalog(catalog)
-        out = loaded.path("model_weights", model="vessel") if loaded else Path("runs/vessel")
+    settings, out = _training_run(
+        VesselTrainingConfig, _read_config(config), config, data, out, catalog, "vessel"
+    )
     console.print(f"loading {', '.join(settings.datasets)} training images from {data}")
     images = load_training_images(
         data, settings.datasets, fov_diameter_px=settings.model.fov_diameter_px
@@ -623,37 +642,23 @@ def train_vessel_command(
 @_user_errors
 def train_hvgn_command(
     config: TrainConfigOption = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Run folder: checkpoints, log, weights [default: the catalog's "
-            "model_weights with model=hvgn, else runs/hvgn]"
-        ),
-    ] = None,
+    out: RunOption = None,
     data: DataOption = SHARED_DATA,
     resume: ResumeOption = True,
     catalog: CatalogOption = None,
 ) -> None:
     """Train the artery/vein graph network on RITE, LES-AV, HRF-AV training and phantom cases."""
-    from pydantic import ValidationError
-
     from models.hvgn_data import load_av_training_images, phantom_av_training_images
     from models.hvgn_training import HVGNTrainingConfig, train_hvgn
 
-    try:
-        settings = HVGNTrainingConfig(**_read_config(config))
-    except ValidationError as error:
-        _fail(f"{config}: {error.errors(include_url=False, include_input=False)}")
+    settings, out = _training_run(
+        HVGNTrainingConfig, _read_config(config), config, data, out, catalog, "hvgn"
+    )
     if settings.model.fa_channels:
         _fail(
             f"{config}: the public A/V datasets have no FA; train fa_channels > 0 models on "
             "exported curated cases"
         )
-    if settings.datasets and not data.is_dir():
-        _fail(f"data folder {data} does not exist; pass --data (the shared datasets folder)")
-    if out is None:
-        loaded = _catalog(catalog)
-        out = loaded.path("model_weights", model="hvgn") if loaded else Path("runs/hvgn")
     scale = settings.model.fov_diameter_px
     images = load_av_training_images(data, settings.datasets, fov_diameter_px=scale)
     images += phantom_av_training_images(
@@ -669,13 +674,7 @@ def train_hvgn_command(
 @_user_errors
 def train_ddpm_command(
     config: TrainConfigOption = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Run folder: checkpoints, log, sample grids, weights [default: the catalog's "
-            "model_weights with model=ddpm, else runs/ddpm]"
-        ),
-    ] = None,
+    out: RunOption = None,
     data: DataOption = SHARED_DATA,
     export: Annotated[
         list[Path] | None, typer.Option(help="`angioflow export` files to train on as well")
@@ -689,8 +688,6 @@ def train_ddpm_command(
     """Train the A/V mask diffusion model (several processes: launch with torchrun)."""
     import os
 
-    from pydantic import ValidationError
-
     from models.ddpm_data import load_exported_masks, load_public_masks
     from models.ddpm_training import DDPMTrainingConfig, train_ddpm
 
@@ -699,15 +696,7 @@ def train_ddpm_command(
         values["loss"] = loss
     if export:
         values["exports"] = [str(p) for p in export]
-    try:
-        settings = DDPMTrainingConfig(**values)
-    except ValidationError as error:
-        _fail(f"{config or 'config'}: {error.errors(include_url=False, include_input=False)}")
-    if settings.datasets and not data.is_dir():
-        _fail(f"data folder {data} does not exist; pass --data (the shared datasets folder)")
-    if out is None:
-        loaded = _catalog(catalog)
-        out = loaded.path("model_weights", model="ddpm") if loaded else Path("runs/ddpm")
+    settings, out = _training_run(DDPMTrainingConfig, values, config, data, out, catalog, "ddpm")
     size, coverage = settings.model.image_size, settings.coverage
     parts = [load_public_masks(data, settings.datasets, size, coverage=coverage)]
     parts += [load_exported_masks(Path(p), size, coverage=coverage) for p in settings.exports]
@@ -727,31 +716,17 @@ def train_ddpm_command(
 @_user_errors
 def train_edsr_command(
     config: TrainConfigOption = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Run folder: checkpoints, log, weights [default: the catalog's "
-            "model_weights with model=edsr, else runs/edsr]"
-        ),
-    ] = None,
+    out: RunOption = None,
     data: DataOption = SHARED_DATA,
     resume: ResumeOption = True,
     catalog: CatalogOption = None,
 ) -> None:
     """Train EDSR x4 super-resolution on real fundus photos (training splits)."""
-    from pydantic import ValidationError
-
     from models.edsr_training import EDSRTrainingConfig, load_training_photos, train_edsr
 
-    try:
-        settings = EDSRTrainingConfig(**_read_config(config))
-    except ValidationError as error:
-        _fail(f"{config or 'config'}: {error.errors(include_url=False, include_input=False)}")
-    if not data.is_dir():
-        _fail(f"data folder {data} does not exist; pass --data (the shared datasets folder)")
-    if out is None:
-        loaded = _catalog(catalog)
-        out = loaded.path("model_weights", model="edsr") if loaded else Path("runs/edsr")
+    settings, out = _training_run(
+        EDSRTrainingConfig, _read_config(config), config, data, out, catalog, "edsr"
+    )
     photos = load_training_photos(data, settings.datasets)
     console.print(f"{len(photos)} training photos")
     with _progress(settings.steps) as on_step:
@@ -763,13 +738,7 @@ def train_edsr_command(
 @_user_errors
 def train_pix2pixhd_command(
     config: TrainConfigOption = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Run folder: checkpoints, log, sample grids, weights [default: the catalog's "
-            "model_weights with model=pix2pixhd, else runs/pix2pixhd]"
-        ),
-    ] = None,
+    out: RunOption = None,
     data: DataOption = SHARED_DATA,
     export: Annotated[
         list[Path] | None, typer.Option(help="`angioflow export` files to train on as well")
@@ -778,24 +747,16 @@ def train_pix2pixhd_command(
     catalog: CatalogOption = None,
 ) -> None:
     """Train pix2pixHD (A/V mask -> fundus photo) on RITE, LES-AV, HRF-AV and exports."""
-    from pydantic import ValidationError
-
     from models.pix2pixhd_training import Pix2PixHDTrainingConfig, load_pairs, train_pix2pixhd
 
     values = _read_config(config)
     if export:
         values["exports"] = [str(p) for p in export]
-    try:
-        settings = Pix2PixHDTrainingConfig(**values)
-    except ValidationError as error:
-        _fail(f"{config or 'config'}: {error.errors(include_url=False, include_input=False)}")
-    if settings.datasets and not data.is_dir():
-        _fail(f"data folder {data} does not exist; pass --data (the shared datasets folder)")
+    settings, out = _training_run(
+        Pix2PixHDTrainingConfig, values, config, data, out, catalog, "pix2pixhd"
+    )
     if settings.vgg_weights is not None and not Path(settings.vgg_weights).is_file():
         _fail(f"vgg_weights {settings.vgg_weights} does not exist (nothing is downloaded)")
-    if out is None:
-        loaded = _catalog(catalog)
-        out = loaded.path("model_weights", model="pix2pixhd") if loaded else Path("runs/pix2pixhd")
     masks, photos = load_pairs(
         data,
         settings.datasets,
