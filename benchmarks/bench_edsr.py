@@ -32,6 +32,7 @@ def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is absent: the benchmark needs DRIVE and LES-AV test photos")
@@ -40,7 +41,7 @@ def main() -> None:
     from models.edsr_training import downsample
     from pipeline.datasets import load_dataset
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     model = EDSR.load(args.weights or DEFAULT_EDSR_WEIGHTS)
     scale = model.config.scale
     rows, seconds = [], []

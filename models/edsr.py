@@ -117,7 +117,7 @@ def upscale(model: EDSR, image: np.ndarray, *, tile: int = 96, overlap: int = 8)
     scale = model.config.scale
     device = next(model.parameters()).device
     height, width = image.shape[:2]
-    source = torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    source = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255).unsqueeze(0)
     out = np.zeros((height * scale, width * scale, 3), np.uint8)
     for top in range(0, height, tile):
         for left in range(0, width, tile):
