@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ __all__ = [
     "CONFIG_FILE",
     "WEIGHTS_FILE",
     "RunFolder",
+    "SavedWeights",
     "adamw_one_cycle",
     "continue_from",
     "read_weights",
@@ -54,6 +55,26 @@ def read_weights(folder: Path, saved_by: str) -> tuple[dict[str, Any], dict[str,
     stored = load_file(str(weights_path))
     state = {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
     return json.loads(config_path.read_text()), state
+
+
+class SavedWeights:
+    """``save``/``load`` for a torch module built from a pydantic config (``self.config``):
+    ``config.json`` + ``model.safetensors`` via :func:`save_weights` / :func:`read_weights`."""
+
+    config_class: ClassVar[type[BaseModel]]
+    config: BaseModel
+
+    def save(self, folder: Path, *, half: bool = True) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (fp16 when ``half``)."""
+        save_weights(self, self.config, folder, half=half)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, folder: Path) -> Self:
+        """Rebuild a model saved by :meth:`save` (float32, eval mode)."""
+        values, state = read_weights(folder, f"{cls.__name__}.save")
+        model = cls(cls.config_class(**values))  # type: ignore[call-arg]
+        model.load_state_dict(state)  # type: ignore[attr-defined]
+        return model.eval()  # type: ignore[attr-defined]
 
 
 def continue_from(model: nn.Module, folder: str | None, load: Callable[[Path], nn.Module]) -> None:

@@ -20,7 +20,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from models.checkpoints import read_weights, save_weights
+from models.checkpoints import SavedWeights
 
 __all__ = [
     "DEFAULT_DDPM_WEIGHTS",
@@ -83,8 +83,10 @@ def build_unet(config: MaskDDPMConfig) -> UNet2DModel:
     )
 
 
-class MaskDDPM(nn.Module):
+class MaskDDPM(SavedWeights, nn.Module):
     """Noise predictor ε_θ(x_t, t) for (B, channels, S, S) masks scaled to [-1, 1]."""
+
+    config_class = MaskDDPMConfig
 
     def __init__(self, config: MaskDDPMConfig) -> None:
         super().__init__()
@@ -94,18 +96,6 @@ class MaskDDPM(nn.Module):
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Shapes: noisy (B, C, S, S); timesteps (B,) int64 -> predicted noise (B, C, S, S)."""
         return self.unet(noisy, timesteps).sample
-
-    def save(self, folder: Path, *, half: bool = True) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (fp16 by default)."""
-        save_weights(self, self.config, folder, half=half)
-
-    @classmethod
-    def load(cls, folder: Path) -> MaskDDPM:
-        """Inverse of :meth:`save` (float32 in memory)."""
-        values, state = read_weights(folder, "`angioflow train ddpm`")
-        model = cls(MaskDDPMConfig(**values))
-        model.load_state_dict(state)
-        return model.eval()
 
 
 def make_scheduler(

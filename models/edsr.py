@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from models.checkpoints import read_weights, save_weights
+from models.checkpoints import SavedWeights
 
 __all__ = ["DEFAULT_EDSR_WEIGHTS", "EDSR", "EDSRConfig", "upscale"]
 
@@ -64,8 +64,10 @@ def _upsampler(features: int, scale: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class EDSR(nn.Module):
+class EDSR(SavedWeights, nn.Module):
     """(B, 3, h, w) RGB in [0, 1] -> (B, 3, scale*h, scale*w) RGB (unclipped)."""
+
+    config_class = EDSRConfig
 
     def __init__(self, config: EDSRConfig) -> None:
         super().__init__()
@@ -84,16 +86,6 @@ class EDSR(nn.Module):
     def forward(self, low: torch.Tensor) -> torch.Tensor:
         features = self.head(low - self.mean)
         return self.tail(features + self.body(features)) + self.mean
-
-    def save(self, folder: Path, *, half: bool = True) -> None:
-        save_weights(self, self.config, folder, half=half)
-
-    @classmethod
-    def load(cls, folder: Path = DEFAULT_EDSR_WEIGHTS) -> EDSR:
-        values, state = read_weights(folder, "`angioflow train edsr`")
-        model = cls(EDSRConfig(**values))
-        model.load_state_dict(state)
-        return model.eval()
 
 
 @torch.no_grad()

@@ -26,7 +26,6 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,7 +35,7 @@ from torch.nn import functional as F  # noqa: N812
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import scatter
 
-from models.checkpoints import read_weights, save_weights
+from models.checkpoints import SavedWeights
 from models.vessel_unet import VesselUNet, VesselUNetConfig
 from pipeline.vessel_graph import coarsen, pixel_graph
 
@@ -160,7 +159,7 @@ def graph_batch(masks: list[np.ndarray], config: HVGNConfig) -> VesselGraphBatch
     )
 
 
-class HVGN(nn.Module):
+class HVGN(SavedWeights, nn.Module):
     """CNN features on vessel pixels, refined by a graph U-Net; artery/vein logits per pixel.
 
     Shapes:
@@ -168,6 +167,8 @@ class HVGN(nn.Module):
         graph: VesselGraphBatch with N nodes over the B images
         output: (N, 2) graph logits and (N, 2) CNN-only logits (class 0 artery, 1 vein)
     """
+
+    config_class = HVGNConfig
 
     def __init__(self, config: HVGNConfig) -> None:
         super().__init__()
@@ -213,15 +214,3 @@ class HVGN(nn.Module):
             h = torch.cat([h[graph.cluster[level]], skips.pop()], dim=1)
             h = F.relu(self.decode[level](h, graph.edge_index[level]))
         return self.head(torch.cat([h, pixel], dim=1)), pixel_logits
-
-    def save(self, folder: Path, *, half: bool = True) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (fp16 when ``half``)."""
-        save_weights(self, self.config, folder, half=half)
-
-    @classmethod
-    def load(cls, folder: Path) -> HVGN:
-        """Rebuild a model saved by :meth:`save` (float32, eval mode)."""
-        values, state = read_weights(folder, "HVGN.save")
-        model = cls(HVGNConfig(**values))
-        model.load_state_dict(state)
-        return model.eval()

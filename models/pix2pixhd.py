@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from models.checkpoints import read_weights, save_weights
+from models.checkpoints import SavedWeights
 
 __all__ = [
     "DEFAULT_PIX2PIX_WEIGHTS",
@@ -64,8 +64,10 @@ class _ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-class GlobalGenerator(nn.Module):
+class GlobalGenerator(SavedWeights, nn.Module):
     """(B, input_channels, S, S) in [-1, 1] -> (B, 3, S, S) in [-1, 1]."""
+
+    config_class = Pix2PixHDConfig
 
     def __init__(self, config: Pix2PixHDConfig) -> None:
         super().__init__()
@@ -97,16 +99,6 @@ class GlobalGenerator(nn.Module):
 
     def forward(self, masks: torch.Tensor) -> torch.Tensor:
         return self.net(masks)
-
-    def save(self, folder: Path, *, half: bool = True) -> None:
-        save_weights(self, self.config, folder, half=half)
-
-    @classmethod
-    def load(cls, folder: Path = DEFAULT_PIX2PIX_WEIGHTS) -> GlobalGenerator:
-        values, state = read_weights(folder, "`angioflow train pix2pixhd`")
-        model = cls(Pix2PixHDConfig(**values))
-        model.load_state_dict(state)
-        return model.eval()
 
 
 class PatchDiscriminator(nn.Module):

@@ -14,7 +14,6 @@ References
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from models.checkpoints import read_weights, save_weights
+from models.checkpoints import SavedWeights
 
 __all__ = ["VesselUNet", "VesselUNetConfig"]
 
@@ -86,7 +85,7 @@ class _ResidualBlock(nn.Module):
         return F.relu(self.body(x) + self.skip(x))
 
 
-class VesselUNet(nn.Module):
+class VesselUNet(SavedWeights, nn.Module):
     """Residual U-Net mapping a vessel-contrast image to vessel logits.
 
     Shapes:
@@ -94,6 +93,8 @@ class VesselUNet(nn.Module):
         output: (N, out_channels, H, W); with one channel, logits whose ``sigmoid`` is the
             vessel probability
     """
+
+    config_class = VesselUNetConfig
 
     def __init__(self, config: VesselUNetConfig) -> None:
         super().__init__()
@@ -138,15 +139,3 @@ class VesselUNet(nn.Module):
             features = block(torch.cat([features, skip], dim=1))
         # 3. one logit per pixel
         return self.head(features)
-
-    def save(self, folder: Path, *, half: bool = True) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (fp16 when ``half``)."""
-        save_weights(self, self.config, folder, half=half)
-
-    @classmethod
-    def load(cls, folder: Path) -> VesselUNet:
-        """Rebuild a model saved by :meth:`save` (float32, eval mode)."""
-        values, state = read_weights(folder, "VesselUNet.save")
-        model = cls(VesselUNetConfig(**values))
-        model.load_state_dict(state)
-        return model.eval()
