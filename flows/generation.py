@@ -81,14 +81,15 @@ def evaluate_set(path: Path, limit: int = 32) -> dict[str, Any]:
     in the generated photos (Dice of its 0.5 threshold against the generated vessel mask)."""
     from models.vessel_inference import VesselSegmenter
     from pipeline.mask_structure import structure_stats
+    from pipeline.metrics import vessel_scores
 
     segmenter = VesselSegmenter.load()
     dice, stats = [], []
     with h5py.File(path, "r") as handle:
         for index in range(min(limit, len(handle["images"]))):
             image, vessel = handle["images"][index], handle["vessel"][index] > 0
-            found = segmenter.segment(image, modality="fundus") >= 0.5
-            dice.append(2 * (found & vessel).sum() / max(1, found.sum() + vessel.sum()))
+            probability = segmenter.segment(image, modality="fundus")
+            dice.append(vessel_scores(probability, vessel).f1)
             stats.append(structure_stats(handle["av"][index]))
     return {
         "samples_evaluated": len(dice),

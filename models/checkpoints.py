@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 __all__ = [
     "CONFIG_FILE",
@@ -21,6 +22,7 @@ __all__ = [
     "SavedWeights",
     "adamw_one_cycle",
     "continue_from",
+    "ema_model",
     "read_weights",
     "save_weights",
 ]
@@ -75,6 +77,11 @@ class SavedWeights:
         model = cls(cls.config_class(**values))  # type: ignore[call-arg]
         model.load_state_dict(state)  # type: ignore[attr-defined]
         return model.eval()  # type: ignore[attr-defined]
+
+
+def ema_model(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights (and a copy of its buffers)."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def continue_from(model: nn.Module, folder: str | None, load: Callable[[Path], nn.Module]) -> None:

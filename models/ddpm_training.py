@@ -20,15 +20,14 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from torch import distributed
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from models.checkpoints import RunFolder
+from models.checkpoints import RunFolder, ema_model
 from models.ddpm import MaskDDPM, MaskDDPMConfig, make_scheduler, vessel_weighted_loss
 from models.ddpm_data import MaskBatches
 from models.ddpm_sampling import mask_grid, sample_masks
 from pipeline.mask_structure import binarise_av
 
-__all__ = ["DDPMTrainingConfig", "ema_model", "train_ddpm"]
+__all__ = ["DDPMTrainingConfig", "train_ddpm"]
 
 
 class DDPMTrainingConfig(BaseModel):
@@ -54,11 +53,6 @@ class DDPMTrainingConfig(BaseModel):
     sample_count: int = Field(16, ge=1)
     seed: int = 0
     threads: int = Field(2, ge=1)
-
-
-def ema_model(model: MaskDDPM, decay: float) -> AveragedModel:
-    """An exponential moving average of ``model``'s weights (and a copy of its buffers)."""
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _distributed() -> tuple[int, int]:

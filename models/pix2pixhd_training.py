@@ -13,8 +13,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.checkpoints import RunFolder
-from models.ddpm_training import ema_model
+from models.checkpoints import RunFolder, ema_model
 from models.pix2pixhd import (
     GlobalGenerator,
     MultiscaleDiscriminator,

@@ -53,8 +53,11 @@ def overlay(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
     return np.round(np.stack([m, g, m], axis=-1) * 255).astype(np.uint8)
 
 
+# RGB of A/V labels 0-3: black background, red artery, blue vein, white crossing/uncertain.
+AV_RGB = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [255, 255, 255]], np.uint8)
+
+
 def av_to_rgb(av: np.ndarray) -> np.ndarray:
     """A/V label mask (0 background, 1 artery, 2 vein, 3 crossing/uncertain) as RGB: red artery,
     blue vein, white crossing, black background."""
-    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [255, 255, 255]], np.uint8)
-    return colours[np.clip(av, 0, 3)]
+    return AV_RGB[np.clip(av, 0, 3)]

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.casestore import CaseStore, CaseStoreError, MaskKind, Stage
+from pipeline.qc import AV_RGB
 
 __all__ = [
     "MaskImportError",
@@ -24,8 +25,6 @@ __all__ = [
     "review_queue",
 ]
 
-# RGB colours of A/V masks as `label-av` and `inspect` write them (pipeline.qc.av_to_rgb).
-AV_COLOURS = {(0, 0, 0): 0, (255, 0, 0): 1, (0, 0, 255): 2, (255, 255, 255): 3}
 _MAX_MASK_PIXELS = 40_000_000
 
 
@@ -197,7 +196,7 @@ def _labels_from_colours(rgb: np.ndarray, name: str) -> np.ndarray:
         (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
     )
     labels = np.full(codes.shape, 255, np.uint8)
-    for (r, g, b), label in AV_COLOURS.items():
+    for label, (r, g, b) in enumerate(AV_RGB.astype(np.uint32)):
         labels[codes == (r << 16 | g << 8 | b)] = label
     unknown = labels == 255
     if unknown.any():

@@ -134,3 +134,18 @@ def copy_store(template: Path, destination: Path) -> Path:
 
     shutil.copytree(template, destination)
     return destination
+
+
+class TrainingInterrupted(Exception):
+    """Raised by :func:`interrupt_at` to stop a training loop as a crash would."""
+
+
+def interrupt_at(stop: int):  # noqa: ANN201 - an on_step callback
+    """An ``on_step(step, loss)`` callback that interrupts training after step ``stop`` (the
+    loops checkpoint before calling it)."""
+
+    def on_step(step: int, loss: float) -> None:
+        if step == stop:
+            raise TrainingInterrupted
+
+    return on_step

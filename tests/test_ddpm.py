@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import copy_store
+from conftest import TrainingInterrupted, copy_store, interrupt_at
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -130,15 +130,8 @@ def test_resume_continues_bit_for_bit(phantom_masks: np.ndarray, tmp_path: Path)
     config = _config()
     straight = train_ddpm(config, phantom_masks, tmp_path / "straight")
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_three(step: int, loss: float) -> None:
-        if step == 3:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_ddpm(config, phantom_masks, tmp_path / "resumed", on_step=kill_at_three)
+    with pytest.raises(TrainingInterrupted):
+        train_ddpm(config, phantom_masks, tmp_path / "resumed", on_step=interrupt_at(3))
     resumed = train_ddpm(config, phantom_masks, tmp_path / "resumed")
     for (name, a), (_, b) in zip(
         straight.state_dict().items(), resumed.state_dict().items(), strict=True

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, TrainingInterrupted, interrupt_at
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -62,15 +62,8 @@ def test_a_tiny_edsr_learns_to_upsample_phantom_photos(
 def test_training_resumes_exactly(photos: list[np.ndarray], tmp_path: Path) -> None:
     straight = train_edsr(_config(), photos, tmp_path / "straight")
 
-    class Killed(Exception):
-        pass
-
-    def kill(step: int, loss: float) -> None:
-        if step == 3:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_edsr(_config(), photos, tmp_path / "resumed", on_step=kill)
+    with pytest.raises(TrainingInterrupted):
+        train_edsr(_config(), photos, tmp_path / "resumed", on_step=interrupt_at(3))
     resumed = train_edsr(_config(), photos, tmp_path / "resumed")
     for (name, a), (_, b) in zip(
         straight.state_dict().items(), resumed.state_dict().items(), strict=True

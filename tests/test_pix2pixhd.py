@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TrainingInterrupted, interrupt_at
 
 from models.pix2pixhd import (
     GlobalGenerator,
@@ -98,15 +99,8 @@ def test_training_resumes_exactly(pairs: tuple[np.ndarray, np.ndarray], tmp_path
     masks, photos = pairs
     straight = train_pix2pixhd(_config(), masks, photos, tmp_path / "straight")
 
-    class Killed(Exception):
-        pass
-
-    def kill(step: int, loss: float) -> None:
-        if step == 3:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_pix2pixhd(_config(), masks, photos, tmp_path / "resumed", on_step=kill)
+    with pytest.raises(TrainingInterrupted):
+        train_pix2pixhd(_config(), masks, photos, tmp_path / "resumed", on_step=interrupt_at(3))
     resumed = train_pix2pixhd(_config(), masks, photos, tmp_path / "resumed")
     for (name, a), (_, b) in zip(
         straight.state_dict().items(), resumed.state_dict().items(), strict=True
