@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Debian packages the napari review tests need: a virtual X server, Mesa's OpenGL and Qt's xcb deps.
+# Debian packages the tests need: for napari a virtual X server, Mesa's OpenGL and Qt's xcb deps;
+# for the HTML report tests headless Chromium and its WebDriver.
 SYSTEM_PACKAGES := xvfb xauth libgl1-mesa-dri libgl1 libegl1 libxkbcommon-x11-0 libxcb-icccm4 \
 	libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 \
-	libxcb-xinput0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libfontconfig1 libdbus-1-3
+	libxcb-xinput0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libfontconfig1 libdbus-1-3 \
+	chromium chromium-driver
 
 .PHONY: demo test lint bench system-packages clean
 

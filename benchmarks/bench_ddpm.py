@@ -9,7 +9,7 @@ Usage: .venv/bin/python benchmarks/bench_ddpm.py [--config configs/ddpm64.yaml]
    LES-AV and HRF-AV at 64x64 (run folders in --work; an existing finished run is reused).
    ``--samples`` masks from each (DDIM, 50 steps, seed 0) are compared with the real training
    masks: near-empty rate (density < 1/3 of the real median) and structural statistics
-   (density, artery/vein ratio, components, branch points: relative difference of means and
+   (pipeline.av_structure statistics: relative difference of means and
    Wasserstein distance in real standard deviations).
 2. Samplers, weighted model: ``--ddpm-samples`` masks with ancestral DDPM (1000 steps), DDIM and
    DPM-Solver++ (50 steps each): seconds per mask, speed-up, and each fast sampler's structural
@@ -44,7 +44,7 @@ def _train(config, masks: np.ndarray, folder: Path):  # noqa: ANN001, ANN202
 
 
 def _stats(labels: np.ndarray) -> list:
-    from pipeline.mask_structure import structure_stats
+    from pipeline.av_structure import structure_stats
 
     return [structure_stats(m) for m in labels]
 
@@ -69,7 +69,8 @@ def main() -> None:
     from models.ddpm_data import load_public_masks
     from models.ddpm_sampling import sample_masks
     from models.ddpm_training import DDPMTrainingConfig
-    from pipeline.mask_structure import binarise_av, compare_structure
+    from pipeline.av_structure import compare_structure
+    from pipeline.mask_structure import binarise_av
 
     torch.set_num_threads(2)
     base = DDPMTrainingConfig(**yaml.safe_load(args.config.read_text()))

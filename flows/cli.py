@@ -468,6 +468,9 @@ def curate(
         Path | None, typer.Option(help="YAML of curation settings [default: built-in]")
     ] = None,
     runner: Annotated[str, typer.Option(help="Task runner (thread)")] = "thread",
+    report: Annotated[
+        Path | None, typer.Option(help="Also write the HTML curation report into this folder")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run stages 2-7 (registration ... binarisation) on every ingested case, up to review
@@ -484,7 +487,9 @@ def curate(
         settings = CurationSettings.from_dict(_read_config(config)).as_dict()
     except (TypeError, ValueError) as error:
         _fail(f"config file {config}: {error}")
-    summary = curate_flow(str(root.resolve()), settings)
+    summary = curate_flow(
+        str(root.resolve()), settings, report=str(report.resolve()) if report else None
+    )
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
@@ -499,6 +504,8 @@ def curate(
                 highlight=False,
                 soft_wrap=True,
             )
+    if report is not None:
+        console.print(f"report: {report / 'report.html'}")
     if summary["failed"]:
         raise typer.Exit(1)
 
@@ -1093,3 +1100,138 @@ def evaluate_av(
     for key, row in [*rows.items(), ("mean", mean)]:
         table.add_row(key, *(f"{row[n]:.4f}" for n in names))
     console.print(table)
+
+
+@evaluate_app.command("downstream")
+@_user_errors
+def evaluate_downstream(
+    work: Annotated[Path, typer.Option(help="Run folders, results.json, figure and report")],
+    config: Annotated[
+        Path, typer.Option(help="Experiment YAML (settings, seeds, training)")
+    ] = Path("configs/downstream.yaml"),
+    synthetic: Annotated[
+        Path | None,
+        typer.Option(help="Synthetic set (HDF5) [default: generate one with the shipped weights]"),
+    ] = None,
+    data: DataOption = Path("../shared/data"),
+) -> None:
+    """Train the vessel CNN on real only, real + k synthetic and synthetic only; score each
+    on the held-out real test set (DRIVE test by default). A re-run skips finished settings."""
+    import torch
+
+    from flows.downstream import DownstreamConfig, run_downstream
+    from flows.reports import downstream_report
+
+    settings = DownstreamConfig(**_read_config(config))
+    torch.set_num_threads(settings.training.threads)
+    if synthetic is None:
+        from models.generation import Generators, SetRequest, generate_set
+
+        synthetic = work / "synthetic.h5"
+        if not synthetic.exists():
+            console.print(f"generating {max(settings.synthetic_counts)} synthetic samples")
+            generate_set(Generators.load(), SetRequest(n=max(settings.synthetic_counts)), synthetic)
+
+    def show(setting: Any, row: dict[str, Any]) -> None:
+        console.print(
+            f"{setting.name} seed {setting.seed}: AUC {row['auc']:.4f} "
+            f"accuracy {row['accuracy']:.4f} F1 {row['f1']:.4f}"
+        )
+
+    results = run_downstream(settings, synthetic, data, work, on_setting=show)
+    report = downstream_report(results, work)
+    table = Table(title=f"Vessel CNN on {settings.test_dataset} test, mean over seeds")
+    table.add_column("training set")
+    for name in ("auc", "accuracy", "sensitivity", "specificity", "f1"):
+        table.add_column(name, justify="right")
+    for name, row in results["summary"].items():
+        table.add_row(
+            name,
+            *(
+                f"{row[f'{m}_mean']:.4f}"
+                for m in ("auc", "accuracy", "sensitivity", "specificity", "f1")
+            ),
+        )
+    console.print(table)
+    console.print(f"report: {report}")
+
+
+@evaluate_app.command("synthetic")
+@_user_errors
+def evaluate_synthetic_command(
+    synthetic: Annotated[Path, typer.Argument(help="Synthetic set from `angioflow generate`")],
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json and report.html")],
+    data: DataOption = Path("../shared/data"),
+    datasets: Annotated[
+        list[str], typer.Option("--dataset", help="Public A/V sets of the real reference")
+    ] = ["rite", "les-av"],  # noqa: B006 - typer reads list defaults, never mutates them
+    export: Annotated[
+        list[Path] | None, typer.Option(help="Exports of approved cases, also real reference")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=4, help="Synthetic samples to evaluate")] = 64,
+    inception_weights: Annotated[
+        Path | None,
+        typer.Option(help="Inception-v3 FID weights file for true FID/KID [default: catalog]"),
+    ] = None,
+    catalog: CatalogOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Structural realism of the A/V masks, image realism (Fréchet distance, KID,
+    precision/recall in the vessel CNN's feature space; Inception too with its weights) and
+    vessel recovery of a synthetic set, against real pairs; writes an HTML report."""
+    import torch
+
+    from flows.evaluation import evaluate_synthetic, load_real_reference, read_synthetic
+    from flows.reports import synthetic_report
+
+    torch.set_num_threads(2)
+    if not synthetic.is_file():
+        _fail(f"synthetic set {synthetic} does not exist; write one with `angioflow generate`")
+    loaded = _catalog(catalog)
+    if inception_weights is None and loaded is not None and "inception_weights" in loaded.datasets:
+        inception_weights = loaded.path("inception_weights")
+        if not inception_weights.is_file():
+            console.print(f"no Inception weights at {inception_weights}: vessel CNN features only")
+            inception_weights = None
+    sample = read_synthetic(synthetic, limit)
+    reference = load_real_reference(
+        sample["images"].shape[1], data=data, datasets=tuple(datasets), exports=tuple(export or ())
+    )
+    result = evaluate_synthetic(
+        synthetic, reference, limit=limit, inception_weights=inception_weights
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    report = synthetic_report(result, sample, reference, out)
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in result.items() if k != "stats"}, indent=2))
+        return
+    table = Table(title=f"{synthetic.name}: {result['samples']} samples")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("vessel recovery Dice", f"{result['recovery']['dice_mean']:.4f}")
+    table.add_row(
+        "structure distance", f"{result['structure']['combined']['structure_distance']:.3f}"
+    )
+    table.add_row("near-empty rate", f"{result['structure']['near_empty']['rate']:.3f}")
+    for space, values in result["realism"].items():
+        for name in ("frechet_distance", "kid_mean", "precision", "recall"):
+            table.add_row(f"{name} ({space})", f"{values[name]:.4g}")
+    console.print(table)
+    console.print(f"report: {report}")
+
+
+@evaluate_app.command("curation")
+@_user_errors
+def evaluate_curation(
+    out: Annotated[Path, typer.Option(help="Folder for report.html")],
+    store: StoreOption = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """HTML report of a case store: every case's stage, review state, timings, QC thumbnails
+    and overlays, and A/V mask structure."""
+    from flows.reports import curation_report
+
+    root = _store_root(store, _catalog(catalog))
+    report = curation_report(CaseStore(root, create=False), out)
+    console.print(f"report: {report}")

@@ -94,6 +94,7 @@ def curate_flow(
     settings: dict[str, Any] | None = None,
     weights: str | None = None,
     av_weights: str | None = None,
+    report: str | None = None,
 ) -> dict[str, list[dict[str, str]]]:
     """Run stages 2-7 (ingested cases) and 9 (vessel mask approved) for every case waiting.
 
@@ -109,6 +110,9 @@ def curate_flow(
         Vessel CNN weights folder; the shipped weights by default.
     av_weights : str, optional
         HVGN weights folder; the shipped weights by default.
+    report : str, optional
+        Folder for the HTML curation report of the whole store, written at the end (also
+        published as Prefect artifacts).
 
     Returns
     -------
@@ -174,7 +178,16 @@ def curate_flow(
         logger.warning("case %s failed at stage %s: %s", case_id, failed, reason)
         summary["failed"].append({"case_id": case_id, "stage": failed, "reason": reason})
     create_markdown_artifact(key="curate-summary", markdown=_markdown(summary))
+    if report is not None:
+        curation_report_task(store, report)
     return summary
+
+
+@task(cache_policy=NONE)
+def curation_report_task(store: str, out: str) -> str:
+    from flows.reports import curation_report
+
+    return str(curation_report(CaseStore(Path(store), create=False), Path(out)))
 
 
 def _last_error(store: CaseStore, case_id: str, future: Any) -> str:

@@ -11,13 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-__all__ = ["evaluate_set", "generation_flow"]
+__all__ = ["generation_flow"]
 
 
 @task(cache_policy=NONE)
@@ -76,36 +74,30 @@ def generate_task(
     return out
 
 
-def evaluate_set(path: Path, limit: int = 32) -> dict[str, Any]:
-    """Structure of the generated masks and how well the shipped vessel CNN finds them again
-    in the generated photos (Dice of its 0.5 threshold against the generated vessel mask)."""
-    from models.vessel_inference import VesselSegmenter
-    from pipeline.mask_structure import structure_stats
-    from pipeline.metrics import vessel_scores
-
-    segmenter = VesselSegmenter.load()
-    dice, stats = [], []
-    with h5py.File(path, "r") as handle:
-        for index in range(min(limit, len(handle["images"]))):
-            image, vessel = handle["images"][index], handle["vessel"][index] > 0
-            probability = segmenter.segment(image, modality="fundus")
-            dice.append(vessel_scores(probability, vessel).f1)
-            stats.append(structure_stats(handle["av"][index]))
-    return {
-        "samples_evaluated": len(dice),
-        "vessel_cnn_dice_mean": float(np.mean(dice)),
-        "vessel_cnn_dice_median": float(np.median(dice)),
-        "density_mean": float(np.mean([s.density for s in stats])),
-        "near_empty_rate": float(np.mean([s.density < 0.01 for s in stats])),
-    }
-
-
 @task(cache_policy=NONE)
-def evaluate_task(out: str) -> dict[str, Any]:
-    metrics = evaluate_set(Path(out))
-    report = Path(out).with_suffix(".metrics.json")
-    report.write_text(json.dumps(metrics, indent=2))
-    return metrics
+def evaluate_task(out: str, data: str, export: str | None) -> dict[str, Any]:
+    """Evaluate the set against the public A/V sets in ``data`` and the export (whichever
+    exist); write ``<set>.metrics.json`` and the HTML report ``<set>_report/report.html``."""
+    from flows.evaluation import evaluate_synthetic, load_real_reference, read_synthetic
+    from flows.reports import synthetic_report
+
+    path = Path(out)
+    sample = read_synthetic(path, limit=64)
+    try:
+        reference = load_real_reference(
+            sample["images"].shape[1],
+            data=Path(data),
+            exports=(Path(export),) if export else (),
+        )
+    except ValueError as error:
+        get_run_logger().warning("%s: structure and realism not measured", error)
+        reference = None
+    result = evaluate_synthetic(path, reference, limit=64)
+    path.with_suffix(".metrics.json").write_text(json.dumps(result, indent=2))
+    result["report"] = str(
+        synthetic_report(result, sample, reference, path.with_name(f"{path.stem}_report"))
+    )
+    return result
 
 
 @flow(name="generate")
@@ -125,7 +117,9 @@ def generation_flow(
 ) -> dict[str, Any]:
     """Export -> (re)train or load -> generate -> evaluate; returns the set's path and metrics.
 
-    Each run writes ``synthetic_<UTC time>.h5`` (and ``.metrics.json``) in ``out_dir``.
+    Each run writes ``synthetic_<UTC time>.h5``, its ``.metrics.json`` and its HTML report
+    (``synthetic_<UTC time>_report/report.html``, also published as Prefect artifacts) in
+    ``out_dir``.
     Weights default to the shipped ones; ``retrain`` retrains the mask DDPM with
     ``ddpm_config`` on the exported approved cases and the public A/V sets in ``data``.
     """
@@ -147,12 +141,11 @@ def generation_flow(
     generated = generate_task(
         weights, n, seed, sampler, steps, str(folder / f"synthetic_{stamp}.h5")
     )
-    metrics = evaluate_task(generated)
-    create_markdown_artifact(
-        key="generation-summary",
-        markdown="\n".join(
-            [f"# Synthetic set {Path(generated).name}", "", "| metric | value |", "|---|---|"]
-            + [f"| {k} | {v:.4g} |" for k, v in metrics.items()]
-        ),
-    )
-    return {"set": generated, "export": export, "weights": weights, "metrics": metrics}
+    evaluation = evaluate_task(generated, data, export)
+    return {
+        "set": generated,
+        "export": export,
+        "weights": weights,
+        "report": evaluation["report"],
+        "metrics": {k: v for k, v in evaluation.items() if k not in ("stats", "report")},
+    }

@@ -74,7 +74,7 @@ class SetRequest:
     batch_size: int = 8
 
 
-def _field_of_view(size: int) -> np.ndarray:
+def field_of_view(size: int) -> np.ndarray:
     """The centred disc the photos of the training pairs fill (cropped to their FOV)."""
     rows, cols = np.mgrid[0:size, 0:size]
     centre = (size - 1) / 2
@@ -104,7 +104,7 @@ def synthesise(
     middle = generators.pix2pix.config.image_size
     upsampled = F.interpolate(torch.from_numpy(maps), size=(middle, middle), mode="bilinear")
     labels = np.stack([binarise_av(m) for m in upsampled.numpy()])
-    fov = _field_of_view(middle)
+    fov = field_of_view(middle)
     masks = np.stack([np.concatenate([av_channels(m), fov[None]]) for m in labels])
     photos = photo_uint8(generators.pix2pix(generator_input(masks.astype(np.float32))))
     images = np.stack([upscale(generators.edsr, p) for p in photos])

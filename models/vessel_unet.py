@@ -114,7 +114,12 @@ class VesselUNet(SavedWeights, nn.Module):
     def multiple(self) -> int:
         return 2**self.config.depth
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features of every level, full resolution first.
+
+        Shapes: input (N, in_channels, H, W); level ``i`` is
+        (N, base_channels * 2**i, H / 2**i, W / 2**i).
+        """
         if (
             x.ndim != 4
             or x.shape[1] != self.config.in_channels
@@ -125,11 +130,14 @@ class VesselUNet(SavedWeights, nn.Module):
                 f"expected (N, {self.config.in_channels}, H, W) with H, W multiples of "
                 f"{self.multiple}, got {tuple(x.shape)}"
             )
-        # 1. encoder: keep each level's features for the skip connections
-        skips = [self.stem(x)]
+        levels = [self.stem(x)]
         for block in self.down:
-            skips.append(block(F.max_pool2d(skips[-1], 2)))
-        # 2. decoder: upsample, concatenate the skip, fuse
+            levels.append(block(F.max_pool2d(levels[-1], 2)))
+        return levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = self.encode(x)
+        # decoder: upsample, concatenate the skip, fuse
         features = skips.pop()
         for block in self.up:
             skip = skips.pop()
@@ -137,5 +145,5 @@ class VesselUNet(SavedWeights, nn.Module):
                 features, size=skip.shape[-2:], mode="bilinear", align_corners=False
             )
             features = block(torch.cat([features, skip], dim=1))
-        # 3. one logit per pixel
+        # one logit per pixel
         return self.head(features)

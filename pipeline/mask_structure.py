@@ -1,5 +1,5 @@
-"""A/V masks as generator data: two-channel conversion, resizing, clean-up of samples, and the
-structural statistics that tell a plausible vessel tree from noise.
+"""A/V masks as generator data: two-channel conversion, resizing and clean-up of samples
+(their structural statistics are in :mod:`pipeline.av_structure`).
 
 Label masks hold 0 background, 1 artery, 2 vein, 3 crossing/uncertain (as the case store);
 channel masks are (2, H, W) with channel 0 artery and channel 1 vein, a crossing set in both.
@@ -7,47 +7,16 @@ channel masks are (2, H, W) with channel 0 artery and channel 1 vein, a crossing
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import cv2
 import numpy as np
-from scipy import ndimage
-from scipy.stats import wasserstein_distance
-from skimage.morphology import remove_small_objects, skeletonize
+from skimage.morphology import remove_small_objects
 
 __all__ = [
-    "StructureStats",
     "av_channels",
     "binarise_av",
-    "compare_structure",
     "labels_from_channels",
     "resize_av_labels",
-    "structure_stats",
 ]
-
-_EIGHT = np.ones((3, 3), bool)
-
-
-@dataclass(frozen=True)
-class StructureStats:
-    """Structural statistics of one A/V label mask.
-
-    Attributes
-    ----------
-    density : float
-        Vessel pixels (any class) / all pixels.
-    artery_vein_ratio : float
-        Artery pixels / vein pixels (crossings count in both; nan without veins).
-    components : int
-        8-connected components of the artery mask plus those of the vein mask.
-    branch_points : int
-        Junctions of the vessel skeleton (clusters of skeleton pixels with >= 3 neighbours).
-    """
-
-    density: float
-    artery_vein_ratio: float
-    components: int
-    branch_points: int
 
 
 def av_channels(labels: np.ndarray) -> np.ndarray:
@@ -120,62 +89,3 @@ def binarise_av(
         for mask in (keep_a, keep_v)
     ]
     return labels_from_channels(np.stack(cleaned))
-
-
-def structure_stats(labels: np.ndarray) -> StructureStats:
-    """:class:`StructureStats` of an (H, W) label mask.
-
-    Examples
-    --------
-    >>> labels = np.zeros((9, 9), np.uint8)
-    >>> labels[4, :] = 1; labels[:4, 4] = 2
-    >>> s = structure_stats(labels)
-    >>> (round(s.density, 3), s.artery_vein_ratio, s.components, s.branch_points)
-    (0.16, 2.25, 2, 1)
-    """
-    channels = av_channels(labels)
-    vessel = channels.any(axis=0)
-    artery_px, vein_px = int(channels[0].sum()), int(channels[1].sum())
-    components = sum(int(ndimage.label(c, structure=_EIGHT)[1]) for c in channels)
-    skeleton = skeletonize(vessel)
-    neighbours = ndimage.convolve(
-        skeleton.astype(np.uint8), _EIGHT.astype(np.uint8), mode="constant"
-    )
-    junctions = skeleton & (neighbours - 1 >= 3)
-    return StructureStats(
-        density=float(vessel.mean()),
-        artery_vein_ratio=artery_px / vein_px if vein_px else float("nan"),
-        components=components,
-        branch_points=int(ndimage.label(junctions, structure=_EIGHT)[1]),
-    )
-
-
-def compare_structure(
-    real: list[StructureStats], generated: list[StructureStats]
-) -> dict[str, dict[str, float]]:
-    """Per statistic: real and generated means, the relative difference of the means, and the
-    1-D Wasserstein distance of the two distributions in units of the real standard deviation.
-    Also the near-empty rate: generated masks whose density is below a third of the real
-    median."""
-    result: dict[str, dict[str, float]] = {}
-    for name in ("density", "artery_vein_ratio", "components", "branch_points"):
-        r = np.array([asdict(s)[name] for s in real], float)
-        g = np.array([asdict(s)[name] for s in generated], float)
-        r, g = r[np.isfinite(r)], g[np.isfinite(g)]
-        spread = float(r.std()) or 1.0
-        result[name] = {
-            "real_mean": float(r.mean()),
-            "generated_mean": float(g.mean()) if len(g) else float("nan"),
-            "relative_difference": float(abs(g.mean() - r.mean()) / abs(r.mean()))
-            if len(g) and r.mean()
-            else float("nan"),
-            "wasserstein_in_real_sd": float(wasserstein_distance(r, g) / spread)
-            if len(g)
-            else float("nan"),
-        }
-    median = float(np.median([s.density for s in real]))
-    result["near_empty"] = {
-        "real_median_density": median,
-        "rate": float(np.mean([s.density < median / 3 for s in generated])),
-    }
-    return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["av_to_rgb", "checkerboard", "overlay"]
+__all__ = ["AV_RGB", "VESSEL_RGB", "av_to_rgb", "checkerboard", "label_overlay", "overlay"]
 
 
 def _unit(image: np.ndarray) -> np.ndarray:
@@ -61,3 +61,37 @@ def av_to_rgb(av: np.ndarray) -> np.ndarray:
     """A/V label mask (0 background, 1 artery, 2 vein, 3 crossing/uncertain) as RGB: red artery,
     blue vein, white crossing, black background."""
     return AV_RGB[np.clip(av, 0, 3)]
+
+
+# RGB of vessel masks 0/1: black background, green vessel.
+VESSEL_RGB = np.array([[0, 0, 0], [0, 255, 0]], np.uint8)
+
+
+def label_overlay(
+    photo: np.ndarray, labels: np.ndarray, *, colours: np.ndarray = AV_RGB, alpha: float = 0.6
+) -> np.ndarray:
+    """A label mask painted over a photo: labelled pixels blend ``alpha`` of their colour.
+
+    Parameters
+    ----------
+    photo : (H, W, 3) uint8 RGB or (H, W) uint8 greyscale
+    labels : (H, W) int ndarray, 0 left as the photo, k painted ``colours[k]``
+    colours : (K, 3) uint8 ndarray
+        :data:`AV_RGB` for A/V labels, :data:`VESSEL_RGB` for 0/1 vessel masks.
+    alpha : float in [0, 1]
+
+    Returns
+    -------
+    (H, W, 3) uint8 ndarray
+
+    Example
+    -------
+    >>> label_overlay(np.full((1, 2, 3), 100, np.uint8), np.array([[0, 1]]), alpha=0.5)[0].tolist()
+    [[100, 100, 100], [178, 50, 50]]
+    """
+    if photo.shape[:2] != labels.shape:
+        raise ValueError(f"photo {photo.shape[:2]} and labels {labels.shape} differ in shape")
+    rgb = np.repeat(photo[..., None], 3, axis=-1) if photo.ndim == 2 else photo
+    painted = colours[np.clip(labels, 0, len(colours) - 1)].astype(np.float32)
+    blended = (1 - alpha) * rgb.astype(np.float32) + alpha * painted
+    return np.where((labels > 0)[..., None], np.round(blended), rgb).astype(np.uint8)

@@ -166,7 +166,8 @@ def test_generation_flow_and_its_cron_deployment(
     with h5py.File(result["set"]) as handle:
         assert handle["images"].shape[0] == 3
     metrics = json.loads(Path(result["set"]).with_suffix(".metrics.json").read_text())
-    assert metrics["samples_evaluated"] == 3 and 0.0 <= metrics["vessel_cnn_dice_mean"] <= 1.0
+    assert metrics["samples"] == 3 and 0.0 <= metrics["recovery"]["dice_mean"] <= 1.0
+    assert Path(result["report"]).is_file()
     assert result["export"] is None  # no store given: nothing exported
 
     catalog = tmp_path / "catalog.yaml"

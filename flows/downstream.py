@@ -1,0 +1,190 @@
+"""Downstream usefulness of a synthetic set (the paper's Table II experiment as one command).
+
+The vessel CNN is trained from scratch on real images only, on real + k synthetic images for
+each k, and on synthetic images only, for each seed, and every model is scored on a held-out
+real set (DRIVE test by default). Each setting's run folder and result file are kept in the
+work folder, so a re-run continues where it stopped and never retrains a finished setting.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.training import VesselTrainingConfig
+from models.vessel_data import TrainingImage, load_training_images, prepare_training_image
+
+__all__ = ["DownstreamConfig", "Setting", "downstream_settings", "run_downstream"]
+
+METRICS = ("auc", "accuracy", "sensitivity", "specificity", "f1")
+
+
+class DownstreamConfig(BaseModel):
+    """What the experiment trains and where it tests.
+
+    Attributes
+    ----------
+    real_datasets : tuple of str
+        Public sets whose training splits are the real training images.
+    synthetic_counts : tuple of int
+        The k of the "real + k synthetic" settings; the largest is also used alone.
+    seeds : tuple of int
+        One model per setting and seed.
+    training : VesselTrainingConfig
+        Training of every model (its ``datasets`` and ``phantom_fa_cases`` are ignored: the
+        experiment chooses the images).
+    test_dataset : str
+        Held-out real set, scored on its test split.
+    test_limit : int or None
+        Score only the first images of the test split (None: all).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    real_datasets: tuple[str, ...] = ("drive",)
+    synthetic_counts: tuple[int, ...] = Field((20, 40), min_length=1)
+    seeds: tuple[int, ...] = Field((0,), min_length=1)
+    training: VesselTrainingConfig = VesselTrainingConfig(steps=400, phantom_fa_cases=0)
+    test_dataset: str = "drive"
+    test_limit: int | None = Field(None, ge=1)
+
+
+class Setting(BaseModel):
+    """One training set of the experiment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    real: bool
+    synthetic: int
+    seed: int
+
+
+def downstream_settings(config: DownstreamConfig) -> list[Setting]:
+    """real only, real + k synthetic for each k, synthetic only (largest k); for every seed."""
+    largest = max(config.synthetic_counts)
+    kinds = [("real", True, 0)]
+    kinds += [(f"real+{k}syn", True, k) for k in sorted(config.synthetic_counts)]
+    kinds += [(f"{largest}syn", False, largest)]
+    return [
+        Setting(name=name, real=real, synthetic=k, seed=seed)
+        for seed in config.seeds
+        for name, real, k in kinds
+    ]
+
+
+def synthetic_training_images(
+    path: Path, count: int, *, fov_diameter_px: float
+) -> list[TrainingImage]:
+    """The first ``count`` photos of a synthetic set with their vessel masks as truth.
+
+    Raises
+    ------
+    ValueError
+        If the set holds fewer than ``count`` samples.
+    """
+    from models.generation import field_of_view
+
+    with h5py.File(path, "r") as handle:
+        available = len(handle["images"])
+        if available < count:
+            raise ValueError(
+                f"{path.name} holds {available} synthetic samples, {count} needed: generate a "
+                "larger set (angioflow generate --n) or lower synthetic_counts"
+            )
+        images, vessels = handle["images"][:count], handle["vessel"][:count] > 0
+    fov = field_of_view(images.shape[1]) > 0
+    return [
+        prepare_training_image(
+            f"synthetic/{index}",
+            image,
+            vessel,
+            fov,
+            modality="fundus",
+            fov_diameter_px=fov_diameter_px,
+        )
+        for index, (image, vessel) in enumerate(zip(images, vessels, strict=True))
+    ]
+
+
+def _score(weights: Path, config: DownstreamConfig, data: Path) -> dict[str, float]:
+    from models.vessel_inference import VesselSegmenter
+    from pipeline.datasets import load_dataset
+    from pipeline.metrics import vessel_scores
+
+    segmenter = VesselSegmenter.load(weights)
+    records = load_dataset(data, config.test_dataset, "test", limit=config.test_limit)
+    scores = [
+        vessel_scores(segmenter.segment(r.image, modality="fundus"), r.vessel, fov=r.fov).as_dict()
+        for r in records
+    ]
+    return {name: float(np.mean([s[name] for s in scores])) for name in METRICS} | {
+        "test_images": len(scores)
+    }
+
+
+def run_downstream(
+    config: DownstreamConfig,
+    synthetic_set: Path,
+    data: Path,
+    work: Path,
+    *,
+    on_setting: Callable[[Setting, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train and score every setting; returns (and writes ``work/results.json``) the table.
+
+    Returns
+    -------
+    results : dict
+        ``settings``: one row per setting and seed (name, seed, real, synthetic, training
+        images, metrics on the test set); ``summary``: per setting name, the mean and standard
+        deviation over seeds of each metric.
+    """
+    from models.training import train_vessel
+
+    work.mkdir(parents=True, exist_ok=True)
+    scale = config.training.model.fov_diameter_px
+    real = load_training_images(data, config.real_datasets, fov_diameter_px=scale)
+    synthetic = synthetic_training_images(
+        synthetic_set, max(config.synthetic_counts), fov_diameter_px=scale
+    )
+    rows = []
+    for setting in downstream_settings(config):
+        folder = work / f"{setting.name}_seed{setting.seed}"
+        result_file = folder / "result.json"
+        if result_file.exists():
+            row = json.loads(result_file.read_text())
+        else:
+            images = (real if setting.real else []) + synthetic[: setting.synthetic]
+            training = config.training.model_copy(update={"seed": setting.seed})
+            train_vessel(training, images, folder)
+            row = setting.model_dump() | {
+                "training_images": len(images),
+                **_score(folder / "weights", config, data),
+            }
+            result_file.write_text(json.dumps(row, indent=2) + "\n")
+        rows.append(row)
+        if on_setting is not None:
+            on_setting(setting, row)
+    summary: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(r["name"] for r in rows):
+        group = [r for r in rows if r["name"] == name]
+        summary[name] = {"seeds": len(group), "synthetic": group[0]["synthetic"]}
+        for metric in METRICS:
+            values = [r[metric] for r in group]
+            summary[name][f"{metric}_mean"] = float(np.mean(values))
+            summary[name][f"{metric}_std"] = float(np.std(values))
+    results = {
+        "config": config.model_dump(mode="json"),
+        "synthetic_set": synthetic_set.name,
+        "settings": rows,
+        "summary": summary,
+    }
+    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results

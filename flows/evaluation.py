@@ -1,0 +1,182 @@
+"""Evaluation of a synthetic set against real data: structural realism of its A/V masks, image
+realism of its photos in a feature space, and whether the vessel CNN finds the vessels the
+photos were asked to draw.
+
+Real reference pairs come from the training splits of the public A/V sets and/or exports of
+approved cases, brought to the synthetic set's geometry (FOV cropped, padded square, resized).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = ["RealReference", "evaluate_synthetic", "load_real_reference", "read_synthetic"]
+
+
+@dataclass(frozen=True)
+class RealReference:
+    """Real photos and A/V labels at one size.
+
+    Attributes
+    ----------
+    photos : (N, S, S, 3) uint8
+    labels : (N, S, S) uint8, 0 background, 1 artery, 2 vein, 3 crossing
+    fov : (N, S, S) bool
+    sources : tuple of str
+        Where they came from (dataset names and export file names).
+    """
+
+    photos: np.ndarray
+    labels: np.ndarray
+    fov: np.ndarray
+    sources: tuple[str, ...]
+
+
+def load_real_reference(
+    size: int,
+    *,
+    data: Path | None = None,
+    datasets: tuple[str, ...] = ("rite", "les-av"),
+    exports: tuple[Path, ...] = (),
+) -> RealReference:
+    """Real pairs from ``datasets``' training splits under ``data`` and from export files.
+
+    Raises
+    ------
+    ValueError
+        If neither gives a pair (no data folder and no export).
+    """
+    from models.pix2pixhd_training import load_pairs
+    from pipeline.mask_structure import labels_from_channels
+
+    if data is None or not Path(data).is_dir():
+        data, datasets = None, ()
+    if not datasets and not exports:
+        raise ValueError(
+            "no real reference: the public data folder is missing and no export was given "
+            "(pass --data ../shared/data or --export approved.h5)"
+        )
+    masks, photos = load_pairs(data, datasets, [str(p) for p in exports], size)
+    return RealReference(
+        photos=photos,
+        labels=np.stack([labels_from_channels(m[:2] > 0.5) for m in masks]),
+        fov=masks[:, 2] > 0.5,
+        sources=tuple(datasets) + tuple(Path(p).name for p in exports),
+    )
+
+
+def read_synthetic(path: Path, limit: int | None = None) -> dict[str, np.ndarray]:
+    """``images``, ``av``, ``vessel`` and ``fov`` of the first ``limit`` samples of a set."""
+    from models.generation import field_of_view
+
+    with h5py.File(path, "r") as handle:
+        count = len(handle["images"]) if limit is None else min(limit, len(handle["images"]))
+        sample = {name: handle[name][:count] for name in ("images", "av", "vessel")}
+    size = sample["images"].shape[1]
+    sample["fov"] = np.repeat((field_of_view(size) > 0)[None], count, axis=0)
+    return sample
+
+
+def _recovery(images: np.ndarray, vessel: np.ndarray, fov: np.ndarray) -> dict[str, float]:
+    """Vessel CNN scores of each generated photo against the vessel mask it was drawn from."""
+    from models.vessel_inference import VesselSegmenter
+    from pipeline.metrics import vessel_scores
+
+    segmenter = VesselSegmenter.load()
+    scores = [
+        vessel_scores(segmenter.segment(i, modality="fundus", fov=f), v > 0, fov=f)
+        for i, v, f in zip(images, vessel, fov, strict=True)
+    ]
+    return {
+        "dice_mean": float(np.mean([s.f1 for s in scores])),
+        "dice_median": float(np.median([s.f1 for s in scores])),
+        "auc_mean": float(np.mean([s.auc for s in scores])),
+    }
+
+
+def evaluate_synthetic(
+    path: Path,
+    reference: RealReference | None,
+    *,
+    limit: int | None = 64,
+    inception_weights: Path | None = None,
+) -> dict[str, Any]:
+    """Structure, realism and vessel recovery of a synthetic set.
+
+    Parameters
+    ----------
+    path : Path
+        Synthetic set written by ``angioflow generate``.
+    reference : RealReference or None
+        Real pairs at the set's size; without them only vessel recovery is measured.
+    limit : int or None
+        Evaluate the first ``limit`` samples (None: all).
+    inception_weights : Path, optional
+        Inception-v3 FID weights file; adds true FID/KID/precision/recall.
+
+    Returns
+    -------
+    dict with ``samples``, ``recovery`` (vessel CNN Dice/AUC against the drawn masks) and, with
+    a reference, ``structure`` (:func:`pipeline.av_structure.compare_structure`), ``realism``
+    (feature distances per feature space, plus the Fréchet distance between two halves of the
+    real set as the floor to read it against) and ``stats`` (per-mask statistics of both sets,
+    for plots).
+    """
+    from pipeline.av_structure import compare_structure, structure_stats
+
+    synthetic = read_synthetic(path, limit)
+    result: dict[str, Any] = {
+        "set": path.name,
+        "samples": len(synthetic["images"]),
+        "recovery": _recovery(synthetic["images"], synthetic["vessel"], synthetic["fov"]),
+    }
+    if reference is None:
+        return result
+    if reference.photos.shape[1:3] != synthetic["images"].shape[1:3]:
+        raise ValueError(
+            f"the real reference is {reference.photos.shape[1]} px, the set "
+            f"{synthetic['images'].shape[1]} px: load the reference at the set's size"
+        )
+    real_stats = [structure_stats(m) for m in reference.labels]
+    synthetic_stats = [structure_stats(m) for m in synthetic["av"]]
+    result["reference"] = {"sources": list(reference.sources), "samples": len(reference.labels)}
+    result["structure"] = compare_structure(real_stats, synthetic_stats)
+    result["stats"] = {
+        "real": [s.as_dict() for s in real_stats],
+        "synthetic": [s.as_dict() for s in synthetic_stats],
+    }
+    result["realism"] = {
+        "vessel_cnn": _realism(
+            _vessel_features(reference.photos, reference.fov),
+            _vessel_features(synthetic["images"], synthetic["fov"]),
+        )
+    }
+    if inception_weights is not None:
+        from models.inception import InceptionFeatureExtractor
+
+        extractor = InceptionFeatureExtractor.load(inception_weights)
+        result["realism"]["inception"] = _realism(
+            extractor(reference.photos), extractor(synthetic["images"])
+        )
+    return result
+
+
+def _vessel_features(photos: np.ndarray, fov: np.ndarray) -> np.ndarray:
+    from models.image_features import VesselFeatureExtractor
+
+    return VesselFeatureExtractor.load()(photos, fov)
+
+
+def _realism(real: np.ndarray, generated: np.ndarray) -> dict[str, float]:
+    from pipeline.feature_distance import feature_distances, frechet_distance
+
+    distances = feature_distances(real, generated).as_dict()
+    distances["real_halves_frechet_distance"] = (  # interleaved, so both halves mix sources
+        frechet_distance(real[0::2], real[1::2]) if len(real) >= 4 else float("nan")
+    )
+    return distances

@@ -1,0 +1,295 @@
+"""Evaluation: structural statistics and feature distances against hand-computed values and
+published numbers, the downstream experiment, and the HTML reports in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import copy_store
+from PIL import Image
+from typer.testing import CliRunner
+
+from flows.cli import app
+from pipeline.av_structure import (
+    box_counting_dimension,
+    compare_structure,
+    segment_tortuosity,
+    structure_stats,
+    vessel_calibres,
+)
+from pipeline.datasets import load_dataset
+from pipeline.feature_distance import frechet_distance, kernel_distance, precision_recall
+from pipeline.metrics import vessel_scores
+from pipeline.phantom import PhantomConfig, generate_case
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(
+    not (DATA / "DRIVE").is_dir(), reason=f"public datasets not found at {DATA} (../shared/data)"
+)
+needs_chromium = pytest.mark.skipif(
+    shutil.which("chromium") is None or shutil.which("chromedriver") is None,
+    reason="Debian's chromium and chromium-driver are not installed (make system-packages)",
+)
+runner = CliRunner()
+
+
+def test_tortuosity_by_hand() -> None:
+    corner = np.zeros((30, 30), bool)
+    corner[2, 2:23] = True  # 20 steps right, then 20 down; thinning cuts the corner pixel:
+    corner[2:23, 22] = True  # arc 19 + sqrt(2) + 19, chord from (2, 2) to (22, 22)
+    assert segment_tortuosity(corner) == pytest.approx([(38 + np.sqrt(2)) / (20 * np.sqrt(2))])
+    diagonal = np.eye(15, dtype=bool)  # 14 diagonal steps, straight
+    assert segment_tortuosity(diagonal) == pytest.approx([1.0])
+    short = np.zeros((12, 12), bool)
+    short[5, 1:10] = True  # chord 8 px < 10 px: left out unless asked for
+    assert segment_tortuosity(short).size == 0
+    assert segment_tortuosity(short, min_chord_px=5) == pytest.approx([1.0])
+
+
+def test_components_crossings_and_calibre_by_hand() -> None:
+    labels = np.zeros((40, 40), np.uint8)
+    labels[10, 2:32] = 1  # artery, 30 px
+    labels[30, 2:12] = 1  # a loose artery piece, 10 px
+    labels[2:38, 20] = 2  # vein crossing the artery at (10, 20) ...
+    labels[2:38, 26] = 2  # ... and a second vein crossing it at (10, 26)
+    labels[10, 20] = labels[10, 26] = 3  # crossings are in both classes
+    s = structure_stats(labels)
+    assert (s.artery_components, s.vein_components) == (2, 2)
+    assert s.artery_largest_share == pytest.approx(30 / 40)
+    assert s.vein_largest_share == pytest.approx(0.5)
+    assert s.crossings == 2
+    assert s.artery_vein_ratio == pytest.approx(40 / 72)
+    band = np.zeros((20, 60), np.uint8)
+    band[8:13, :] = 2  # 5 px wide
+    assert np.median(vessel_calibres(band)) == 5.0
+
+
+def test_calibre_matches_the_phantoms_true_vessel_diameter() -> None:
+    case = generate_case(3, PhantomConfig(size=(384, 576), n_frames=2))
+    labels = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
+    from skimage.morphology import skeletonize
+
+    skeleton = skeletonize(labels > 0)
+    measured = vessel_calibres(labels)
+    truth = case.calibre[skeleton]
+    assert np.median(measured) == pytest.approx(np.median(truth[truth > 0]), abs=1.0)
+
+
+def test_fractal_dimension_of_a_sierpinski_carpet() -> None:
+    carpet = np.ones((1, 1), bool)
+    for _ in range(5):  # 243 x 243, dimension log 8 / log 3 = 1.893
+        empty = np.zeros_like(carpet)
+        carpet = np.block([[carpet, carpet, carpet], [carpet, empty, carpet], [carpet] * 3])
+    assert box_counting_dimension(carpet) == pytest.approx(np.log(8) / np.log(3), abs=0.06)
+
+
+def test_compare_structure_distances() -> None:
+    masks = []
+    for row in range(5, 25, 4):  # straight arteries of growing length
+        m = np.zeros((32, 32), np.uint8)
+        m[row, 2 : row + 5] = 1
+        m[row + 1, 2 : row + 5] = 2
+        masks.append(m)
+    real = [structure_stats(m) for m in masks]
+    same = compare_structure(real, real)
+    assert same["combined"]["structure_distance"] == 0.0
+    assert same["near_empty"]["rate"] == 0.0
+    empty = [structure_stats(np.zeros((32, 32), np.uint8))] * 2
+    far = compare_structure(real, empty)
+    assert far["near_empty"]["rate"] == 1.0
+    densities = np.array([s.density for s in real])
+    # all generated densities 0: Wasserstein = mean |real - 0|, in real standard deviations
+    assert far["density"]["wasserstein_in_real_sd"] == pytest.approx(
+        densities.mean() / densities.std()
+    )
+
+
+def test_feature_distances_by_hand() -> None:
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 3))
+    real -= real.mean(axis=0)
+    assert frechet_distance(real, real) == pytest.approx(0.0, abs=1e-9)
+    assert frechet_distance(real, real + [2.0, 0.0, 0.0]) == pytest.approx(4.0)
+    assert frechet_distance(real, real * 3) == pytest.approx(
+        4 * np.trace(np.cov(real, rowvar=False)), rel=1e-6
+    )  # tr(S + 9S - 2 * 3S) = 4 tr(S)
+    other = rng.normal(size=(200, 3))
+    same, shifted = kernel_distance(real, other)[0], kernel_distance(real, other + 1.0)[0]
+    assert abs(same) < 0.1 and shifted > 50 * abs(same)
+    assert precision_recall(real, real) == (1.0, 1.0)
+    precision, recall = precision_recall(real, rng.normal(size=(200, 3)) * 0.1)
+    assert precision == 1.0 and recall < 0.2  # collapsed samples: faithful but not diverse
+
+
+@needs_data
+def test_drive_second_observer_matches_the_published_accuracy() -> None:
+    """Staal et al. 2004 report the second observer's accuracy on DRIVE test as 0.9473."""
+    accuracies = []
+    for record in load_dataset(DATA, "drive", "test"):
+        key = record.name.rsplit("/", 1)[-1].split("_")[0]
+        second = next((DATA / "DRIVE" / "test" / "2nd_manual").glob(f"{key}_*"))
+        observer = np.asarray(Image.open(second).convert("L")) > 127
+        accuracies.append(
+            vessel_scores(observer.astype(float), record.vessel, fov=record.fov).accuracy
+        )
+    assert len(accuracies) == 20
+    assert np.mean(accuracies) == pytest.approx(0.9473, abs=0.0005)
+
+
+def test_vessel_cnn_features_separate_blurred_photos() -> None:
+    import cv2
+
+    from models.image_features import VesselFeatureExtractor
+
+    extractor = VesselFeatureExtractor.load()
+    cases = [generate_case(seed, PhantomConfig(size=(256, 384), n_frames=2)) for seed in range(8)]
+    photos = np.stack([c.fundus for c in cases])
+    fovs = np.stack([c.fov for c in cases])
+    blurred = np.stack([cv2.GaussianBlur(p, (0, 0), 3) for p in photos])
+    sharp_features = extractor(photos, fovs)
+    assert sharp_features.shape == (8, extractor.dimension)
+    blurred_features = extractor(blurred, fovs)
+    between_halves = frechet_distance(sharp_features[0::2], sharp_features[1::2])
+    to_blurred = frechet_distance(sharp_features[0::2], blurred_features[1::2])
+    assert to_blurred > 2 * between_halves
+
+
+def _phantom_set(path: Path, seeds: range, size: int = 128) -> None:
+    """A set in `angioflow generate`'s format from phantom photos and their A/V truth."""
+    from models.pix2pixhd_training import make_pair
+    from pipeline.mask_structure import labels_from_channels
+
+    images, av = [], []
+    for seed in seeds:
+        case = generate_case(seed, PhantomConfig(size=(256, 384), n_frames=2))
+        labels = labels_from_channels(np.moveaxis(case.av, -1, 0))
+        masks, photo = make_pair(case.fundus, labels, case.fov, size)
+        images.append(photo)
+        av.append(labels_from_channels(masks[:2] > 0.5))
+    with h5py.File(path, "w") as handle:
+        handle["images"] = np.stack(images)
+        handle["av"] = np.stack(av)
+        handle["vessel"] = (np.stack(av) > 0).astype(np.uint8)
+
+
+def _phantom_export(path: Path, seeds: range) -> None:
+    """Phantom photos and A/V truth in `angioflow export`'s format (approved cases)."""
+    from pipeline.mask_structure import labels_from_channels
+
+    with h5py.File(path, "w") as handle:
+        for index, seed in enumerate(seeds):
+            case = generate_case(seed, PhantomConfig(size=(256, 384), n_frames=2))
+            group = handle.create_group(f"{index:05d}")
+            group["fundus"] = case.fundus
+            group["av"] = labels_from_channels(np.moveaxis(case.av, -1, 0))
+            group["vessel"] = case.vessel.astype(np.uint8)
+            group["fov"] = case.fov.astype(np.uint8)
+
+
+def _broken_images(report: Path) -> tuple[int, int]:
+    """(images, images that failed to load) of a page opened in headless Chromium."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get(report.resolve().as_uri())
+        total = driver.execute_script("return document.images.length")
+        broken = driver.execute_script(
+            "return Array.from(document.images)"
+            ".filter(i => !(i.complete && i.naturalWidth > 0)).length"
+        )
+        assert driver.find_elements("css selector", "table"), "the report has no table"
+        return total, broken
+    finally:
+        driver.quit()
+
+
+@needs_chromium
+def test_reports_render_in_headless_chromium_without_broken_images(
+    curated_store_template: Path, tmp_path: Path
+) -> None:
+    store = copy_store(curated_store_template, tmp_path / "store")
+    result = runner.invoke(
+        app, ["evaluate", "curation", "--store", str(store), "--out", str(tmp_path / "curation")]
+    )
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "curation" / "report.html"
+    total, broken = _broken_images(report)
+    assert total >= 2 * 3 and broken == 0  # each case: vessel overlay + two QC pictures at least
+    page = report.read_text()
+    for case_id in (p.stem for p in (store / "cases").glob("*.h5")):
+        assert case_id in page
+
+    synthetic, real_export = tmp_path / "synthetic.h5", tmp_path / "real.h5"
+    _phantom_set(synthetic, range(100, 106))
+    _phantom_export(real_export, range(200, 206))
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "synthetic",
+            str(synthetic),
+            "--out",
+            str(tmp_path / "synthetic"),
+            "--data",
+            str(tmp_path / "no-public-data"),
+            "--export",
+            str(real_export),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "synthetic" / "metrics.json").read_text())
+    # phantom "synthetic" photos drawn from the same generator as the reference: close structure
+    assert metrics["structure"]["combined"]["structure_distance"] < 1.0
+    assert metrics["recovery"]["dice_mean"] > 0.3  # drawn vessels found (thin at 128 px)
+    assert set(metrics["realism"]) == {"vessel_cnn"}
+    total, broken = _broken_images(tmp_path / "synthetic" / "report.html")
+    assert total >= 1 + 2 * 6 + 2 * 6 and broken == 0  # histograms, synthetic and real grids
+
+
+@needs_data
+def test_downstream_experiment_runs_every_setting_and_resumes(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "synthetic_counts: [2, 3]\nseeds: [0]\ntest_limit: 1\n"
+        "training: {steps: 2, batch_size: 2, phantom_fa_cases: 0, checkpoint_every: 1}\n"
+    )
+    synthetic = tmp_path / "synthetic.h5"
+    _phantom_set(synthetic, range(3))
+    arguments = [
+        "evaluate",
+        "downstream",
+        "--work",
+        str(tmp_path / "work"),
+        "--config",
+        str(config),
+        "--synthetic",
+        str(synthetic),
+        "--data",
+        str(DATA),
+    ]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert list(results["summary"]) == ["real", "real+2syn", "real+3syn", "3syn"]
+    sizes = {r["name"]: r["training_images"] for r in results["settings"]}
+    assert sizes == {"real": 20, "real+2syn": 22, "real+3syn": 23, "3syn": 3}
+    assert all(0.0 <= r["auc"] <= 1.0 and r["test_images"] == 1 for r in results["settings"])
+    finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/result.json")}
+    again = runner.invoke(app, arguments)
+    assert again.exit_code == 0, again.output
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nothing retrained
+    assert (tmp_path / "work" / "report.html").is_file()
+    assert (tmp_path / "work" / "downstream.png").is_file()
