@@ -293,3 +293,30 @@ def test_downstream_experiment_runs_every_setting_and_resumes(tmp_path: Path) ->
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nothing retrained
     assert (tmp_path / "work" / "report.html").is_file()
     assert (tmp_path / "work" / "downstream.png").is_file()
+
+
+def test_inception_features_from_a_user_supplied_weights_file(tmp_path: Path) -> None:
+    import torch
+
+    from models.inception import FIDInceptionV3, InceptionFeatureExtractor
+
+    model = FIDInceptionV3()
+    # torchvision's Inception-v3 has 23,834,568 parameters without its auxiliary head; less
+    # the 1000-class classifier (2048 * 1000 + 1000) that leaves the feature network.
+    assert sum(p.numel() for p in model.parameters()) == 23_834_568 - 2_049_000
+    state = model.state_dict() | {
+        "fc.weight": torch.zeros(1008, 2048),
+        "fc.bias": torch.zeros(1008),
+    }
+    weights = tmp_path / "pt_inception.pth"
+    torch.save(state, weights)
+    extractor = InceptionFeatureExtractor.load(weights)
+    photos = np.stack(
+        [generate_case(s, PhantomConfig(size=(128, 192), n_frames=2)).fundus for s in range(2)]
+    )
+    features = extractor(photos)
+    assert features.shape == (2, 2048) and np.isfinite(features).all()
+    wrong = tmp_path / "vessel.pth"
+    torch.save({"stem.body.0.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(ValueError, match="lacks .* Inception-v3 tensors"):
+        InceptionFeatureExtractor.load(wrong)
