@@ -42,6 +42,24 @@ StoreOption = Annotated[
     typer.Option("--store", help="Case store folder [default: the catalog's case_store]"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of tables")]
+RunnerOption = Annotated[
+    str, typer.Option(help="Task runner: thread (this process) or dask (worker processes)")
+]
+DaskAddressOption = Annotated[
+    str | None,
+    typer.Option(help="dask.distributed scheduler (tcp://host:8786) [default: a LocalCluster]"),
+]
+WorkersOption = Annotated[int, typer.Option(min=1, help="LocalCluster worker processes (dask)")]
+
+
+def _task_runner(runner: str, address: str | None, workers: int, *, max_threads: int) -> Any:
+    from flows.runners import make_task_runner
+
+    if runner not in ("thread", "dask"):
+        _fail(f"--runner must be thread or dask, not {runner!r}")
+    if address is not None and runner != "dask":
+        _fail("--dask-address needs --runner dask")
+    return make_task_runner(runner, address=address, workers=workers, max_threads=max_threads)
 
 
 class ImageModality(StrEnum):
@@ -101,6 +119,9 @@ def ingest(
     max_pixels: Annotated[
         int | None, typer.Option(min=1, help="Largest accepted width*height of an image")
     ] = None,
+    runner: RunnerOption = "thread",
+    dask_address: DaskAddressOption = None,
+    workers: WorkersOption = 2,
     as_json: JsonOption = False,
 ) -> None:
     """Validate and store raw cases; bad ones are quarantined with a reason. Exit 1 if any was."""
@@ -113,7 +134,10 @@ def ingest(
     load_args = dict(loaded.entry("raw_exams").load_args) if loaded else {}
     if max_pixels is not None:
         load_args["max_pixels"] = max_pixels
-    summary = ingest_flow(str(source.resolve()), str(root.resolve()), load_args, replace)
+    task_runner = _task_runner(runner, dask_address, workers, max_threads=4)
+    summary = ingest_flow.with_options(task_runner=task_runner)(
+        str(source.resolve()), str(root.resolve()), load_args, replace
+    )
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
@@ -436,26 +460,20 @@ def demo(
     n: Annotated[int, typer.Option(min=1, max=20, help="Number of phantom exams")] = 3,
     seed: Annotated[int, typer.Option(help="Phantom seed")] = 0,
 ) -> None:
-    """Run the whole job end to end on built-in phantom exams."""
-    from flows.curate import curate_flow
-    from flows.ingest import ingest_flow
-    from pipeline.phantom import PhantomConfig, write_phantom_set
+    """Run the whole job end to end on built-in phantom exams: ingest, curate, automatic
+    approvals clearly marked as a demo, A/V labelling, generation with the shipped small
+    weights, evaluation, and one HTML report."""
+    import torch
 
-    raw, store = out / "raw", out / "store"
-    console.print(f"writing {n} phantom exams to {raw}")
-    # Same seed, same bytes: a re-run rewrites identical files and ingestion reports them unchanged.
-    config = PhantomConfig(size=(384, 576), n_frames=5)
-    write_phantom_set(raw, n=n, seed=seed, config=config, overwrite=True)
-    summary = ingest_flow(str(raw.resolve()), str(store.resolve()))
-    _print_ingest_summary(summary)
-    curated = curate_flow(str(store.resolve()))
-    console.print(
-        f"{len(curated['curated'])} curated to vessel review, {len(curated['failed'])} failed"
-    )
-    status(store=store, catalog=None, as_json=False)
-    console.print(f"inspect a case: angioflow inspect CASE --store {store} --out inspect/")
-    console.print(f"review a case:  angioflow review --store {store} --editor YOUR_NAME")
-    if summary["quarantined"] or curated["failed"]:
+    from flows.demo import demo_flow
+
+    torch.set_num_threads(2)
+    result = demo_flow(str(out), n=n, seed=seed)
+    _print_ingest_summary(result["ingested"])
+    status(store=out / "store", catalog=None, as_json=False)
+    console.print(f"seconds per step: {result['seconds']}")
+    console.print(f"report: {result['report']}", soft_wrap=True, highlight=False)
+    if result["ingested"]["quarantined"] or result["failed"]:
         raise typer.Exit(1)
 
 
@@ -467,7 +485,9 @@ def curate(
     config: Annotated[
         Path | None, typer.Option(help="YAML of curation settings [default: built-in]")
     ] = None,
-    runner: Annotated[str, typer.Option(help="Task runner (thread)")] = "thread",
+    runner: RunnerOption = "thread",
+    dask_address: DaskAddressOption = None,
+    workers: WorkersOption = 2,
     report: Annotated[
         Path | None, typer.Option(help="Also write the HTML curation report into this folder")
     ] = None,
@@ -479,15 +499,14 @@ def curate(
     from flows.curate import curate_flow
     from pipeline.curation import CurationSettings
 
-    if runner != "thread":
-        _fail(f"runner {runner!r} is not available here; use --runner thread")
+    task_runner = _task_runner(runner, dask_address, workers, max_threads=1)
     root = _store_root(store, _catalog(catalog))
     CaseStore(root, create=False)
     try:
         settings = CurationSettings.from_dict(_read_config(config)).as_dict()
     except (TypeError, ValueError) as error:
         _fail(f"config file {config}: {error}")
-    summary = curate_flow(
+    summary = curate_flow.with_options(task_runner=task_runner)(
         str(root.resolve()), settings, report=str(report.resolve()) if report else None
     )
     if as_json:
@@ -505,7 +524,7 @@ def curate(
                 soft_wrap=True,
             )
     if report is not None:
-        console.print(f"report: {report / 'report.html'}")
+        console.print(f"report: {report / 'report.html'}", soft_wrap=True, highlight=False)
     if summary["failed"]:
         raise typer.Exit(1)
 
@@ -1153,85 +1172,240 @@ def evaluate_downstream(
             ),
         )
     console.print(table)
-    console.print(f"report: {report}")
+    console.print(f"report: {report}", soft_wrap=True, highlight=False)
 
 
-@evaluate_app.command("synthetic")
-@_user_errors
-def evaluate_synthetic_command(
-    synthetic: Annotated[Path, typer.Argument(help="Synthetic set from `angioflow generate`")],
-    out: Annotated[Path, typer.Option(help="Folder for metrics.json and report.html")],
-    data: DataOption = Path("../shared/data"),
-    datasets: Annotated[
-        list[str], typer.Option("--dataset", help="Public A/V sets of the real reference")
-    ] = ["rite", "les-av"],  # noqa: B006 - typer reads list defaults, never mutates them
-    export: Annotated[
-        list[Path] | None, typer.Option(help="Exports of approved cases, also real reference")
-    ] = None,
-    limit: Annotated[int, typer.Option(min=4, help="Synthetic samples to evaluate")] = 64,
-    inception_weights: Annotated[
-        Path | None,
-        typer.Option(help="Inception-v3 FID weights file for true FID/KID [default: catalog]"),
-    ] = None,
-    catalog: CatalogOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Structural realism of the A/V masks, image realism (Fréchet distance, KID,
-    precision/recall in the vessel CNN's feature space; Inception too with its weights) and
-    vessel recovery of a synthetic set, against real pairs; writes an HTML report."""
+SyntheticArgument = Annotated[
+    Path, typer.Argument(help="Synthetic set (HDF5) from `angioflow generate`")
+]
+ReferenceDatasetsOption = Annotated[
+    list[str], typer.Option("--dataset", help="Public A/V sets (training splits) as real reference")
+]
+ReferenceExportOption = Annotated[
+    list[Path] | None, typer.Option(help="Exports of approved cases, also real reference")
+]
+LimitOption = Annotated[int, typer.Option(min=4, help="Synthetic samples to evaluate")]
+InceptionOption = Annotated[
+    Path | None,
+    typer.Option(help="Inception-v3 FID weights file for true FID/KID [default: catalog]"),
+]
+
+
+def _synthetic_inputs(
+    synthetic: Path, data: Path, datasets: list[str], export: list[Path] | None, limit: int
+) -> tuple[dict[str, Any], Any]:
     import torch
 
-    from flows.evaluation import evaluate_synthetic, load_real_reference, read_synthetic
-    from flows.reports import synthetic_report
+    from flows.evaluation import load_real_reference, read_synthetic
 
     torch.set_num_threads(2)
     if not synthetic.is_file():
         _fail(f"synthetic set {synthetic} does not exist; write one with `angioflow generate`")
-    loaded = _catalog(catalog)
-    if inception_weights is None and loaded is not None and "inception_weights" in loaded.datasets:
-        inception_weights = loaded.path("inception_weights")
-        if not inception_weights.is_file():
-            console.print(f"no Inception weights at {inception_weights}: vessel CNN features only")
-            inception_weights = None
     sample = read_synthetic(synthetic, limit)
     reference = load_real_reference(
         sample["images"].shape[1], data=data, datasets=tuple(datasets), exports=tuple(export or ())
     )
+    return sample, reference
+
+
+def _inception_weights(given: Path | None, catalog: Path | None) -> Path | None:
+    loaded = _catalog(catalog)
+    if given is not None or loaded is None or "inception_weights" not in loaded.datasets:
+        return given
+    path = loaded.path("inception_weights")
+    if path.is_file():
+        return path
+    console.print(f"no Inception weights at {path}: vessel CNN features only")
+    return None
+
+
+@evaluate_app.command("structure")
+@_user_errors
+def evaluate_structure(
+    synthetic: SyntheticArgument,
+    data: DataOption = Path("../shared/data"),
+    datasets: ReferenceDatasetsOption = ["rite", "les-av"],  # noqa: B006 - read, never mutated
+    export: ReferenceExportOption = None,
+    limit: LimitOption = 64,
+    as_json: JsonOption = False,
+) -> None:
+    """Structural statistics of the set's A/V masks against real ones: per statistic the means
+    and the Wasserstein distance in real standard deviations, their mean, near-empty rate."""
+    from flows.evaluation import evaluate_synthetic
+
+    _, reference = _synthetic_inputs(synthetic, data, datasets, export, limit)
+    result = evaluate_synthetic(synthetic, reference, limit=limit, measures=("structure",))
+    if as_json:
+        typer.echo(json.dumps(result["structure"], indent=2))
+        return
+    table = Table(
+        title=f"{synthetic.name}: {result['samples']} masks vs "
+        f"{result['reference']['samples']} real"
+    )
+    for column in ("statistic", "real mean", "synthetic mean", "Wasserstein / real sd"):
+        table.add_column(column, justify="left" if column == "statistic" else "right")
+    for name, values in result["structure"].items():
+        if name in ("combined", "near_empty"):
+            continue
+        table.add_row(
+            name,
+            *(
+                f"{values[k]:.4g}"
+                for k in ("real_mean", "generated_mean", "wasserstein_in_real_sd")
+            ),
+        )
+    console.print(table)
+    console.print(
+        f"structure distance {result['structure']['combined']['structure_distance']:.3f}, "
+        f"near-empty rate {result['structure']['near_empty']['rate']:.3f}"
+    )
+
+
+@evaluate_app.command("realism")
+@_user_errors
+def evaluate_realism(
+    synthetic: SyntheticArgument,
+    data: DataOption = Path("../shared/data"),
+    datasets: ReferenceDatasetsOption = ["rite", "les-av"],  # noqa: B006 - read, never mutated
+    export: ReferenceExportOption = None,
+    limit: LimitOption = 64,
+    inception_weights: InceptionOption = None,
+    catalog: CatalogOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fréchet distance, KID and precision/recall of the set's photos against real photos in
+    the vessel CNN's feature space (and Inception-v3's, given its weights file)."""
+    from flows.evaluation import evaluate_synthetic
+
+    _, reference = _synthetic_inputs(synthetic, data, datasets, export, limit)
     result = evaluate_synthetic(
-        synthetic, reference, limit=limit, inception_weights=inception_weights
+        synthetic,
+        reference,
+        limit=limit,
+        inception_weights=_inception_weights(inception_weights, catalog),
+        measures=("realism",),
+    )
+    if as_json:
+        typer.echo(json.dumps(result["realism"], indent=2))
+        return
+    names = ("frechet_distance", "real_halves_frechet_distance", "kid_mean", "precision", "recall")
+    table = Table(
+        title=f"{synthetic.name}: {result['samples']} photos vs "
+        f"{result['reference']['samples']} real"
+    )
+    table.add_column("features")
+    for name in names:
+        table.add_column(name, justify="right")
+    for space, values in result["realism"].items():
+        table.add_row(space, *(f"{values[n]:.4g}" for n in names))
+    console.print(table)
+
+
+@evaluate_app.command("report")
+@_user_errors
+def evaluate_report(
+    out: Annotated[Path, typer.Option(help="Folder for report.html (and metrics.json)")],
+    synthetic: Annotated[
+        Path | None, typer.Option(help="Report on this synthetic set (full evaluation)")
+    ] = None,
+    store: Annotated[Path | None, typer.Option(help="Report on this case store (curation)")] = None,
+    data: DataOption = Path("../shared/data"),
+    datasets: ReferenceDatasetsOption = ["rite", "les-av"],  # noqa: B006 - read, never mutated
+    export: ReferenceExportOption = None,
+    limit: LimitOption = 64,
+    inception_weights: InceptionOption = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Self-contained HTML report. With --store: every case's stage, review state, timings, QC
+    thumbnails and overlays, A/V structure. With --synthetic: vessel recovery, structural and
+    image realism against real data, distributions, sample grids (metrics.json beside it)."""
+    from flows.evaluation import evaluate_synthetic
+    from flows.reports import curation_report, synthetic_report
+
+    if (synthetic is None) == (store is None):
+        _fail("give exactly one of --synthetic SET.h5 or --store STORE")
+    if store is not None:
+        report = curation_report(CaseStore(_store_root(store, None), create=False), out)
+        console.print(f"report: {report}", soft_wrap=True, highlight=False)
+        return
+    sample, reference = _synthetic_inputs(synthetic, data, datasets, export, limit)
+    result = evaluate_synthetic(
+        synthetic,
+        reference,
+        limit=limit,
+        inception_weights=_inception_weights(inception_weights, catalog),
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     report = synthetic_report(result, sample, reference, out)
-    if as_json:
-        typer.echo(json.dumps({k: v for k, v in result.items() if k != "stats"}, indent=2))
-        return
-    table = Table(title=f"{synthetic.name}: {result['samples']} samples")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("vessel recovery Dice", f"{result['recovery']['dice_mean']:.4f}")
-    table.add_row(
-        "structure distance", f"{result['structure']['combined']['structure_distance']:.3f}"
+    console.print(
+        f"vessel recovery Dice {result['recovery']['dice_mean']:.4f}, structure distance "
+        f"{result['structure']['combined']['structure_distance']:.3f}, Fréchet distance "
+        f"(vessel CNN) {result['realism']['vessel_cnn']['frechet_distance']:.4g}"
     )
-    table.add_row("near-empty rate", f"{result['structure']['near_empty']['rate']:.3f}")
-    for space, values in result["realism"].items():
-        for name in ("frechet_distance", "kid_mean", "precision", "recall"):
-            table.add_row(f"{name} ({space})", f"{values[name]:.4g}")
-    console.print(table)
-    console.print(f"report: {report}")
+    console.print(f"report: {report}", soft_wrap=True, highlight=False)
 
 
-@evaluate_app.command("curation")
+@app.command()
 @_user_errors
-def evaluate_curation(
-    out: Annotated[Path, typer.Option(help="Folder for report.html")],
+def audit(
     store: StoreOption = None,
     catalog: CatalogOption = None,
+    raw: Annotated[
+        Path | None, typer.Option(help="Raw case folders: their patient ids, names, birth dates")
+    ] = None,
+    identifiers: Annotated[
+        Path | None, typer.Option(help="Text file of further identifiers, one per line")
+    ] = None,
+    path: Annotated[
+        list[Path] | None,
+        typer.Option(help="Further files or folders to scan: exports, sets, reports, logs"),
+    ] = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """HTML report of a case store: every case's stage, review state, timings, QC thumbnails
-    and overlays, and A/V mask structure."""
-    from flows.reports import curation_report
+    """Privacy scan: every file of the store and of the given paths is searched for the raw
+    cases' patient ids, names and birth dates and for image metadata (EXIF, PNG text).
+    Exit 1 when anything is found; findings name the file and place, never the identifier."""
+    from pipeline.audit import audit_paths, identifiers_from_raw
 
-    root = _store_root(store, _catalog(catalog))
-    report = curation_report(CaseStore(root, create=False), out)
-    console.print(f"report: {report}")
+    loaded = _catalog(catalog)
+    roots = [_store_root(store, loaded)] + list(path or [])
+    if loaded is not None:
+        roots += [
+            loaded.path(name).parent if "{" in loaded.entry(name).filepath else loaded.path(name)
+            for name in ("training_set", "synthetic_set", "reports")
+        ]
+    missing = [str(r) for r in roots if not r.exists()]
+    roots = [r for r in roots if r.exists()]
+    extra = identifiers.read_text(encoding="utf-8").splitlines() if identifiers else []
+    if raw is not None and not raw.is_dir():
+        _fail(f"raw folder {raw} does not exist; pass the folder of the raw case folders")
+    searched = identifiers_from_raw(raw, extra) if raw is not None else []
+    if raw is None and not extra:
+        console.print(
+            "[yellow]no --raw folder or --identifiers file: only image metadata is checked[/]"
+        )
+    findings = audit_paths(roots, searched)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "scanned": [str(r) for r in roots],
+                    "not_found": missing,
+                    "identifiers": len(searched),
+                    "findings": [f.__dict__ for f in findings],
+                },
+                indent=2,
+            )
+        )
+    else:
+        files = sum(1 for r in roots for p in ([r] if r.is_file() else r.rglob("*")) if p.is_file())
+        console.print(
+            f"scanned {files} files under {len(roots)} paths for {len(searched)} identifiers"
+        )
+        for finding in findings:
+            console.print(f"[red]LEAK[/] {finding}", highlight=False, soft_wrap=True)
+        if not findings:
+            console.print("[green]no identifier or image metadata found[/]")
+    if findings:
+        raise typer.Exit(1)

@@ -158,13 +158,19 @@ def run_downstream(
     for setting in downstream_settings(config):
         folder = work / f"{setting.name}_seed{setting.seed}"
         result_file = folder / "result.json"
+        training = config.training.model_copy(update={"seed": setting.seed})
         if result_file.exists():
             row = json.loads(result_file.read_text())
+            if row.get("training") != training.model_dump(mode="json"):
+                raise ValueError(
+                    f"{folder} holds a run with other training settings; pass a new --work "
+                    "folder for a changed configuration"
+                )
         else:
             images = (real if setting.real else []) + synthetic[: setting.synthetic]
-            training = config.training.model_copy(update={"seed": setting.seed})
             train_vessel(training, images, folder)
             row = setting.model_dump() | {
+                "training": training.model_dump(mode="json"),
                 "training_images": len(images),
                 **_score(folder / "weights", config, data),
             }

@@ -105,6 +105,7 @@ def evaluate_synthetic(
     *,
     limit: int | None = 64,
     inception_weights: Path | None = None,
+    measures: tuple[str, ...] = ("recovery", "structure", "realism"),
 ) -> dict[str, Any]:
     """Structure, realism and vessel recovery of a synthetic set.
 
@@ -118,6 +119,8 @@ def evaluate_synthetic(
         Evaluate the first ``limit`` samples (None: all).
     inception_weights : Path, optional
         Inception-v3 FID weights file; adds true FID/KID/precision/recall.
+    measures : tuple of {'recovery', 'structure', 'realism'}
+        What to measure (structure and realism need the reference).
 
     Returns
     -------
@@ -130,26 +133,27 @@ def evaluate_synthetic(
     from pipeline.av_structure import compare_structure, structure_stats
 
     synthetic = read_synthetic(path, limit)
-    result: dict[str, Any] = {
-        "set": path.name,
-        "samples": len(synthetic["images"]),
-        "recovery": _recovery(synthetic["images"], synthetic["vessel"], synthetic["fov"]),
-    }
-    if reference is None:
+    result: dict[str, Any] = {"set": path.name, "samples": len(synthetic["images"])}
+    if "recovery" in measures:
+        result["recovery"] = _recovery(synthetic["images"], synthetic["vessel"], synthetic["fov"])
+    if reference is None or not {"structure", "realism"} & set(measures):
         return result
     if reference.photos.shape[1:3] != synthetic["images"].shape[1:3]:
         raise ValueError(
             f"the real reference is {reference.photos.shape[1]} px, the set "
             f"{synthetic['images'].shape[1]} px: load the reference at the set's size"
         )
-    real_stats = [structure_stats(m) for m in reference.labels]
-    synthetic_stats = [structure_stats(m) for m in synthetic["av"]]
     result["reference"] = {"sources": list(reference.sources), "samples": len(reference.labels)}
-    result["structure"] = compare_structure(real_stats, synthetic_stats)
-    result["stats"] = {
-        "real": [s.as_dict() for s in real_stats],
-        "synthetic": [s.as_dict() for s in synthetic_stats],
-    }
+    if "structure" in measures:
+        real_stats = [structure_stats(m) for m in reference.labels]
+        synthetic_stats = [structure_stats(m) for m in synthetic["av"]]
+        result["structure"] = compare_structure(real_stats, synthetic_stats)
+        result["stats"] = {
+            "real": [s.as_dict() for s in real_stats],
+            "synthetic": [s.as_dict() for s in synthetic_stats],
+        }
+    if "realism" not in measures:
+        return result
     result["realism"] = {
         "vessel_cnn": _realism(
             _vessel_features(reference.photos, reference.fov),

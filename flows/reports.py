@@ -11,6 +11,8 @@ import numpy as np
 from flows.html import Page, figure_uri, png_uri, write_page
 
 __all__ = [
+    "add_curation_sections",
+    "add_synthetic_sections",
     "curation_report",
     "downstream_figure",
     "downstream_report",
@@ -120,11 +122,23 @@ def curation_report(store: Any, out: Path, *, thumbnail_px: int = 320) -> Path:
     out : Path
         Folder of the report (created).
     """
+    page = Page(f"Curation report: {store.root.name}")
+    rows = add_curation_sections(page, store, thumbnail_px=thumbnail_px)
+    report = write_page(page, out / "report.html")
+    _publish(
+        "curation", {r["case"]: {k: v for k, v in r.items() if k != "case"} for r in rows}, report
+    )
+    return report
+
+
+def add_curation_sections(
+    page: Page, store: Any, *, thumbnail_px: int = 320
+) -> list[dict[str, Any]]:
+    """Append the curation report's sections to ``page``; returns its per-case rows."""
     from flows.inspect import case_overview
     from pipeline.av_structure import structure_stats
     from pipeline.casestore import CaseStoreError
 
-    page = Page(f"Curation report: {store.root.name}")
     rows, structure_rows, galleries, unreadable = [], [], [], []
     for case_id in store.case_ids():
         try:
@@ -181,11 +195,7 @@ def curation_report(store: Any, out: Path, *, thumbnail_px: int = 320) -> Path:
     for case_id, items in galleries:
         page.paragraph(case_id)
         page.images(items, width=thumbnail_px)
-    report = write_page(page, out / "report.html")
-    _publish(
-        "curation", {r["case"]: {k: v for k, v in r.items() if k != "case"} for r in rows}, report
-    )
-    return report
+    return rows
 
 
 def structure_figure(stats: dict[str, list[dict[str, float]]]) -> Any:
@@ -258,6 +268,24 @@ def synthetic_report(
         Real pairs (a grid of them beside the synthetic one).
     """
     page = Page(f"Synthetic set {result['set']}")
+    summary = add_synthetic_sections(
+        page, result, synthetic, reference, grid=grid, thumbnail_px=thumbnail_px
+    )
+    report = write_page(page, out / "report.html")
+    _publish("synthetic", summary, report)
+    return report
+
+
+def add_synthetic_sections(
+    page: Page,
+    result: dict[str, Any],
+    synthetic: dict[str, np.ndarray],
+    reference: Any,
+    *,
+    grid: int = 8,
+    thumbnail_px: int = 192,
+) -> dict[str, dict[str, Any]]:
+    """Append the synthetic-set report's sections to ``page``; returns its summary tables."""
     page.paragraph(f"{result['samples']} synthetic samples evaluated.")
     page.section("Vessel recovery")
     page.paragraph(
@@ -305,6 +333,4 @@ def synthetic_report(
             _sample_grid(reference.photos, reference.labels, grid, thumbnail_px=thumbnail_px),
             width=thumbnail_px,
         )
-    report = write_page(page, out / "report.html")
-    _publish("synthetic", summary, report)
-    return report
+    return summary

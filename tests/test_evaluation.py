@@ -221,7 +221,7 @@ def test_reports_render_in_headless_chromium_without_broken_images(
 ) -> None:
     store = copy_store(curated_store_template, tmp_path / "store")
     result = runner.invoke(
-        app, ["evaluate", "curation", "--store", str(store), "--out", str(tmp_path / "curation")]
+        app, ["evaluate", "report", "--store", str(store), "--out", str(tmp_path / "curation")]
     )
     assert result.exit_code == 0, result.output
     report = tmp_path / "curation" / "report.html"
@@ -234,19 +234,17 @@ def test_reports_render_in_headless_chromium_without_broken_images(
     synthetic, real_export = tmp_path / "synthetic.h5", tmp_path / "real.h5"
     _phantom_set(synthetic, range(100, 106))
     _phantom_export(real_export, range(200, 206))
+    reference = ["--data", str(tmp_path / "no-public-data"), "--export", str(real_export)]
     result = runner.invoke(
         app,
         [
             "evaluate",
-            "synthetic",
+            "report",
+            "--synthetic",
             str(synthetic),
             "--out",
             str(tmp_path / "synthetic"),
-            "--data",
-            str(tmp_path / "no-public-data"),
-            "--export",
-            str(real_export),
-            "--json",
+            *reference,
         ],
     )
     assert result.exit_code == 0, result.output
@@ -257,6 +255,12 @@ def test_reports_render_in_headless_chromium_without_broken_images(
     assert set(metrics["realism"]) == {"vessel_cnn"}
     total, broken = _broken_images(tmp_path / "synthetic" / "report.html")
     assert total >= 1 + 2 * 6 + 2 * 6 and broken == 0  # histograms, synthetic and real grids
+    structure = runner.invoke(app, ["evaluate", "structure", str(synthetic), *reference, "--json"])
+    assert structure.exit_code == 0, structure.output
+    assert json.loads(structure.output) == metrics["structure"]
+    realism = runner.invoke(app, ["evaluate", "realism", str(synthetic), *reference, "--json"])
+    assert realism.exit_code == 0, realism.output
+    assert json.loads(realism.output) == metrics["realism"]
 
 
 @needs_data

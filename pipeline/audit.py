@@ -1,0 +1,220 @@
+"""Privacy audit: search outputs for raw patient identifiers and for image metadata.
+
+What is searched for: the patient ids, names and birth dates found in the raw case folders
+(``case.json``) and in an optional list of extra identifiers, written the ways dates and ids are
+commonly written; and, in every PNG/JPEG/TIFF, any metadata beyond pixels (EXIF, PNG text
+chunks, XMP, comments), since angioflow's outputs carry none. Every file under the given roots
+is read as bytes (HDF5 attributes, dataset names and string data included, because h5py stores
+them uncompressed), text files are decoded, and images are opened for their metadata.
+
+Findings never repeat the identifier: they name the file, where in it, the kind of identifier
+and the (safe) label of the raw case it belongs to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+__all__ = ["Finding", "Identifier", "audit_paths", "identifiers_from_raw"]
+
+_NAME_FIELDS = ("name", "patient_name", "first_name", "last_name", "given_name", "family_name")
+_BIRTH_FIELDS = ("birth_date", "date_of_birth", "dob", "birthdate")
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+_MIN_IDENTIFIER_CHARS = 4  # shorter strings match everywhere by chance
+# Decoder facts PIL reports in Image.info that say nothing about a person.
+_TECHNICAL = {
+    "dpi",
+    "gamma",
+    "transparency",
+    "aspect",
+    "interlace",
+    "jfif",
+    "jfif_version",
+    "jfif_unit",
+    "jfif_density",
+    "progressive",
+    "progression",
+    "compression",
+    "srgb",
+    "adobe",
+    "adobe_transform",
+    "resolution",
+    "bits",
+}
+
+
+@dataclass(frozen=True)
+class Identifier:
+    """Something that must not appear in any output."""
+
+    value: str
+    kind: str  # "patient id", "name", "birth date", "listed identifier"
+    source: str  # safe label of where it came from
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One leak: ``path`` (as given under its root), ``where`` in the file, ``what`` leaked."""
+
+    path: str
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.what} ({self.where})"
+
+
+def _date_spellings(value: str) -> list[str]:
+    try:
+        date = dt.date.fromisoformat(value.strip()[:10])
+    except ValueError:
+        return [value]
+    return sorted(
+        {
+            value,
+            date.isoformat(),
+            date.strftime("%Y%m%d"),
+            date.strftime("%d.%m.%Y"),
+            date.strftime("%d/%m/%Y"),
+            date.strftime("%m/%d/%Y"),
+            date.strftime("%Y:%m:%d"),  # EXIF
+        }
+    )
+
+
+def identifiers_from_raw(raw: Path, extra: Iterable[str] = ()) -> list[Identifier]:
+    """Identifiers of every case folder under ``raw`` (its ``case.json``) plus ``extra``.
+
+    A case.json that cannot be read is skipped (ingestion reports it); its folder name is not
+    used as an identifier because folder names are often case numbers, not patient ids.
+    """
+    from pipeline.raw_case import case_label, find_case_folders
+
+    found: list[Identifier] = []
+    for folder in find_case_folders(raw):
+        try:
+            document = json.loads((folder / "case.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(document, dict):
+            continue
+        label = f"raw case '{case_label(folder)}'"
+        if isinstance(document.get("patient_id"), str):
+            found.append(Identifier(document["patient_id"], "patient id", label))
+        for field in _NAME_FIELDS:
+            if isinstance(document.get(field), str):
+                found.append(Identifier(document[field], "name", label))
+        for field in _BIRTH_FIELDS:
+            if isinstance(document.get(field), str):
+                for spelling in _date_spellings(document[field]):
+                    found.append(Identifier(spelling, "birth date", label))
+    found += [Identifier(v, "listed identifier", "--identifiers file") for v in extra if v]
+    return [i for i in found if len(i.value.strip()) >= _MIN_IDENTIFIER_CHARS]
+
+
+def _image_metadata(path: Path) -> list[str]:
+    """Names of metadata blocks an image carries beyond its pixels."""
+    try:
+        with Image.open(path) as image:
+            blocks = [f"EXIF ({len(image.getexif())} tags)"] if len(image.getexif()) else []
+            blocks += [f"metadata '{key}'" for key in image.info if key not in _TECHNICAL]
+            return blocks
+    except OSError:
+        return []
+
+
+def _hdf5_text(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(location, bytes) of every attribute and every string or byte dataset of an HDF5 file
+    (decompressed, which a byte scan of the file would miss)."""
+    import h5py
+    import numpy as np
+
+    def as_bytes(value: object) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
+            return b"\n".join(as_bytes(v) for v in value.ravel())
+        return str(value).encode("utf-8", "replace")
+
+    try:
+        with h5py.File(path, "r") as handle:
+            found: list[tuple[str, bytes]] = []
+
+            def visit(name: str, item: object) -> None:
+                for key, value in item.attrs.items():  # type: ignore[attr-defined]
+                    found.append((f"HDF5 attribute {name}@{key}", as_bytes(value)))
+                if isinstance(item, h5py.Dataset) and item.dtype.kind in "OSU":
+                    found.append((f"HDF5 dataset {name}", as_bytes(item[()])))
+
+            for key, value in handle.attrs.items():
+                found.append((f"HDF5 attribute /@{key}", as_bytes(value)))
+            handle.visititems(visit)
+            yield from found
+    except OSError:
+        return
+
+
+def _locate(data: bytes, needle: bytes) -> int | None:
+    index = data.find(needle)
+    if index >= 0:
+        return index
+    lowered = data.lower().find(needle.lower())
+    return lowered if lowered >= 0 else None
+
+
+def _files(roots: Iterable[Path]) -> Iterator[tuple[Path, Path]]:
+    for root in roots:
+        if root.is_file():
+            yield root.parent, root
+        elif root.is_dir():
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and not path.is_symlink():
+                    yield root, path
+
+
+def audit_paths(roots: Iterable[Path], identifiers: list[Identifier]) -> list[Finding]:
+    """Every finding in every file under ``roots`` (files or folders).
+
+    Each identifier is searched for in the file's bytes (case-insensitive, and in UTF-16 for
+    files that store text that way) and, for images, the metadata is listed.
+    """
+    findings: list[Finding] = []
+    needles = [
+        (identifier, spelling)
+        for identifier in identifiers
+        for spelling in {
+            identifier.value.encode("utf-8"),
+            identifier.value.encode("utf-16-le"),
+        }
+    ]
+    for root, path in _files(roots):
+        shown = str(path.relative_to(root.parent)) if root != path.parent else str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            findings.append(Finding(shown, "unreadable", f"could not be checked: {error.strerror}"))
+            continue
+        places = [("file bytes", data)]
+        if path.suffix.lower() in (".h5", ".hdf5"):
+            places += list(_hdf5_text(path))
+        reported = set()
+        for where, content in places:
+            for identifier, needle in needles:
+                if (identifier.kind, identifier.source) in reported:
+                    continue
+                offset = _locate(content, needle)
+                if offset is not None:
+                    reported.add((identifier.kind, identifier.source))
+                    place = f"byte {offset}" if where == "file bytes" else where
+                    findings.append(
+                        Finding(shown, place, f"{identifier.kind} of {identifier.source}")
+                    )
+        if path.suffix.lower() in _IMAGE_SUFFIXES:
+            findings += [Finding(shown, block, "image metadata") for block in _image_metadata(path)]
+    return findings

@@ -1,0 +1,82 @@
+"""`angioflow audit`: clean outputs pass; identifiers planted in every kind of output file are
+found, and the audit's own output never repeats them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+from conftest import copy_store
+from PIL import Image, PngImagePlugin
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+runner = CliRunner()
+NAME, BIRTH = "Jane Placeholder-Doe", "1961-04-23"
+
+
+def _raw_with_names(template_raw: Path, destination: Path) -> tuple[Path, str]:
+    """The template's raw cases, their case.json given a patient name and birth date."""
+    shutil.copytree(template_raw, destination)
+    first = sorted(p for p in destination.iterdir() if p.is_dir())[0]
+    document = json.loads((first / "case.json").read_text())
+    document |= {"patient_name": NAME, "birth_date": BIRTH}
+    (first / "case.json").write_text(json.dumps(document))
+    return destination, document["patient_id"]
+
+
+def test_audit_passes_clean_outputs_and_finds_every_planted_identifier(
+    curated_store_template: Path, tmp_path: Path
+) -> None:
+    raw, patient_id = _raw_with_names(curated_store_template.parent / "raw", tmp_path / "raw")
+    store = copy_store(curated_store_template, tmp_path / "store")
+    outputs = tmp_path / "outputs"
+    report = runner.invoke(
+        app, ["evaluate", "report", "--store", str(store), "--out", str(outputs / "report")]
+    )
+    assert report.exit_code == 0, report.output
+    case_id = sorted(p.stem for p in (store / "cases").glob("*.h5"))[0]
+    inspected = runner.invoke(
+        app, ["inspect", case_id, "--store", str(store), "--out", str(outputs / "inspect")]
+    )
+    assert inspected.exit_code == 0, inspected.output
+    audit = ["audit", "--store", str(store), "--raw", str(raw), "--path", str(outputs), "--json"]
+    clean = runner.invoke(app, audit)
+    assert clean.exit_code == 0, clean.output
+    assert json.loads(clean.output)["identifiers"] >= 2 + 1 + 1  # 2 ids, a name, a birth date
+
+    with h5py.File(store / "cases" / f"{case_id}.h5", "a") as handle:  # a store case file
+        handle["raw"].attrs["operator_note"] = f"seen {patient_id}"
+    with h5py.File(outputs / "approved.h5", "w") as handle:  # an export, compressed strings
+        handle.create_dataset("notes", data=[f"patient {NAME}".encode()] * 50, compression="gzip")
+    with h5py.File(outputs / "synthetic.h5", "w") as handle:  # a synthetic set
+        handle["images"] = np.zeros((1, 8, 8, 3), np.uint8)
+        handle.attrs["provenance"] = json.dumps({"source_dob": "23.04.1961"})
+    (outputs / "generate.log").write_text(f"12:00 INFO loading case of {patient_id.upper()}\n")
+    page = outputs / "report" / "report.html"
+    page.write_text(page.read_text().replace("</body>", f"<p>{NAME}</p></body>"))
+    chunk = PngImagePlugin.PngInfo()
+    chunk.add_text("Comment", "exported from the PACS")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(outputs / "thumb.png", pnginfo=chunk)
+    exif = Image.Exif()
+    exif[0x0132] = "2024:03:01 10:00:00"  # DateTime
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(outputs / "photo.jpg", exif=exif)
+
+    found = runner.invoke(app, audit)
+    assert found.exit_code == 1
+    findings = json.loads(found.output)["findings"]
+    by_file = {Path(f["path"]).name: f["what"] for f in findings}
+    assert by_file[f"{case_id}.h5"].startswith("patient id")
+    assert by_file["approved.h5"].startswith("name")
+    assert by_file["synthetic.h5"].startswith("birth date")
+    assert by_file["generate.log"].startswith("patient id")  # case-insensitive
+    assert by_file["report.html"].startswith("name")
+    assert by_file["thumb.png"] == by_file["photo.jpg"] == "image metadata"
+    for secret in (patient_id, NAME, BIRTH, "23.04.1961"):
+        assert secret not in found.output
+    plain = runner.invoke(app, audit[:-1])
+    assert plain.exit_code == 1 and "LEAK" in plain.output and patient_id not in plain.output

@@ -1,0 +1,210 @@
+"""Scale-out and faults: curation on a real dask.distributed cluster, a worker killed mid-case,
+the whole flow killed mid-run, and a full or read-only store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import copy_store
+from typer.testing import CliRunner
+
+from flows.cli import app
+from pipeline.casestore import CaseStore, MaskKind, Stage
+from pipeline.curation_stages import STAGES
+
+runner = CliRunner()
+SECRET = "test-secret-0123456789abcdef"  # the curated store template's key
+
+
+def _baselines(store: Path) -> dict[str, str]:
+    """sha256 of each case's baseline vessel mask (version 1)."""
+    cases = CaseStore(store, create=False)
+    return {c: cases.versions(c, MaskKind.VESSEL)[0].sha256 for c in cases.case_ids()}
+
+
+def _stage_times(store: Path) -> dict[tuple[str, str], str]:
+    cases = CaseStore(store, create=False)
+    return {
+        (c, s): cases.read_stage(c, s, arrays=()).finished
+        for c in cases.case_ids()
+        for s in cases.summary(c).stages_done
+    }
+
+
+def test_ingest_and_curate_on_a_dask_local_cluster(
+    curated_store_template: Path, tmp_path: Path, prefect_server: None, monkeypatch
+) -> None:
+    monkeypatch.setenv("ANGIOFLOW_SECRET", SECRET)
+    raw, store = curated_store_template.parent / "raw", tmp_path / "store"
+    dask = ["--runner", "dask", "--workers", "2"]
+    ingested = runner.invoke(app, ["ingest", str(raw), "--store", str(store), *dask])
+    assert ingested.exit_code == 0, ingested.output
+    curated = runner.invoke(app, ["curate", "--store", str(store), "--json", *dask])
+    assert curated.exit_code == 0, curated.output
+    # the same cases, the same baseline masks as curated on the thread runner
+    assert _baselines(store) == _baselines(curated_store_template)
+
+
+def test_a_worker_killed_mid_case_is_retried_and_the_batch_finishes(
+    curated_store_template: Path, tmp_path: Path, prefect_server: None
+) -> None:
+    from distributed import Client, LocalCluster
+
+    store = copy_store(curated_store_template, tmp_path / "store")
+    for case_id in CaseStore(store, create=False).case_ids():  # back to stage 1: recompute
+        case_file = CaseStore(store, create=False).path(case_id)
+        _drop_stages(case_file)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        killed: list[int] = []
+
+        def kill_a_busy_worker() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not killed:
+                busy = [w for w, keys in client.processing().items() if keys]
+                if busy:
+                    time.sleep(1.0)  # let it get well into the case
+                    pids = client.run(os.getpid, workers=busy[:1])
+                    pid = next(iter(pids.values()))
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.2)
+
+        killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
+        killer.start()
+        result = runner.invoke(
+            app,
+            [
+                "curate",
+                "--store",
+                str(store),
+                "--runner",
+                "dask",
+                "--dask-address",
+                cluster.scheduler_address,
+                "--json",
+            ],
+        )
+        killer.join()
+    assert killed, "no worker was busy to kill"
+    assert result.exit_code == 0, result.output
+    cases = CaseStore(store, create=False)
+    assert all(cases.summary(c).stage is Stage.VESSEL_REVIEW for c in cases.case_ids())
+    assert _baselines(store) == _baselines(curated_store_template)
+
+
+def _drop_stages(case_file: Path) -> None:
+    """Take a curated case back to 'ingested' (its raw images and events stay)."""
+    import h5py
+
+    with h5py.File(case_file, "a") as handle:
+        for group in ("stages", "reviews"):
+            if group in handle:
+                del handle[group]
+
+
+def test_a_killed_curate_run_finishes_on_rerun_without_recomputing(
+    curated_store_template: Path, tmp_path: Path, prefect_server: None
+) -> None:
+    store = copy_store(curated_store_template, tmp_path / "store")
+    cases = CaseStore(store, create=False)
+    first, second = cases.case_ids()
+    _drop_stages(cases.path(second))  # case 1 done; case 2 waits for every stage
+    before = _stage_times(store)
+    from prefect.settings import PREFECT_API_URL
+
+    command = [str(Path(sys.executable).parent / "angioflow"), "curate", "--store", str(store)]
+    environment = os.environ | {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    process = subprocess.Popen(
+        command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if "vessel_maps" in CaseStore(store, create=False).summary(second).stages_done:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stored = CaseStore(store, create=False).summary(second).stages_done
+    assert "vessel_maps" in stored and "binarisation" not in stored, stored
+    partial = _stage_times(store)
+    rerun = runner.invoke(app, ["curate", "--store", str(store)])
+    assert rerun.exit_code == 0, rerun.output
+    after = _stage_times(store)
+    assert set(after) == set(before) | {(second, s) for s in STAGES}
+    assert {k: after[k] for k in partial} == partial  # nothing finished was recomputed
+    assert _baselines(store) == _baselines(curated_store_template)
+
+
+def _mount_tmpfs(folder: Path, size: str) -> bool:
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+    )
+    return done.returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    folder = tmp_path / "disk"
+    if not _mount_tmpfs(folder, "3m"):
+        pytest.skip("cannot mount a small tmpfs here (needs root): disk-full test skipped")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_quarantines_with_a_clear_error_and_leaves_no_partial_file(
+    small_disk: Path, tmp_path: Path, prefect_server: None, monkeypatch
+) -> None:
+    from pipeline.phantom import PhantomConfig, write_phantom_set
+
+    monkeypatch.setenv("ANGIOFLOW_SECRET", SECRET)
+    raw = tmp_path / "raw"
+    write_phantom_set(raw, n=3, seed=5, config=PhantomConfig(size=(512, 768), n_frames=6))
+    store = small_disk / "store"
+    result = runner.invoke(app, ["ingest", str(raw), "--store", str(store), "--json"])
+    assert result.exit_code == 1  # some case did not fit
+    assert "No space left on device" in result.output or "disk" in result.output.lower()
+    leftovers = [p for p in store.rglob("*") if p.name.startswith(".") and p.suffix == ".tmp"]
+    assert not leftovers
+    for case_id in CaseStore(store, create=False).case_ids():  # what was stored is whole
+        summary = CaseStore(store, create=False).summary(case_id)
+        assert summary.stage is Stage.INGESTED and summary.n_frames == 6
+
+
+def test_a_read_only_store_fails_each_case_clearly_and_changes_nothing(
+    curated_store_template: Path, tmp_path: Path, prefect_server: None
+) -> None:
+    folder = tmp_path / "disk"
+    if not _mount_tmpfs(folder, "64m"):
+        pytest.skip("cannot mount a tmpfs here (needs root): read-only store test skipped")
+    try:
+        store = copy_store(curated_store_template, folder / "store")
+        cases = CaseStore(store, create=False)
+        for case_id in cases.case_ids():
+            _drop_stages(cases.path(case_id))
+        digests = {p: _sha256(p) for p in store.rglob("*") if p.is_file()}
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        result = runner.invoke(app, ["curate", "--store", str(store), "--json"])
+        assert result.exit_code == 1
+        assert "Read-only file system" in result.output
+        assert {p: _sha256(p) for p in store.rglob("*") if p.is_file()} == digests
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
