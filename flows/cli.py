@@ -1371,10 +1371,9 @@ def audit(
     loaded = _catalog(catalog)
     roots = [_store_root(store, loaded)] + list(path or [])
     if loaded is not None:
-        roots += [
-            loaded.path(name).parent if "{" in loaded.entry(name).filepath else loaded.path(name)
-            for name in ("training_set", "synthetic_set", "reports")
-        ]
+        for name in ("training_set", "synthetic_set", "reports"):
+            filepath = Path(loaded.entry(name).filepath)
+            roots.append(loaded.root / (filepath.parent if "{" in filepath.name else filepath))
     missing = [str(r) for r in roots if not r.exists()]
     roots = [r for r in roots if r.exists()]
     extra = identifiers.read_text(encoding="utf-8").splitlines() if identifiers else []

@@ -34,6 +34,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -299,34 +300,43 @@ class CaseStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _commit(self, case_id: str, build: Callable[[Path], None], *, copy_current: bool) -> None:
-        """Write a new version of a case file via temp file + fsync + rename (lock held)."""
+    def _commit(
+        self, case_id: str, change: Callable[[h5py.File], Any], *, copy_current: bool
+    ) -> Any:
+        """Write a new version of a case file (lock held) and return ``change``'s result.
+
+        The HDF5 file is built in memory and only then written with plain file I/O to a temp
+        file, fsynced and renamed over the old one: a full disk or a read-only store raises a
+        clean OSError and leaves no partial file (HDF5 failing to flush a file on disk crashes
+        the process when the failed handle is freed).
+        """
         target = self.path(case_id)
+        image = io.BytesIO(target.read_bytes() if copy_current else b"")
+        with h5py.File(image, "r+" if copy_current else "w") as handle:
+            result = change(handle)
         temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            if copy_current:
-                shutil.copyfile(target, temp)
-            build(temp)
-            with open(temp, "rb+") as handle:
+            with open(temp, "wb") as handle:
+                handle.write(image.getbuffer())
+                handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, target)
         finally:
             temp.unlink(missing_ok=True)
         _fsync_folder(target.parent)
+        return result
 
     def _mutate(self, case_id: str, change: Callable[[h5py.File], Any]) -> Any:
         """Apply ``change`` to a case file atomically and return its result."""
         with self._locked(case_id):
             self._check_readable(case_id)
-            result: list[Any] = []
 
-            def build(temp: Path) -> None:
-                with h5py.File(temp, "r+") as handle:
-                    result.append(change(handle))
-                    handle.attrs["modified"] = _now()
+            def build(handle: h5py.File) -> Any:
+                result = change(handle)
+                handle.attrs["modified"] = _now()
+                return result
 
-            self._commit(case_id, build, copy_current=True)
-            return result[0]
+            return self._commit(case_id, build, copy_current=True)
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -456,7 +466,9 @@ class CaseStore:
                 stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
                 shutil.copyfile(target, self.replaced_dir / f"{case.case_id}.{stamp}.h5")
                 _fsync_folder(self.replaced_dir)
-            self._commit(case.case_id, lambda temp: _write_new_case(temp, case), copy_current=False)
+            self._commit(
+                case.case_id, lambda handle: _write_new_case(handle, case), copy_current=False
+            )
         return target
 
     def write_stage(
@@ -886,31 +898,30 @@ def _validate_mask(mask: np.ndarray, kind: MaskKind, shape: tuple[int, ...], cas
         )
 
 
-def _write_new_case(temp: Path, case: NewCase) -> None:
-    with h5py.File(temp, "w") as handle:
-        handle.attrs.update(
-            format=FORMAT,
-            format_version=FORMAT_VERSION,
-            case_id=case.case_id,
-            patient_pseudonym=case.patient_pseudonym,
-            eye=case.eye,
-            camera=case.camera,
-            acquired_year=case.acquired_year or 0,
-            source_sha256=case.source_sha256,
-            created=_now(),
-            software_version=software_version(),
-            complete=False,
-        )
-        raw = handle.create_group("raw")
-        _write_array(raw, "fundus", case.fundus)
-        fa = raw.create_group("fa")
-        for index, (frame, time_s, name) in enumerate(
-            zip(case.fa_frames, case.fa_times_s, case.fa_files, strict=True)
-        ):
-            dataset = _write_array(fa, f"{index:03d}", frame)
-            dataset.attrs.update(time_s=float(time_s), file=name)
-        _append_event(handle, "ingested", {"n_frames": len(case.fa_frames)})
-        handle.attrs["complete"] = True
+def _write_new_case(handle: h5py.File, case: NewCase) -> None:
+    handle.attrs.update(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        case_id=case.case_id,
+        patient_pseudonym=case.patient_pseudonym,
+        eye=case.eye,
+        camera=case.camera,
+        acquired_year=case.acquired_year or 0,
+        source_sha256=case.source_sha256,
+        created=_now(),
+        software_version=software_version(),
+        complete=False,
+    )
+    raw = handle.create_group("raw")
+    _write_array(raw, "fundus", case.fundus)
+    fa = raw.create_group("fa")
+    for index, (frame, time_s, name) in enumerate(
+        zip(case.fa_frames, case.fa_times_s, case.fa_files, strict=True)
+    ):
+        dataset = _write_array(fa, f"{index:03d}", frame)
+        dataset.attrs.update(time_s=float(time_s), file=name)
+    _append_event(handle, "ingested", {"n_frames": len(case.fa_frames)})
+    handle.attrs["complete"] = True
 
 
 def _process_alive(pid: int) -> bool:

@@ -128,7 +128,14 @@ def ingest_case(
             )
             return _quarantine(store, case_dir, label, "", reason, case_id=case_id)
         status = "replaced"
-    store.create(_new_case(raw, case_id, key), replace=replace)
+    try:
+        store.create(_new_case(raw, case_id, key), replace=replace)
+    except OSError as error:
+        reason = (
+            f"case '{label}': could not be written to the store ({error.strerror or error}); "
+            "free disk space or make the store writable, then run ingest again"
+        )
+        return _quarantine(store, case_dir, label, "", reason, case_id=case_id)
     _clear_quarantine(store, case_dir)
     return IngestOutcome(status, label, case_id)
 
@@ -163,10 +170,13 @@ def _quarantine(
         time=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     path = _record_path(store, case_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_suffix(f".{os.getpid()}.tmp")
-    temp.write_text(json.dumps(asdict(record), sort_keys=True), encoding="utf-8")
-    os.replace(temp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_text(json.dumps(asdict(record), sort_keys=True), encoding="utf-8")
+        os.replace(temp, path)
+    except OSError:  # a full or read-only store: the outcome still carries the reason
+        temp.unlink(missing_ok=True)
     return IngestOutcome("quarantined", label, case_id, file, reason)
 
 
