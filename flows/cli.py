@@ -1408,3 +1408,113 @@ def audit(
             console.print("[green]no identifier or image metadata found[/]")
     if findings:
         raise typer.Exit(1)
+
+
+study_app = typer.Typer(help="Blinded real-vs-synthetic reading study.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("create")
+@_user_errors
+def study_create(
+    real: Annotated[Path, typer.Option(help="Folder of real photos, or an export (.h5)")],
+    synthetic: Annotated[
+        list[str], typer.Option(help="NAME=FILE.h5 per synthetic category (repeat)")
+    ],
+    out: Annotated[Path, typer.Option(help="Study folder to create (the key goes beside it)")],
+    per_category: Annotated[int, typer.Option(min=1, help="Images per category")] = 20,
+    seed: Annotated[int, typer.Option(help="Sampling and shuffling seed (recorded)")] = 0,
+    size: Annotated[int, typer.Option(min=64, help="Side of every study image in pixels")] = 512,
+) -> None:
+    """Sample N images per category, strip every identifying trace, shuffle, and write the
+    study folder; the answer key goes to <out>.key, apart from what readers see."""
+    from flows.study import create_study, key_folder
+
+    sets: dict[str, Path] = {}
+    for item in synthetic:
+        name, _, file = item.partition("=")
+        if not name or not file:
+            _fail(f"--synthetic {item!r}: write NAME=FILE.h5")
+        if name in sets:
+            _fail(f"--synthetic: category {name!r} is given twice")
+        sets[name] = Path(file)
+    study = create_study(real, sets, out, per_category=per_category, seed=seed, size=size)
+    console.print(
+        f"{study['images']} images in {out}; answer key in {key_folder(out)} (keep it from "
+        "readers); start a reader with: angioflow study read "
+        f"{out} --reader NAME",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+@study_app.command("read")
+@_user_errors
+def study_read(
+    study: Annotated[Path, typer.Argument(help="Study folder")],
+    reader: Annotated[str, typer.Option(help="Reader name (letters, digits, '_', '-', '.')")],
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: any)")] = 0,
+    browser: Annotated[bool, typer.Option(help="Open the page in the default browser")] = True,
+) -> None:
+    """Serve the reader page on 127.0.0.1 for one reader; answers are saved after every click
+    and a restarted session resumes at the first unanswered image. Ctrl-C stops it."""
+    import webbrowser
+
+    from annotation_tools.reader import ReaderServer
+
+    server = ReaderServer(study, reader, port)
+    console.print(f"reader page for {reader}: {server.url}", soft_wrap=True, highlight=False)
+    if browser:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped; every answer given is saved")
+
+
+@study_app.command("report")
+@_user_errors
+def study_report_command(
+    study: Annotated[Path, typer.Argument(help="Study folder")],
+    key: Annotated[
+        Path | None, typer.Option(help="Answer key folder [default: <study>.key]")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for report.json and report.png [default: <study>.report]"),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Accuracy per category and reader with 95 % Wilson intervals, share called real, and
+    Fleiss' kappa between readers, laid out as the paper's Table I; JSON and a figure."""
+    from flows.reports import study_figure
+    from flows.study import study_report
+
+    report = study_report(study, key)
+    folder = out or study.with_name(study.name + ".report")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    study_figure(report).savefig(folder / "report.png", dpi=100, bbox_inches="tight")
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"Real or synthetic? {len(report['readers'])} readers (accuracy, 95 % CI)")
+    table.add_column("category")
+    for reader in [*report["readers"], "all readers"]:
+        table.add_column(reader, justify="right")
+    table.add_column("called real", justify="right")
+    for category, row in report["table"].items():
+        cells = [
+            f"{row[r]['accuracy']:.2f} [{row[r]['ci_low']:.2f}, {row[r]['ci_high']:.2f}]"
+            if row[r]["n"]
+            else "-"
+            for r in [*report["readers"], "all readers"]
+        ]
+        table.add_row(category, *cells, f"{row['all readers']['called_real']:.2f}")
+    console.print(table)
+    console.print(
+        f"Fleiss' kappa {report['fleiss_kappa']:.3f} over {report['images_rated_by_all']} "
+        f"images rated by every reader; report in {folder}",
+        soft_wrap=True,
+        highlight=False,
+    )

@@ -16,6 +16,7 @@ __all__ = [
     "curation_report",
     "downstream_figure",
     "downstream_report",
+    "study_figure",
     "structure_figure",
     "synthetic_report",
 ]
@@ -334,3 +335,33 @@ def add_synthetic_sections(
             width=thumbnail_px,
         )
     return summary
+
+
+def study_figure(report: dict[str, Any]) -> Any:
+    """Accuracy per category, every reader pooled, with 95 % Wilson intervals; 0.5 is chance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    categories = report["categories"]
+    rows = [report["table"][c]["all readers"] for c in categories]
+    accuracy = np.array([r["accuracy"] for r in rows], float)
+    low = accuracy - np.array([r["ci_low"] for r in rows])
+    high = np.array([r["ci_high"] for r in rows]) - accuracy
+    figure, axis = plt.subplots(figsize=(1.6 * len(categories) + 2, 3.4))
+    axis.bar(
+        range(len(categories)),
+        accuracy,
+        yerr=[low, high],
+        capsize=5,
+        color=["#3a7" if c == "real" else "#c53" for c in categories],
+    )
+    axis.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
+    axis.set_xticks(range(len(categories)), categories)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("readers' accuracy")
+    axis.set_title(f"Real or synthetic? {len(report['readers'])} readers, 95 % Wilson CI")
+    axis.legend()
+    figure.tight_layout()
+    return figure
