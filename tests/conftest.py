@@ -149,3 +149,24 @@ def interrupt_at(stop: int):  # noqa: ANN201 - an on_step callback
             raise TrainingInterrupted
 
     return on_step
+
+
+def headless_chromium(width: int = 1280, height: int = 900):  # noqa: ANN201 - a WebDriver
+    """Debian's Chromium under selenium, headless, through the system chromedriver (selenium
+    never downloads a driver when given one)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},{height}",
+    ):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)

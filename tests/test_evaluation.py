@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import copy_store
+from conftest import copy_store, headless_chromium
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -194,14 +194,7 @@ def _phantom_export(path: Path, seeds: range) -> None:
 
 def _broken_images(report: Path) -> tuple[int, int]:
     """(images, images that failed to load) of a page opened in headless Chromium."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = headless_chromium()
     try:
         driver.get(report.resolve().as_uri())
         total = driver.execute_script("return document.images.length")

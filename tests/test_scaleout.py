@@ -38,29 +38,19 @@ def _stage_times(store: Path) -> dict[tuple[str, str], str]:
     }
 
 
-def test_ingest_and_curate_on_a_dask_local_cluster(
+def test_dask_ingest_then_curate_with_a_worker_killed_mid_case(
     curated_store_template: Path, tmp_path: Path, prefect_server: None, monkeypatch
 ) -> None:
-    monkeypatch.setenv("ANGIOFLOW_SECRET", SECRET)
-    raw, store = curated_store_template.parent / "raw", tmp_path / "store"
-    dask = ["--runner", "dask", "--workers", "2"]
-    ingested = runner.invoke(app, ["ingest", str(raw), "--store", str(store), *dask])
-    assert ingested.exit_code == 0, ingested.output
-    curated = runner.invoke(app, ["curate", "--store", str(store), "--json", *dask])
-    assert curated.exit_code == 0, curated.output
-    # the same cases, the same baseline masks as curated on the thread runner
-    assert _baselines(store) == _baselines(curated_store_template)
-
-
-def test_a_worker_killed_mid_case_is_retried_and_the_batch_finishes(
-    curated_store_template: Path, tmp_path: Path, prefect_server: None
-) -> None:
+    """Ingest on a LocalCluster the runner starts; curate on a running 2-worker cluster while
+    one busy worker is killed: the batch finishes with the thread runner's exact masks."""
     from distributed import Client, LocalCluster
 
-    store = copy_store(curated_store_template, tmp_path / "store")
-    for case_id in CaseStore(store, create=False).case_ids():  # back to stage 1: recompute
-        case_file = CaseStore(store, create=False).path(case_id)
-        _drop_stages(case_file)
+    monkeypatch.setenv("ANGIOFLOW_SECRET", SECRET)
+    raw, store = curated_store_template.parent / "raw", tmp_path / "store"
+    ingested = runner.invoke(
+        app, ["ingest", str(raw), "--store", str(store), "--runner", "dask", "--workers", "2"]
+    )
+    assert ingested.exit_code == 0, ingested.output
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None

@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import headless_chromium
 from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
 
@@ -136,24 +137,12 @@ def _status(url: str) -> int:
 
 @needs_chromium
 def test_reader_page_saves_every_click_and_resumes_after_a_crash(tmp_path: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     study = _create(tmp_path)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = headless_chromium()
     server = _serve(study, port)
     try:
         driver.get(base + "/")
