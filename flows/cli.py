@@ -1161,16 +1161,12 @@ def evaluate_downstream(
     report = downstream_report(results, work)
     table = Table(title=f"Vessel CNN on {settings.test_dataset} test, mean over seeds")
     table.add_column("training set")
-    for name in ("auc", "accuracy", "sensitivity", "specificity", "f1"):
+    metrics = ["auc", "accuracy", "sensitivity", "specificity", "f1"]
+    metrics += ["av_accuracy"] if settings.av is not None else []
+    for name in metrics:
         table.add_column(name, justify="right")
     for name, row in results["summary"].items():
-        table.add_row(
-            name,
-            *(
-                f"{row[f'{m}_mean']:.4f}"
-                for m in ("auc", "accuracy", "sensitivity", "specificity", "f1")
-            ),
-        )
+        table.add_row(name, *(f"{row[f'{m}_mean']:.4f}" for m in metrics))
     console.print(table)
     console.print(f"report: {report}", soft_wrap=True, highlight=False)
 
@@ -1363,9 +1359,10 @@ def audit(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Privacy scan: every file of the store and of the given paths is searched for the raw
-    cases' patient ids, names and birth dates and for image metadata (EXIF, PNG text).
-    Exit 1 when anything is found; findings name the file and place, never the identifier."""
+    """Privacy scan: every file of the store and of the given paths (the --raw folder itself
+    excepted) is searched for the raw cases' patient ids, names and birth dates and for image
+    metadata (EXIF, PNG text). Exit 1 when anything is found; findings name the file and
+    place, never the identifier."""
     from pipeline.audit import audit_paths, identifiers_from_raw
 
     loaded = _catalog(catalog)
@@ -1384,7 +1381,7 @@ def audit(
         console.print(
             "[yellow]no --raw folder or --identifiers file: only image metadata is checked[/]"
         )
-    findings = audit_paths(roots, searched)
+    findings = audit_paths(roots, searched, exclude=[raw] if raw is not None else [])
     if as_json:
         typer.echo(
             json.dumps(
@@ -1398,7 +1395,13 @@ def audit(
             )
         )
     else:
-        files = sum(1 for r in roots for p in ([r] if r.is_file() else r.rglob("*")) if p.is_file())
+        skipped = raw.resolve() if raw is not None else None
+        files = sum(
+            1
+            for r in roots
+            for p in ([r] if r.is_file() else r.rglob("*"))
+            if p.is_file() and not (skipped and p.resolve().is_relative_to(skipped))
+        )
         console.print(
             f"scanned {files} files under {len(roots)} paths for {len(searched)} identifiers"
         )

@@ -140,5 +140,5 @@ def demo_flow(
         "report": str(report),
         "seconds": seconds,
         "failed": failed,
-        "quarantined": ingested["quarantined"],
+        "ingested": ingested,
     }

@@ -63,13 +63,17 @@ def downstream_report(results: dict[str, Any], work: Path) -> Path:
     figure = downstream_figure(results)
     figure.savefig(work / "downstream.png", dpi=100, bbox_inches="tight")
     page.section("Mean over seeds")
+    metrics = ["auc", "accuracy", "sensitivity", "specificity", "f1"]
+    if results["config"].get("av") is not None:
+        metrics += ["av_accuracy", "artery_sensitivity", "vein_sensitivity"]
+        page.paragraph(
+            f"A/V columns: HVGN trained on {', '.join(config['av_real_datasets'])} (+ synthetic) "
+            f"for {config['av']['steps']} steps, scored on {config['av_test_dataset']} test."
+        )
     page.table(
         [
             {"training set": name, "seeds": row["seeds"]}
-            | {
-                m: f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_std']:.4f}"
-                for m in ("auc", "accuracy", "sensitivity", "specificity", "f1")
-            }
+            | {m: f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_std']:.4f}" for m in metrics}
             for name, row in results["summary"].items()
         ]
     )
@@ -77,7 +81,8 @@ def downstream_report(results: dict[str, Any], work: Path) -> Path:
     page.section("Every run")
     page.table(
         results["settings"],
-        ["name", "seed", "training_images", "auc", "accuracy", "sensitivity", "specificity", "f1"],
+        ["name", "seed", "training_images", "auc", "accuracy", "sensitivity", "specificity", "f1"]
+        + (["av_accuracy"] if results["config"].get("av") is not None else []),
     )
     report = write_page(page, work / "report.html")
     _publish("downstream", results["summary"], report)

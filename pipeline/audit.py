@@ -168,22 +168,27 @@ def _locate(data: bytes, needle: bytes) -> int | None:
     return lowered if lowered >= 0 else None
 
 
-def _files(roots: Iterable[Path]) -> Iterator[tuple[Path, Path]]:
+def _files(roots: Iterable[Path], exclude: tuple[Path, ...]) -> Iterator[tuple[Path, Path]]:
     for root in roots:
         if root.is_file():
             yield root.parent, root
         elif root.is_dir():
             for path in sorted(root.rglob("*")):
-                if path.is_file() and not path.is_symlink():
+                inside = any(path.resolve().is_relative_to(e) for e in exclude)
+                if path.is_file() and not path.is_symlink() and not inside:
                     yield root, path
 
 
-def audit_paths(roots: Iterable[Path], identifiers: list[Identifier]) -> list[Finding]:
-    """Every finding in every file under ``roots`` (files or folders).
+def audit_paths(
+    roots: Iterable[Path], identifiers: list[Identifier], *, exclude: Iterable[Path] = ()
+) -> list[Finding]:
+    """Every finding in every file under ``roots`` (files or folders), except under
+    ``exclude`` (the raw inputs themselves, which hold the identifiers by design).
 
     Each identifier is searched for in the file's bytes (case-insensitive, and in UTF-16 for
     files that store text that way) and, for images, the metadata is listed.
     """
+    excluded = tuple(Path(e).resolve() for e in exclude)
     findings: list[Finding] = []
     needles = [
         (identifier, spelling)
@@ -193,7 +198,7 @@ def audit_paths(roots: Iterable[Path], identifiers: list[Identifier]) -> list[Fi
             identifier.value.encode("utf-16-le"),
         }
     ]
-    for root, path in _files(roots):
+    for root, path in _files(roots, excluded):
         shown = str(path.relative_to(root.parent)) if root != path.parent else str(path)
         try:
             data = path.read_bytes()

@@ -172,9 +172,12 @@ class FeatureDistances:
 def feature_distances(
     real: np.ndarray, generated: np.ndarray, *, k: int = 3, seed: int = 0
 ) -> FeatureDistances:
-    """All of the above for two feature sets (KID over subsets of up to 1000, ``seed``)."""
+    """All of the above for two feature sets (KID over subsets of up to 1000, ``seed``);
+    precision and recall are nan when a set has no more than ``k`` samples."""
     kid_mean, kid_std = kernel_distance(real, generated, seed=seed)
-    precision, recall = precision_recall(real, generated, k=k)
+    precision = recall = float("nan")
+    if min(len(real), len(generated)) > k:
+        precision, recall = precision_recall(real, generated, k=k)
     return FeatureDistances(
         frechet_distance=frechet_distance(real, generated),
         kid_mean=kid_mean,
