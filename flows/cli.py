@@ -1211,7 +1211,7 @@ def _inception_weights(given: Path | None, catalog: Path | None) -> Path | None:
     path = loaded.path("inception_weights")
     if path.is_file():
         return path
-    console.print(f"no Inception weights at {path}: vessel CNN features only")
+    typer.echo(f"no Inception weights at {path}: vessel CNN features only", err=True)
     return None
 
 

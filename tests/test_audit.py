@@ -47,7 +47,7 @@ def test_audit_passes_clean_outputs_and_finds_every_planted_identifier(
     audit = ["audit", "--store", str(store), "--raw", str(raw), "--path", str(outputs), "--json"]
     clean = runner.invoke(app, audit)
     assert clean.exit_code == 0, clean.output
-    assert json.loads(clean.output)["identifiers"] >= 2 + 1 + 1  # 2 ids, a name, a birth date
+    assert json.loads(clean.stdout)["identifiers"] >= 2 + 1 + 1  # 2 ids, a name, a birth date
 
     with h5py.File(store / "cases" / f"{case_id}.h5", "a") as handle:  # a store case file
         handle["raw"].attrs["operator_note"] = f"seen {patient_id}"
@@ -68,7 +68,7 @@ def test_audit_passes_clean_outputs_and_finds_every_planted_identifier(
 
     found = runner.invoke(app, audit)
     assert found.exit_code == 1
-    findings = json.loads(found.output)["findings"]
+    findings = json.loads(found.stdout)["findings"]
     by_file = {Path(f["path"]).name: f["what"] for f in findings}
     assert by_file[f"{case_id}.h5"].startswith("patient id")
     assert by_file["approved.h5"].startswith("name")

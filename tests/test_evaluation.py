@@ -255,10 +255,10 @@ def test_reports_render_in_headless_chromium_without_broken_images(
     assert total >= 1 + 2 * 6 + 2 * 6 and broken == 0  # histograms, synthetic and real grids
     structure = runner.invoke(app, ["evaluate", "structure", str(synthetic), *reference, "--json"])
     assert structure.exit_code == 0, structure.output
-    assert _same(json.loads(structure.output), metrics["structure"])
+    assert _same(json.loads(structure.stdout), metrics["structure"])
     realism = runner.invoke(app, ["evaluate", "realism", str(synthetic), *reference, "--json"])
     assert realism.exit_code == 0, realism.output
-    assert _same(json.loads(realism.output), metrics["realism"])
+    assert _same(json.loads(realism.stdout), metrics["realism"])
 
 
 @needs_data
