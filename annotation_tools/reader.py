@@ -136,8 +136,9 @@ button { font-size: 20px; padding: 12px 28px; border-radius: 8px; border: 0; cur
 #real { background: #2e7d32; color: white; } #synthetic { background: #c62828; color: white; }
 .conf { font-size: 16px; padding: 8px 12px; background: #444; color: #eee; }
 .conf.on { background: #1565c0; }
-#progress { position: absolute; left: 16px; font-size: 16px; }
-#help { position: absolute; right: 16px; font-size: 13px; color: #aaa; text-align: right; }
+#progress { margin-right: auto; padding-left: 16px; font-size: 16px; min-width: 12em; }
+#help { margin-left: auto; padding-right: 16px; font-size: 13px; color: #aaa;
+  text-align: right; }
 #done { display: none; position: absolute; inset: 0; align-items: center;
   justify-content: center; font-size: 28px; }
 </style></head>
