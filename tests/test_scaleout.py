@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import copy_store
 from typer.testing import CliRunner
@@ -111,6 +112,9 @@ def test_a_killed_curate_run_finishes_on_rerun_without_recomputing(
     cases = CaseStore(store, create=False)
     first, second = cases.case_ids()
     _drop_stages(cases.path(second))  # case 1 done; case 2 waits for every stage
+    edited = cases.read_version(first, MaskKind.VESSEL, 1).copy()
+    edited[:8, :8] = 1  # a reviewer's edit on case 1, saved before the run
+    cases.save_version(first, MaskKind.VESSEL, edited, editor="dr_a", parent=1)
     before = _stage_times(store)
     from prefect.settings import PREFECT_API_URL
 
@@ -134,6 +138,9 @@ def test_a_killed_curate_run_finishes_on_rerun_without_recomputing(
     after = _stage_times(store)
     assert set(after) == set(before) | {(second, s) for s in STAGES}
     assert {k: after[k] for k in partial} == partial  # nothing finished was recomputed
+    kept = CaseStore(store, create=False)
+    assert [v.editor for v in kept.versions(first, MaskKind.VESSEL)][-1] == "dr_a"
+    assert np.array_equal(kept.read_version(first, MaskKind.VESSEL, 2), edited)  # edit kept
     assert _baselines(store) == _baselines(curated_store_template)
 
 
