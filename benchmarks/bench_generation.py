@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args()
 
-    from flows.evaluation import evaluate_synthetic
+    from flows.evaluation import evaluate_synthetic, read_synthetic
     from models.generation import Generators, SetRequest, generate_set
 
     torch.set_num_threads(2)
@@ -40,7 +40,7 @@ def main() -> None:
         began = time.perf_counter()
         generate_set(generators, SetRequest(n=args.n, seed=0), out)
         seconds = (time.perf_counter() - began) / args.n
-        metrics = evaluate_synthetic(out, None, limit=args.n)["recovery"]
+        metrics = evaluate_synthetic(read_synthetic(out), None, name=out.name)["recovery"]
         result = {
             "samples": args.n,
             "size": generators.output_size,

@@ -1229,8 +1229,8 @@ def evaluate_structure(
     and the Wasserstein distance in real standard deviations, their mean, near-empty rate."""
     from flows.evaluation import evaluate_synthetic
 
-    _, reference = _synthetic_inputs(synthetic, data, datasets, export, limit)
-    result = evaluate_synthetic(synthetic, reference, limit=limit, measures=("structure",))
+    sample, reference = _synthetic_inputs(synthetic, data, datasets, export, limit)
+    result = evaluate_synthetic(sample, reference, name=synthetic.name, measures=("structure",))
     if as_json:
         typer.echo(json.dumps(result["structure"], indent=2))
         return
@@ -1273,11 +1273,11 @@ def evaluate_realism(
     the vessel CNN's feature space (and Inception-v3's, given its weights file)."""
     from flows.evaluation import evaluate_synthetic
 
-    _, reference = _synthetic_inputs(synthetic, data, datasets, export, limit)
+    sample, reference = _synthetic_inputs(synthetic, data, datasets, export, limit)
     result = evaluate_synthetic(
-        synthetic,
+        sample,
         reference,
-        limit=limit,
+        name=synthetic.name,
         inception_weights=_inception_weights(inception_weights, catalog),
         measures=("realism",),
     )
@@ -1326,9 +1326,9 @@ def evaluate_report(
         return
     sample, reference = _synthetic_inputs(synthetic, data, datasets, export, limit)
     result = evaluate_synthetic(
-        synthetic,
+        sample,
         reference,
-        limit=limit,
+        name=synthetic.name,
         inception_weights=_inception_weights(inception_weights, catalog),
     )
     out.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,7 @@ def demo_flow(
         data=Path(data),
         exports=(export,) if exported["exported"] else (),
     )
-    result = evaluate_synthetic(synthetic, reference, limit=None)
+    result = evaluate_synthetic(sample, reference, name=synthetic.name)
     lap("evaluate")
 
     page = Page("angioflow demo report")

@@ -138,14 +138,12 @@ def synthetic_av_images(path: Path, count: int, *, fov_diameter_px: float) -> li
     ]
 
 
-def _score_av(weights: Path, config: DownstreamConfig, data: Path) -> dict[str, float]:
+def _score_av(weights: Path, records: list[Any]) -> dict[str, float]:
     from models.hvgn_inference import AVLabeller
-    from pipeline.datasets import load_dataset
     from pipeline.metrics import av_scores
     from pipeline.vessel_graph import av_labels
 
     labeller = AVLabeller.load(weights)
-    records = load_dataset(data, config.av_test_dataset, "test", limit=config.test_limit)
     scores = []
     for record in records:
         probability = labeller.artery_probability(record.image, record.vessel, fov=record.fov)
@@ -157,13 +155,11 @@ def _score_av(weights: Path, config: DownstreamConfig, data: Path) -> dict[str, 
     }
 
 
-def _score(weights: Path, config: DownstreamConfig, data: Path) -> dict[str, float]:
+def _score(weights: Path, records: list[Any]) -> dict[str, float]:
     from models.vessel_inference import VesselSegmenter
-    from pipeline.datasets import load_dataset
     from pipeline.metrics import vessel_scores
 
     segmenter = VesselSegmenter.load(weights)
-    records = load_dataset(data, config.test_dataset, "test", limit=config.test_limit)
     scores = [
         vessel_scores(segmenter.segment(r.image, modality="fundus"), r.vessel, fov=r.fov).as_dict()
         for r in records
@@ -191,8 +187,10 @@ def run_downstream(
         deviation over seeds of each metric.
     """
     from models.training import train_vessel
+    from pipeline.datasets import load_dataset
 
     work.mkdir(parents=True, exist_ok=True)
+    test = load_dataset(data, config.test_dataset, "test", limit=config.test_limit)
     scale = config.training.model.fov_diameter_px
     real = load_training_images(data, config.real_datasets, fov_diameter_px=scale)
     synthetic = synthetic_training_images(
@@ -207,6 +205,7 @@ def run_downstream(
         synthetic_av = synthetic_av_images(
             synthetic_set, max(config.synthetic_counts), fov_diameter_px=av_scale
         )
+        av_test = load_dataset(data, config.av_test_dataset, "test", limit=config.test_limit)
     rows = []
     for setting in downstream_settings(config):
         folder = work / f"{setting.name}_seed{setting.seed}"
@@ -225,13 +224,13 @@ def run_downstream(
             row = setting.model_dump() | {
                 "training": training.model_dump(mode="json"),
                 "training_images": len(images),
-                **_score(folder / "weights", config, data),
+                **_score(folder / "weights", test),
             }
             if config.av is not None:
                 av_images = (real_av if setting.real else []) + synthetic_av[: setting.synthetic]
                 av_training = config.av.model_copy(update={"seed": setting.seed})
                 train_hvgn(av_training, av_images, folder / "hvgn")
-                row |= _score_av(folder / "hvgn" / "weights", config, data)
+                row |= _score_av(folder / "hvgn" / "weights", av_test)
             result_file.write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)
         if on_setting is not None:

@@ -82,15 +82,13 @@ def read_synthetic(path: Path, limit: int | None = None) -> dict[str, np.ndarray
     return sample
 
 
-def _recovery(images: np.ndarray, vessel: np.ndarray, fov: np.ndarray) -> dict[str, float]:
+def _recovery(segmenter: Any, synthetic: dict[str, np.ndarray]) -> dict[str, float]:
     """Vessel CNN scores of each generated photo against the vessel mask it was drawn from."""
-    from models.vessel_inference import VesselSegmenter
     from pipeline.metrics import vessel_scores
 
-    segmenter = VesselSegmenter.load()
     scores = [
         vessel_scores(segmenter.segment(i, modality="fundus", fov=f), v > 0, fov=f)
-        for i, v, f in zip(images, vessel, fov, strict=True)
+        for i, v, f in zip(synthetic["images"], synthetic["vessel"], synthetic["fov"], strict=True)
     ]
     return {
         "dice_mean": float(np.mean([s.f1 for s in scores])),
@@ -100,10 +98,10 @@ def _recovery(images: np.ndarray, vessel: np.ndarray, fov: np.ndarray) -> dict[s
 
 
 def evaluate_synthetic(
-    path: Path,
+    synthetic: dict[str, np.ndarray],
     reference: RealReference | None,
     *,
-    limit: int | None = 64,
+    name: str,
     inception_weights: Path | None = None,
     measures: tuple[str, ...] = ("recovery", "structure", "realism"),
 ) -> dict[str, Any]:
@@ -111,12 +109,12 @@ def evaluate_synthetic(
 
     Parameters
     ----------
-    path : Path
-        Synthetic set written by ``angioflow generate``.
+    synthetic : dict
+        Samples read by :func:`read_synthetic` (``images``, ``av``, ``vessel``, ``fov``).
     reference : RealReference or None
         Real pairs at the set's size; without them only vessel recovery is measured.
-    limit : int or None
-        Evaluate the first ``limit`` samples (None: all).
+    name : str
+        The set's name in the result (its file name).
     inception_weights : Path, optional
         Inception-v3 FID weights file; adds true FID/KID/precision/recall.
     measures : tuple of {'recovery', 'structure', 'realism'}
@@ -130,12 +128,15 @@ def evaluate_synthetic(
     real set as the floor to read it against) and ``stats`` (per-mask statistics of both sets,
     for plots).
     """
+    from models.image_features import VesselFeatureExtractor
+    from models.vessel_inference import VesselSegmenter
     from pipeline.av_structure import compare_structure, structure_stats
 
-    synthetic = read_synthetic(path, limit)
-    result: dict[str, Any] = {"set": path.name, "samples": len(synthetic["images"])}
+    # one load serves vessel recovery and the feature space
+    segmenter = VesselSegmenter.load() if {"recovery", "realism"} & set(measures) else None
+    result: dict[str, Any] = {"set": name, "samples": len(synthetic["images"])}
     if "recovery" in measures:
-        result["recovery"] = _recovery(synthetic["images"], synthetic["vessel"], synthetic["fov"])
+        result["recovery"] = _recovery(segmenter, synthetic)
     if reference is None or not {"structure", "realism"} & set(measures):
         return result
     if reference.photos.shape[1:3] != synthetic["images"].shape[1:3]:
@@ -154,10 +155,11 @@ def evaluate_synthetic(
         }
     if "realism" not in measures:
         return result
+    features = VesselFeatureExtractor(segmenter.model, segmenter.weights_sha256)
     result["realism"] = {
         "vessel_cnn": _realism(
-            _vessel_features(reference.photos, reference.fov),
-            _vessel_features(synthetic["images"], synthetic["fov"]),
+            features(reference.photos, reference.fov),
+            features(synthetic["images"], synthetic["fov"]),
         )
     }
     if inception_weights is not None:
@@ -168,12 +170,6 @@ def evaluate_synthetic(
             extractor(reference.photos), extractor(synthetic["images"])
         )
     return result
-
-
-def _vessel_features(photos: np.ndarray, fov: np.ndarray) -> np.ndarray:
-    from models.image_features import VesselFeatureExtractor
-
-    return VesselFeatureExtractor.load()(photos, fov)
 
 
 def _realism(real: np.ndarray, generated: np.ndarray) -> dict[str, float]:

@@ -92,7 +92,7 @@ def evaluate_task(out: str, data: str, export: str | None) -> dict[str, Any]:
     except ValueError as error:
         get_run_logger().warning("%s: structure and realism not measured", error)
         reference = None
-    result = evaluate_synthetic(path, reference, limit=64)
+    result = evaluate_synthetic(sample, reference, name=path.name)
     path.with_suffix(".metrics.json").write_text(json.dumps(result, indent=2))
     result["report"] = str(
         synthetic_report(result, sample, reference, path.with_name(f"{path.stem}_report"))

@@ -50,17 +50,13 @@ class _Source:
 
 def _square_on_fov(photo: np.ndarray, size: int) -> np.ndarray:
     """Crop to the field of view, pad square with black, resize to ``size``."""
-    from pipeline.preprocess import fov_mask
+    from pipeline.preprocess import fov_mask, square_fov_crop
 
     fov = fov_mask(photo, modality="fundus")
-    if fov.any():
-        rows, cols = np.nonzero(fov)
-        photo = photo[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    side = max(photo.shape[:2])
-    square = np.zeros((side, side, 3), np.uint8)
-    top, left = (side - photo.shape[0]) // 2, (side - photo.shape[1]) // 2
-    square[top : top + photo.shape[0], left : left + photo.shape[1]] = photo
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+    if not fov.any():  # no illuminated disc found: keep the whole photo
+        fov = np.ones(photo.shape[:2], bool)
+    square = square_fov_crop(photo, fov)
+    interpolation = cv2.INTER_AREA if len(square) > size else cv2.INTER_CUBIC
     return cv2.resize(square, (size, size), interpolation=interpolation)
 
 

@@ -7,16 +7,14 @@ Inception-v3 weights, which are never downloaded; see :mod:`models.inception`.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from models.checkpoints import WEIGHTS_FILE
 from models.vessel_data import rescale_to_fov
-from models.vessel_inference import DEFAULT_WEIGHTS
+from models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
 from models.vessel_unet import VesselUNet
 from pipeline.preprocess import vessel_contrast
 
@@ -40,10 +38,8 @@ class VesselFeatureExtractor:
 
     @classmethod
     def load(cls, folder: Path = DEFAULT_WEIGHTS) -> VesselFeatureExtractor:
-        model = VesselUNet.load(folder)
-        model.eval()
-        digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
-        return cls(model, digest)
+        segmenter = VesselSegmenter.load(folder)
+        return cls(segmenter.model, segmenter.weights_sha256)
 
     @property
     def dimension(self) -> int:

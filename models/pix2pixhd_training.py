@@ -24,6 +24,7 @@ from models.pix2pixhd import (
 )
 from pipeline.datasets import load_dataset
 from pipeline.mask_structure import resize_av_labels
+from pipeline.preprocess import square_fov_crop
 
 __all__ = [
     "Pix2PixHDTrainingConfig",
@@ -67,16 +68,8 @@ def make_pair(
     masks : (3, size, size) float32 in {0, 1}: artery, vein, field of view
     photo : (size, size, 3) uint8
     """
-    rows, cols = np.nonzero(fov)
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    side = max(bottom - top, right - left)
-    square = np.zeros((side, side, 3), np.uint8)
-    disc = np.zeros((side, side), np.float32)
-    off_r, off_c = (side - (bottom - top)) // 2, (side - (right - left)) // 2
-    square[off_r : off_r + bottom - top, off_c : off_c + right - left] = photo[
-        top:bottom, left:right
-    ]
-    disc[off_r : off_r + bottom - top, off_c : off_c + right - left] = fov[top:bottom, left:right]
+    square = square_fov_crop(photo, fov)
+    disc = square_fov_crop(fov.astype(np.float32), fov)
     resized_photo = cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
     resized_fov = cv2.resize(disc, (size, size), interpolation=cv2.INTER_AREA) >= 0.5
     av = resize_av_labels(labels, fov, size, coverage=coverage)

@@ -160,14 +160,6 @@ def _hdf5_text(path: Path) -> Iterator[tuple[str, bytes]]:
         return
 
 
-def _locate(data: bytes, needle: bytes) -> int | None:
-    index = data.find(needle)
-    if index >= 0:
-        return index
-    lowered = data.lower().find(needle.lower())
-    return lowered if lowered >= 0 else None
-
-
 def _files(roots: Iterable[Path], exclude: tuple[Path, ...]) -> Iterator[tuple[Path, Path]]:
     for root in roots:
         if root.is_file():
@@ -190,8 +182,8 @@ def audit_paths(
     """
     excluded = tuple(Path(e).resolve() for e in exclude)
     findings: list[Finding] = []
-    needles = [
-        (identifier, spelling)
+    needles = [  # lower-cased once; each file's content is lower-cased once too
+        (identifier, spelling.lower())
         for identifier in identifiers
         for spelling in {
             identifier.value.encode("utf-8"),
@@ -209,12 +201,13 @@ def audit_paths(
         if path.suffix.lower() in (".h5", ".hdf5"):
             places += list(_hdf5_text(path))
         reported = set()
-        for where, content in places:
+        for where, original in places:
+            content = original.lower()
             for identifier, needle in needles:
                 if (identifier.kind, identifier.source) in reported:
                     continue
-                offset = _locate(content, needle)
-                if offset is not None:
+                offset = content.find(needle)
+                if offset >= 0:
                     reported.add((identifier.kind, identifier.source))
                     place = f"byte {offset}" if where == "file bytes" else where
                     findings.append(

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 from skimage.morphology import remove_small_objects
 
+from pipeline.preprocess import square_fov_crop
+
 __all__ = [
     "av_channels",
     "binarise_av",
@@ -46,15 +48,9 @@ def resize_av_labels(
     -------
     channels : (2, size, size) float32 in {0, 1}
     """
-    rows, cols = np.nonzero(fov)
-    if not len(rows):
-        raise ValueError("the field of view is empty")
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    side = max(bottom - top, right - left)
-    square = np.zeros((2, side, side), np.float32)
-    crop = av_channels(labels[top:bottom, left:right]) & fov[top:bottom, left:right]
-    off_r, off_c = (side - crop.shape[1]) // 2, (side - crop.shape[2]) // 2
-    square[:, off_r : off_r + crop.shape[1], off_c : off_c + crop.shape[2]] = crop
+    square = np.stack(
+        [square_fov_crop((c & fov).astype(np.float32), fov) for c in av_channels(labels)]
+    )
     resized = [cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in square]
     return (np.stack(resized) >= coverage).astype(np.float32)
 

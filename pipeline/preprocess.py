@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["Modality", "fov_mask", "fov_diameter", "vessel_contrast"]
+__all__ = ["Modality", "fov_mask", "fov_diameter", "square_fov_crop", "vessel_contrast"]
 
 Modality = Literal["fundus", "fa"]
 
@@ -82,6 +82,39 @@ def fov_diameter(fov: np.ndarray) -> float:
         raise ValueError("fov must be a non-empty (H, W) boolean mask")
     width = float(np.ptp(np.nonzero(fov.any(axis=0))[0]) + 1)
     return max(width, 2.0 * np.sqrt(fov.sum() / np.pi))
+
+
+def square_fov_crop(image: np.ndarray, fov: np.ndarray) -> np.ndarray:
+    """The image cut to the field of view's bounding box and padded square with zeros, centred.
+
+    The geometry every training pair, synthetic sample and study image shares.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) ndarray
+    fov : (H, W) bool ndarray, not empty
+
+    Returns
+    -------
+    (S, S) or (S, S, C) ndarray of ``image``'s dtype, S the longer side of the box
+
+    Example
+    -------
+    >>> fov = np.zeros((4, 6), bool); fov[1:3, 1:5] = True
+    >>> square_fov_crop(np.ones((4, 6), np.uint8), fov)[:, 0].tolist()
+    [0, 1, 1, 0]
+    """
+    rows, cols = np.nonzero(fov)
+    if not len(rows):
+        raise ValueError("the field of view is empty")
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    side = max(bottom - top, right - left)
+    square = np.zeros((side, side, *image.shape[2:]), image.dtype)
+    off_r, off_c = (side - (bottom - top)) // 2, (side - (right - left)) // 2
+    square[off_r : off_r + bottom - top, off_c : off_c + right - left] = image[
+        top:bottom, left:right
+    ]
+    return square
 
 
 def vessel_contrast(

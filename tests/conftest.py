@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,8 +131,6 @@ def curated_store_template(tmp_path_factory: pytest.TempPathFactory, prefect_ser
 
 
 def copy_store(template: Path, destination: Path) -> Path:
-    import shutil
-
     shutil.copytree(template, destination)
     return destination
 
@@ -151,11 +150,15 @@ def interrupt_at(stop: int):  # noqa: ANN201 - an on_step callback
     return on_step
 
 
+needs_chromium = pytest.mark.skipif(
+    shutil.which("chromium") is None or shutil.which("chromedriver") is None,
+    reason="Debian's chromium and chromium-driver are not installed (make system-packages)",
+)
+
+
 def headless_chromium(width: int = 1280, height: int = 900):  # noqa: ANN201 - a WebDriver
     """Debian's Chromium under selenium, headless, through the system chromedriver (selenium
     never downloads a driver when given one)."""
-    import shutil
-
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

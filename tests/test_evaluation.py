@@ -4,13 +4,12 @@ published numbers, the downstream experiment, and the HTML reports in headless C
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from conftest import copy_store, headless_chromium
+from conftest import copy_store, headless_chromium, needs_chromium
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -31,10 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(
     not (DATA / "DRIVE").is_dir(), reason=f"public datasets not found at {DATA} (../shared/data)"
-)
-needs_chromium = pytest.mark.skipif(
-    shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-    reason="Debian's chromium and chromium-driver are not installed (make system-packages)",
 )
 runner = CliRunner()
 

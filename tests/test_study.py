@@ -4,7 +4,6 @@ saves every click and resumes after a crash, the key is unreachable, the report'
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import headless_chromium
+from conftest import headless_chromium, needs_chromium
 from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
 
@@ -27,10 +26,6 @@ from pipeline.phantom import PhantomConfig, generate_case
 from pipeline.study_stats import wilson_interval
 
 runner = CliRunner()
-needs_chromium = pytest.mark.skipif(
-    shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-    reason="Debian's chromium and chromium-driver are not installed (make system-packages)",
-)
 
 
 def _sources(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
