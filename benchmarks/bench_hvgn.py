@@ -22,7 +22,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from models.hvgn_inference import DEFAULT_AV_WEIGHTS, AVLabeller
@@ -62,7 +61,7 @@ def _phantom_records(n: int, seed: int) -> list[LabelledImage]:
     records = []
     for index in range(n):
         case = generate_case(case_seed(seed, index), PhantomConfig(size=(584, 876)))
-        av = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
+        av = case.av_labels
         records.append(LabelledImage(f"phantom/{index}", case.fundus, case.vessel, case.fov, av))
     return records
 

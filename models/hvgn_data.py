@@ -148,7 +148,7 @@ def phantom_av_training_images(
     images = []
     for index in range(n_cases):
         case = generate_case(case_seed(seed, index), config)
-        av = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
+        av = case.av_labels
         images.append(
             prepare_av_image(
                 f"phantom/{seed}/{index}",

@@ -272,7 +272,7 @@ def test_curate_flow_reaches_review_gate_caches_and_isolates_failures(
     assert av_baseline.editor == "angioflow" and "vessel v2" in av_baseline.note
     labels = store.read_version(case_id, MaskKind.AV)
     assert ((labels > 0) == case.vessel).all()  # every approved vessel pixel, nothing else
-    truth = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
+    truth = case.av_labels
     assert av_scores(labels, truth).accuracy > 0.8  # an untrained model scores ~0.5
     params = store.read_stage(case_id, "av_labelling", arrays=()).params
     assert params["vessel_version"] == 2 and len(params["weights_sha256"]) == 64

@@ -47,7 +47,7 @@ def phantom_masks() -> np.ndarray:
     masks = []
     for seed in range(4):
         case = generate_case(4200 + seed, PhantomConfig(size=(192, 288), n_frames=1))
-        labels = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
+        labels = case.av_labels
         masks.append(resize_av_labels(labels, case.fov, 32))
     return np.stack(masks)
 

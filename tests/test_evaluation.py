@@ -67,7 +67,7 @@ def test_components_crossings_and_calibre_by_hand() -> None:
 
 def test_calibre_matches_the_phantoms_true_vessel_diameter() -> None:
     case = generate_case(3, PhantomConfig(size=(384, 576), n_frames=2))
-    labels = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
+    labels = case.av_labels
     from skimage.morphology import skeletonize
 
     skeleton = skeletonize(labels > 0)

@@ -115,7 +115,7 @@ def labeller() -> AVLabeller:
 
 def test_shipped_weights_label_an_unseen_phantom_case(labeller: AVLabeller) -> None:
     case = generate_case(8899, PhantomConfig(size=(584, 876), n_frames=2))
-    truth = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
+    truth = case.av_labels
     probability = labeller.artery_probability(case.fundus, case.vessel)
     labels = av_labels(probability, case.vessel)
     assert set(np.unique(labels[case.vessel])) <= {1, 2}
@@ -132,7 +132,7 @@ def test_shipped_weights_on_a_rite_test_image(labeller: AVLabeller) -> None:
 
 def test_label_av_and_evaluate_av_commands(tmp_path: Path) -> None:
     case = generate_case(8898, PhantomConfig(size=(400, 600), n_frames=2))
-    truth = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
+    truth = case.av_labels
     Image.fromarray(case.fundus).save(tmp_path / "07_photo.png")
     Image.fromarray(case.vessel.astype(np.uint8) * 255).save(tmp_path / "07_vessel.png")
     (tmp_path / "gt").mkdir()

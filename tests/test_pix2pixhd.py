@@ -41,7 +41,7 @@ def pairs() -> tuple[np.ndarray, np.ndarray]:
     masks, photos = [], []
     for seed in range(3):
         case = generate_case(6300 + seed, PhantomConfig(size=(128, 192), n_frames=1))
-        labels = (case.av[..., 0] * 1 + case.av[..., 1] * 2).astype(np.uint8)
+        labels = case.av_labels
         m, p = make_pair(case.fundus, labels, case.fov, 32)
         masks.append(m)
         photos.append(p)

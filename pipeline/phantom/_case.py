@@ -9,6 +9,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from pipeline.mask_structure import labels_from_channels
+
 from ._angiogram import (
     AngiogramScene,
     DyeTiming,
@@ -208,6 +210,11 @@ class PhantomCase:
     tree: VesselTree
     timing: DyeTiming
     config: PhantomConfig = field(default_factory=PhantomConfig)
+
+    @property
+    def av_labels(self) -> np.ndarray:
+        """(H, W) uint8 A/V labels: 0 background, 1 artery, 2 vein, 3 crossing."""
+        return labels_from_channels(np.moveaxis(self.av, -1, 0))
 
     def config_dict(self) -> dict:
         """The config as plain JSON-ready values."""
