@@ -9,7 +9,7 @@ work folder, so a re-run continues where it stopped and never retrains a finishe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ def downstream_settings(config: DownstreamConfig) -> list[Setting]:
 
 
 def synthetic_training_images(
-    path: Path, count: int, *, fov_diameter_px: float
+    path: Path, count: int, *, fov_diameter_px: float, windows: Sequence[float | None]
 ) -> list[TrainingImage]:
     """The first ``count`` photos of a synthetic set with their vessel masks as truth.
 
@@ -117,6 +117,7 @@ def synthetic_training_images(
             fov,
             modality="fundus",
             fov_diameter_px=fov_diameter_px,
+            windows=windows,
         )
         for index, (image, vessel) in enumerate(zip(images, vessels, strict=True))
     ]
@@ -191,11 +192,12 @@ def run_downstream(
 
     work.mkdir(parents=True, exist_ok=True)
     test = load_dataset(data, config.test_dataset, "test", limit=config.test_limit)
-    scale = config.training.model.fov_diameter_px
-    real = load_training_images(data, config.real_datasets, fov_diameter_px=scale)
-    synthetic = synthetic_training_images(
-        synthetic_set, max(config.synthetic_counts), fov_diameter_px=scale
-    )
+    scale = {
+        "fov_diameter_px": config.training.model.fov_diameter_px,
+        "windows": config.training.model.contrast_windows,
+    }
+    real = load_training_images(data, config.real_datasets, **scale)
+    synthetic = synthetic_training_images(synthetic_set, max(config.synthetic_counts), **scale)
     if config.av is not None:
         from models.hvgn_data import load_av_training_images
         from models.hvgn_training import train_hvgn

@@ -16,7 +16,7 @@ import torch
 from models.vessel_data import rescale_to_fov
 from models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
 from models.vessel_unet import VesselUNet
-from pipeline.preprocess import vessel_contrast
+from pipeline.preprocess import vessel_channels
 
 __all__ = ["VesselFeatureExtractor"]
 
@@ -61,12 +61,13 @@ class VesselFeatureExtractor:
         """
         diameter = self.model.config.fov_diameter_px
         resized, resized_fov, _ = rescale_to_fov(photo, fov, fov_diameter_px=diameter)
-        contrast = vessel_contrast(resized, modality="fundus", fov=resized_fov)
+        windows = self.model.config.contrast_windows
+        channels = vessel_channels(resized, modality="fundus", fov=resized_fov, windows=windows)
         multiple = self.model.multiple
-        pad_r, pad_c = -contrast.shape[0] % multiple, -contrast.shape[1] % multiple
-        contrast = np.pad(contrast, ((0, pad_r), (0, pad_c)))
+        pad_r, pad_c = -channels.shape[1] % multiple, -channels.shape[2] % multiple
+        channels = np.pad(channels, ((0, 0), (0, pad_r), (0, pad_c)))
         region = torch.from_numpy(np.pad(resized_fov, ((0, pad_r), (0, pad_c))))[None, None]
-        levels = self.model.encode(torch.from_numpy(contrast)[None, None].float())
+        levels = self.model.encode(torch.from_numpy(channels)[None].float())
         vector = []
         for level in levels:
             inside = torch.nn.functional.adaptive_max_pool2d(region.float(), level.shape[-2:])

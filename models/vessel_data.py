@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from pipeline.datasets import load_dataset
-from pipeline.preprocess import fov_diameter, vessel_contrast
+from pipeline.preprocess import fov_diameter, vessel_channels
 
 __all__ = [
     "PatchSampler",
@@ -31,15 +31,15 @@ class TrainingImage:
     Attributes
     ----------
     name : str
-    contrast : (H, W) float32 ndarray
-        :func:`pipeline.preprocess.vessel_contrast` of the image (vessels bright).
+    channels : (C, H, W) float32 ndarray
+        :func:`pipeline.preprocess.vessel_channels` of the image (vessels bright).
     vessel : (H, W) float32 ndarray in {0, 1}
     fov : (H, W) bool ndarray
     modality : {'fundus', 'fa'}
     """
 
     name: str
-    contrast: np.ndarray
+    channels: np.ndarray
     vessel: np.ndarray
     fov: np.ndarray
     modality: Literal["fundus", "fa"]
@@ -74,13 +74,17 @@ def prepare_training_image(
     *,
     modality: Literal["fundus", "fa"],
     fov_diameter_px: float,
+    windows: Sequence[float | None],
 ) -> TrainingImage:
-    """Bring a labelled image to the working scale and compute its vessel contrast."""
+    """Bring a labelled image to the working scale and compute its vessel contrast channels.
+
+    ``fov_diameter_px`` and ``windows`` are the model's (:class:`VesselUNetConfig`).
+    """
     resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=fov_diameter_px)
     size = resized_fov.shape[::-1]
     truth = cv2.resize(vessel.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.5
-    contrast = vessel_contrast(resized, modality=modality, fov=resized_fov)
-    return TrainingImage(name, contrast, truth.astype(np.float32), resized_fov, modality)
+    channels = vessel_channels(resized, modality=modality, fov=resized_fov, windows=windows)
+    return TrainingImage(name, channels, truth.astype(np.float32), resized_fov, modality)
 
 
 class PatchSampler:
@@ -123,14 +127,15 @@ class PatchSampler:
 
         Returns
         -------
-        x : (size, 1, P, P) float32 ndarray, vessel contrast
+        x : (size, C, P, P) float32 ndarray, vessel contrast channels
         y : (size, 1, P, P) float32 ndarray in {0, 1}, vessel truth
         weight : (size, 1, P, P) float32 ndarray, 1 inside the FOV, 0 outside
         """
         shape = (size, 1, self.patch, self.patch)
-        x, y, w = (np.zeros(shape, np.float32) for _ in range(3))
+        x = np.zeros((size, len(self.images[0].channels), self.patch, self.patch), np.float32)
+        y, w = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
         for i, index in enumerate(self.rng.choice(len(self.images), size, p=self._weights)):
-            x[i, 0], y[i, 0], w[i, 0] = self._patch(self.images[index], self._centres[index])
+            x[i], y[i, 0], w[i, 0] = self._patch(self.images[index], self._centres[index])
         return x, y, w
 
     def _patch(self, image: TrainingImage, centres: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -147,8 +152,9 @@ class PatchSampler:
             rotation[:, 2] += rotation[:, 0] * -self.patch  # keep the flipped patch centred
         flags = cv2.WARP_INVERSE_MAP
         size = (self.patch, self.patch)
-        x = cv2.warpAffine(image.contrast, rotation, size, flags=flags | cv2.INTER_LINEAR)
-        y = cv2.warpAffine(image.vessel, rotation, size, flags=flags | cv2.INTER_LINEAR) >= 0.5
+        linear = flags | cv2.INTER_LINEAR
+        x = np.stack([cv2.warpAffine(c, rotation, size, flags=linear) for c in image.channels])
+        y = cv2.warpAffine(image.vessel, rotation, size, flags=linear) >= 0.5
         w = cv2.warpAffine(
             image.fov.astype(np.float32), rotation, size, flags=flags | cv2.INTER_NEAREST
         )
@@ -161,14 +167,19 @@ class PatchSampler:
         x = np.log(squashed**gamma + 1e-6) - np.log1p(-(squashed**gamma) + 1e-6)
         x = x * rng.uniform(0.75, 1.3) + rng.uniform(-0.3, 0.3)
         if rng.random() < 0.25:
-            x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.4, 1.0)))
+            sigma = float(rng.uniform(0.4, 1.0))
+            x = np.stack([cv2.GaussianBlur(c, (0, 0), sigma) for c in x])
         if rng.random() < 0.5:
             x = x + rng.normal(0.0, rng.uniform(0.02, 0.2), x.shape).astype(np.float32)
         return x.astype(np.float32)
 
 
 def load_training_images(
-    data_root: Path, datasets: Sequence[str], *, fov_diameter_px: float
+    data_root: Path,
+    datasets: Sequence[str],
+    *,
+    fov_diameter_px: float,
+    windows: Sequence[float | None],
 ) -> list[TrainingImage]:
     """Training splits of the named public datasets at the working scale (never a test split).
 
@@ -177,8 +188,8 @@ def load_training_images(
     data_root : Path
         Folder holding DRIVE/, LES-AV/, HRF-AV/ (``../shared/data``).
     datasets : sequence of {'drive', 'les-av', 'hrf-av'}
-    fov_diameter_px : float
-        Working scale (see :class:`models.vessel_unet.VesselUNetConfig`).
+    fov_diameter_px, windows
+        Working scale and contrast windows (see :class:`models.vessel_unet.VesselUNetConfig`).
     """
     images = []
     for name in datasets:
@@ -193,6 +204,7 @@ def load_training_images(
                     record.fov,
                     modality="fundus",
                     fov_diameter_px=fov_diameter_px,
+                    windows=windows,
                 )
             )
     return images
@@ -227,12 +239,23 @@ def phantom_fa_frames(
 
 
 def phantom_fa_training_images(
-    n_cases: int, *, seed: int, fov_diameter_px: float, size: tuple[int, int] = (512, 768)
+    n_cases: int,
+    *,
+    seed: int,
+    fov_diameter_px: float,
+    windows: Sequence[float | None],
+    size: tuple[int, int] = (512, 768),
 ) -> list[TrainingImage]:
     """:func:`phantom_fa_frames` at the working scale, ready for the patch sampler."""
     return [
         prepare_training_image(
-            name, frame, truth, aperture, modality="fa", fov_diameter_px=fov_diameter_px
+            name,
+            frame,
+            truth,
+            aperture,
+            modality="fa",
+            fov_diameter_px=fov_diameter_px,
+            windows=windows,
         )
         for name, frame, truth, aperture in phantom_fa_frames(n_cases, seed=seed, size=size)
     ]

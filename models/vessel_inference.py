@@ -13,7 +13,7 @@ import torch
 from models.checkpoints import WEIGHTS_FILE
 from models.vessel_data import rescale_to_fov
 from models.vessel_unet import VesselUNet
-from pipeline.preprocess import Modality, fov_diameter, fov_mask, vessel_contrast
+from pipeline.preprocess import Modality, fov_diameter, fov_mask, vessel_channels
 
 __all__ = ["DEFAULT_WEIGHTS", "VesselSegmenter"]
 
@@ -101,29 +101,31 @@ class VesselSegmenter:
             )
         diameter = self.model.config.fov_diameter_px * scale
         resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=diameter)
-        contrast = vessel_contrast(resized, modality=modality, fov=resized_fov)
-        probability = self._tiled(contrast, tile=tile, overlap=overlap, flips=flips)
+        windows = self.model.config.contrast_windows
+        channels = vessel_channels(resized, modality=modality, fov=resized_fov, windows=windows)
+        probability = self._tiled(channels, tile=tile, overlap=overlap, flips=flips)
         probability = cv2.resize(probability, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         return np.where(fov, np.clip(probability, 0.0, 1.0), 0.0).astype(np.float32)
 
     @torch.inference_mode()
-    def _tiled(self, contrast: np.ndarray, *, tile: int, overlap: int, flips: bool) -> np.ndarray:
+    def _tiled(self, channels: np.ndarray, *, tile: int, overlap: int, flips: bool) -> np.ndarray:
         multiple = self.model.multiple
-        height, width = contrast.shape
+        height, width = channels.shape[-2:]
         tile_h = min(_round_up(tile, multiple), _round_up(height, multiple))
         tile_w = min(_round_up(tile, multiple), _round_up(width, multiple))
-        padded = np.pad(contrast, ((0, max(0, tile_h - height)), (0, max(0, tile_w - width))))
-        total = np.zeros(padded.shape, np.float32)
-        weights = np.zeros(padded.shape, np.float32)
+        padding = ((0, 0), (0, max(0, tile_h - height)), (0, max(0, tile_w - width)))
+        padded = np.pad(channels, padding)
+        total = np.zeros(padded.shape[-2:], np.float32)
+        weights = np.zeros(padded.shape[-2:], np.float32)
         window = np.outer(_ramp(tile_h, overlap), _ramp(tile_w, overlap))
-        for top in _starts(padded.shape[0], tile_h, overlap):
-            for left in _starts(padded.shape[1], tile_w, overlap):
+        for top in _starts(total.shape[0], tile_h, overlap):
+            for left in _starts(total.shape[1], tile_w, overlap):
                 block = torch.from_numpy(
-                    np.ascontiguousarray(padded[top : top + tile_h, left : left + tile_w])
-                )
-                probability = torch.sigmoid(self.model(block[None, None]))[0, 0]
+                    np.ascontiguousarray(padded[:, top : top + tile_h, left : left + tile_w])
+                )[None]
+                probability = torch.sigmoid(self.model(block))[0, 0]
                 if flips:  # average with the mirrored image's prediction
-                    mirrored = torch.sigmoid(self.model(block.flip(-1)[None, None]))[0, 0].flip(-1)
+                    mirrored = torch.sigmoid(self.model(block.flip(-1)))[0, 0].flip(-1)
                     probability = (probability + mirrored) / 2
                 total[top : top + tile_h, left : left + tile_w] += probability.numpy() * window
                 weights[top : top + tile_h, left : left + tile_w] += window

@@ -32,7 +32,8 @@ class VesselUNetConfig(BaseModel):
     Attributes
     ----------
     in_channels : int
-        Input channels (1: the modality-normalised vessel contrast).
+        Input channels (one per contrast window for vessel probability; other counts when the
+        U-Net extracts features from another input, as in HVGN).
     base_channels : int
         Channels at full resolution; doubled at every level down.
     depth : int
@@ -44,6 +45,9 @@ class VesselUNetConfig(BaseModel):
         reach the network (DRIVE's FOV is ~540 px), and probabilities are resized back.
     out_channels : int
         Output channels (1: the vessel logit; more when the U-Net extracts features).
+    contrast_windows : tuple of (float or None)
+        Windows of :func:`pipeline.preprocess.vessel_channels` that make the input of a vessel
+        probability model (fractions of the FOV diameter; None: the whole FOV).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -54,6 +58,7 @@ class VesselUNetConfig(BaseModel):
     norm: Literal["batch", "group"] = "batch"
     fov_diameter_px: float = Field(540.0, gt=0)
     out_channels: int = Field(1, ge=1)
+    contrast_windows: tuple[float | None, ...] = (1 / 40,)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

@@ -8,12 +8,20 @@ light); for an FA frame it is the frame itself (fluorescein makes vessels bright
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["Modality", "fov_mask", "fov_diameter", "square_fov_crop", "vessel_contrast"]
+__all__ = [
+    "Modality",
+    "fov_diameter",
+    "fov_mask",
+    "square_fov_crop",
+    "vessel_channels",
+    "vessel_contrast",
+]
 
 Modality = Literal["fundus", "fa"]
 
@@ -122,7 +130,7 @@ def vessel_contrast(
     *,
     modality: Modality,
     fov: np.ndarray | None = None,
-    window_fraction: float = 1 / 40,
+    window_fraction: float | None = 1 / 40,
 ) -> np.ndarray:
     """Map a fundus photo or FA frame to one locally standardised channel with bright vessels.
 
@@ -138,8 +146,9 @@ def vessel_contrast(
     modality : {'fundus', 'fa'}
     fov : (H, W) bool ndarray, optional
         Field of view; estimated with :func:`fov_mask` when omitted.
-    window_fraction : float
-        Gaussian window s.d. as a fraction of the FOV diameter (1/40 is ~13 px on DRIVE).
+    window_fraction : float or None
+        Gaussian window s.d. as a fraction of the FOV diameter (1/40 is ~13 px on DRIVE);
+        None standardises by the mean and s.d. of the whole FOV.
 
     Returns
     -------
@@ -156,12 +165,38 @@ def vessel_contrast(
     channel = _to_unit(image[..., 1] if modality == "fundus" else image)
     if modality == "fundus":
         channel = 1.0 - channel
-    weight = fov.astype(np.float32)
-    sigma = max(1.0, fov_diameter(fov) * window_fraction)
-    coverage = np.maximum(ndi.gaussian_filter(weight, sigma), 1e-3)
-    mean = ndi.gaussian_filter(channel * weight, sigma) / coverage
-    variance = ndi.gaussian_filter((channel - mean) ** 2 * weight, sigma) / coverage
     # The variance floor keeps flat regions (pre-injection FA, saturated areas) from exploding.
     floor = 1e-4 * max(float(channel[fov].var()), 1e-8) + 1e-8
+    if window_fraction is None:
+        mean, variance = float(channel[fov].mean()), float(channel[fov].var())
+    else:
+        weight = fov.astype(np.float32)
+        sigma = max(1.0, fov_diameter(fov) * window_fraction)
+        coverage = np.maximum(ndi.gaussian_filter(weight, sigma), 1e-3)
+        mean = ndi.gaussian_filter(channel * weight, sigma) / coverage
+        variance = ndi.gaussian_filter((channel - mean) ** 2 * weight, sigma) / coverage
     z = (channel - mean) / np.sqrt(variance + floor)
     return np.where(fov, np.clip(z, -6.0, 6.0), 0.0).astype(np.float32)
+
+
+def vessel_channels(
+    image: np.ndarray,
+    *,
+    modality: Modality,
+    fov: np.ndarray | None = None,
+    windows: Sequence[float | None] = (1 / 40,),
+) -> np.ndarray:
+    """:func:`vessel_contrast` at several window sizes, stacked as network input channels.
+
+    A narrow window isolates thin vessels but flattens wide ones and the context around them;
+    a wide window (or the whole FOV, ``None``) keeps vessel calibre and the optic disc.
+
+    Returns
+    -------
+    channels : (len(windows), H, W) float32 ndarray
+    """
+    if fov is None:
+        fov = fov_mask(image, modality=modality)
+    return np.stack(
+        [vessel_contrast(image, modality=modality, fov=fov, window_fraction=w) for w in windows]
+    )

@@ -19,7 +19,7 @@ from models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
 from models.vessel_unet import VesselUNet, VesselUNetConfig
 from pipeline.datasets import av_labels_from_rgb, load_dataset
 from pipeline.metrics import cl_dice, roc_auc, vessel_scores
-from pipeline.preprocess import fov_mask, vessel_contrast
+from pipeline.preprocess import fov_mask, vessel_channels, vessel_contrast
 
 TINY = VesselUNetConfig(base_channels=4, depth=2, fov_diameter_px=60)
 
@@ -110,6 +110,14 @@ def test_estimated_fov_matches_drive_masks_and_vessels_come_out_bright() -> None
         assert abs(contrast[inside].mean()) < 0.1 and 0.7 < contrast[inside].std() < 1.2
         assert contrast[record.vessel & inside].mean() > background.mean() + 1.5 * background.std()
         assert (contrast[~inside] == 0).all()
+        channels = vessel_channels(
+            record.image, modality="fundus", fov=inside, windows=(1 / 40, None)
+        )
+        assert channels.shape == (2, *inside.shape)
+        np.testing.assert_array_equal(channels[0], contrast)
+        whole_fov = channels[1][inside]  # standardised over the whole FOV
+        assert abs(whole_fov.mean()) < 0.01 and abs(whole_fov.std() - 1) < 0.05
+        assert channels[1][record.vessel & inside].mean() > 0.3
 
 
 def test_fa_frames_keep_vessels_bright() -> None:
@@ -163,6 +171,7 @@ def _tiny_images() -> list:
                 np.ones_like(truth),
                 modality="fa",
                 fov_diameter_px=72,
+                windows=TINY.contrast_windows,
             )
         )
     return images
@@ -198,16 +207,18 @@ def test_seeded_training_learns_and_resumes(tmp_path: Path) -> None:
     assert steps == []  # already finished: resume does no work
 
     again = train_vessel(config, images, tmp_path / "again", on_step=lambda s, loss: None)
-    x = torch.from_numpy(images[0].contrast[None, None, :72, :72].copy())
+    x = torch.from_numpy(images[0].channels[None, :, :72, :72].copy())
     torch.testing.assert_close(again(x), model(x))  # same seed, same weights
     sampler = PatchSampler(images, patch=32, seed=1)
     x, y, w = sampler.batch(5)
     assert x.shape == y.shape == w.shape == (5, 1, 32, 32) and set(np.unique(y)) <= {0.0, 1.0}
 
 
-def test_tiled_inference_equals_whole_image_inference() -> None:
+@pytest.mark.parametrize("windows", [(1 / 40,), (1 / 40, 1 / 8)])
+def test_tiled_inference_equals_whole_image_inference(windows: tuple[float, ...]) -> None:
     torch.manual_seed(0)
-    segmenter = VesselSegmenter(VesselUNet(TINY).eval(), "0" * 64)
+    config = TINY.model_copy(update={"in_channels": len(windows), "contrast_windows": windows})
+    segmenter = VesselSegmenter(VesselUNet(config).eval(), "0" * 64)
     image, _ = synthetic_vessels((150, 170))
     frame = np.round(image * 255).astype(np.uint8)
     fov = np.ones(frame.shape, bool)
