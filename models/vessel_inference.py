@@ -35,6 +35,11 @@ def _ramp(size: int, overlap: int) -> np.ndarray:
 class VesselSegmenter:
     """A loaded vessel model plus the sha256 of its weights file (recorded with every output).
 
+    Inference runs with ``threads`` torch threads (set process-wide, as SimpleITK's are for
+    registration): float sums in the convolutions depend on the thread count, so without it
+    a case curated in a dask worker differed by a few mask pixels from the same case curated
+    in the test process.
+
     Example
     -------
     >>> segmenter = VesselSegmenter.load()  # doctest: +SKIP
@@ -43,6 +48,7 @@ class VesselSegmenter:
 
     model: VesselUNet
     weights_sha256: str
+    threads: int = 2
 
     @classmethod
     def load(cls, folder: Path = DEFAULT_WEIGHTS) -> VesselSegmenter:
@@ -89,6 +95,8 @@ class VesselSegmenter:
         """
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         if fov is None:
             fov = fov_mask(image, modality=modality)
         if not fov.any():

@@ -165,10 +165,11 @@ def vessel_contrast(
     channel = _to_unit(image[..., 1] if modality == "fundus" else image)
     if modality == "fundus":
         channel = 1.0 - channel
+    fov_variance = float(channel[fov].var())
     # The variance floor keeps flat regions (pre-injection FA, saturated areas) from exploding.
-    floor = 1e-4 * max(float(channel[fov].var()), 1e-8) + 1e-8
+    floor = 1e-4 * max(fov_variance, 1e-8) + 1e-8
     if window_fraction is None:
-        mean, variance = float(channel[fov].mean()), float(channel[fov].var())
+        mean, variance = float(channel[fov].mean()), fov_variance
     else:
         weight = fov.astype(np.float32)
         sigma = max(1.0, fov_diameter(fov) * window_fraction)
