@@ -29,6 +29,10 @@ DEFAULT_AV_WEIGHTS = Path(__file__).resolve().parent / "weights" / "hvgn"
 class AVLabeller:
     """A loaded HVGN plus the sha256 of its weights file (recorded with every output).
 
+    Labelling runs with ``threads`` torch threads (set process-wide), for the reason given in
+    :class:`models.vessel_inference.VesselSegmenter`: float sums depend on the thread count,
+    and a case must get the same labels in a dask worker as in the calling process.
+
     Example
     -------
     >>> labeller = AVLabeller.load()  # doctest: +SKIP
@@ -37,6 +41,7 @@ class AVLabeller:
 
     model: HVGN
     weights_sha256: str
+    threads: int = 2
 
     @classmethod
     def load(cls, folder: Path = DEFAULT_AV_WEIGHTS) -> AVLabeller:
@@ -77,6 +82,8 @@ class AVLabeller:
         (H, W) float32 ndarray in [0, 1]; 0 off the vessel mask.
         """
         config = self.model.config
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"the fundus photo must be (H, W, 3) RGB, got shape {image.shape}")
         if vessel.shape != image.shape[:2]:

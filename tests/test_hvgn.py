@@ -123,6 +123,19 @@ def test_shipped_weights_label_an_unseen_phantom_case(labeller: AVLabeller) -> N
     assert av_scores(labels, truth).accuracy >= 0.8  # an untrained model scores ~0.5
 
 
+def test_labels_do_not_depend_on_the_callers_thread_count(labeller: AVLabeller) -> None:
+    case = generate_case(8898, PhantomConfig(size=(584, 876), n_frames=2))
+    before = torch.get_num_threads()
+    try:
+        probabilities = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            probabilities.append(labeller.artery_probability(case.fundus, case.vessel))
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(probabilities[0], probabilities[1])
+
+
 @pytest.mark.skipif(not (DATA / "RITE").is_dir(), reason="RITE is absent from ../shared/data")
 def test_shipped_weights_on_a_rite_test_image(labeller: AVLabeller) -> None:
     record = load_dataset(DATA, "rite", "test", limit=1)[0]
