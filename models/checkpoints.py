@@ -107,8 +107,11 @@ def adamw_one_cycle(
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR]:
     """The optimiser and learning-rate schedule every angioflow training loop uses."""
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    # The warm-up is 5 % of the run; OneCycleLR divides by its length in steps minus one, so
+    # runs of 4-39 steps get a two-step warm-up (a 20-step run raised ZeroDivisionError).
+    warm_up = max(0.05, 2 / steps) if steps >= 4 else 0.05
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=learning_rate, total_steps=steps, pct_start=0.05
+        optimiser, max_lr=learning_rate, total_steps=steps, pct_start=warm_up
     )
     return optimiser, schedule
 

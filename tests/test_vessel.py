@@ -317,3 +317,13 @@ def test_segment_skips_bad_inputs_but_writes_the_rest(tmp_path: Path) -> None:
         app, [*args[:2], "--out", str(tmp_path / "o2"), "--modality", "oct"]
     )
     assert result.exit_code == 2 and "oct" in result.stderr
+
+
+@pytest.mark.parametrize("steps", [3, 20, 39])
+def test_short_runs_train_to_their_last_step(tmp_path: Path, steps: int) -> None:
+    config = VesselTrainingConfig(
+        model=TINY, steps=steps, batch_size=2, patch=32, cl_dice_weight=0.0, checkpoint_every=50
+    )
+    train_vessel(config, _tiny_images(), tmp_path / "run")
+    log = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert json.loads(log[-1])["step"] == steps
