@@ -39,16 +39,14 @@ def main() -> None:
     if args.threads is not None:
         raw["threads"] = args.threads
     settings = VesselTrainingConfig.model_validate(raw)
-    scale = {
-        "fov_diameter_px": settings.model.fov_diameter_px,
-        "windows": settings.model.contrast_windows,
-    }
     images = [
         image
-        for image in load_training_images(args.data, settings.datasets, **scale)
+        for image in load_training_images(args.data, settings.datasets, model=settings.model)
         if image.name not in HELD_OUT
     ]
-    images += phantom_fa_training_images(settings.phantom_fa_cases, seed=settings.seed, **scale)
+    images += phantom_fa_training_images(
+        settings.phantom_fa_cases, seed=settings.seed, model=settings.model
+    )
     model = train_vessel(settings, images, args.out)
     segmenter = VesselSegmenter(model, "", threads=settings.threads)
     rows = []

@@ -650,12 +650,10 @@ def train_vessel_command(
         VesselTrainingConfig, _read_config(config), config, data, out, catalog, "vessel"
     )
     console.print(f"loading {', '.join(settings.datasets)} training images from {data}")
-    scale = {
-        "fov_diameter_px": settings.model.fov_diameter_px,
-        "windows": settings.model.contrast_windows,
-    }
-    images = load_training_images(data, settings.datasets, **scale)
-    images += phantom_fa_training_images(settings.phantom_fa_cases, seed=settings.seed, **scale)
+    images = load_training_images(data, settings.datasets, model=settings.model)
+    images += phantom_fa_training_images(
+        settings.phantom_fa_cases, seed=settings.seed, model=settings.model
+    )
     console.print(f"{len(images)} training images")
     with _progress(settings.steps) as on_step:
         train_vessel(settings, images, out, resume=resume, on_step=on_step)

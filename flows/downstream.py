@@ -9,7 +9,7 @@ work folder, so a re-run continues where it stopped and never retrains a finishe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.hvgn_training import HVGNTrainingConfig
 from models.training import VesselTrainingConfig
 from models.vessel_data import TrainingImage, load_training_images, prepare_training_image
+from models.vessel_unet import VesselUNetConfig
 
 __all__ = ["DownstreamConfig", "Setting", "downstream_settings", "run_downstream"]
 
@@ -89,7 +90,7 @@ def downstream_settings(config: DownstreamConfig) -> list[Setting]:
 
 
 def synthetic_training_images(
-    path: Path, count: int, *, fov_diameter_px: float, windows: Sequence[float | None]
+    path: Path, count: int, *, model: VesselUNetConfig
 ) -> list[TrainingImage]:
     """The first ``count`` photos of a synthetic set with their vessel masks as truth.
 
@@ -116,8 +117,7 @@ def synthetic_training_images(
             vessel,
             fov,
             modality="fundus",
-            fov_diameter_px=fov_diameter_px,
-            windows=windows,
+            model=model,
         )
         for index, (image, vessel) in enumerate(zip(images, vessels, strict=True))
     ]
@@ -192,12 +192,9 @@ def run_downstream(
 
     work.mkdir(parents=True, exist_ok=True)
     test = load_dataset(data, config.test_dataset, "test", limit=config.test_limit)
-    scale = {
-        "fov_diameter_px": config.training.model.fov_diameter_px,
-        "windows": config.training.model.contrast_windows,
-    }
-    real = load_training_images(data, config.real_datasets, **scale)
-    synthetic = synthetic_training_images(synthetic_set, max(config.synthetic_counts), **scale)
+    model = config.training.model
+    real = load_training_images(data, config.real_datasets, model=model)
+    synthetic = synthetic_training_images(synthetic_set, max(config.synthetic_counts), model=model)
     if config.av is not None:
         from models.hvgn_data import load_av_training_images
         from models.hvgn_training import train_hvgn

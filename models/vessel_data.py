@@ -10,6 +10,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from models.vessel_unet import VesselUNetConfig
 from pipeline.datasets import load_dataset
 from pipeline.preprocess import fov_diameter, vessel_channels
 
@@ -73,17 +74,15 @@ def prepare_training_image(
     fov: np.ndarray,
     *,
     modality: Literal["fundus", "fa"],
-    fov_diameter_px: float,
-    windows: Sequence[float | None],
+    model: VesselUNetConfig,
 ) -> TrainingImage:
-    """Bring a labelled image to the working scale and compute its vessel contrast channels.
-
-    ``fov_diameter_px`` and ``windows`` are the model's (:class:`VesselUNetConfig`).
-    """
-    resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=fov_diameter_px)
+    """Bring a labelled image to ``model``'s working scale and compute its contrast channels."""
+    resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=model.fov_diameter_px)
     size = resized_fov.shape[::-1]
     truth = cv2.resize(vessel.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.5
-    channels = vessel_channels(resized, modality=modality, fov=resized_fov, windows=windows)
+    channels = vessel_channels(
+        resized, modality=modality, fov=resized_fov, windows=model.contrast_windows
+    )
     return TrainingImage(name, channels, truth.astype(np.float32), resized_fov, modality)
 
 
@@ -178,8 +177,7 @@ def load_training_images(
     data_root: Path,
     datasets: Sequence[str],
     *,
-    fov_diameter_px: float,
-    windows: Sequence[float | None],
+    model: VesselUNetConfig,
 ) -> list[TrainingImage]:
     """Training splits of the named public datasets at the working scale (never a test split).
 
@@ -188,8 +186,8 @@ def load_training_images(
     data_root : Path
         Folder holding DRIVE/, LES-AV/, HRF-AV/ (``../shared/data``).
     datasets : sequence of {'drive', 'les-av', 'hrf-av'}
-    fov_diameter_px, windows
-        Working scale and contrast windows (see :class:`models.vessel_unet.VesselUNetConfig`).
+    model : VesselUNetConfig
+        The model to train: its working scale and contrast windows.
     """
     images = []
     for name in datasets:
@@ -203,8 +201,7 @@ def load_training_images(
                     record.vessel,
                     record.fov,
                     modality="fundus",
-                    fov_diameter_px=fov_diameter_px,
-                    windows=windows,
+                    model=model,
                 )
             )
     return images
@@ -242,20 +239,11 @@ def phantom_fa_training_images(
     n_cases: int,
     *,
     seed: int,
-    fov_diameter_px: float,
-    windows: Sequence[float | None],
+    model: VesselUNetConfig,
     size: tuple[int, int] = (512, 768),
 ) -> list[TrainingImage]:
     """:func:`phantom_fa_frames` at the working scale, ready for the patch sampler."""
     return [
-        prepare_training_image(
-            name,
-            frame,
-            truth,
-            aperture,
-            modality="fa",
-            fov_diameter_px=fov_diameter_px,
-            windows=windows,
-        )
+        prepare_training_image(name, frame, truth, aperture, modality="fa", model=model)
         for name, frame, truth, aperture in phantom_fa_frames(n_cases, seed=seed, size=size)
     ]

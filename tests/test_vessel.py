@@ -170,8 +170,7 @@ def _tiny_images() -> list:
                 truth,
                 np.ones_like(truth),
                 modality="fa",
-                fov_diameter_px=72,
-                windows=TINY.contrast_windows,
+                model=TINY.model_copy(update={"fov_diameter_px": 72}),
             )
         )
     return images
