@@ -6,7 +6,8 @@ Every image is labelled from its ground-truth vessel mask (the approved mask in 
 then scored on the truth's artery and vein pixels (crossings and uncertain pixels excluded).
 Prints one JSON object:
 - rite_test / les_av_test / phantom: mean accuracy, artery and vein sensitivity, for the graph
-  network with segment voting (shipped setting), without it, and the CNN head alone.
+  network with segment voting and mirror averaging (shipped setting), without the mirror,
+  without voting, and the CNN head alone.
   Targets: RITE test accuracy >= 0.92 (goal 0.95), phantom >= 0.95.
 - seconds: labelling one 565x584 DRIVE image and one 3504x2336 HRF image (< 2 s, < 60 s).
 - hrf_native_graph: the 5x5 pixel graph of a full-resolution HRF mask, its size, build time and
@@ -35,6 +36,7 @@ from pipeline.vessel_graph import av_labels, coarsen, pixel_graph
 PHANTOM_SEED = 8200
 VARIANTS = {
     "graph_with_segment_voting": {"head": "graph", "consistency": True},
+    "graph_with_segment_voting_no_mirror": {"head": "graph", "consistency": True, "flips": False},
     "graph": {"head": "graph", "consistency": False},
     "cnn_head_only": {"head": "cnn", "consistency": False},
 }

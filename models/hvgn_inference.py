@@ -58,6 +58,7 @@ class AVLabeller:
         fov: np.ndarray | None = None,
         fa: np.ndarray | None = None,
         consistency: bool = True,
+        flips: bool = True,
         head: Literal["graph", "cnn"] = "graph",
     ) -> np.ndarray:
         """Probability that each vessel pixel is an artery.
@@ -73,6 +74,9 @@ class AVLabeller:
         consistency : bool
             Replace each pixel's probability by the confidence-weighted mean over its vessel
             segment (between junctions), which removes label flips along a vessel.
+        flips : bool
+            Average with the prediction for the mirrored photo and mask (test-time
+            augmentation; twice the network time).
         head : {'graph', 'cnn'}
             Read the graph network's output (default) or the CNN's own per-pixel head, which
             shows what the graph adds.
@@ -118,6 +122,9 @@ class AVLabeller:
         if not small_vessel.any():
             small_vessel = fraction >= fraction.max()
         small_probability = self._probability(x, small_vessel, head)
+        if flips:
+            mirrored = self._probability(x[:, ::-1], small_vessel[:, ::-1], head)[:, ::-1]
+            small_probability = (small_probability + mirrored) / 2
         probability = _to_full_size(small_probability, small_vessel, vessel)
         if consistency:
             probability = vote_along_segments(probability, segment_labels(vessel))
@@ -132,7 +139,7 @@ class AVLabeller:
             np.float32,
         )
         padded[:, :height, :width] = x.transpose(2, 0, 1)
-        graph = graph_batch([vessel], self.model.config)
+        graph = graph_batch([np.ascontiguousarray(vessel)], self.model.config)
         graph_logits, pixel_logits = self.model(torch.from_numpy(padded)[None], graph)
         logits = graph_logits if head == "graph" else pixel_logits
         probability = np.zeros(vessel.shape, np.float32)

@@ -123,6 +123,19 @@ def test_shipped_weights_label_an_unseen_phantom_case(labeller: AVLabeller) -> N
     assert av_scores(labels, truth).accuracy >= 0.8  # an untrained model scores ~0.5
 
 
+def test_a_mirrored_photo_gets_the_mirrored_labels(labeller: AVLabeller) -> None:
+    case = generate_case(8897, PhantomConfig(size=(584, 876), n_frames=2))
+
+    def mirror(array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(array[:, ::-1])
+
+    labels = av_labels(labeller.artery_probability(case.fundus, case.vessel), case.vessel)
+    probability = labeller.artery_probability(mirror(case.fundus), mirror(case.vessel))
+    mirrored = mirror(av_labels(probability, mirror(case.vessel)))
+    agreement = (labels == mirrored)[case.vessel].mean()
+    assert agreement >= 0.97  # 0.95 without the mirror averaging (flips=False)
+
+
 def test_labels_do_not_depend_on_the_callers_thread_count(labeller: AVLabeller) -> None:
     case = generate_case(8898, PhantomConfig(size=(584, 876), n_frames=2))
     before = torch.get_num_threads()
