@@ -28,7 +28,7 @@ from models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS, GlobalGenerator
 from models.pix2pixhd_training import generator_input, photo_uint8
 from pipeline.mask_structure import av_channels, binarise_av, labels_from_channels
 
-__all__ = ["Generators", "SetRequest", "generate_set", "synthesise"]
+__all__ = ["Generators", "SetRequest", "draw_photos", "generate_set", "synthesise"]
 
 
 def _sha256(folder: Path) -> str:
@@ -89,27 +89,40 @@ def _resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def synthesise(
-    generators: Generators, count: int, *, seed: int, sampler: Sampler, steps: int
-) -> dict[str, np.ndarray]:
-    """One batch: masks from the DDPM, photos from pix2pixHD at its size, x4 by EDSR.
+def draw_photos(generators: Generators, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Fundus photos for A/V label masks at pix2pixHD's size, enlarged x4 by EDSR.
+
+    Parameters
+    ----------
+    generators : Generators
+    labels : (B, S, S) uint8
+        0 background, 1 artery, 2 vein, 3 crossing, S = pix2pixHD's image size; the vessels
+        fill a centred field-of-view disc, as in the training pairs.
 
     Returns
     -------
-    dict with ``images`` (B, S, S, 3) uint8, ``av`` (B, S, S) uint8 labels 0-3 and ``vessel``
-    (B, S, S) uint8 0/1, where S is pix2pixHD's size times EDSR's scale; every vessel of the
-    masks is where the photo was asked to draw one.
+    dict with ``images`` (B, 4S, 4S, 3) uint8, ``av`` (B, 4S, 4S) uint8 labels 0-3 and
+    ``vessel`` (B, 4S, 4S) uint8 0/1 (for EDSR's scale 4): every vessel of the masks is where
+    the photo was asked to draw one.
     """
-    maps = sample_masks(generators.ddpm, count, sampler=sampler, steps=steps, seed=seed)
-    middle = generators.pix2pix.config.image_size
-    upsampled = F.interpolate(torch.from_numpy(maps), size=(middle, middle), mode="bilinear")
-    labels = np.stack([binarise_av(m) for m in upsampled.numpy()])
-    fov = field_of_view(middle)
+    fov = field_of_view(labels.shape[1])
     masks = np.stack([np.concatenate([av_channels(m), fov[None]]) for m in labels])
     photos = photo_uint8(generators.pix2pix(generator_input(masks.astype(np.float32))))
     images = np.stack([upscale(generators.edsr, p) for p in photos])
     av = _resize_labels(labels, images.shape[1])
     return {"images": images, "av": av, "vessel": (av > 0).astype(np.uint8)}
+
+
+@torch.no_grad()
+def synthesise(
+    generators: Generators, count: int, *, seed: int, sampler: Sampler, steps: int
+) -> dict[str, np.ndarray]:
+    """One batch: masks from the DDPM, binarised at pix2pixHD's size, drawn by
+    :func:`draw_photos` (same returned arrays)."""
+    maps = sample_masks(generators.ddpm, count, sampler=sampler, steps=steps, seed=seed)
+    middle = generators.pix2pix.config.image_size
+    upsampled = F.interpolate(torch.from_numpy(maps), size=(middle, middle), mode="bilinear")
+    return draw_photos(generators, np.stack([binarise_av(m) for m in upsampled.numpy()]))
 
 
 def generate_set(

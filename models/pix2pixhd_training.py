@@ -1,5 +1,6 @@
 """Training pix2pixHD on (A/V mask, fundus photo) pairs: LSGAN + feature matching (+ VGG when
-local weights are given), an EMA of the generator, checkpoints that resume, sample grids."""
+local weights are given, + pix2pix's L1 when asked), an EMA of the generator, checkpoints that
+resume, sample grids."""
 
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ class Pix2PixHDTrainingConfig(BaseModel):
     feature_matching_weight: float = Field(10.0, ge=0)
     vgg_weight: float = Field(10.0, ge=0)
     vgg_weights: str | None = None  # a local VGG-19 `features` state dict; none: no VGG loss
+    # pix2pix's L1 to the real photo; the reconstruction term that ties vessels to the mask
+    # when no VGG weights are at hand (pix2pixHD's own recipe: 0)
+    l1_weight: float = Field(0.0, ge=0)
     ema_decay: float = Field(0.999, gt=0, lt=1)
     checkpoint_every: int = Field(250, ge=1)
     sample_every: int = Field(1000, ge=1)
@@ -172,6 +176,8 @@ def train_pix2pixhd(
         )
         if vgg is not None:
             g_loss = g_loss + config.vgg_weight * vgg(fake, y)
+        if config.l1_weight:
+            g_loss = g_loss + config.l1_weight * (fake - y).abs().mean()
         g_optimiser.zero_grad(set_to_none=True)
         g_loss.backward()
         g_optimiser.step()

@@ -95,6 +95,23 @@ def test_a_tiny_pix2pixhd_learns_its_pairs(
     )
 
 
+def test_the_l1_term_brings_generated_photos_closer_to_the_real_ones(
+    pairs: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    masks, photos = pairs
+    psnr = {}
+    for weight in (0.0, 100.0):
+        torch.manual_seed(0)
+        model = train_pix2pixhd(
+            _config(steps=60, checkpoint_every=60, sample_every=1000, l1_weight=weight),
+            masks,
+            photos,
+            tmp_path / f"l1_{weight}",
+        )
+        psnr[weight] = _psnr(model, masks, photos)
+    assert psnr[100.0] > psnr[0.0] + 1.0, psnr
+
+
 def test_training_resumes_exactly(pairs: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
     masks, photos = pairs
     straight = train_pix2pixhd(_config(), masks, photos, tmp_path / "straight")
