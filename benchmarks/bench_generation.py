@@ -7,7 +7,9 @@ Generates --n samples (DDPM masks with DDIM 50 steps -> pix2pixHD -> EDSR x4, se
 segments every generated photo with the shipped vessel CNN and reports the Dice of its 0.5
 threshold against the generated vessel mask (goal >= 0.7), with seconds per sample. The same
 Dice is measured for photos drawn from the 20 RITE test A/V masks (held out from every
-generator's training), which tells the mask-to-photo half apart from the mask DDPM. With
+generator's training), which tells the mask-to-photo half apart from the mask DDPM, beside its
+ceiling: the real RITE test photos at pix2pixHD's size (and at twice it) enlarged by the same
+EDSR, scored against their masks at that size. With
 --figure: generated masks, their photos and real photos (DRIVE training) side by side.
 Prints one JSON object.
 """
@@ -63,27 +65,37 @@ def main() -> None:
 
 def _held_out_recovery(generators) -> dict[str, dict[str, float]]:  # noqa: ANN001
     """Vessel recovery for photos drawn from the RITE test A/V masks, beside the ceiling of
-    the chain: the real test photos shrunk to pix2pixHD's size and enlarged by the same EDSR."""
-    from flows.evaluation import evaluate_synthetic
+    the chain: the real test photos shrunk to pix2pixHD's size (and to twice it) and enlarged
+    by the same EDSR, scored against the masks shrunk the same way."""
     from models.edsr import upscale
-    from models.generation import draw_photos, field_of_view
+    from models.generation import draw_photos, enlarge_labels
     from models.pix2pixhd_training import make_pair
     from pipeline.datasets import load_dataset
     from pipeline.mask_structure import labels_from_channels
 
+    records = load_dataset(DATA, "rite", "test")
     size = generators.pix2pix.config.image_size
-    pairs = [make_pair(r.image, r.av, r.fov, size) for r in load_dataset(DATA, "rite", "test")]
-    labels = np.stack([labels_from_channels(masks[:2] > 0.5) for masks, _ in pairs])
-    drawn = draw_photos(generators, labels)
-    real = {**drawn, "images": np.stack([upscale(generators.edsr, p) for _, p in pairs])}
     result = {}
-    for name, sample in (("generated_photos", drawn), ("real_photos_same_size", real)):
-        sample["fov"] = np.repeat(
-            field_of_view(sample["images"].shape[1])[None] > 0, len(labels), 0
-        )
-        metrics = evaluate_synthetic(sample, None, name=name, measures=("recovery",))["recovery"]
-        result[name] = {"masks": len(labels), **{k: round(v, 4) for k, v in metrics.items()}}
+    for side in (size, 2 * size):
+        pairs = [make_pair(r.image, r.av, r.fov, side) for r in records]
+        labels = np.stack([labels_from_channels(masks[:2] > 0.5) for masks, _ in pairs])
+        if side == size:
+            drawn = draw_photos(generators, labels)
+            result["generated_photos"] = _recovery(drawn["images"], drawn["av"])
+        real = np.stack([upscale(generators.edsr, photo) for _, photo in pairs])
+        result[f"real_photos_at_{side}px"] = _recovery(real, enlarge_labels(labels, len(real[0])))
     return result
+
+
+def _recovery(images: np.ndarray, av: np.ndarray) -> dict[str, float]:
+    """Vessel CNN Dice/AUC of each photo against its A/V mask's vessels, inside the disc."""
+    from flows.evaluation import evaluate_synthetic
+    from models.generation import field_of_view
+
+    fov = np.repeat(field_of_view(images.shape[1])[None] > 0, len(images), axis=0)
+    sample = {"images": images, "av": av, "vessel": (av > 0).astype(np.uint8), "fov": fov}
+    metrics = evaluate_synthetic(sample, None, name="held-out", measures=("recovery",))
+    return {"masks": len(images), **{k: round(v, 4) for k, v in metrics["recovery"].items()}}
 
 
 def _figure(path: Path, figure_path: Path) -> None:

@@ -28,7 +28,14 @@ from models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS, GlobalGenerator
 from models.pix2pixhd_training import generator_input, photo_uint8
 from pipeline.mask_structure import av_channels, binarise_av, labels_from_channels
 
-__all__ = ["Generators", "SetRequest", "draw_photos", "generate_set", "synthesise"]
+__all__ = [
+    "Generators",
+    "SetRequest",
+    "draw_photos",
+    "enlarge_labels",
+    "generate_set",
+    "synthesise",
+]
 
 
 def _sha256(folder: Path) -> str:
@@ -81,7 +88,7 @@ def field_of_view(size: int) -> np.ndarray:
     return ((rows - centre) ** 2 + (cols - centre) ** 2 <= (size / 2) ** 2).astype(np.float32)
 
 
-def _resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
+def enlarge_labels(labels: np.ndarray, size: int) -> np.ndarray:
     """(B, s, s) labels -> (B, size, size): each class channel resized linearly, kept >= 0.5."""
     channels = torch.from_numpy(np.stack([av_channels(m) for m in labels]).astype(np.float32))
     resized = F.interpolate(channels, size=(size, size), mode="bilinear", align_corners=False)
@@ -109,7 +116,7 @@ def draw_photos(generators: Generators, labels: np.ndarray) -> dict[str, np.ndar
     masks = np.stack([np.concatenate([av_channels(m), fov[None]]) for m in labels])
     photos = photo_uint8(generators.pix2pix(generator_input(masks.astype(np.float32))))
     images = np.stack([upscale(generators.edsr, p) for p in photos])
-    av = _resize_labels(labels, images.shape[1])
+    av = enlarge_labels(labels, images.shape[1])
     return {"images": images, "av": av, "vessel": (av > 0).astype(np.uint8)}
 
 
