@@ -97,7 +97,7 @@ def enlarge_labels(labels: np.ndarray, size: int) -> np.ndarray:
 
 @torch.no_grad()
 def draw_photos(generators: Generators, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Fundus photos for A/V label masks at pix2pixHD's size, enlarged x4 by EDSR.
+    """Fundus photos for A/V label masks at pix2pixHD's size, enlarged by EDSR.
 
     Parameters
     ----------
@@ -108,8 +108,8 @@ def draw_photos(generators: Generators, labels: np.ndarray) -> dict[str, np.ndar
 
     Returns
     -------
-    dict with ``images`` (B, 4S, 4S, 3) uint8, ``av`` (B, 4S, 4S) uint8 labels 0-3 and
-    ``vessel`` (B, 4S, 4S) uint8 0/1 (for EDSR's scale 4): every vessel of the masks is where
+    dict with ``images`` (B, R, R, 3) uint8, ``av`` (B, R, R) uint8 labels 0-3 and ``vessel``
+    (B, R, R) uint8 0/1, where R is S times EDSR's scale: every vessel of the masks is where
     the photo was asked to draw one.
     """
     fov = field_of_view(labels.shape[1])
