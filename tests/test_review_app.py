@@ -83,7 +83,7 @@ def test_open_paint_save_reopen_shows_the_edit(
     assert (mine.editor, mine.parent, mine.note) == ("dr_a", 1, "closed a gap")
     assert [r[0] for r in widget.history.value["data"]] == [1, 2]
 
-    again = open_review(store.root, case_id, "dr_b", make_napari_viewer(show=True))
+    again = open_review(store.root, case_id, "dr_b", make_napari_viewer())
     assert again.mask_layer.data[row, col] == 1
     assert again.session.parent == 2
     assert again.viewer.layers["previous version"].data[row, col] == 0  # version 1 to compare
