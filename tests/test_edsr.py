@@ -53,10 +53,18 @@ def test_a_tiny_edsr_learns_to_upsample_phantom_photos(
     model = train_edsr(_config(steps=300, checkpoint_every=300), photos, tmp_path / "run")
     after = _psnr(upscale(model, low), high)
     assert after > before + 6, (before, after)
-    bicubic = np.asarray(Image.fromarray(low).resize((128, 128), Image.Resampling.BICUBIC))
-    assert after > _psnr(bicubic, high) - 1.0  # close to bicubic after a few CPU seconds
+    bicubic = _psnr(
+        np.asarray(Image.fromarray(low).resize((128, 128), Image.Resampling.BICUBIC)), high
+    )
+    assert after > bicubic - 1.0  # close to bicubic after a few CPU seconds
     reloaded = EDSR.load(tmp_path / "run" / "weights")
     assert abs(_psnr(upscale(reloaded, low), high) - after) < 0.1  # fp16 round trip
+
+    skip = EDSRConfig(features=16, blocks=2, bicubic_skip=True)
+    residual = train_edsr(
+        _config(model=skip, steps=300, checkpoint_every=300), photos, tmp_path / "skip"
+    )
+    assert _psnr(upscale(residual, low), high) > max(after, bicubic)  # same budget, past bicubic
 
 
 def test_training_resumes_exactly(photos: list[np.ndarray], tmp_path: Path) -> None:
@@ -71,9 +79,11 @@ def test_training_resumes_exactly(photos: list[np.ndarray], tmp_path: Path) -> N
         assert torch.equal(a, b), name
 
 
-def test_tiles_join_without_seams(photos: list[np.ndarray]) -> None:
+@pytest.mark.parametrize("bicubic_skip", [False, True])
+def test_tiles_join_without_seams(photos: list[np.ndarray], bicubic_skip: bool) -> None:
     torch.manual_seed(1)
-    model = EDSR(EDSRConfig(features=8, blocks=2)).eval()  # receptive field < 8 px of overlap
+    # receptive field (and bicubic's 2 px support) < 8 px of overlap
+    model = EDSR(EDSRConfig(features=8, blocks=2, bicubic_skip=bicubic_skip)).eval()
     low = downsample(photos[1], 4)
     whole = upscale(model, low, tile=1000)
     tiled = upscale(model, low, tile=24, overlap=8)
