@@ -248,7 +248,7 @@ def test_train_hvgn_command_writes_weights_that_label_av_uses(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert np.asarray(Image.open(out)).shape == case.fundus.shape
 
-    config.write_text("steps: 2\nmodel: {fa_channels: 2}\n")
+    config.write_text("steps: 2\ndatasets: []\nmodel: {fa_channels: 2}\n")
     result = runner.invoke(app, ["train", "hvgn", "--config", str(config), "--out", str(run)])
     assert result.exit_code != 0 and "have no FA" in " ".join(result.stderr.split())
 
