@@ -15,7 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import yaml
 from bench_edsr import DATA, against_bicubic, per_dataset
 
@@ -31,7 +30,7 @@ def main() -> None:
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is absent: the benchmark needs the DRIVE and LES-AV photos")
 
-    from models.edsr_training import EDSRTrainingConfig, train_edsr
+    from models.edsr_training import EDSRTrainingConfig, crop_to_fov, train_edsr
     from pipeline.datasets import load_dataset
 
     base = yaml.safe_load(CONFIG.read_text())
@@ -41,10 +40,7 @@ def main() -> None:
         keep = len(records) - HELD_OUT.get(name, 0)
         training += records[:keep]
         validation += records[keep:]
-    photos = []
-    for record in training:
-        rows, cols = np.nonzero(record.fov)
-        photos.append(record.image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
+    photos = [crop_to_fov(record.image, record.fov) for record in training]
 
     result: dict[str, object] = {
         "steps": args.steps,

@@ -83,7 +83,7 @@ def _held_out_recovery(generators) -> dict[str, dict[str, float]]:  # noqa: ANN0
             drawn = draw_photos(generators, labels)
             result["generated_photos"] = _recovery(drawn["images"], drawn["av"])
         real = np.stack([upscale(generators.edsr, photo) for _, photo in pairs])
-        result[f"real_photos_at_{side}px"] = _recovery(real, enlarge_labels(labels, len(real[0])))
+        result[f"real_photos_at_{side}px"] = _recovery(real, enlarge_labels(labels, real.shape[1]))
     return result
 
 

@@ -15,7 +15,14 @@ from models.checkpoints import RunFolder, adamw_one_cycle
 from models.edsr import EDSR, EDSRConfig
 from pipeline.datasets import load_dataset
 
-__all__ = ["EDSRTrainingConfig", "PhotoCrops", "downsample", "load_training_photos", "train_edsr"]
+__all__ = [
+    "EDSRTrainingConfig",
+    "PhotoCrops",
+    "crop_to_fov",
+    "downsample",
+    "load_training_photos",
+    "train_edsr",
+]
 
 
 class EDSRTrainingConfig(BaseModel):
@@ -42,14 +49,19 @@ def downsample(image: np.ndarray, scale: int) -> np.ndarray:
     return np.asarray(cropped.resize((width, height), Image.Resampling.BICUBIC))
 
 
+def crop_to_fov(image: np.ndarray, fov: np.ndarray) -> np.ndarray:
+    """(H, W, 3) photo -> its (h, w, 3) part inside the bounding box of the (H, W) FOV mask."""
+    rows, cols = np.nonzero(fov)
+    return image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
 def load_training_photos(data_root: Path, datasets: Sequence[str]) -> list[np.ndarray]:
     """Training-split photos (never a test split), each cropped to its FOV's bounding box."""
-    photos = []
-    for name in datasets:
-        for record in load_dataset(data_root, name, "training"):
-            rows, cols = np.nonzero(record.fov)
-            photos.append(record.image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
-    return photos
+    return [
+        crop_to_fov(record.image, record.fov)
+        for name in datasets
+        for record in load_dataset(data_root, name, "training")
+    ]
 
 
 class PhotoCrops:
