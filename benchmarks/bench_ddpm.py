@@ -10,7 +10,8 @@ Usage: .venv/bin/python benchmarks/bench_ddpm.py [--config configs/ddpm64.yaml]
    ``--samples`` masks from each (DDIM, 50 steps, seed 0) are compared with the real training
    masks: near-empty rate (density < 1/3 of the real median) and structural statistics
    (pipeline.av_structure statistics: relative difference of means and
-   Wasserstein distance in real standard deviations).
+   Wasserstein distance in real standard deviations); then the same with the training masks'
+   mean as the x0 estimate of the pure-noise steps (``sample_masks(terminal_mean=...)``).
 2. Samplers, weighted model: ``--ddpm-samples`` masks with ancestral DDPM (1000 steps), DDIM and
    DPM-Solver++ (50 steps each): seconds per mask, speed-up, and each fast sampler's structural
    statistics relative to DDPM's.
@@ -79,6 +80,8 @@ def main() -> None:
     real = _stats(real_labels)
     result: dict = {"config": str(args.config), "c": base.c, "real_masks": len(masks)}
     models, grids = {}, {"real": real_labels[:16]}
+    terminal_mean = masks.mean(axis=(0, 2, 3)).tolist()
+    result["terminal_mean"] = terminal_mean
     for loss in ("weighted", "simple"):
         config = base.model_copy(update={"loss": loss})
         model, seconds = _train(config, masks, args.work / loss)
@@ -90,6 +93,12 @@ def main() -> None:
             "training_minutes": None if seconds is None else round(seconds / 60, 1),
             **compare_structure(real, _stats(labels)),
         }
+        maps = sample_masks(
+            model, args.samples, sampler="ddim", steps=50, seed=0, terminal_mean=terminal_mean
+        )
+        labels = np.stack([binarise_av(m) for m in maps])
+        grids[f"{loss}_terminal"] = labels[:16]
+        result[f"{loss}_terminal_mean"] = compare_structure(real, _stats(labels))
 
     timings, sampled = {}, {}
     for sampler, steps in (("ddpm", 1000), ("ddim", 50), ("dpm", 50)):
@@ -129,9 +138,11 @@ def _figure(grids: dict[str, np.ndarray], path: Path) -> None:
         "real": "real training masks (64x64)",
         "simple": "L_simple",
         "weighted": "vessel-weighted loss",
+        "simple_terminal": "L_simple, terminal mean",
+        "weighted_terminal": "weighted, terminal mean",
     }
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for axis, key in zip(axes, ("real", "simple", "weighted"), strict=True):
+    figure, axes = plt.subplots(1, 5, figsize=(24, 4.6))
+    for axis, key in zip(axes, titles, strict=True):
         axis.imshow(mask_grid(grids[key], columns=4))
         axis.set_title(titles[key])
         axis.axis("off")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import h5py
@@ -16,7 +16,9 @@ from models.ddpm import MaskDDPM, Sampler, make_scheduler
 from pipeline.mask_structure import binarise_av
 from pipeline.qc import av_to_rgb
 
-__all__ = ["mask_grid", "sample_masks", "write_mask_set"]
+__all__ = ["TERMINAL_ALPHA_BAR", "mask_grid", "sample_masks", "write_mask_set"]
+
+TERMINAL_ALPHA_BAR = 1e-3  # below this signal share x_t tells nothing usable about x0
 
 
 @torch.no_grad()
@@ -29,6 +31,7 @@ def sample_masks(
     seed: int = 0,
     eta: float = 1.0,
     batch_size: int = 32,
+    terminal_mean: Sequence[float] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Generate ``n`` artery/vein maps.
@@ -41,6 +44,12 @@ def sample_masks(
     generator seeded with (seed, batch index), so a set is reproducible and batches can be
     resumed independently.
 
+    ``terminal_mean`` (per channel, in [0, 1]: the training masks' mean) replaces the network
+    at the steps where alpha_bar_t < ``TERMINAL_ALPHA_BAR``. There x_t is practically pure
+    noise, so the posterior mean of x0 is the data mean; the network's epsilon-based estimate
+    divides its error by sqrt(alpha_bar_t) and, clipped to [-1, 1], lands near 0 on average:
+    half vessel, which for sparse masks pushes every sample towards over-filling.
+
     Returns
     -------
     maps : (n, 2, S, S) float32 in [0, 1], channel 0 artery, channel 1 vein
@@ -48,6 +57,12 @@ def sample_masks(
     device = next(model.parameters()).device
     size, channels = model.config.image_size, model.config.channels
     out = np.zeros((n, channels, size, size), np.float32)
+    prior = None
+    if terminal_mean is not None:
+        if len(terminal_mean) != channels:
+            raise ValueError(f"terminal_mean needs {channels} values, got {len(terminal_mean)}")
+        prior = (2 * torch.tensor(terminal_mean, dtype=torch.float32) - 1).view(1, -1, 1, 1)
+        prior = prior.to(device)
     for batch_index, start in enumerate(range(0, n, batch_size)):
         count = min(batch_size, n - start)
         scheduler = make_scheduler(model.config, sampler)
@@ -56,7 +71,11 @@ def sample_masks(
         x = torch.randn((count, channels, size, size), generator=generator).to(device)
         x = x * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
-            predicted = model(scheduler.scale_model_input(x, t), t.expand(count).to(device))
+            alpha_bar = scheduler.alphas_cumprod[t]
+            if prior is not None and alpha_bar < TERMINAL_ALPHA_BAR:
+                predicted = (x - alpha_bar.sqrt() * prior) / (1 - alpha_bar).sqrt()
+            else:
+                predicted = model(scheduler.scale_model_input(x, t), t.expand(count).to(device))
             options = {"eta": eta} if sampler == "ddim" else {}
             step = scheduler.step(predicted, t, x, generator=generator, **options)
             x = step.prev_sample

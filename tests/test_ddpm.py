@@ -222,6 +222,25 @@ def test_samplers_give_reproducible_masks_in_range(tmp_path: Path) -> None:
     assert (tmp_path / "png" / "masks_00000.png").is_file()
 
 
+def test_terminal_mean_stops_the_shipped_model_over_filling(phantom_masks: np.ndarray) -> None:
+    model = MaskDDPM.load(DEFAULT_DDPM_WEIGHTS).eval()
+    terminal_mean = phantom_masks.mean(axis=(0, 2, 3)).tolist()
+    plain = sample_masks(model, 8, sampler="ddim", steps=20, seed=0)
+    anchored = sample_masks(model, 8, sampler="ddim", steps=20, seed=0, terminal_mean=terminal_mean)
+
+    def density(maps: np.ndarray) -> float:
+        return float(np.mean([binarise_av(m) > 0 for m in maps]))
+
+    def grey(maps: np.ndarray) -> float:
+        return float(np.mean((maps > 0.1) & (maps < 0.9)))
+
+    assert density(anchored) < 0.5 * density(plain)
+    assert 0.02 < density(anchored) < 0.15  # real training masks: 0.076 on average
+    assert grey(anchored) < 0.5 * grey(plain)
+    with pytest.raises(ValueError, match="terminal_mean needs 2 values"):
+        sample_masks(model, 1, steps=2, terminal_mean=[0.1])
+
+
 def test_binarisation_keeps_classes_apart_except_at_crossings() -> None:
     maps = np.zeros((2, 12, 12), np.float32)
     maps[0, 2, 1:11] = 0.9  # an artery
