@@ -44,6 +44,13 @@ def _train(config, masks: np.ndarray, folder: Path):  # noqa: ANN001, ANN202
     return model, time.perf_counter() - began
 
 
+def _labels(maps: np.ndarray) -> np.ndarray:
+    """(N, 2, S, S) artery/vein maps -> (N, S, S) binarised label masks."""
+    from pipeline.mask_structure import binarise_av
+
+    return np.stack([binarise_av(m) for m in maps])
+
+
 def _stats(labels: np.ndarray) -> list:
     from pipeline.av_structure import structure_stats
 
@@ -71,12 +78,11 @@ def main() -> None:
     from models.ddpm_sampling import sample_masks
     from models.ddpm_training import DDPMTrainingConfig
     from pipeline.av_structure import compare_structure
-    from pipeline.mask_structure import binarise_av
 
     torch.set_num_threads(2)
     base = DDPMTrainingConfig(**yaml.safe_load(args.config.read_text()))
     masks = load_public_masks(DATA, base.datasets, base.model.image_size, coverage=base.coverage)
-    real_labels = np.stack([binarise_av(m) for m in masks])
+    real_labels = _labels(masks)
     real = _stats(real_labels)
     result: dict = {"config": str(args.config), "c": base.c, "real_masks": len(masks)}
     models, grids = {}, {"real": real_labels[:16]}
@@ -86,19 +92,14 @@ def main() -> None:
         config = base.model_copy(update={"loss": loss})
         model, seconds = _train(config, masks, args.work / loss)
         models[loss] = model
-        maps = sample_masks(model, args.samples, sampler="ddim", steps=50, seed=0)
-        labels = np.stack([binarise_av(m) for m in maps])
-        grids[loss] = labels[:16]
-        result[loss] = {
-            "training_minutes": None if seconds is None else round(seconds / 60, 1),
-            **compare_structure(real, _stats(labels)),
-        }
-        maps = sample_masks(
-            model, args.samples, sampler="ddim", steps=50, seed=0, terminal_mean=terminal_mean
-        )
-        labels = np.stack([binarise_av(m) for m in maps])
-        grids[f"{loss}_terminal"] = labels[:16]
-        result[f"{loss}_terminal_mean"] = compare_structure(real, _stats(labels))
+        for key, mean in ((loss, None), (f"{loss}_terminal_mean", terminal_mean)):
+            maps = sample_masks(
+                model, args.samples, sampler="ddim", steps=50, seed=0, terminal_mean=mean
+            )
+            labels = _labels(maps)
+            grids[key] = labels[:16]
+            result[key] = compare_structure(real, _stats(labels))
+        result[loss]["training_minutes"] = None if seconds is None else round(seconds / 60, 1)
 
     for key, mean in (("samplers", None), ("samplers_terminal_mean", terminal_mean)):
         result[key] = _compare_samplers(models["weighted"], args.ddpm_samples, real, mean)
@@ -111,7 +112,6 @@ def _compare_samplers(model, count: int, real: list, terminal_mean) -> dict:  # 
     """Ancestral DDPM (T steps) against DDIM and DPM-Solver++ (50 steps): speed and structure."""
     from models.ddpm_sampling import sample_masks
     from pipeline.av_structure import compare_structure
-    from pipeline.mask_structure import binarise_av
 
     timings, sampled = {}, {}
     for sampler, steps in (("ddpm", 1000), ("ddim", 50), ("dpm", 50)):
@@ -120,7 +120,7 @@ def _compare_samplers(model, count: int, real: list, terminal_mean) -> dict:  # 
             model, count, sampler=sampler, steps=steps, seed=1, terminal_mean=terminal_mean
         )
         timings[sampler] = (time.perf_counter() - began) / count
-        sampled[sampler] = _stats(np.stack([binarise_av(m) for m in maps]))
+        sampled[sampler] = _stats(_labels(maps))
     return {
         "seconds_per_mask": timings,
         "speedup_vs_ddpm": {s: timings["ddpm"] / timings[s] for s in ("ddim", "dpm")},
@@ -148,8 +148,8 @@ def _figure(grids: dict[str, np.ndarray], path: Path) -> None:
         "real": "real training masks (64x64)",
         "simple": "L_simple",
         "weighted": "vessel-weighted loss",
-        "simple_terminal": "L_simple, terminal mean",
-        "weighted_terminal": "weighted, terminal mean",
+        "simple_terminal_mean": "L_simple, terminal mean",
+        "weighted_terminal_mean": "weighted, terminal mean",
     }
     figure, axes = plt.subplots(1, 5, figsize=(24, 4.6))
     for axis, key in zip(axes, titles, strict=True):
