@@ -11,7 +11,10 @@ Usage: .venv/bin/python benchmarks/bench_ddpm.py [--config configs/ddpm64.yaml]
    masks: near-empty rate (density < 1/3 of the real median) and structural statistics
    (pipeline.av_structure statistics: relative difference of means and
    Wasserstein distance in real standard deviations); then the same with the training masks'
-   mean as the x0 estimate of the pure-noise steps (``sample_masks(terminal_mean=...)``).
+   mean as the x0 estimate of the pure-noise steps (``sample_masks``' default; the mean is
+   recorded with the weights as ``data_mean``); for the weighted model also with its loss's
+   tilt undone (``sample_masks(undo_weighting=c)``: the samples an optimal weighted model
+   would give without the weight's pull towards vessel).
 2. Samplers, weighted model: ``--ddpm-samples`` masks with ancestral DDPM (1000 steps), DDIM and
    DPM-Solver++ (50 steps each): seconds per mask, speed-up, and each fast sampler's structural
    statistics relative to DDPM's; without and with the terminal mean.
@@ -86,29 +89,37 @@ def main() -> None:
     real = _stats(real_labels)
     result: dict = {"config": str(args.config), "c": base.c, "real_masks": len(masks)}
     models, grids = {}, {"real": real_labels[:16]}
-    terminal_mean = masks.mean(axis=(0, 2, 3)).tolist()
-    result["terminal_mean"] = terminal_mean
     for loss in ("weighted", "simple"):
         config = base.model_copy(update={"loss": loss})
         model, seconds = _train(config, masks, args.work / loss)
         models[loss] = model
-        for key, mean in ((loss, None), (f"{loss}_terminal_mean", terminal_mean)):
+        result["data_mean"] = model.config.data_mean
+        variants = [(loss, False, 0.0), (f"{loss}_terminal_mean", True, 0.0)]
+        if loss == "weighted":
+            variants.append(("weighted_terminal_mean_undone", True, base.c))
+        for key, anchored, undo in variants:
             maps = sample_masks(
-                model, args.samples, sampler="ddim", steps=50, seed=0, terminal_mean=mean
+                model,
+                args.samples,
+                sampler="ddim",
+                steps=50,
+                seed=0,
+                terminal_mean=anchored,
+                undo_weighting=undo,
             )
             labels = _labels(maps)
             grids[key] = labels[:16]
             result[key] = compare_structure(real, _stats(labels))
         result[loss]["training_minutes"] = None if seconds is None else round(seconds / 60, 1)
 
-    for key, mean in (("samplers", None), ("samplers_terminal_mean", terminal_mean)):
-        result[key] = _compare_samplers(models["weighted"], args.ddpm_samples, real, mean)
+    for key, anchored in (("samplers", False), ("samplers_terminal_mean", True)):
+        result[key] = _compare_samplers(models["weighted"], args.ddpm_samples, real, anchored)
     print(json.dumps(_rounded(result), indent=2))
     if args.figure is not None:
         _figure(grids, args.figure)
 
 
-def _compare_samplers(model, count: int, real: list, terminal_mean) -> dict:  # noqa: ANN001
+def _compare_samplers(model, count: int, real: list, terminal_mean: bool) -> dict:  # noqa: ANN001
     """Ancestral DDPM (T steps) against DDIM and DPM-Solver++ (50 steps): speed and structure."""
     from models.ddpm_sampling import sample_masks
     from pipeline.av_structure import compare_structure
@@ -150,8 +161,9 @@ def _figure(grids: dict[str, np.ndarray], path: Path) -> None:
         "weighted": "vessel-weighted loss",
         "simple_terminal_mean": "L_simple, terminal mean",
         "weighted_terminal_mean": "weighted, terminal mean",
+        "weighted_terminal_mean_undone": "weighted, terminal mean, tilt undone",
     }
-    figure, axes = plt.subplots(1, 5, figsize=(24, 4.6))
+    figure, axes = plt.subplots(1, 6, figsize=(28.8, 4.6))
     for axis, key in zip(axes, titles, strict=True):
         axis.imshow(mask_grid(grids[key], columns=4))
         axis.set_title(titles[key])

@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from models.checkpoints import SavedWeights
@@ -41,6 +41,9 @@ class MaskDDPMConfig(BaseModel):
 
     ``attention_resolutions`` are the feature-map sizes (px) whose blocks get self-attention;
     ``attention_head_dim`` channels per head, so a 128-channel level has 4 heads at 32.
+    ``data_mean`` is the per-channel mean of the training masks in [0, 1], set by training and
+    used by the samplers at the pure-noise steps (:func:`models.ddpm_sampling.sample_masks`);
+    None in weights trained before it was recorded.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -55,6 +58,15 @@ class MaskDDPMConfig(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1)
     schedule: Literal["linear", "cosine"] = "linear"
     timesteps: int = Field(1000, ge=10)
+    data_mean: tuple[float, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_mean_per_channel(self) -> MaskDDPMConfig:
+        if self.data_mean is not None and len(self.data_mean) != self.channels:
+            raise ValueError(
+                f"data_mean has {len(self.data_mean)} values for {self.channels} channels"
+            )
+        return self
 
 
 def build_unet(config: MaskDDPMConfig) -> UNet2DModel:

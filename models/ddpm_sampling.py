@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -16,7 +17,13 @@ from models.ddpm import MaskDDPM, Sampler, make_scheduler
 from pipeline.mask_structure import binarise_av
 from pipeline.qc import av_to_rgb
 
-__all__ = ["TERMINAL_ALPHA_BAR", "mask_grid", "sample_masks", "write_mask_set"]
+__all__ = [
+    "TERMINAL_ALPHA_BAR",
+    "mask_grid",
+    "sample_masks",
+    "unweighted_epsilon",
+    "write_mask_set",
+]
 
 TERMINAL_ALPHA_BAR = 1e-3  # below this signal share x_t tells nothing usable about x0
 
@@ -31,7 +38,8 @@ def sample_masks(
     seed: int = 0,
     eta: float = 1.0,
     batch_size: int = 32,
-    terminal_mean: Sequence[float] | None = None,
+    terminal_mean: bool = True,
+    undo_weighting: float = 0.0,
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Generate ``n`` artery/vein maps.
@@ -44,11 +52,19 @@ def sample_masks(
     generator seeded with (seed, batch index), so a set is reproducible and batches can be
     resumed independently.
 
-    ``terminal_mean`` (per channel, in [0, 1]: the training masks' mean) replaces the network
-    at the steps where alpha_bar_t < ``TERMINAL_ALPHA_BAR``. There x_t is practically pure
-    noise, so the posterior mean of x0 is the data mean; the network's epsilon-based estimate
-    divides its error by sqrt(alpha_bar_t) and, clipped to [-1, 1], lands near 0 on average:
-    half vessel, which for sparse masks pushes every sample towards over-filling.
+    ``terminal_mean`` (default) takes the training masks' mean (``model.config.data_mean``)
+    as the x0 estimate at the steps where alpha_bar_t < ``TERMINAL_ALPHA_BAR``, and the
+    network everywhere else. There x_t is practically pure noise, so the posterior mean of x0
+    is the data mean; the network's epsilon-based estimate divides its error by
+    sqrt(alpha_bar_t) and, clipped to [-1, 1], lands near 0 on average: half vessel, which for
+    sparse masks pushes every sample towards over-filling. Weights without a recorded
+    ``data_mean`` (trained before it was recorded) are sampled as with ``terminal_mean=False``.
+
+    ``undo_weighting`` (the c of a model trained with the vessel-weighted loss; 0: off) undoes
+    that loss's bias. Per pixel, the exp(c * x0)-weighted squared error is minimised by the
+    weighted posterior mean, q = p e^c / (p e^c + 1 - p) for a true vessel probability p, so
+    each network x0 estimate (as a probability q) is mapped back to p = q / (q + (1 - q) e^c).
+    Exact for an optimal network; an analysis tool for the loss ablation.
 
     Returns
     -------
@@ -58,11 +74,9 @@ def sample_masks(
     size, channels = model.config.image_size, model.config.channels
     out = np.zeros((n, channels, size, size), np.float32)
     prior = None
-    if terminal_mean is not None:
-        if len(terminal_mean) != channels:
-            raise ValueError(f"terminal_mean needs {channels} values, got {len(terminal_mean)}")
-        prior = (2 * torch.tensor(terminal_mean, dtype=torch.float32) - 1).view(1, -1, 1, 1)
-        prior = prior.to(device)
+    if terminal_mean and model.config.data_mean is not None:
+        mean = torch.tensor(model.config.data_mean, dtype=torch.float32).view(1, -1, 1, 1)
+        prior = (2 * mean - 1).to(device)
     for batch_index, start in enumerate(range(0, n, batch_size)):
         count = min(batch_size, n - start)
         scheduler = make_scheduler(model.config, sampler)
@@ -76,6 +90,8 @@ def sample_masks(
                 predicted = (x - alpha_bar.sqrt() * prior) / (1 - alpha_bar).sqrt()
             else:
                 predicted = model(scheduler.scale_model_input(x, t), t.expand(count).to(device))
+                if undo_weighting:
+                    predicted = unweighted_epsilon(predicted, x, alpha_bar, undo_weighting)
             options = {"eta": eta} if sampler == "ddim" else {}
             step = scheduler.step(predicted, t, x, generator=generator, **options)
             x = step.prev_sample
@@ -83,6 +99,26 @@ def sample_masks(
         if on_batch is not None:
             on_batch(count)
     return out
+
+
+def unweighted_epsilon(
+    predicted: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, c: float
+) -> torch.Tensor:
+    """The epsilon a model trained with ``exp(c * x0)`` weights would predict without them.
+
+    Parameters
+    ----------
+    predicted, x : (B, C, S, S) tensors
+        The weighted-loss model's epsilon and the noisy sample x_t.
+    alpha_bar : 0-d tensor
+        alpha_bar_t of the step (in (0, 1)).
+    c : float
+        The loss's c.
+    """
+    x0 = (x - (1 - alpha_bar).sqrt() * predicted) / alpha_bar.sqrt()
+    q = ((x0 + 1) / 2).clamp(1e-4, 1 - 1e-4)
+    x0 = 2 * q / (q + (1 - q) * math.exp(c)) - 1
+    return (x - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
 
 
 def mask_grid(labels: np.ndarray, columns: int = 8) -> np.ndarray:

@@ -100,7 +100,8 @@ def train_ddpm(
         raise ValueError(f"precision {config.precision} needs a GPU; use fp32 on the CPU")
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    model = MaskDDPM(config.model).to(device)
+    data_mean = tuple(float(v) for v in masks.mean(axis=(0, 2, 3)))
+    model = MaskDDPM(config.model.model_copy(update={"data_mean": data_mean})).to(device)
     ema = ema_model(model, config.ema_decay)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(

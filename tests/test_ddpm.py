@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM, MaskDDPMConfig, vessel_weighted_loss
-from models.ddpm_sampling import sample_masks, write_mask_set
+from models.ddpm_sampling import sample_masks, unweighted_epsilon, write_mask_set
 from models.ddpm_training import DDPMTrainingConfig, train_ddpm
 from pipeline.av_structure import structure_stats
 from pipeline.casestore import CaseStore
@@ -125,6 +126,7 @@ def test_a_tiny_model_overfits_four_masks(phantom_masks: np.ndarray, tmp_path: P
     assert (tmp_path / "run" / "samples" / "step_000200.png").is_file()
     reloaded = MaskDDPM.load(tmp_path / "run" / "weights")
     assert denoising_loss(reloaded) == pytest.approx(after, rel=0.02)  # fp16 round trip
+    assert reloaded.config.data_mean == pytest.approx(phantom_masks.mean(axis=(0, 2, 3)))
 
 
 def test_resume_continues_bit_for_bit(phantom_masks: np.ndarray, tmp_path: Path) -> None:
@@ -222,11 +224,11 @@ def test_samplers_give_reproducible_masks_in_range(tmp_path: Path) -> None:
     assert (tmp_path / "png" / "masks_00000.png").is_file()
 
 
-def test_terminal_mean_stops_the_shipped_model_over_filling(phantom_masks: np.ndarray) -> None:
+def test_terminal_mean_stops_the_shipped_model_over_filling() -> None:
     model = MaskDDPM.load(DEFAULT_DDPM_WEIGHTS).eval()
-    terminal_mean = phantom_masks.mean(axis=(0, 2, 3)).tolist()
-    plain = sample_masks(model, 8, sampler="ddim", steps=20, seed=0)
-    anchored = sample_masks(model, 8, sampler="ddim", steps=20, seed=0, terminal_mean=terminal_mean)
+    assert model.config.data_mean is not None  # recorded by training, used by default
+    plain = sample_masks(model, 8, sampler="ddim", steps=20, seed=0, terminal_mean=False)
+    anchored = sample_masks(model, 8, sampler="ddim", steps=20, seed=0)
 
     def density(maps: np.ndarray) -> float:
         return float(np.mean([binarise_av(m) > 0 for m in maps]))
@@ -237,8 +239,23 @@ def test_terminal_mean_stops_the_shipped_model_over_filling(phantom_masks: np.nd
     assert density(anchored) < 0.5 * density(plain)
     assert 0.02 < density(anchored) < 0.15  # real training masks: 0.076 on average
     assert grey(anchored) < 0.5 * grey(plain)
-    with pytest.raises(ValueError, match="terminal_mean needs 2 values"):
-        sample_masks(model, 1, steps=2, terminal_mean=[0.1])
+    with pytest.raises(ValueError, match="data_mean has 1 values for 2 channels"):
+        MaskDDPMConfig(data_mean=(0.1,))
+
+
+def test_undoing_the_weighting_recovers_the_unweighted_posterior() -> None:
+    # For x0 in {0, 1} with P(x0 = 1 | x_t) = p, the exp(c * x0)-weighted optimum predicts
+    # q = p e^c / (p e^c + 1 - p); undoing must give back the epsilon that encodes p.
+    c, alpha_bar = 0.5, torch.tensor(0.3)
+    p = torch.tensor([0.01, 0.2, 0.5, 0.9]).view(1, 1, 2, 2)
+    q = p * math.exp(c) / (p * math.exp(c) + 1 - p)
+    x = torch.randn(1, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+
+    def epsilon(probability: torch.Tensor) -> torch.Tensor:
+        return (x - alpha_bar.sqrt() * (2 * probability - 1)) / (1 - alpha_bar).sqrt()
+
+    torch.testing.assert_close(unweighted_epsilon(epsilon(q), x, alpha_bar, c), epsilon(p))
+    torch.testing.assert_close(unweighted_epsilon(epsilon(q), x, alpha_bar, 0.0), epsilon(q))
 
 
 def test_binarisation_keeps_classes_apart_except_at_crossings() -> None:
