@@ -22,6 +22,7 @@ from models.pix2pixhd import (
     VGGPerceptualLoss,
     feature_matching_loss,
     lsgan_loss,
+    reconstruction_loss,
 )
 from pipeline.datasets import load_dataset
 from pipeline.mask_structure import resize_av_labels
@@ -55,6 +56,8 @@ class Pix2PixHDTrainingConfig(BaseModel):
     # pix2pix's L1 to the real photo; the reconstruction term that ties vessels to the mask
     # when no VGG weights are at hand (pix2pixHD's own recipe: 0)
     l1_weight: float = Field(0.0, ge=0)
+    # extra L1 weight of pixels within one pixel of a vessel (models.pix2pixhd.reconstruction_loss)
+    l1_vessel_weight: float = Field(0.0, ge=0)
     ema_decay: float = Field(0.999, gt=0, lt=1)
     checkpoint_every: int = Field(250, ge=1)
     sample_every: int = Field(1000, ge=1)
@@ -177,7 +180,9 @@ def train_pix2pixhd(
         if vgg is not None:
             g_loss = g_loss + config.vgg_weight * vgg(fake, y)
         if config.l1_weight:
-            g_loss = g_loss + config.l1_weight * (fake - y).abs().mean()
+            g_loss = g_loss + config.l1_weight * reconstruction_loss(
+                fake, y, x, config.l1_vessel_weight
+            )
         g_optimiser.zero_grad(set_to_none=True)
         g_loss.backward()
         g_optimiser.step()

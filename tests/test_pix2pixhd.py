@@ -15,6 +15,7 @@ from models.pix2pixhd import (
     MultiscaleDiscriminator,
     Pix2PixHDConfig,
     VGGPerceptualLoss,
+    reconstruction_loss,
 )
 from models.pix2pixhd_training import (
     Pix2PixHDTrainingConfig,
@@ -110,6 +111,19 @@ def test_the_l1_term_brings_generated_photos_closer_to_the_real_ones(
         )
         psnr[weight] = _psnr(model, masks, photos)
     assert psnr[100.0] > psnr[0.0] + 1.0, psnr
+
+
+def test_reconstruction_loss_counts_pixels_near_vessels_more() -> None:
+    masks = -torch.ones(1, 3, 8, 8)
+    masks[0, 0, 4, 2] = 1.0  # one artery pixel: it and its 8 neighbours are "near a vessel"
+    real = torch.zeros(1, 3, 8, 8)
+    on_vessel, off_vessel = real.clone(), real.clone()
+    on_vessel[0, :, 3, 3] = 0.5  # a neighbour of the vessel pixel
+    off_vessel[0, :, 0, 7] = 0.5
+    plain = reconstruction_loss(off_vessel, real, masks)
+    assert plain == pytest.approx(1.5 / 192)
+    assert reconstruction_loss(off_vessel, real, masks, 9.0) == pytest.approx(float(plain))
+    assert reconstruction_loss(on_vessel, real, masks, 9.0) == pytest.approx(10 * float(plain))
 
 
 def test_training_resumes_exactly(pairs: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
