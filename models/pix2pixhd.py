@@ -34,7 +34,14 @@ DEFAULT_PIX2PIX_WEIGHTS = Path(__file__).resolve().parent / "weights" / "pix2pix
 
 class Pix2PixHDConfig(BaseModel):
     """Generator and discriminator sizes (pix2pixHD's defaults: ngf 64, 4 down-samplings,
-    9 residual blocks, ndf 64, 3 layers, 2 scales)."""
+    9 residual blocks, ndf 64, 3 layers, 2 scales).
+
+    ``input_skip`` feeds the input masks to the generator's output convolution beside its
+    up-sampled features (the outermost skip of pix2pix's U-Net). Without it every vessel
+    has to pass the down-sampled bottleneck; measured at 128 px on the public A/V pairs, the
+    generator then drew no vessels after 2000 steps, and with it drew them within 600 steps
+    of L1 training.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -46,6 +53,7 @@ class Pix2PixHDConfig(BaseModel):
     discriminator_features: int = Field(64, ge=4)
     discriminator_layers: int = Field(3, ge=1)
     discriminator_scales: int = Field(2, ge=1)
+    input_skip: bool = False
 
 
 class _ResidualBlock(nn.Module):
@@ -95,11 +103,15 @@ class GlobalGenerator(SavedWeights, nn.Module):
                 nn.ReLU(inplace=True),
             ]
             features //= 2
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(features, 3, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
+        head_inputs = features + (config.input_channels if config.input_skip else 0)
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(head_inputs, 3, 7), nn.Tanh())
 
     def forward(self, masks: torch.Tensor) -> torch.Tensor:
-        return self.net(masks)
+        features = self.net(masks)
+        if self.config.input_skip:
+            features = torch.cat([features, masks], dim=1)
+        return self.head(features)
 
 
 class PatchDiscriminator(nn.Module):

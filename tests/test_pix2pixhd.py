@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TrainingInterrupted, interrupt_at
+from conftest import SHARED_DATA, TrainingInterrupted, interrupt_at
 
 from models.pix2pixhd import (
     GlobalGenerator,
@@ -24,6 +24,7 @@ from models.pix2pixhd_training import (
     photo_uint8,
     train_pix2pixhd,
 )
+from pipeline.datasets import load_dataset
 from pipeline.phantom import PhantomConfig, generate_case
 
 TINY = Pix2PixHDConfig(
@@ -124,6 +125,40 @@ def test_reconstruction_loss_counts_pixels_near_vessels_more() -> None:
     assert plain == pytest.approx(1.5 / 192)
     assert reconstruction_loss(off_vessel, real, masks, 9.0) == pytest.approx(float(plain))
     assert reconstruction_loss(on_vessel, real, masks, 9.0) == pytest.approx(10 * float(plain))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "RITE").is_dir(), reason=f"RITE not found at {SHARED_DATA}")
+def test_the_input_skip_lets_the_generator_draw_the_vessels(tmp_path: Path) -> None:
+    pairs = [
+        make_pair(r.image, r.av, r.fov, 64)
+        for r in load_dataset(SHARED_DATA, "rite", "training", limit=4)
+    ]
+    masks, photos = np.stack([m for m, _ in pairs]), np.stack([p for _, p in pairs])
+    vessel, retina = masks[:, :2].max(axis=1) > 0, masks[:, 2] > 0
+
+    def darkening(images: np.ndarray) -> float:  # green level: background minus vessels
+        green = images[..., 1].astype(float)
+        return float(green[retina & ~vessel].mean() - green[vessel].mean())
+
+    drawn = {}
+    for skip in (False, True):
+        torch.manual_seed(0)
+        model = train_pix2pixhd(
+            _config(
+                model=TINY.model_copy(update={"image_size": 64, "input_skip": skip}),
+                steps=200,
+                checkpoint_every=200,
+                l1_weight=100.0,
+                l1_vessel_weight=20.0,
+            ),
+            masks,
+            photos,
+            tmp_path / str(skip),
+        )
+        with torch.no_grad():
+            drawn[skip] = darkening(photo_uint8(model(generator_input(masks))))
+    assert darkening(photos) > 4  # RITE vessels are darker than their surroundings
+    assert drawn[True] > 1.5 and drawn[False] < 0, drawn
 
 
 def test_training_resumes_exactly(pairs: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
