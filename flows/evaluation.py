@@ -48,7 +48,7 @@ def load_real_reference(
 
     Raises
     ------
-    ValueError
+    FileNotFoundError
         If neither gives a pair (no data folder and no export).
     """
     from models.pix2pixhd_training import load_pairs
@@ -57,7 +57,7 @@ def load_real_reference(
     if data is None or not Path(data).is_dir():
         data, datasets = None, ()
     if not datasets and not exports:
-        raise ValueError(
+        raise FileNotFoundError(
             "no real reference: the public data folder is missing and no export was given "
             "(pass --data ../shared/data or --export approved.h5)"
         )

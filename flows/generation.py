@@ -89,7 +89,7 @@ def evaluate_task(out: str, data: str, export: str | None) -> dict[str, Any]:
             data=Path(data),
             exports=(Path(export),) if export else (),
         )
-    except ValueError as error:
+    except FileNotFoundError as error:
         get_run_logger().warning("%s: structure and realism not measured", error)
         reference = None
     result = evaluate_synthetic(sample, reference, name=path.name)
