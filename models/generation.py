@@ -26,7 +26,12 @@ from models.ddpm_sampling import sample_masks
 from models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR, upscale
 from models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS, GlobalGenerator
 from models.pix2pixhd_training import generator_input, photo_uint8
-from pipeline.mask_structure import av_channels, binarise_av, labels_from_channels
+from pipeline.mask_structure import (
+    av_channels,
+    binarise_av,
+    labels_from_channels,
+    thin_av_labels,
+)
 
 __all__ = [
     "Generators",
@@ -124,12 +129,14 @@ def draw_photos(generators: Generators, labels: np.ndarray) -> dict[str, np.ndar
 def synthesise(
     generators: Generators, count: int, *, seed: int, sampler: Sampler, steps: int
 ) -> dict[str, np.ndarray]:
-    """One batch: masks from the DDPM, binarised at pix2pixHD's size, drawn by
-    :func:`draw_photos` (same returned arrays)."""
+    """One batch: masks from the DDPM, binarised at pix2pixHD's size and redrawn with thin
+    vessels (:func:`pipeline.mask_structure.thin_av_labels`), drawn by :func:`draw_photos`
+    (same returned arrays)."""
     maps = sample_masks(generators.ddpm, count, sampler=sampler, steps=steps, seed=seed)
     middle = generators.pix2pix.config.image_size
     upsampled = F.interpolate(torch.from_numpy(maps), size=(middle, middle), mode="bilinear")
-    return draw_photos(generators, np.stack([binarise_av(m) for m in upsampled.numpy()]))
+    labels = [thin_av_labels(binarise_av(m)) for m in upsampled.numpy()]
+    return draw_photos(generators, np.stack(labels))
 
 
 def generate_set(

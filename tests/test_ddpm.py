@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TrainingInterrupted, copy_store, interrupt_at
+from scipy import ndimage as ndi
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -26,7 +27,7 @@ from models.ddpm_sampling import sample_masks, unweighted_epsilon, write_mask_se
 from models.ddpm_training import DDPMTrainingConfig, train_ddpm
 from pipeline.av_structure import structure_stats
 from pipeline.casestore import CaseStore
-from pipeline.mask_structure import binarise_av, resize_av_labels
+from pipeline.mask_structure import binarise_av, resize_av_labels, thin_av_labels
 from pipeline.phantom import PhantomConfig, generate_case
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,6 +257,21 @@ def test_undoing_the_weighting_recovers_the_unweighted_posterior() -> None:
 
     torch.testing.assert_close(unweighted_epsilon(epsilon(q), x, alpha_bar, c), epsilon(p))
     torch.testing.assert_close(unweighted_epsilon(epsilon(q), x, alpha_bar, 0.0), epsilon(q))
+
+
+def test_thinning_redraws_vessels_three_pixels_wide_and_keeps_classes() -> None:
+    labels = np.zeros((40, 40), np.uint8)
+    labels[8:16, 4:36] = 1  # an 8 px wide artery
+    labels[20:40, 16:24] = 2  # an 8 px wide vein
+    labels[10:14, 18:22] = 3  # where they would cross
+    thin = thin_av_labels(labels)
+    assert set(np.unique(thin)) <= {0, 1, 2, 3}
+    assert np.count_nonzero(thin[:, 10] == 1) == 3  # artery column: 3 px across
+    assert np.count_nonzero(thin[30] == 2) == 3  # vein row: 3 px across
+    assert np.count_nonzero(thin == 1) > 60  # the artery still runs (most of) its length
+    near = ndi.binary_dilation(labels > 0)  # redrawn inside the vessels (one pixel of slack)
+    assert not (thin > 0)[~near].any()
+    assert (thin[20:40, 16:24] != 1).all()  # no class swaps: the vein stays vein
 
 
 def test_binarisation_keeps_classes_apart_except_at_crossings() -> None:
