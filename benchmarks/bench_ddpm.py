@@ -92,8 +92,12 @@ def main() -> None:
     for loss in ("weighted", "simple"):
         config = base.model_copy(update={"loss": loss})
         model, seconds = _train(config, masks, args.work / loss)
+        if model.config.data_mean is None:
+            raise SystemExit(
+                f"{args.work / loss}/weights predate the recorded data_mean, so the terminal "
+                "mean cannot be applied; retrain that run or give another --work folder"
+            )
         models[loss] = model
-        result["data_mean"] = model.config.data_mean
         variants = [(loss, False, 0.0), (f"{loss}_terminal_mean", True, 0.0)]
         if loss == "weighted":
             variants.append(("weighted_terminal_mean_undone", True, base.c))
@@ -112,6 +116,7 @@ def main() -> None:
             result[key] = compare_structure(real, _stats(labels))
         result[loss]["training_minutes"] = None if seconds is None else round(seconds / 60, 1)
 
+    result["data_mean"] = models["weighted"].config.data_mean  # the same masks train both
     for key, anchored in (("samplers", False), ("samplers_terminal_mean", True)):
         result[key] = _compare_samplers(models["weighted"], args.ddpm_samples, real, anchored)
     print(json.dumps(_rounded(result), indent=2))
