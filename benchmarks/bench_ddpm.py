@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_ddpm.py [--config configs/ddpm64.yaml]
        [--work runs/bench_ddpm] [--samples 128] [--ddpm-samples 64]
-       [--figure docs/ddpm/ablation.png]
+       [--figure docs/ddpm/ablation.png] [--partial-undo 0.15 0.25 0.35]
 
 1. Ablation: two models from the same config, seed and budget, differing only in the loss
    (``weighted``: exp(c*x0), ``simple``: L_simple), trained on the training splits of RITE,
@@ -14,7 +14,9 @@ Usage: .venv/bin/python benchmarks/bench_ddpm.py [--config configs/ddpm64.yaml]
    mean as the x0 estimate of the pure-noise steps (``sample_masks``' default; the mean is
    recorded with the weights as ``data_mean``); for the weighted model also with its loss's
    tilt undone (``sample_masks(undo_weighting=c)``: the samples an optimal weighted model
-   would give without the weight's pull towards vessel).
+   would give without the weight's pull towards vessel), and with the tilt partly undone
+   (``--partial-undo u``: the samples of an optimal model trained with c - u), which traces
+   the trade-off between near-empty samples and structure over the loss's strength.
 2. Samplers, weighted model: ``--ddpm-samples`` masks with ancestral DDPM (1000 steps), DDIM and
    DPM-Solver++ (50 steps each): seconds per mask, speed-up, and each fast sampler's structural
    statistics relative to DDPM's; without and with the terminal mean.
@@ -73,6 +75,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--ddpm-samples", type=int, default=64)
     parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument("--partial-undo", type=float, nargs="*", default=[0.15, 0.25, 0.35])
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is absent: the ablation trains on RITE/LES-AV/HRF-AV")
@@ -87,6 +90,8 @@ def main() -> None:
     masks = load_public_masks(DATA, base.datasets, base.model.image_size, coverage=base.coverage)
     real_labels = _labels(masks)
     real = _stats(real_labels)
+    if any(not 0 < u < base.c for u in args.partial_undo):
+        raise SystemExit(f"--partial-undo values must lie between 0 and c = {base.c}")
     result: dict = {"config": str(args.config), "c": base.c, "real_masks": len(masks)}
     models, grids = {}, {"real": real_labels[:16]}
     for loss in ("weighted", "simple"):
@@ -101,6 +106,9 @@ def main() -> None:
         variants = [(loss, False, 0.0), (f"{loss}_terminal_mean", True, 0.0)]
         if loss == "weighted":
             variants.append(("weighted_terminal_mean_undone", True, base.c))
+            variants += [
+                (f"weighted_terminal_mean_undone_{u:g}", True, u) for u in args.partial_undo
+            ]
         for key, anchored, undo in variants:
             maps = sample_masks(
                 model,
@@ -112,7 +120,8 @@ def main() -> None:
                 undo_weighting=undo,
             )
             labels = _labels(maps)
-            grids[key] = labels[:16]
+            if key in _TITLES:
+                grids[key] = labels[:16]
             result[key] = compare_structure(real, _stats(labels))
         result[loss]["training_minutes"] = None if seconds is None else round(seconds / 60, 1)
 
@@ -152,6 +161,16 @@ def _compare_samplers(model, count: int, real: list, terminal_mean: bool) -> dic
     }
 
 
+_TITLES = {
+    "real": "real training masks (64x64)",
+    "simple": "L_simple",
+    "weighted": "vessel-weighted loss",
+    "simple_terminal_mean": "L_simple, terminal mean",
+    "weighted_terminal_mean": "weighted, terminal mean",
+    "weighted_terminal_mean_undone": "weighted, terminal mean, tilt undone",
+}
+
+
 def _figure(grids: dict[str, np.ndarray], path: Path) -> None:
     import matplotlib
 
@@ -160,18 +179,10 @@ def _figure(grids: dict[str, np.ndarray], path: Path) -> None:
 
     from models.ddpm_sampling import mask_grid
 
-    titles = {
-        "real": "real training masks (64x64)",
-        "simple": "L_simple",
-        "weighted": "vessel-weighted loss",
-        "simple_terminal_mean": "L_simple, terminal mean",
-        "weighted_terminal_mean": "weighted, terminal mean",
-        "weighted_terminal_mean_undone": "weighted, terminal mean, tilt undone",
-    }
-    figure, axes = plt.subplots(1, 6, figsize=(28.8, 4.6))
-    for axis, key in zip(axes, titles, strict=True):
+    figure, axes = plt.subplots(2, 3, figsize=(14.4, 10.0))
+    for axis, key in zip(axes.ravel(), _TITLES, strict=True):
         axis.imshow(mask_grid(grids[key], columns=4))
-        axis.set_title(titles[key])
+        axis.set_title(_TITLES[key])
         axis.axis("off")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
