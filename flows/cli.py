@@ -681,10 +681,9 @@ def train_hvgn_command(
             f"{config}: the public A/V datasets have no FA; train fa_channels > 0 models on "
             "exported curated cases"
         )
-    scale = settings.model.fov_diameter_px
-    images = load_av_training_images(data, settings.datasets, fov_diameter_px=scale)
+    images = load_av_training_images(data, settings.datasets, model=settings.model)
     images += phantom_av_training_images(
-        settings.phantom_cases, seed=settings.seed, fov_diameter_px=scale
+        settings.phantom_cases, seed=settings.seed, model=settings.model
     )
     console.print(f"{len(images)} training images")
     with _progress(settings.steps) as on_step:

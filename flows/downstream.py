@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.hvgn import HVGNConfig
 from models.hvgn_training import HVGNTrainingConfig
 from models.training import VesselTrainingConfig
 from models.vessel_data import TrainingImage, load_training_images, prepare_training_image
@@ -123,7 +124,7 @@ def synthetic_training_images(
     ]
 
 
-def synthetic_av_images(path: Path, count: int, *, fov_diameter_px: float) -> list[Any]:
+def synthetic_av_images(path: Path, count: int, *, model: HVGNConfig) -> list[Any]:
     """The first ``count`` samples of a synthetic set as HVGN training images."""
     from models.generation import field_of_view
     from models.hvgn_data import prepare_av_image
@@ -132,9 +133,7 @@ def synthetic_av_images(path: Path, count: int, *, fov_diameter_px: float) -> li
         images, av = handle["images"][:count], handle["av"][:count]
     fov = field_of_view(images.shape[1]) > 0
     return [
-        prepare_av_image(
-            f"synthetic/{i}", image, labels > 0, labels, fov, fov_diameter_px=fov_diameter_px
-        )
+        prepare_av_image(f"synthetic/{i}", image, labels > 0, labels, fov, model=model)
         for i, (image, labels) in enumerate(zip(images, av, strict=True))
     ]
 
@@ -199,10 +198,10 @@ def run_downstream(
         from models.hvgn_data import load_av_training_images
         from models.hvgn_training import train_hvgn
 
-        av_scale = config.av.model.fov_diameter_px
-        real_av = load_av_training_images(data, config.av_real_datasets, fov_diameter_px=av_scale)
+        av_model = config.av.model
+        real_av = load_av_training_images(data, config.av_real_datasets, model=av_model)
         synthetic_av = synthetic_av_images(
-            synthetic_set, max(config.synthetic_counts), fov_diameter_px=av_scale
+            synthetic_set, max(config.synthetic_counts), model=av_model
         )
         av_test = load_dataset(data, config.av_test_dataset, "test", limit=config.test_limit)
     rows = []

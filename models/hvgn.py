@@ -63,6 +63,10 @@ class HVGNConfig(BaseModel):
         2, 4, 8 and 16 working-scale pixels).
     fov_diameter_px : float
         Working scale: images are resized so that their field of view is this wide.
+    local_contrast_window : float, optional
+        When set, three more input channels: each colour channel relative to its local
+        background, Gaussian window s.d. this fraction of the FOV diameter
+        (:func:`pipeline.preprocess.colour_contrast`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -75,10 +79,11 @@ class HVGNConfig(BaseModel):
     window: int = Field(5, ge=3)
     cells: tuple[int, ...] = (2, 2, 2, 2)
     fov_diameter_px: float = Field(540.0, gt=0)
+    local_contrast_window: float | None = Field(None, gt=0, le=1)
 
     @property
     def in_channels(self) -> int:
-        return 3 + self.fa_channels
+        return 3 + (3 if self.local_contrast_window else 0) + self.fa_channels
 
 
 @dataclass

@@ -9,8 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.hvgn import HVGNConfig
 from models.vessel_data import rescale_to_fov
 from pipeline.datasets import load_dataset
+from pipeline.preprocess import colour_contrast
 
 __all__ = [
     "AVTrainingImage",
@@ -43,20 +45,25 @@ class AVTrainingImage:
     av: np.ndarray
 
 
-def fundus_input(image: np.ndarray, fov: np.ndarray) -> np.ndarray:
+def fundus_input(
+    image: np.ndarray, fov: np.ndarray, *, local_window: float | None = None
+) -> np.ndarray:
     """Standardise each colour channel inside the field of view; zero outside.
 
     Arteries and veins differ in colour and brightness, so the channels are kept (not reduced to
-    green) and only their per-image offset and spread are removed.
+    green) and only their per-image offset and spread are removed. With ``local_window``
+    (a fraction of the FOV diameter) the channels relative to their local background
+    (:func:`pipeline.preprocess.colour_contrast`) follow as three more.
 
     Parameters
     ----------
     image : (H, W, 3) uint8 or float ndarray, RGB
     fov : (H, W) bool ndarray
+    local_window : float, optional
 
     Returns
     -------
-    (H, W, 3) float32 ndarray
+    (H, W, 3) float32 ndarray, or (H, W, 6) with ``local_window``
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB photo, got shape {image.shape}")
@@ -65,7 +72,11 @@ def fundus_input(image: np.ndarray, fov: np.ndarray) -> np.ndarray:
     pixels = image.astype(np.float32)
     inside = pixels[fov]
     standardised = (pixels - inside.mean(axis=0)) / (inside.std(axis=0) + 1e-3)
-    return np.where(fov[..., None], standardised, 0.0).astype(np.float32)
+    channels = np.where(fov[..., None], standardised, 0.0).astype(np.float32)
+    if local_window is None:
+        return channels
+    local = colour_contrast(image, fov, window_fraction=local_window)
+    return np.concatenate([channels, local], axis=2)
 
 
 def resample_av(
@@ -102,22 +113,22 @@ def prepare_av_image(
     av: np.ndarray,
     fov: np.ndarray,
     *,
-    fov_diameter_px: float,
+    model: HVGNConfig,
 ) -> AVTrainingImage:
-    """Bring a labelled photo to the working scale and standardise it."""
-    resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=fov_diameter_px)
+    """Bring a labelled photo to ``model``'s working scale and compute its input channels."""
+    resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=model.fov_diameter_px)
     small_vessel, small_av = resample_av(vessel, av, resized_fov.shape[::-1])
     small_vessel &= resized_fov
     return AVTrainingImage(
         name,
-        fundus_input(resized, resized_fov),
+        fundus_input(resized, resized_fov, local_window=model.local_contrast_window),
         small_vessel,
         np.where(small_vessel, small_av, 0).astype(np.uint8),
     )
 
 
 def load_av_training_images(
-    data_root: Path, datasets: Sequence[str], *, fov_diameter_px: float
+    data_root: Path, datasets: Sequence[str], *, model: HVGNConfig
 ) -> list[AVTrainingImage]:
     """Training splits of RITE, LES-AV and HRF-AV at the working scale (never a test split)."""
     images = []
@@ -132,14 +143,14 @@ def load_av_training_images(
                     record.vessel,
                     record.av,
                     record.fov,
-                    fov_diameter_px=fov_diameter_px,
+                    model=model,
                 )
             )
     return images
 
 
 def phantom_av_training_images(
-    n_cases: int, *, seed: int, fov_diameter_px: float, size: tuple[int, int] = (584, 876)
+    n_cases: int, *, seed: int, model: HVGNConfig, size: tuple[int, int] = (584, 876)
 ) -> list[AVTrainingImage]:
     """Phantom fundus photos with their A/V truth (crossings labelled 3)."""
     from pipeline.phantom import PhantomConfig, case_seed, generate_case
@@ -156,7 +167,7 @@ def phantom_av_training_images(
                 case.vessel,
                 av,
                 case.fov,
-                fov_diameter_px=fov_diameter_px,
+                model=model,
             )
         )
     return images

@@ -113,7 +113,7 @@ class AVLabeller:
             )
         resized, small_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=config.fov_diameter_px)
         size = small_fov.shape[::-1]
-        x = fundus_input(resized, small_fov)
+        x = fundus_input(resized, small_fov, local_window=config.local_contrast_window)
         if fa is not None:
             small_fa = cv2.resize(fa.astype(np.float32), size, interpolation=cv2.INTER_AREA)
             x = np.concatenate([x, small_fa.reshape(*small_fov.shape, -1)], axis=2)

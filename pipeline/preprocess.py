@@ -16,6 +16,7 @@ from scipy import ndimage as ndi
 
 __all__ = [
     "Modality",
+    "colour_contrast",
     "fov_diameter",
     "fov_mask",
     "square_fov_crop",
@@ -123,6 +124,52 @@ def square_fov_crop(image: np.ndarray, fov: np.ndarray) -> np.ndarray:
         top:bottom, left:right
     ]
     return square
+
+
+def colour_contrast(
+    image: np.ndarray, fov: np.ndarray, *, window_fraction: float = 1 / 20
+) -> np.ndarray:
+    """Each colour channel of a fundus photo relative to its local background, as a log ratio.
+
+    Illumination falls off across a photo, so a vein in a bright region can be brighter than an
+    artery in a dim one; relative to the surrounding retina the artery is the lighter of the
+    two again. The background is each channel's Gaussian-weighted mean inside the FOV
+    (normalised convolution, so the dark surround does not leak in).
+
+    Parameters
+    ----------
+    image : (H, W, 3) RGB fundus photo, uint8/uint16/float in [0, 1]
+    fov : (H, W) bool ndarray
+    window_fraction : float
+        Gaussian window s.d. as a fraction of the FOV diameter (1/20 is 27 px at 540 px).
+
+    Returns
+    -------
+    (H, W, 3) float32 ndarray
+        log((pixel + 1/255) / (background + 1/255)) clipped to [-3, 3] inside the FOV, 0
+        outside.
+
+    Example
+    -------
+    >>> photo = np.full((64, 64, 3), 0.5); photo[31:33] *= 0.5   # a dark band halves the level
+    >>> z = colour_contrast(photo, np.ones((64, 64), bool), window_fraction=0.1)
+    >>> bool(z[32, 32, 1] < -0.5 and abs(z[5, 32, 1]) < 0.05)
+    True
+    """
+    _validate(image, "fundus")
+    if fov.shape != image.shape[:2]:
+        raise ValueError(f"fov shape {fov.shape} does not match image shape {image.shape[:2]}")
+    if not fov.any():
+        raise ValueError("the field of view is empty")
+    weight = fov.astype(np.float32)
+    sigma = max(1.0, fov_diameter(fov) * window_fraction)
+    coverage = np.maximum(ndi.gaussian_filter(weight, sigma), 1e-3)
+    out = np.zeros(image.shape, np.float32)
+    for c in range(3):
+        channel = _to_unit(image[..., c]) + 1 / 255
+        background = np.maximum(ndi.gaussian_filter(channel * weight, sigma) / coverage, 1 / 255)
+        out[..., c] = np.where(fov, np.clip(np.log(channel / background), -3.0, 3.0), 0.0)
+    return out
 
 
 def vessel_contrast(

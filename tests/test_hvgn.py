@@ -28,7 +28,7 @@ TINY = HVGNConfig(base_channels=4, depth=2, features=8, hidden=8, cells=(2, 2), 
 
 @pytest.fixture(scope="module")
 def phantom_images() -> list:
-    return phantom_av_training_images(2, seed=5, fov_diameter_px=180, size=(200, 300))
+    return phantom_av_training_images(2, seed=5, model=TINY, size=(200, 300))
 
 
 def _config(**update: object) -> HVGNTrainingConfig:
@@ -230,13 +230,15 @@ def test_train_hvgn_command_writes_weights_that_label_av_uses(tmp_path: Path) ->
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "steps: 2\nbatch_size: 1\ncrop: 64\ncheckpoint_every: 1\ndatasets: []\nphantom_cases: 1\n"
-        "model: {base_channels: 4, depth: 2, features: 8, hidden: 8, cells: [2, 2]}\n"
+        "model: {base_channels: 4, depth: 2, features: 8, hidden: 8, cells: [2, 2],"
+        " local_contrast_window: 0.05}\n"
     )
     runner = CliRunner()
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", "hvgn", "--config", str(config), "--out", str(run)])
     assert result.exit_code == 0, result.output
-    assert HVGN.load(run / "weights").config.features == 8
+    trained = HVGN.load(run / "weights").config
+    assert trained.features == 8 and trained.in_channels == 6  # colours + local colour contrast
     assert len((run / "log.jsonl").read_text().splitlines()) == 2
 
     case = generate_case(8897, PhantomConfig(size=(300, 450), n_frames=2))

@@ -19,7 +19,7 @@ from models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
 from models.vessel_unet import VesselUNet, VesselUNetConfig
 from pipeline.datasets import av_labels_from_rgb, load_dataset
 from pipeline.metrics import cl_dice, roc_auc, vessel_scores
-from pipeline.preprocess import fov_mask, vessel_channels, vessel_contrast
+from pipeline.preprocess import colour_contrast, fov_mask, vessel_channels, vessel_contrast
 
 TINY = VesselUNetConfig(base_channels=4, depth=2, fov_diameter_px=60)
 
@@ -118,6 +118,19 @@ def test_estimated_fov_matches_drive_masks_and_vessels_come_out_bright() -> None
         whole_fov = channels[1][inside]  # standardised over the whole FOV
         assert abs(whole_fov.mean()) < 0.01 and abs(whole_fov.std() - 1) < 0.05
         assert channels[1][record.vessel & inside].mean() > 0.3
+
+
+def test_colour_contrast_does_not_change_under_uneven_illumination() -> None:
+    for record in drive("training", 2):
+        photo = record.image.astype(np.float32) / 255
+        falloff = np.linspace(0.4, 1.0, photo.shape[1], dtype=np.float32)[None, :, None]
+        even = colour_contrast(photo, record.fov)
+        uneven = colour_contrast(photo * falloff, record.fov)
+        vessels = record.vessel & record.fov
+        assert even.shape == photo.shape and (even[~record.fov] == 0).all()
+        assert (even[vessels, 1] < 0).mean() > 0.85, record.name  # green: darker than around
+        shift = np.abs(uneven - even)[vessels].mean(axis=0)
+        assert shift.max() < 0.05, (record.name, shift)  # log(falloff) spans 0.92
 
 
 def test_fa_frames_keep_vessels_bright() -> None:
