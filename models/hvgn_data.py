@@ -178,6 +178,8 @@ class CropSampler:
 
     Geometry is changed only by exact pixel permutations, so the vessel mask and labels stay
     exact; intensity changes are small because colour is what tells arteries from veins.
+    Brightness shifts touch only the three standardised colour channels; the others (local
+    colour contrast, FA) are only scaled.
 
     Parameters
     ----------
@@ -244,5 +246,6 @@ class CropSampler:
         rng = self.rng
         scale = rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, image.shape[2])
         shift = rng.uniform(-0.2, 0.2) + rng.uniform(-0.05, 0.05, image.shape[2])
+        shift[3:] = 0.0  # a brightness change leaves ratios to the local background alone
         inside = np.any(image != 0, axis=2, keepdims=True)
         return np.where(inside, image * scale + shift, 0.0).astype(np.float32)
