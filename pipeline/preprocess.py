@@ -8,7 +8,7 @@ light); for an FA frame it is the frame itself (fluorescein makes vessels bright
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -126,6 +126,13 @@ def square_fov_crop(image: np.ndarray, fov: np.ndarray) -> np.ndarray:
     return square
 
 
+def _local_mean(fov: np.ndarray, sigma: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Gaussian-weighted mean over FOV pixels only (normalised convolution), as a function."""
+    weight = fov.astype(np.float32)
+    coverage = np.maximum(ndi.gaussian_filter(weight, sigma), 1e-3)
+    return lambda values: ndi.gaussian_filter(values * weight, sigma) / coverage
+
+
 def colour_contrast(
     image: np.ndarray, fov: np.ndarray, *, window_fraction: float = 1 / 20
 ) -> np.ndarray:
@@ -161,13 +168,11 @@ def colour_contrast(
         raise ValueError(f"fov shape {fov.shape} does not match image shape {image.shape[:2]}")
     if not fov.any():
         raise ValueError("the field of view is empty")
-    weight = fov.astype(np.float32)
-    sigma = max(1.0, fov_diameter(fov) * window_fraction)
-    coverage = np.maximum(ndi.gaussian_filter(weight, sigma), 1e-3)
+    local_mean = _local_mean(fov, max(1.0, fov_diameter(fov) * window_fraction))
     out = np.zeros(image.shape, np.float32)
     for c in range(3):
         channel = _to_unit(image[..., c]) + 1 / 255
-        background = np.maximum(ndi.gaussian_filter(channel * weight, sigma) / coverage, 1 / 255)
+        background = np.maximum(local_mean(channel), 1 / 255)
         out[..., c] = np.where(fov, np.clip(np.log(channel / background), -3.0, 3.0), 0.0)
     return out
 
@@ -218,11 +223,9 @@ def vessel_contrast(
     if window_fraction is None:
         mean, variance = float(channel[fov].mean()), fov_variance
     else:
-        weight = fov.astype(np.float32)
-        sigma = max(1.0, fov_diameter(fov) * window_fraction)
-        coverage = np.maximum(ndi.gaussian_filter(weight, sigma), 1e-3)
-        mean = ndi.gaussian_filter(channel * weight, sigma) / coverage
-        variance = ndi.gaussian_filter((channel - mean) ** 2 * weight, sigma) / coverage
+        local_mean = _local_mean(fov, max(1.0, fov_diameter(fov) * window_fraction))
+        mean = local_mean(channel)
+        variance = local_mean((channel - mean) ** 2)
     z = (channel - mean) / np.sqrt(variance + floor)
     return np.where(fov, np.clip(z, -6.0, 6.0), 0.0).astype(np.float32)
 
