@@ -31,6 +31,7 @@ class VesselTrainingConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     cl_dice_weight: float = Field(0.2, ge=0)
     scale_range: tuple[float, float] = (0.7, 1.4)
+    soft_labels: bool = False  # see PatchSampler
     checkpoint_every: int = Field(250, ge=1)
     init_weights: str | None = None  # a weights folder to fine-tune from (VesselUNet.save)
     seed: int = 0
@@ -120,7 +121,11 @@ def train_vessel(
         model, config.learning_rate, config.weight_decay, config.steps
     )
     sampler = PatchSampler(
-        images, patch=config.patch, scale_range=config.scale_range, seed=config.seed
+        images,
+        patch=config.patch,
+        scale_range=config.scale_range,
+        soft_labels=config.soft_labels,
+        seed=config.seed,
     )
     run = RunFolder(out_dir, config, device)
     start = run.resume(model, optimiser, schedule, sampler.rng, enabled=resume)

@@ -96,6 +96,10 @@ class PatchSampler:
         Patch side in pixels.
     scale_range : (float, float)
         Range of the random zoom (log-uniform), applied on top of the working scale.
+    soft_labels : bool
+        Keep the truth's interpolated vessel coverage under rotation and zoom as the target
+        (rim pixels between 0 and 1) instead of cutting it at 0.5, which drops one-pixel
+        vessels when zooming out and moves every rim by up to half a pixel.
     seed : int
     """
 
@@ -105,11 +109,13 @@ class PatchSampler:
         *,
         patch: int = 96,
         scale_range: tuple[float, float] = (0.7, 1.4),
+        soft_labels: bool = False,
         seed: int = 0,
     ) -> None:
         if not images:
             raise ValueError("the sampler needs at least one training image")
         self.images, self.patch, self.scale_range = images, patch, scale_range
+        self.soft_labels = soft_labels
         self.rng = np.random.default_rng(seed)
         self._centres = [np.argwhere(im.fov) for im in images]
         # Every source (the name's prefix: drive, les-av, hrf-av, phantom) gets an equal share
@@ -127,7 +133,7 @@ class PatchSampler:
         Returns
         -------
         x : (size, C, P, P) float32 ndarray, vessel contrast channels
-        y : (size, 1, P, P) float32 ndarray in {0, 1}, vessel truth
+        y : (size, 1, P, P) float32 ndarray in [0, 1], vessel truth ({0, 1} unless soft labels)
         weight : (size, 1, P, P) float32 ndarray, 1 inside the FOV, 0 outside
         """
         shape = (size, 1, self.patch, self.patch)
@@ -153,7 +159,9 @@ class PatchSampler:
         size = (self.patch, self.patch)
         linear = flags | cv2.INTER_LINEAR
         x = np.stack([cv2.warpAffine(c, rotation, size, flags=linear) for c in image.channels])
-        y = cv2.warpAffine(image.vessel, rotation, size, flags=linear) >= 0.5
+        y = cv2.warpAffine(image.vessel, rotation, size, flags=linear)
+        if not self.soft_labels:
+            y = y >= 0.5
         w = cv2.warpAffine(
             image.fov.astype(np.float32), rotation, size, flags=flags | cv2.INTER_NEAREST
         )

@@ -226,6 +226,26 @@ def test_seeded_training_learns_and_resumes(tmp_path: Path) -> None:
     assert x.shape == y.shape == w.shape == (5, 1, 32, 32) and set(np.unique(y)) <= {0.0, 1.0}
 
 
+def test_soft_labels_keep_the_rim_coverage_of_the_same_patches() -> None:
+    record = drive("training", 1)[0]
+    image = prepare_training_image(
+        record.name,
+        record.image,
+        record.vessel,
+        record.fov,
+        modality="fundus",
+        model=VesselUNetConfig(),
+    )
+    hard = PatchSampler([image], patch=64, scale_range=(0.7, 0.7), seed=3).batch(16)
+    soft = PatchSampler([image], patch=64, scale_range=(0.7, 0.7), soft_labels=True, seed=3).batch(
+        16
+    )
+    np.testing.assert_array_equal(hard[0], soft[0])  # the option draws no random numbers
+    np.testing.assert_array_equal(hard[1], soft[1] >= 0.5)
+    rim = (soft[1] > 0) & (soft[1] < 1)
+    assert 0.02 < rim.mean() < 0.2 and soft[1].min() >= 0 and soft[1].max() <= 1
+
+
 @pytest.mark.parametrize("windows", [(1 / 40,), (1 / 40, 1 / 8)])
 def test_tiled_inference_equals_whole_image_inference(windows: tuple[float, ...]) -> None:
     torch.manual_seed(0)
