@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
+
+from flows.settings_file import read_settings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -86,7 +87,7 @@ def main() -> None:
     from pipeline.av_structure import compare_structure
 
     torch.set_num_threads(2)
-    base = DDPMTrainingConfig(**yaml.safe_load(args.config.read_text()))
+    base = DDPMTrainingConfig(**read_settings(args.config))
     masks = load_public_masks(DATA, base.datasets, base.model.image_size, coverage=base.coverage)
     real_labels = _labels(masks)
     real = _stats(real_labels)

@@ -15,8 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
 from bench_edsr import DATA, against_bicubic, per_dataset
+
+from flows.settings_file import read_settings
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "edsr.yaml"
 HELD_OUT = {"drive": 4, "les-av": 2}  # the last photos of each training split, by name
@@ -33,7 +34,7 @@ def main() -> None:
     from models.edsr_training import EDSRTrainingConfig, crop_to_fov, train_edsr
     from pipeline.datasets import load_dataset
 
-    base = yaml.safe_load(CONFIG.read_text())
+    base = read_settings(CONFIG)
     training, validation = [], []
     for name in base["datasets"]:
         records = load_dataset(DATA, name, "training")

@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from flows.settings_file import read_settings
 from models.training import VesselTrainingConfig, train_vessel
 from models.vessel_data import load_training_images, phantom_fa_training_images
 from models.vessel_inference import VesselSegmenter
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    raw = yaml.safe_load(args.config.read_text())
+    raw = read_settings(args.config)
     if args.threads is not None:
         raw["threads"] = args.threads
     settings = VesselTrainingConfig.model_validate(raw)

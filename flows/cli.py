@@ -560,14 +560,12 @@ app.add_typer(train_app, name="train")
 def _read_config(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    import yaml
+    from flows.settings_file import SettingsFileError, read_settings
 
-    if not path.is_file():
-        _fail(f"config file {path} does not exist")
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(document, dict):
-        _fail(f"config file {path} must hold a mapping of options")
-    return document
+    try:
+        return read_settings(path)
+    except SettingsFileError as error:
+        _fail(str(error))
 
 
 @contextmanager

@@ -47,12 +47,11 @@ def mask_model_task(
 
     if not retrain:
         return weights or str(DEFAULT_DDPM_WEIGHTS)
-    import yaml
-
+    from flows.settings_file import read_settings
     from models.ddpm_data import load_exported_masks, load_public_masks
     from models.ddpm_training import DDPMTrainingConfig, train_ddpm
 
-    settings = DDPMTrainingConfig(**yaml.safe_load(Path(config).read_text()))
+    settings = DDPMTrainingConfig(**read_settings(Path(config)))
     size = settings.model.image_size
     parts = [load_exported_masks(Path(export), size)] if export else []
     if Path(data).is_dir():

@@ -67,7 +67,8 @@ class VesselFeatureExtractor:
         pad_r, pad_c = -channels.shape[1] % multiple, -channels.shape[2] % multiple
         channels = np.pad(channels, ((0, 0), (0, pad_r), (0, pad_c)))
         region = torch.from_numpy(np.pad(resized_fov, ((0, pad_r), (0, pad_c))))[None, None]
-        levels = self.model.encode(torch.from_numpy(channels)[None].float())
+        style = self.model.modality_style("fundus")
+        levels = self.model.encode(torch.from_numpy(channels)[None].float(), style)
         vector = []
         for level in levels:
             inside = torch.nn.functional.adaptive_max_pool2d(region.float(), level.shape[-2:])

@@ -115,6 +115,8 @@ def train_vessel(
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = VesselUNet(config.model)
+    if config.model.label_styles:
+        model.style_index(sorted({image.source for image in images}))  # fail before training
     continue_from(model, config.init_weights, VesselUNet.load)
     model = model.to(device)
     optimiser, schedule = adamw_one_cycle(
@@ -132,8 +134,10 @@ def train_vessel(
     model.train()
     running = 0.0
     for step in range(start + 1, config.steps + 1):
-        x, y, w = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
-        loss = _loss(model(x), y, w, config.cl_dice_weight)
+        *arrays, sources = sampler.batch(config.batch_size)
+        x, y, w = (torch.from_numpy(a).to(device) for a in arrays)
+        style = model.style_index(sources).to(device) if config.model.label_styles else None
+        loss = _loss(model(x, style), y, w, config.cl_dice_weight)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

@@ -45,6 +45,11 @@ class TrainingImage:
     fov: np.ndarray
     modality: Literal["fundus", "fa"]
 
+    @property
+    def source(self) -> str:
+        """The dataset the image comes from (its name's prefix: drive, les-av, hrf-av, phantom)."""
+        return self.name.split("/")[0]
+
 
 def rescale_to_fov(
     image: np.ndarray, fov: np.ndarray, *, fov_diameter_px: float
@@ -120,14 +125,14 @@ class PatchSampler:
         self._centres = [np.argwhere(im.fov) for im in images]
         # Every source (the name's prefix: drive, les-av, hrf-av, phantom) gets an equal share
         # of patches, so neither many small images nor a few large ones dominate.
-        sources = [im.name.split("/")[0] for im in images]
+        sources = [im.source for im in images]
         weights = np.array([np.sqrt(len(c)) for c in self._centres], dtype=np.float64)
         for source in set(sources):
             members = [i for i, s in enumerate(sources) if s == source]
             weights[members] /= weights[members].sum()
         self._weights = weights / weights.sum()
 
-    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         """Sample ``size`` patches.
 
         Returns
@@ -135,13 +140,15 @@ class PatchSampler:
         x : (size, C, P, P) float32 ndarray, vessel contrast channels
         y : (size, 1, P, P) float32 ndarray in [0, 1], vessel truth ({0, 1} unless soft labels)
         weight : (size, 1, P, P) float32 ndarray, 1 inside the FOV, 0 outside
+        sources : list of ``size`` str, each patch's :attr:`TrainingImage.source`
         """
         shape = (size, 1, self.patch, self.patch)
         x = np.zeros((size, len(self.images[0].channels), self.patch, self.patch), np.float32)
         y, w = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-        for i, index in enumerate(self.rng.choice(len(self.images), size, p=self._weights)):
+        chosen = self.rng.choice(len(self.images), size, p=self._weights)
+        for i, index in enumerate(chosen):
             x[i], y[i, 0], w[i, 0] = self._patch(self.images[index], self._centres[index])
-        return x, y, w
+        return x, y, w, [self.images[index].source for index in chosen]
 
     def _patch(self, image: TrainingImage, centres: np.ndarray) -> tuple[np.ndarray, ...]:
         rng, half = self.rng, self.patch / 2

@@ -111,12 +111,21 @@ class VesselSegmenter:
         resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=diameter)
         windows = self.model.config.contrast_windows
         channels = vessel_channels(resized, modality=modality, fov=resized_fov, windows=windows)
-        probability = self._tiled(channels, tile=tile, overlap=overlap, flips=flips)
+        style = self.model.modality_style(modality)
+        probability = self._tiled(channels, style, tile=tile, overlap=overlap, flips=flips)
         probability = cv2.resize(probability, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         return np.where(fov, np.clip(probability, 0.0, 1.0), 0.0).astype(np.float32)
 
     @torch.inference_mode()
-    def _tiled(self, channels: np.ndarray, *, tile: int, overlap: int, flips: bool) -> np.ndarray:
+    def _tiled(
+        self,
+        channels: np.ndarray,
+        style: torch.Tensor | None,
+        *,
+        tile: int,
+        overlap: int,
+        flips: bool,
+    ) -> np.ndarray:
         multiple = self.model.multiple
         height, width = channels.shape[-2:]
         tile_h = min(_round_up(tile, multiple), _round_up(height, multiple))
@@ -131,9 +140,9 @@ class VesselSegmenter:
                 block = torch.from_numpy(
                     np.ascontiguousarray(padded[:, top : top + tile_h, left : left + tile_w])
                 )[None]
-                probability = torch.sigmoid(self.model(block))[0, 0]
+                probability = torch.sigmoid(self.model(block, style))[0, 0]
                 if flips:  # average with the mirrored image's prediction
-                    mirrored = torch.sigmoid(self.model(block.flip(-1)))[0, 0].flip(-1)
+                    mirrored = torch.sigmoid(self.model(block.flip(-1), style))[0, 0].flip(-1)
                     probability = (probability + mirrored) / 2
                 total[top : top + tile_h, left : left + tile_w] += probability.numpy() * window
                 weights[top : top + tile_h, left : left + tile_w] += window

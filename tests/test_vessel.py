@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +20,13 @@ from models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
 from models.vessel_unet import VesselUNet, VesselUNetConfig
 from pipeline.datasets import av_labels_from_rgb, load_dataset
 from pipeline.metrics import cl_dice, roc_auc, vessel_scores
-from pipeline.preprocess import colour_contrast, fov_mask, vessel_channels, vessel_contrast
+from pipeline.preprocess import (
+    colour_contrast,
+    fov_diameter,
+    fov_mask,
+    vessel_channels,
+    vessel_contrast,
+)
 
 TINY = VesselUNetConfig(base_channels=4, depth=2, fov_diameter_px=60)
 
@@ -222,8 +229,68 @@ def test_seeded_training_learns_and_resumes(tmp_path: Path) -> None:
     x = torch.from_numpy(images[0].channels[None, :, :72, :72].copy())
     torch.testing.assert_close(again(x), model(x))  # same seed, same weights
     sampler = PatchSampler(images, patch=32, seed=1)
-    x, y, w = sampler.batch(5)
+    x, y, w, sources = sampler.batch(5)
     assert x.shape == y.shape == w.shape == (5, 1, 32, 32) and set(np.unique(y)) <= {0.0, 1.0}
+
+
+def test_label_styles_learn_each_sources_vessel_width(tmp_path: Path) -> None:
+    import cv2
+
+    model_config = VesselUNetConfig(
+        base_channels=4,
+        depth=2,
+        fov_diameter_px=fov_diameter(np.ones((72, 72), bool)),  # keep the 72 px images as they are
+        label_styles=("thin", "wide"),
+        fundus_style="thin",
+        fa_style="wide",
+    )
+    images = []
+    for seed in range(4):  # the same images, labelled by two sources that draw rims differently
+        image, truth = synthetic_vessels((72, 72), seed)
+        wide = cv2.dilate(truth.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        for source, label in (("thin", truth), ("wide", wide)):
+            images.append(
+                prepare_training_image(
+                    f"{source}/{seed}",
+                    image,
+                    label,
+                    np.ones_like(truth),
+                    modality="fa",
+                    model=model_config,
+                )
+            )
+    config = VesselTrainingConfig(
+        model=model_config, steps=200, batch_size=8, patch=32, learning_rate=5e-3, cl_dice_weight=0
+    )
+    assert {PatchSampler(images, patch=32).batch(8)[3][0]} <= {"thin", "wide"}
+    model = train_vessel(config, images, tmp_path / "run")
+
+    unseen, truth = synthetic_vessels((72, 72), seed=99)
+    fov = np.ones_like(truth)
+    probe = prepare_training_image("probe/0", unseen, truth, fov, modality="fa", model=model_config)
+    x = torch.from_numpy(probe.channels[None])
+    with torch.no_grad():
+        thin, wide = (
+            torch.sigmoid(model(x, model.style_index([s])))[0, 0] for s in ("thin", "wide")
+        )
+    # one network, two conventions: each style draws its own source's rims best
+    wide_truth = cv2.dilate(truth.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    dice = {
+        (style, label): vessel_scores(p.numpy(), t, fov=fov).f1
+        for style, p in (("thin", thin), ("wide", wide))
+        for label, t in (("thin", truth), ("wide", wide_truth))
+    }
+    assert dice["thin", "thin"] > dice["wide", "thin"] + 0.03, dice
+    assert dice["wide", "wide"] > dice["thin", "wide"] + 0.03, dice
+
+    loaded = VesselSegmenter.load(tmp_path / "run" / "weights")  # styles survive the round trip
+    as_fa = loaded.segment(unseen, modality="fa", fov=fov, flips=False)
+    torch.testing.assert_close(torch.from_numpy(as_fa), wide, atol=5e-3, rtol=0)  # fp16 weights
+
+    stranger = [*images, dataclasses.replace(images[0], name="other/0")]
+    with pytest.raises(ValueError, match=r"\['other'\] unknown to this model"):
+        train_vessel(config, stranger, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()  # refused before any run folder is written
 
 
 def test_soft_labels_keep_the_rim_coverage_of_the_same_patches() -> None:
