@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -132,6 +132,14 @@ class RunFolder:
     def checkpoint_path(self) -> Path:
         return self.folder / CHECKPOINT_FILE
 
+    def _is_this_config(self, saved: Any) -> bool:
+        # Validated, not compared as text: a run saved before an option with a default existed
+        # is the same run as one with that option at its default.
+        try:
+            return type(self.config).model_validate(saved) == self.config
+        except ValidationError:
+            return False
+
     def resume(
         self,
         model: nn.Module,
@@ -158,7 +166,7 @@ class RunFolder:
         start = 0
         if enabled and self.checkpoint_path.is_file():
             saved = json.loads(config_path.read_text()) if config_path.is_file() else None
-            if saved != json.loads(self.config.model_dump_json()):
+            if not self._is_this_config(saved):
                 raise ValueError(
                     f"{self.checkpoint_path} was made with a different training config; pass "
                     "--no-resume or the original --config"

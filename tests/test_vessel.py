@@ -224,6 +224,13 @@ def test_seeded_training_learns_and_resumes(tmp_path: Path) -> None:
     steps: list[int] = []
     train_vessel(config, images, tmp_path / "run", on_step=lambda s, loss: steps.append(s))
     assert steps == []  # already finished: resume does no work
+    # a run saved before an option existed is the same run when the option is at its default
+    saved_config = tmp_path / "run" / "training_config.json"
+    older = json.loads(saved_config.read_text())
+    del older["model"]["label_styles"], older["soft_labels"]
+    saved_config.write_text(json.dumps(older))
+    train_vessel(config, images, tmp_path / "run", on_step=lambda s, loss: steps.append(s))
+    assert steps == []
 
     again = train_vessel(config, images, tmp_path / "again", on_step=lambda s, loss: None)
     x = torch.from_numpy(images[0].channels[None, :, :72, :72].copy())
