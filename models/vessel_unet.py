@@ -177,7 +177,8 @@ class VesselUNet(SavedWeights, nn.Module):
             return None
         if style is None or style.shape != (n,):
             raise ValueError(f"this model needs one label style per image, shape ({n},)")
-        return self.style_offsets(style)[:, :, None, None].chunk(2, dim=1)
+        offsets = self.style_offsets(style.to(self.style_offsets.weight.device))
+        return offsets[:, :, None, None].chunk(2, dim=1)
 
     def encode(self, x: torch.Tensor, style: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Encoder features of every level, full resolution first.
