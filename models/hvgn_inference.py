@@ -43,6 +43,10 @@ class AVLabeller:
     weights_sha256: str
     threads: int = 2
 
+    def __post_init__(self) -> None:
+        # channels-last convolutions: faster on CPU (see VesselSegmenter), same labels
+        self.model.to(memory_format=torch.channels_last)
+
     @classmethod
     def load(cls, folder: Path = DEFAULT_AV_WEIGHTS) -> AVLabeller:
         """Load weights saved by :meth:`HVGN.save` (default: the shipped weights)."""
@@ -140,7 +144,8 @@ class AVLabeller:
         )
         padded[:, :height, :width] = x.transpose(2, 0, 1)
         graph = graph_batch([np.ascontiguousarray(vessel)], self.model.config)
-        graph_logits, pixel_logits = self.model(torch.from_numpy(padded)[None], graph)
+        image = torch.from_numpy(padded)[None].contiguous(memory_format=torch.channels_last)
+        graph_logits, pixel_logits = self.model(image, graph)
         logits = graph_logits if head == "graph" else pixel_logits
         probability = np.zeros(vessel.shape, np.float32)
         coords = graph.coords.numpy()

