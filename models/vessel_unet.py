@@ -52,10 +52,10 @@ class VesselUNetConfig(BaseModel):
     label_styles : tuple of str
         Training sources whose annotation style the model is told about (``drive``,
         ``les-av``, ``hrf-av``, ``phantom``); empty: none. Sources draw vessel rims
-        differently (at the working scale DRIVE's vessels average 3.4 px across, HRF-AV's
-        2.0 px), so a model that knows the source learns each convention instead of their
-        average. A learned per-style offset is added to the full-resolution features at the
-        start and end of the network.
+        differently (vessel area over centreline length at the working scale: DRIVE 3.4 px,
+        LES-AV 3.7, HRF-AV 2.0, phantom 2.9), so a model that knows the source can learn each
+        convention instead of their average. A learned per-style offset is added to the
+        full-resolution features at the start and end of the network.
     fundus_style, fa_style : str
         The style inference asks for on colour photos and on FA frames (when ``label_styles``
         is set): DRIVE's manual annotations, the benchmark convention, and the phantom's
