@@ -19,7 +19,7 @@ import yaml
 
 __all__ = ["SettingsFileError", "merge_settings", "read_settings"]
 
-# Deeper chains are a mistake, not a design: a cycle is caught before this.
+# Deeper chains are a mistake, not a design.
 MAX_BASE_DEPTH = 8
 
 
@@ -80,8 +80,12 @@ def _read(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if base is None:
         return document
     resolved = path.resolve()
-    if resolved in chain or len(chain) >= MAX_BASE_DEPTH:
+    if resolved in chain:
         raise SettingsFileError(f"settings file {path}: its base chain loops back to {base!r}")
+    if len(chain) >= MAX_BASE_DEPTH:
+        raise SettingsFileError(
+            f"settings file {path}: more than {MAX_BASE_DEPTH} bases deep; flatten the chain"
+        )
     folder = resolved.parent
     if (
         not isinstance(base, str)

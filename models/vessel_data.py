@@ -123,8 +123,8 @@ class PatchSampler:
         self.soft_labels = soft_labels
         self.rng = np.random.default_rng(seed)
         self._centres = [np.argwhere(im.fov) for im in images]
-        # Every source (the name's prefix: drive, les-av, hrf-av, phantom) gets an equal share
-        # of patches, so neither many small images nor a few large ones dominate.
+        # Every source gets an equal share of patches, so neither many small images nor a few
+        # large ones dominate.
         sources = [im.source for im in images]
         weights = np.array([np.sqrt(len(c)) for c in self._centres], dtype=np.float64)
         for source in set(sources):

@@ -52,9 +52,8 @@ class VesselUNetConfig(BaseModel):
     label_styles : tuple of str
         Training sources whose annotation style the model is told about (``drive``,
         ``les-av``, ``hrf-av``, ``phantom``); empty: none. Sources draw vessel rims
-        differently (vessel area over centreline length at the working scale: DRIVE 3.4 px,
-        LES-AV 3.7, HRF-AV 2.0, phantom 2.9), so a model that knows the source can learn each
-        convention instead of their average. A learned per-style offset is added to the
+        differently, so a model that knows the source can learn each convention instead of
+        their average. A learned per-style offset is added to the
         full-resolution features at the start and end of the network.
     fundus_style, fa_style : str
         The style inference asks for on colour photos and on FA frames (when ``label_styles``
