@@ -21,7 +21,8 @@ Every array dataset carries the sha256 of its bytes, checked on read.
 Every change is copy-on-write: the current file is copied to a temporary file in the same
 folder, changed, flushed and fsynced, then renamed over the original (and the folder is
 fsynced). A crash at any point leaves either the old or the new file, never a mix. Writers of
-one case are serialised with an advisory lock (``flock``) on ``<store>/locks/<case_id>.lock``.
+one case are serialised, across threads and processes, by an exclusive OS file lock (the
+``filelock`` package: POSIX and Windows alike) on ``<store>/locks/<case_id>.lock``.
 
 Unsaved edits of a reviewer live beside the case files, one per case, mask and editor, in
 ``<store>/autosave/<case_id>/<kind>.<editor digest>.npz`` (also written atomically); they are
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import io
 import json
@@ -49,6 +49,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from filelock import FileLock
 
 __all__ = [
     "Autosave",
@@ -292,13 +293,10 @@ class CaseStore:
 
     @contextlib.contextmanager
     def _locked(self, case_id: str) -> Iterator[None]:
-        lock_path = self.locks_dir / f"{case_id}.lock"
-        with open(lock_path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        # A new lock object per call: each holds its own file handle, so two threads of one
+        # process exclude each other as two processes do.
+        with FileLock(self.locks_dir / f"{case_id}.lock", thread_local=False):
+            yield
 
     def _commit(
         self, case_id: str, change: Callable[[h5py.File], Any], *, copy_current: bool
