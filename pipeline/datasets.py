@@ -1,8 +1,9 @@
 """Readers for the public labelled retinal datasets in ``../shared/data`` (never copied here).
 
 Each reader returns :class:`LabelledImage` records: the colour photo, its binary vessel truth,
-its field-of-view mask and, where the dataset has one, an artery/vein label mask with the case
-store's labels (0 background, 1 artery, 2 vein, 3 crossing or uncertain).
+its field-of-view mask and, where the dataset has one, an artery/vein label mask in angioflow's
+class indices (:mod:`pipeline.av_encoding`: 0 background, 1 artery, 2 vein, 3 crossing or
+uncertain), decoded from the datasets' RGB annotations by :func:`av_labels_from_rgb`.
 
 References
 ----------
@@ -20,6 +21,8 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image
+
+from pipeline.av_encoding import av_labels_from_rgb
 
 __all__ = ["LabelledImage", "av_labels_from_rgb", "load_dataset", "DATASETS"]
 
@@ -47,32 +50,6 @@ class LabelledImage:
     vessel: np.ndarray
     fov: np.ndarray
     av: np.ndarray | None = None
-
-
-def av_labels_from_rgb(rgb: np.ndarray) -> np.ndarray:
-    """Decode an RGB A/V annotation (red artery, blue vein, green crossing, white uncertain).
-
-    Colours are classified by their dominant channel, so the stray near-red/near-blue values
-    some files carry land in the right class; anything bright but not clearly one class is 3.
-
-    Parameters
-    ----------
-    rgb : (H, W, 3) uint8 ndarray
-
-    Returns
-    -------
-    labels : (H, W) uint8 ndarray with values in {0, 1, 2, 3}
-    """
-    if rgb.ndim != 3 or rgb.shape[2] < 3:
-        raise ValueError(f"A/V annotation must be (H, W, 3) RGB, got {rgb.shape}")
-    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
-    labelled = np.maximum(np.maximum(r, g), b) > 127
-    artery = labelled & (r > 127) & (g < 128) & (b < 128)
-    vein = labelled & (b > 127) & (r < 128) & (g < 128)
-    labels = np.where(labelled, 3, 0).astype(np.uint8)
-    labels[artery] = 1
-    labels[vein] = 2
-    return labels
 
 
 def _read(path: Path, mode: str | None = None) -> np.ndarray:

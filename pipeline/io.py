@@ -1,10 +1,12 @@
-"""Reading raw exam images safely, and normalising them to one layout per modality.
+"""Reading raw exam images and masks safely, and normalising them to one layout per modality.
 
-Images come from cameras and export tools of every vintage, so nothing is trusted: the format
-is sniffed from the bytes, the pixel count is checked from the header *before* decoding
+Images come from cameras, export tools and public datasets of every vintage, so nothing is
+trusted: the format is sniffed from the bytes (PNG, JPEG, TIFF, PPM/PGM/PBM, BMP, GIF; see
+:data:`ACCEPTED_FORMATS`), the pixel count is checked from the header *before* decoding
 (decompression bombs), truncated data is an error rather than a grey band, and colour modes
-are normalised explicitly (RGBA without transparency -> RGB, grey RGB -> L, palette -> RGB) or
-refused with a reason. Metadata (EXIF, text chunks, ICC) is never carried over: only pixels.
+are normalised explicitly (RGBA without transparency -> RGB, palette of greys -> L,
+other palettes -> RGB, 1-bit -> 0/255) or refused with a reason. Metadata (EXIF, text chunks,
+ICC) is never carried over: only pixels.
 """
 
 from __future__ import annotations
@@ -16,15 +18,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.av_encoding import AV_CLASSES, av_labels_from_rgb
+
 __all__ = [
+    "ACCEPTED_FORMATS",
     "ImageLimits",
     "ImageRejected",
     "as_fa_frame",
     "as_fundus",
+    "read_av_mask",
     "read_image",
+    "read_mask",
 ]
 
-_FORMATS = ("PNG", "JPEG", "TIFF")
+# Pillow's format names; "PPM" is Netpbm's family (STARE's .ppm, .pgm, .pbm), "GIF" is read for
+# DRIVE's single-frame masks.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "TIFF", "PPM", "BMP", "GIF")
+_FORMAT_NAMES = "PNG, JPEG, TIFF, PPM/PGM/PBM, BMP or GIF"
 # Channels of a grey image saved as RGB differ only by rounding; a real colour photo's differ a lot.
 _GREY_CHANNEL_TOLERANCE = 4
 
@@ -57,7 +67,8 @@ class ImageLimits:
 
 
 def read_image(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray:
-    """Decode a PNG, JPEG or single-page TIFF into a validated array.
+    """Decode a photo or frame (PNG, JPEG, single-page TIFF, PPM/PGM/PBM, BMP, single-frame GIF)
+    into a validated array.
 
     Parameters
     ----------
@@ -69,20 +80,106 @@ def read_image(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray
     Returns
     -------
     pixels : (H, W) or (H, W, 3) ndarray of uint8 or uint16
-        Greyscale or RGB pixels. 16-bit greyscale stays uint16; palette, CMYK and YCbCr images
-        become RGB; an alpha channel is dropped only when every pixel is opaque.
+        Greyscale or RGB pixels. 16-bit greyscale (PNG, TIFF, PGM) stays uint16; 1-bit images
+        become 0/255 uint8; palette images become greyscale when every palette entry is grey,
+        else RGB; CMYK and YCbCr images become RGB; an alpha channel is dropped only when every
+        pixel is opaque.
 
     Raises
     ------
     ImageRejected
-        Empty, unreadable, wrong format, truncated, multi-page, too large or too small, with
-        transparency, floating point or 1-bit, or blank (a single value everywhere).
+        Empty, unreadable, another format, truncated, multi-page or animated, too large or too
+        small, with transparency or floating point, or blank (a single value everywhere).
 
     Example
     -------
     >>> read_image(Path("fa/000.png")).shape  # doctest: +SKIP
     (1024, 1536)
     """
+    pixels = _decode(path, limits)
+    if pixels.min() == pixels.max():
+        raise ImageRejected(f"blank image: every pixel is {pixels.flat[0]}; check the export")
+    return pixels
+
+
+def read_mask(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """Decode a single-channel mask or probability map (vessel, field of view, prediction).
+
+    Same formats and checks as :func:`read_image`, except that a blank mask (all background)
+    is allowed, and an RGB file is accepted only when its channels are equal.
+
+    Parameters
+    ----------
+    path : Path
+        Mask file, e.g. DRIVE's ``21_manual1.gif`` or ``21_training_mask.gif``.
+    limits : ImageLimits
+        Size limits, checked from the header before pixels are decoded.
+
+    Returns
+    -------
+    mask : (H, W) uint8 or uint16 ndarray
+        The stored values (a 1-bit file gives 0/255; a palette file its grey levels).
+
+    Raises
+    ------
+    ImageRejected
+        As :func:`read_image`, or if the file holds colour.
+
+    Example
+    -------
+    >>> read_mask(Path("DRIVE/training/mask/21_training_mask.gif")).max()  # doctest: +SKIP
+    255
+    """
+    pixels = _decode(path, limits)
+    if pixels.ndim == 2:
+        return pixels
+    if not _is_equal_rgb(pixels):
+        raise ImageRejected(
+            "is a colour image, not a single-channel mask; save the mask as greyscale "
+            "(A/V labels: class indices 0-3, or red artery / blue vein on black)"
+        )
+    return np.ascontiguousarray(pixels[..., 0])
+
+
+def read_av_mask(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """Decode an artery/vein mask into class indices, from either encoding a user meets.
+
+    A single-channel file must hold the class indices of :data:`pipeline.av_encoding.AV_CLASSES`
+    (angioflow's own exports); an RGB file is decoded by colour
+    (:func:`pipeline.av_encoding.av_labels_from_rgb`: RITE, LES-AV, HRF-AV, ``label-av``).
+
+    Parameters
+    ----------
+    path : Path
+        A/V mask file.
+    limits : ImageLimits
+        Size limits, checked from the header before pixels are decoded.
+
+    Returns
+    -------
+    labels : (H, W) uint8 ndarray
+        0 background, 1 artery, 2 vein, 3 crossing or uncertain.
+
+    Raises
+    ------
+    ImageRejected
+        As :func:`read_image` (a blank mask is allowed), or if a single-channel file holds
+        values above the last class index.
+    """
+    pixels = _decode(path, limits)
+    if pixels.ndim == 3 and not _is_equal_rgb(pixels):
+        return av_labels_from_rgb(pixels)
+    labels = pixels if pixels.ndim == 2 else pixels[..., 0]
+    if int(labels.max()) >= len(AV_CLASSES):
+        raise ImageRejected(
+            f"holds value {int(labels.max())}, but a single-channel A/V mask holds class indices "
+            f"0-{len(AV_CLASSES) - 1} ({', '.join(AV_CLASSES)}); save class indices, or RGB "
+            "with red artery and blue vein"
+        )
+    return labels.astype(np.uint8)
+
+
+def _decode(path: Path, limits: ImageLimits) -> np.ndarray:
     if path.stat().st_size == 0:
         raise ImageRejected("empty file (0 bytes); re-export the image")
     with warnings.catch_warnings():
@@ -90,33 +187,33 @@ def read_image(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray
         # DecompressionBombError beyond twice its built-in limit.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(path, formats=_FORMATS)
+            image = Image.open(path, formats=ACCEPTED_FORMATS)
         except Image.DecompressionBombError as error:
             raise ImageRejected(f"refused as a decompression bomb ({error})") from None
         except Image.UnidentifiedImageError:
             raise ImageRejected(
-                "not a readable PNG, JPEG or TIFF image; re-export it in one of those formats"
+                f"not a readable {_FORMAT_NAMES} image; re-export it in one of those formats"
             ) from None
         except (OSError, SyntaxError, ValueError) as error:
             raise ImageRejected(f"unreadable image header ({error}); re-export it") from None
     with image:
-        _check_header(image, limits)
         try:
+            _check_header(image, limits)
             image.load()
+        except ImageRejected:
+            raise
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise ImageRejected(
                 f"truncated or corrupt image data ({error}); copy the file again from the source"
             ) from None
-        pixels = _to_array(image)
-    if pixels.min() == pixels.max():
-        raise ImageRejected(f"blank image: every pixel is {pixels.flat[0]}; check the export")
-    return pixels
+        return _to_array(image)
 
 
 def _check_header(image: Image.Image, limits: ImageLimits) -> None:
     width, height = image.size
     if getattr(image, "n_frames", 1) > 1:
-        raise ImageRejected(f"holds {image.n_frames} pages; export one image per file")
+        unit = "frames (an animation)" if image.format == "GIF" else "pages"
+        raise ImageRejected(f"holds {image.n_frames} {unit}; export one image per file")
     if width * height > limits.max_pixels:
         raise ImageRejected(
             f"{width}x{height} = {width * height} pixels exceeds the limit of {limits.max_pixels}; "
@@ -152,10 +249,17 @@ def _to_array(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         _require_opaque(np.asarray(rgba.getchannel("A")))
         return np.asarray(rgba.convert("RGB"), dtype=np.uint8)
-    if mode in ("RGB", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+    if mode == "P":
+        # GIF and PNG masks are often palette images whose entries are grey, or nearly so
+        # (DRIVE's 2nd_manual holds (4, 2, 4) and (252, 254, 252)): those become greyscale.
+        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        if _channel_spread(rgb).max() <= _GREY_CHANNEL_TOLERANCE:
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+        return rgb
+    if mode in ("RGB", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
     if mode == "1":
-        raise ImageRejected("is a 1-bit (black and white) image; export 8- or 16-bit")
+        return np.asarray(image, dtype=np.uint8) * np.uint8(255)
     if mode == "F":
         raise ImageRejected("holds floating-point pixels; export 8- or 16-bit integer pixels")
     raise ImageRejected(f"has unsupported pixel mode {mode!r}; export 8-bit RGB or 8/16-bit grey")
@@ -168,12 +272,19 @@ def _require_opaque(alpha: np.ndarray) -> None:
         )
 
 
-def _is_grey_rgb(rgb: np.ndarray) -> bool:
+def _is_equal_rgb(rgb: np.ndarray) -> bool:
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+def _channel_spread(rgb: np.ndarray) -> np.ndarray:
     channels = rgb.astype(np.int16)
-    spread = np.maximum(
+    return np.maximum(
         np.abs(channels[..., 0] - channels[..., 1]), np.abs(channels[..., 1] - channels[..., 2])
     )
-    return bool(np.percentile(spread, 99) <= _GREY_CHANNEL_TOLERANCE)
+
+
+def _is_grey_rgb(rgb: np.ndarray) -> bool:
+    return bool(np.percentile(_channel_spread(rgb), 99) <= _GREY_CHANNEL_TOLERANCE)
 
 
 def as_fundus(pixels: np.ndarray) -> np.ndarray:

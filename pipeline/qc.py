@@ -1,8 +1,14 @@
-"""Quality-control pictures of registration and alignment: checkerboards, overlays, A/V colours."""
+"""Quality-control pictures of registration and alignment: checkerboards, overlays, A/V colours.
+
+The A/V colours (:data:`AV_RGB`, :func:`av_to_rgb`) are defined with the label encoding in
+:mod:`pipeline.av_encoding` and offered here beside the other picture helpers.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+from pipeline.av_encoding import AV_RGB, av_to_rgb
 
 __all__ = ["AV_RGB", "VESSEL_RGB", "av_to_rgb", "checkerboard", "label_overlay", "overlay"]
 
@@ -51,16 +57,6 @@ def overlay(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
         raise ValueError(f"overlay needs equal shapes, got {fixed.shape} and {moving.shape}")
     g, m = _unit(fixed), _unit(moving)
     return np.round(np.stack([m, g, m], axis=-1) * 255).astype(np.uint8)
-
-
-# RGB of A/V labels 0-3: black background, red artery, blue vein, white crossing/uncertain.
-AV_RGB = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [255, 255, 255]], np.uint8)
-
-
-def av_to_rgb(av: np.ndarray) -> np.ndarray:
-    """A/V label mask (0 background, 1 artery, 2 vein, 3 crossing/uncertain) as RGB: red artery,
-    blue vein, white crossing, black background."""
-    return AV_RGB[np.clip(av, 0, 3)]
 
 
 # RGB of vessel masks 0/1: black background, green vessel.
