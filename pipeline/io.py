@@ -329,12 +329,19 @@ def as_fa_frame(pixels: np.ndarray) -> np.ndarray:
     Raises
     ------
     ImageRejected
-        If the image is in colour (the fundus photo in an FA slot).
+        If the image is in colour (the fundus photo in an FA slot), or holds only two values
+        (a 1-bit image or a mask: an angiogram has grey levels).
     """
-    if pixels.ndim == 2:
-        return pixels
-    if not _is_grey_rgb(pixels):
+    if pixels.ndim == 3:
+        if not _is_grey_rgb(pixels):
+            raise ImageRejected(
+                "is a colour image, not an FA frame (the fundus photo?); FA frames are greyscale"
+            )
+        pixels = np.ascontiguousarray(pixels[..., 1])
+    low, high = pixels.min(), pixels.max()
+    if np.all((pixels == low) | (pixels == high)):
         raise ImageRejected(
-            "is a colour image, not an FA frame (the fundus photo?); FA frames are greyscale"
+            "holds only two values (a 1-bit black-and-white image or a mask), not an FA frame; "
+            "export the 8- or 16-bit greyscale frame"
         )
-    return np.ascontiguousarray(pixels[..., 1])
+    return pixels

@@ -130,6 +130,8 @@ def test_1_bit_masks_become_0_and_255(tmp_path: Path, suffix: str) -> None:
     for decoded in (read_image(tmp_path / f"m{suffix}"), read_mask(tmp_path / f"m{suffix}")):
         assert decoded.dtype == np.uint8 and set(np.unique(decoded)) == {0, 255}
         np.testing.assert_array_equal(decoded > 0, mask)
+    with pytest.raises(ImageRejected, match="only two values .* not an FA frame"):
+        as_fa_frame(read_image(tmp_path / f"m{suffix}"))
 
 
 def test_grey_palette_gif_masks_give_their_grey_levels(tmp_path: Path) -> None:
