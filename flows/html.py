@@ -1,5 +1,6 @@
-"""Static, self-contained HTML pages: every picture is embedded as a PNG data URI, so a report
-is one file that opens in any browser, offline, and can be mailed or archived as is."""
+"""Static, self-contained HTML pages: every picture is embedded as a data URI (PNG for figures
+and masks, JPEG for photo-like thumbnails), so a report is one file that opens in any browser,
+offline or from a remote Prefect UI, and can be mailed or archived as is."""
 
 from __future__ import annotations
 
@@ -7,32 +8,48 @@ import base64
 import html
 import io
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["Page", "figure_uri", "png_uri", "table", "write_page"]
+__all__ = ["Page", "figure_uri", "jpeg_uri", "png_uri", "table", "write_page"]
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1200px;
+       color: #222; }
 h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; vertical-align: top;
+         overflow-wrap: break-word; }
+table.wide { table-layout: fixed; width: 100%; font-size: 0.8em; }
+table.wide th, table.wide td { padding: 0.25em 0.3em; }
+table.wide th, table.wide td { overflow-wrap: anywhere; }
+th:first-child, td:first-child, .text { text-align: left; }
 th { background: #f2f2f2; }
-figure { display: inline-block; margin: 0.4em; vertical-align: top; text-align: center; }
-figure img { max-width: 100%; border: 1px solid #ddd; }
+tr.flagged td:first-child { border-left: 4px solid #c53; }
+figure { display: inline-block; margin: 0.4em; vertical-align: top; text-align: center;
+         max-width: calc(100% - 0.8em); }
+figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: 0.8em; color: #555; }
 .note { color: #555; font-size: 0.9em; }
 .warn { color: #a40; }
 """
 
 
+def _thumbnail(image: np.ndarray, max_side: int | None) -> Image.Image:
+    picture = Image.fromarray(np.ascontiguousarray(image))
+    if max_side is not None and max(picture.size) > max_side:
+        picture.thumbnail((max_side, max_side), Image.Resampling.BOX)
+    return picture
+
+
 def png_uri(image: np.ndarray, *, max_side: int | None = None) -> str:
-    """A ``data:image/png;base64,...`` URI of a uint8 greyscale or RGB array.
+    """A ``data:image/png;base64,...`` URI of a uint8 greyscale or RGB array (lossless: masks,
+    figures).
 
     Parameters
     ----------
@@ -40,12 +57,26 @@ def png_uri(image: np.ndarray, *, max_side: int | None = None) -> str:
     max_side : int, optional
         Shrink (area-averaged) so the longer side is at most this many pixels.
     """
-    picture = Image.fromarray(np.ascontiguousarray(image))
-    if max_side is not None and max(picture.size) > max_side:
-        picture.thumbnail((max_side, max_side), Image.Resampling.BOX)
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
+    _thumbnail(image, max_side).save(buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def jpeg_uri(image: np.ndarray, *, max_side: int | None = None, quality: int = 80) -> str:
+    """A ``data:image/jpeg;base64,...`` URI of a uint8 greyscale or RGB array: photo-like
+    thumbnails at a fraction of a PNG's size (no metadata is written).
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, 3) uint8 ndarray
+    max_side : int, optional
+        Shrink (area-averaged) so the longer side is at most this many pixels.
+    quality : int
+        JPEG quality, 1-95.
+    """
+    buffer = io.BytesIO()
+    _thumbnail(image, max_side).save(buffer, format="JPEG", quality=quality, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def figure_uri(figure: Any) -> str:
@@ -58,23 +89,70 @@ def figure_uri(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _cell(value: Any) -> str:
+def _header(name: str) -> str:
+    """An escaped column name that may also wrap after '_' and '/' (snake_case statistic names),
+    so a table of many columns fits the page instead of running off it. Only column names, which
+    the code chooses, get the break hints: cell text stays byte-for-byte searchable (the privacy
+    audit scans reports for identifiers)."""
+    return html.escape(name).replace("_", "_<wbr>").replace("/", "/<wbr>")
+
+
+def _text(value: Any) -> str:
     if isinstance(value, float):
         return "n/a" if not np.isfinite(value) else f"{value:.4g}"
-    return html.escape(str(value))
+    return str(value)
 
 
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """An HTML table of dict rows (columns: the first row's keys unless given)."""
+# Tables of more columns than this span the page at a fixed layout (see :func:`table`).
+_WIDE_TABLE = 7
+_MAX_SHARE = 24
+
+
+def _share(column: str, texts: Sequence[str]) -> float:
+    """Width share of a wide table's column: its longest header word (bold, so weighted 1.3)
+    or cell text in characters, at most ``_MAX_SHARE`` (longer text wraps), plus the padding."""
+    header = 1.3 * max(len(word) for word in re.split(r"[ _/]", column))
+    return min(_MAX_SHARE, max([3, header, *(len(text) for text in texts)])) + 1.5
+
+
+def table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    text_columns: Collection[str] = (),
+    row_classes: Sequence[str | None] | None = None,
+) -> str:
+    """An HTML table of dict rows (columns: the first row's keys unless given).
+
+    ``text_columns`` are left-aligned (prose such as errors); ``row_classes`` gives each row a
+    CSS class (``"flagged"`` marks a row with a red left border). A table of more than
+    ``_WIDE_TABLE`` columns spans the page at a fixed layout with each column's width in
+    proportion to its content (capped), its cells wrapping, so it never runs off the page.
+    """
     if not rows:
         return '<p class="note">(no rows)</p>'
     columns = list(columns or rows[0].keys())
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(row.get(c, ''))}</td>" for c in columns) + "</tr>"
-        for row in rows
+    texts = [[_text(row.get(c, "")) for c in columns] for row in rows]
+    head = "".join(
+        ('<th class="text">' if c in text_columns else "<th>") + f"{_header(c)}</th>"
+        for c in columns
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    cells = ['<td class="text">' if c in text_columns else "<td>" for c in columns]
+    classes = row_classes if row_classes is not None else [None] * len(rows)
+    body = "".join(
+        (f'<tr class="{css}">' if css else "<tr>")
+        + "".join(f"{cell}{html.escape(text)}</td>" for cell, text in zip(cells, line, strict=True))
+        + "</tr>"
+        for line, css in zip(texts, classes, strict=True)
+    )
+    if len(columns) <= _WIDE_TABLE:
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    shares = [_share(c, [line[i] for line in texts]) for i, c in enumerate(columns)]
+    widths = "".join(f'<col style="width:{100 * w / sum(shares):.2f}%">' for w in shares)
+    return (
+        f'<table class="wide"><colgroup>{widths}</colgroup><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
 
 
 class Page:
@@ -101,9 +179,14 @@ class Page:
         self._parts.append(f"<p{attribute}>{html.escape(text)}</p>")
 
     def table(
-        self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        columns: Sequence[str] | None = None,
+        *,
+        text_columns: Collection[str] = (),
+        row_classes: Sequence[str | None] | None = None,
     ) -> None:
-        self._parts.append(table(rows, columns))
+        self._parts.append(table(rows, columns, text_columns=text_columns, row_classes=row_classes))
 
     def images(self, items: Sequence[tuple[str, str]], *, width: int = 256) -> None:
         """Pictures side by side: (caption, data URI) pairs."""
