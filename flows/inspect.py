@@ -1,4 +1,5 @@
-"""`angioflow inspect`: a case's masks, QC images and stage metrics as PNG and JSON files."""
+"""`angioflow inspect`: a case's masks, QC images and stage metrics as PNG and JSON files, and its
+registration transforms and registered images in ITK's formats (``registration/``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,22 @@ import numpy as np
 from PIL import Image
 
 from pipeline.casestore import CaseStore, CaseStoreError, MaskKind
+from pipeline.curation_stages import read_registration
+from pipeline.deformable import Deformation
 from pipeline.qc import AV_RGB, VESSEL_RGB, av_to_rgb, checkerboard, label_overlay, overlay
+from pipeline.transform_files import write_image, write_registration_files
 
-__all__ = ["case_overview", "inspect_case"]
+__all__ = ["case_overview", "inspect_case", "write_registration"]
+
+REGISTRATION_CONVENTION = (
+    "Images are written with origin 0, spacing 1 and the identity direction, so ITK physical "
+    "coordinates are pixel coordinates (x, y) = (column, row). Each transform maps a fixed-grid "
+    "point to the moving image (ITK's resampling direction): frame_NNN_* map the reference "
+    "frame's grid to FA frame NNN, fundus_alignment_* map the fundus grid to the reference "
+    "frame's grid. *_affine.tfm is a 2-D ITK AffineTransform; *_nonrigid.mha, when present, is "
+    "a displacement field (dx, dy) on the fixed grid applied before it: "
+    "p -> affine(p + d(p)) = sitk.CompositeTransform([affine, DisplacementFieldTransform(d)])."
+)
 
 # Provenance not worth a reader's eye in metrics.json (long transform texts, hashes).
 _HIDDEN = {"cache_key", "deformation"}
@@ -122,7 +136,8 @@ def inspect_case(
     kind: MaskKind = MaskKind.VESSEL,
 ) -> list[Path]:
     """Write :func:`case_overview`'s pictures as PNG files and its figures as ``metrics.json``
-    in ``out``; returns the files written."""
+    in ``out``, and the registration's transforms and images in ``out/registration``
+    (:func:`write_registration`); returns the files written."""
     pictures, metrics = case_overview(store, case_id, version=version, kind=kind)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -131,5 +146,97 @@ def inspect_case(
         written.append(out / name)
     path = out / "metrics.json"
     path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    written.append(path)
+    written += write_registration(store, case_id, out / "registration")
+    return written
+
+
+def write_registration(store: CaseStore, case_id: str, out: Path) -> list[Path]:
+    """Write a case's registration (stages 2, 4 and 6) in forms ITK tools open and re-apply.
+
+    In ``out`` (created): for every kept FA frame, ``frame_NNN.nii.gz`` (the stored frame),
+    ``frame_NNN_affine.tfm`` (stage 2, reference grid -> frame) and, for frames that got the
+    non-rigid step (stage 4), ``frame_NNN_nonrigid.mha``; ``registered_frames.nii.gz`` (the
+    kept frames resampled onto the reference grid, one slice each, float32);
+    ``aggregate_mean.nii.gz`` (stage 5, 0-255); for stage 6, ``fundus.nii.gz`` (RGB),
+    ``fundus_alignment_affine.tfm`` (fundus grid -> reference grid), its
+    ``fundus_alignment_nonrigid.mha`` when the non-rigid step was kept, and
+    ``aggregate_mean_on_fundus.nii.gz`` (the stage's own resampled aggregate, 0-255); and
+    ``transforms.json``, which lists them per frame with the convention. Nothing is written
+    for a case not yet registered. Returns the files written.
+    """
+    try:
+        registration = read_registration(store, case_id)
+        aggregate = store.read_stage(case_id, "aggregate", arrays=("mean",)).arrays["mean"]
+    except CaseStoreError:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    raw = store.read_raw(case_id)
+    shape = raw.fa_frames[registration.reference].shape
+    written: list[Path] = []
+    frames: list[dict[str, Any]] = []
+    registered: list[np.ndarray] = []
+    for frame in registration.frames:
+        entry: dict[str, Any] = {
+            "index": frame.index,
+            "kept": frame.kept,
+            "aggregated": frame.aggregated,
+            "reason": frame.reason,
+        }
+        frames.append(entry)
+        if not frame.kept:
+            continue
+        stem = f"frame_{frame.index:03d}"
+        files = write_registration_files(
+            out / stem,
+            shape=shape,
+            matrix=frame.rigid,
+            deformation=None if frame.deformation is None else frame.deformation.transform,
+        )
+        image = write_image(out / f"{stem}.nii.gz", raw.fa_frames[frame.index])
+        registered.append(frame.warp(raw.fa_frames[frame.index], shape))
+        entry.update(
+            image=image.name,
+            affine=files.affine.name,
+            nonrigid=None if files.nonrigid is None else files.nonrigid.name,
+            registered_slice=len(registered) - 1,
+        )
+        written += [p for p in (image, files.affine, files.nonrigid) if p is not None]
+    written.append(write_image(out / "registered_frames.nii.gz", np.stack(registered)))
+    written.append(write_image(out / "aggregate_mean.nii.gz", aggregate))
+    manifest: dict[str, Any] = {
+        "convention": REGISTRATION_CONVENTION,
+        "reference_frame": registration.reference,
+        "reference_shape": list(shape),
+        "frames": frames,
+        "registered_frames": "registered_frames.nii.gz",
+        "aggregate_mean": "aggregate_mean.nii.gz",
+    }
+    try:
+        alignment = store.read_stage(case_id, "fundus_alignment", arrays=("affine", "fa_mean"))
+    except CaseStoreError:
+        alignment = None
+    if alignment is not None:
+        text = alignment.params["deformation"]
+        files = write_registration_files(
+            out / "fundus_alignment",
+            shape=raw.fundus.shape[:2],
+            matrix=alignment.arrays["affine"],
+            deformation=None if text is None else Deformation.from_text(text).transform,
+        )
+        fundus = write_image(out / "fundus.nii.gz", raw.fundus, rgb=True)
+        on_fundus = write_image(
+            out / "aggregate_mean_on_fundus.nii.gz", alignment.arrays["fa_mean"]
+        )
+        written += [p for p in (fundus, files.affine, files.nonrigid, on_fundus) if p is not None]
+        manifest["fundus_alignment"] = {
+            "fixed": fundus.name,
+            "moving": "aggregate_mean.nii.gz",
+            "affine": files.affine.name,
+            "nonrigid": None if files.nonrigid is None else files.nonrigid.name,
+            "registered": on_fundus.name,
+        }
+    path = out / "transforms.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     written.append(path)
     return written
