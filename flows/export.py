@@ -1,32 +1,89 @@
-"""`angioflow export`: approved masks and their images, one HDF5 file for training generators.
+"""`angioflow export`: approved masks and their photos, as one HDF5 file or as a folder another
+ML tool loads without a custom loader. Both carry the same patient-level splits.
 
-Layout::
+HDF5 layout (``--out FILE.h5``)::
 
     /<nnnnn>/fundus   (H, W, 3) uint8      the case's fundus photo
     /<nnnnn>/vessel   (H, W) uint8 0/1     the approved vessel mask version
-    /<nnnnn>/av       (H, W) uint8 0-3     the approved A/V mask version
+    /<nnnnn>/av       (H, W) uint8 0-3     the approved A/V mask version (class indices,
+                                           :mod:`pipeline.av_encoding`)
     /<nnnnn>/fov      (H, W) uint8 0/1     the photo's field of view (stage 3)
-    group attrs: case_id (pseudonymous), vessel_version, av_version, vessel_sha256, av_sha256
-    file attrs: created, software_version, cases
+    group attrs: case_id (pseudonymous), patient_pseudonym, split, vessel_version, av_version,
+                 vessel_sha256, av_sha256
+    file attrs: format ('angioflow-export'), format_version, created, software_version, cases,
+                split_seed, split_fractions, av_classes
 
-Only cases whose A/V mask is approved (stage ``done``) are exported. The file is written under
-a temporary name and renamed; an existing file is never overwritten.
+Folder layout (``--out DIR``, see docs/formats.md)::
+
+    images/<nnnnn>.png   RGB fundus photo
+    vessel/<nnnnn>.png   8-bit grey, 0 background / 255 vessel
+    av/<nnnnn>.png       8-bit grey, class indices 0-3 (not a picture: values 0-3 look black)
+    fov/<nnnnn>.png      8-bit grey, 0 outside / 255 inside the field of view
+    legend.json          class index -> name and display colour, and the masks' values
+    datalist.json        MONAI-style {"training": [...], "validation": [...], "test": [...]},
+                         paths relative to the file, provenance per item
+
+Only cases whose A/V mask is approved (stage ``done``) are exported. Splits are by patient
+(:mod:`pipeline.splits`): all cases of a patient pseudonym land in one split. The output is
+written under a temporary name and renamed; an existing file or folder is never overwritten.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+import numpy as np
+from PIL import Image
 
+from pipeline.av_encoding import av_legend, folder_legend
 from pipeline.casestore import CaseStore, CaseStoreError, MaskKind, Stage, software_version
+from pipeline.h5_formats import EXPORT
+from pipeline.splits import SPLITS, patient_splits
 
-__all__ = ["export_approved"]
+__all__ = ["FOLDER_FORMAT", "FOLDER_FORMAT_VERSION", "export_approved", "export_folder"]
+
+FOLDER_FORMAT = "angioflow-export-folder"  # datalist.json's "format"
+FOLDER_FORMAT_VERSION = 1
+_DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 
 
-def export_approved(store: CaseStore, out: Path) -> dict[str, list[str]]:
-    """Write every done case's approved masks and photo to ``out``.
+@dataclass(frozen=True)
+class _ApprovedCase:
+    case_id: str
+    patient_pseudonym: str
+    split: str
+    fundus: np.ndarray
+    masks: dict[str, np.ndarray]  # vessel 0/1, av 0-3, fov 0/1
+    versions: dict[str, int]
+    sha256: dict[str, str]
+
+
+def export_approved(
+    store: CaseStore,
+    out: Path,
+    *,
+    fractions: tuple[float, float, float] = _DEFAULT_FRACTIONS,
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """Write every done case's approved masks and photo to the HDF5 file ``out``.
+
+    Parameters
+    ----------
+    store : CaseStore
+    out : Path
+        The file to create.
+    fractions : (3,) tuple of float
+        Expected shares of patients in training, validation and test; sum to 1.
+    seed : int
+        Seed of the patient-level split.
 
     Returns
     -------
@@ -37,29 +94,26 @@ def export_approved(store: CaseStore, out: Path) -> dict[str, list[str]]:
     ------
     FileExistsError
         If ``out`` exists (exports are versioned: name a new file).
+    ValueError
+        If ``fractions`` are not three shares summing to 1.
     """
-    if out.exists():
-        raise FileExistsError(f"{out} exists; exports are never overwritten, name a new file")
-    summary: dict[str, list[str]] = {"exported": [], "skipped": [], "unreadable": []}
+    _refuse_existing(out)
+    summary, cases = _plan(store, fractions, seed)
     temp = out.with_name(f".{out.name}.tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with h5py.File(temp, "w") as handle:
-            for case_id in store.case_ids():
-                try:
-                    summary_of_case = store.summary(case_id)
-                    if summary_of_case.stage is not Stage.DONE:
-                        summary["skipped"].append(case_id)
-                        continue
-                    _write_case(handle, store, case_id, len(summary["exported"]))
-                except CaseStoreError as error:
-                    summary["unreadable"].append(f"{case_id}: {error}")
-                    continue
-                summary["exported"].append(case_id)
+            EXPORT.stamp(handle)
+            for case in _read_cases(store, cases, summary):
+                _write_group(handle, case, len(summary["exported"]))
+                summary["exported"].append(case.case_id)
             handle.attrs.update(
-                created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                created=_now(),
                 software_version=software_version(),
                 cases=len(summary["exported"]),
+                split_seed=seed,
+                split_fractions=json.dumps(dict(zip(SPLITS, fractions, strict=True))),
+                av_classes=json.dumps(av_legend()),
             )
         temp.replace(out)
     finally:
@@ -67,18 +121,161 @@ def export_approved(store: CaseStore, out: Path) -> dict[str, list[str]]:
     return summary
 
 
-def _write_case(handle: h5py.File, store: CaseStore, case_id: str, index: int) -> None:
-    approved = store.summary(case_id).approved_versions
+def export_folder(
+    store: CaseStore,
+    out: Path,
+    *,
+    fractions: tuple[float, float, float] = _DEFAULT_FRACTIONS,
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """Write every done case as PNG files with a legend and a MONAI-style datalist.
+
+    Parameters
+    ----------
+    store : CaseStore
+    out : Path
+        The folder to create (it must not exist).
+    fractions : (3,) tuple of float
+        Expected shares of patients in training, validation and test; sum to 1.
+    seed : int
+        Seed of the patient-level split.
+
+    Returns
+    -------
+    summary : dict
+        As :func:`export_approved`.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` exists.
+    ValueError
+        If ``fractions`` are not three shares summing to 1.
+    """
+    _refuse_existing(out)
+    summary, cases = _plan(store, fractions, seed)
+    temp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(temp, ignore_errors=True)  # left by a killed export; never a user's folder
+    for name in ("images", "vessel", "av", "fov"):
+        (temp / name).mkdir(parents=True)
+    datalist: dict[str, list[dict]] = {name: [] for name in SPLITS}
+    version = software_version()
+    try:
+        for case in _read_cases(store, cases, summary):
+            stem = f"{len(summary['exported']):05d}.png"
+            files = {
+                "image": _write_png(temp, f"images/{stem}", case.fundus),
+                "label": _write_png(temp, f"av/{stem}", case.masks["av"]),
+                "vessel": _write_png(temp, f"vessel/{stem}", case.masks["vessel"] * 255),
+                "fov": _write_png(temp, f"fov/{stem}", case.masks["fov"] * 255),
+            }
+            datalist[case.split].append(
+                {key: path for key, (path, _) in files.items()}
+                | {
+                    "case_id": case.case_id,
+                    "patient_pseudonym": case.patient_pseudonym,
+                    "vessel_version": case.versions["vessel"],
+                    "av_version": case.versions["av"],
+                    "vessel_sha256": case.sha256["vessel"],
+                    "av_sha256": case.sha256["av"],
+                    "file_sha256": {key: digest for key, (_, digest) in files.items()},
+                    "software_version": version,
+                }
+            )
+            summary["exported"].append(case.case_id)
+        (temp / "legend.json").write_text(json.dumps(folder_legend(fov=True), indent=1) + "\n")
+        document = {
+            "format": FOLDER_FORMAT,
+            "format_version": FOLDER_FORMAT_VERSION,
+            "description": "angioflow export of approved cases; image = fundus photo, label = "
+            "A/V class indices (legend.json), vessel and fov = 0/255 masks",
+            "created": _now(),
+            "software_version": version,
+            "labels": {str(c["index"]): c["name"] for c in av_legend()},
+            "split": {
+                "unit": "patient",
+                "seed": seed,
+                "fractions": dict(zip(SPLITS, fractions, strict=True)),
+            },
+            "numTraining": len(datalist["training"]),
+            **datalist,
+        }
+        (temp / "datalist.json").write_text(json.dumps(document, indent=1) + "\n")
+        temp.rename(out)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return summary
+
+
+def _refuse_existing(out: Path) -> None:
+    if out.exists():
+        raise FileExistsError(f"{out} exists; exports are never overwritten, name a new one")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _plan(
+    store: CaseStore, fractions: tuple[float, float, float], seed: int
+) -> tuple[dict[str, list[str]], dict[str, tuple[str, str]]]:
+    """The summary so far and, for each done case, its (patient pseudonym, split)."""
+    summary: dict[str, list[str]] = {"exported": [], "skipped": [], "unreadable": []}
+    patients = {}
+    for case_id in store.case_ids():
+        try:
+            case_summary = store.summary(case_id)
+        except CaseStoreError as error:
+            summary["unreadable"].append(f"{case_id}: {error}")
+            continue
+        if case_summary.stage is Stage.DONE:
+            patients[case_id] = case_summary.patient_pseudonym
+        else:
+            summary["skipped"].append(case_id)
+    splits = patient_splits(patients, fractions=fractions, seed=seed)
+    return summary, {case_id: (patients[case_id], splits[case_id]) for case_id in patients}
+
+
+def _read_cases(
+    store: CaseStore, cases: dict[str, tuple[str, str]], summary: dict[str, list[str]]
+) -> Iterator[_ApprovedCase]:
+    """Each planned case's pixels, one at a time; unreadable ones are noted in ``summary``."""
+    for case_id, (patient, split) in cases.items():
+        try:
+            approved = store.summary(case_id).approved_versions
+            masks, versions, sha256 = {}, {}, {}
+            for kind in (MaskKind.VESSEL, MaskKind.AV):
+                version = approved[kind]
+                masks[kind.value] = store.read_version(case_id, kind, version)
+                versions[kind.value] = version
+                sha256[kind.value] = store.versions(case_id, kind)[version - 1].sha256
+            fov = store.read_stage(case_id, "vessel_maps", arrays=("fundus_fov",))
+            masks["fov"] = (fov.arrays["fundus_fov"] > 0).astype(np.uint8)
+            fundus = store.read_raw(case_id).fundus
+        except CaseStoreError as error:
+            summary["unreadable"].append(f"{case_id}: {error}")
+            continue
+        yield _ApprovedCase(case_id, patient, split, fundus, masks, versions, sha256)
+
+
+def _write_group(handle: h5py.File, case: _ApprovedCase, index: int) -> None:
     group = handle.create_group(f"{index:05d}")
     options = {"compression": "gzip", "compression_opts": 4}
-    group.create_dataset("fundus", data=store.read_raw(case_id).fundus, **options)
-    for kind in (MaskKind.VESSEL, MaskKind.AV):
-        version = approved[kind]
-        mask = store.read_version(case_id, kind, version)
-        group.create_dataset(kind.value, data=mask, **options)
-        info = store.versions(case_id, kind)[version - 1]
-        group.attrs[f"{kind.value}_version"] = version
-        group.attrs[f"{kind.value}_sha256"] = info.sha256
-    fov = store.read_stage(case_id, "vessel_maps", arrays=("fundus_fov",)).arrays["fundus_fov"]
-    group.create_dataset("fov", data=fov, **options)
-    group.attrs["case_id"] = case_id
+    group.create_dataset("fundus", data=case.fundus, **options)
+    for name, mask in case.masks.items():
+        group.create_dataset(name, data=mask, **options)
+    for kind in ("vessel", "av"):
+        group.attrs[f"{kind}_version"] = case.versions[kind]
+        group.attrs[f"{kind}_sha256"] = case.sha256[kind]
+    group.attrs.update(
+        case_id=case.case_id, patient_pseudonym=case.patient_pseudonym, split=case.split
+    )
+
+
+def _write_png(folder: Path, relative: str, pixels: np.ndarray) -> tuple[str, str]:
+    """Write ``pixels`` as ``folder/relative``; returns (relative path, sha256 of the file)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    (folder / relative).write_bytes(data)
+    return relative, hashlib.sha256(data).hexdigest()

@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from models.ddpm import MaskDDPM, Sampler, make_scheduler
+from pipeline.av_encoding import av_legend, av_to_rgb
+from pipeline.h5_formats import MASK_SET
 from pipeline.mask_structure import binarise_av
-from pipeline.qc import av_to_rgb
 
 __all__ = [
     "TERMINAL_ALPHA_BAR",
@@ -138,9 +139,12 @@ def mask_grid(labels: np.ndarray, columns: int = 8) -> np.ndarray:
 def write_mask_set(
     path: Path, maps: np.ndarray, provenance: dict, *, previews: Path | None = None
 ) -> np.ndarray:
-    """Binarise generated maps and write them: ``labels`` (N, S, S) uint8, ``probabilities``
-    (N, 2, S, S) uint8 (0-255), chunked per mask and gzip-compressed, with the provenance
-    (weights sha256, sampler, steps, seed, ...) as a JSON attribute. Returns the labels.
+    """Binarise generated maps and write them: ``labels`` (N, S, S) uint8 A/V class indices
+    (:mod:`pipeline.av_encoding`), ``probabilities`` (N, 2, S, S) uint8 (0-255; channel 0
+    artery, 1 vein), chunked per mask and gzip-compressed, with attributes ``format``
+    ('angioflow-mask-set') and ``format_version`` (:data:`pipeline.h5_formats.MASK_SET`), the
+    provenance (weights sha256, sampler, steps, seed, ...) as JSON and ``av_classes`` (the
+    legend as JSON). PNG ``previews`` are RGB grids for people. Returns the labels.
 
     The file is written to a temporary name and renamed, so a reader never sees half a set.
     """
@@ -159,8 +163,9 @@ def write_mask_set(
             compression="gzip",
             compression_opts=4,
         )
+        MASK_SET.stamp(handle)
         handle.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
-        handle.attrs["label_meaning"] = "0 background, 1 artery, 2 vein, 3 crossing"
+        handle.attrs["av_classes"] = json.dumps(av_legend())
     temp.replace(path)
     if previews is not None:
         previews.mkdir(parents=True, exist_ok=True)

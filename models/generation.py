@@ -26,6 +26,8 @@ from models.ddpm_sampling import sample_masks
 from models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR, upscale
 from models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS, GlobalGenerator
 from models.pix2pixhd_training import generator_input, photo_uint8
+from pipeline.av_encoding import av_legend, av_to_rgb, folder_legend
+from pipeline.h5_formats import SYNTHETIC_SET
 from pipeline.mask_structure import (
     av_channels,
     binarise_av,
@@ -149,11 +151,15 @@ def generate_set(
 ) -> dict:
     """Write ``request.n`` synthetic samples to ``out`` (HDF5), resuming a killed run.
 
-    Layout: ``images`` (N, S, S, 3) uint8, ``av`` (N, S, S) uint8 (0 background, 1 artery,
-    2 vein, 3 crossing), ``vessel`` (N, S, S) uint8, each chunked per sample and gzip-compressed;
-    attribute ``provenance`` (JSON: weights sha256s, seed, sampler, steps, n, batch size).
+    Layout: ``images`` (N, S, S, 3) uint8, ``av`` (N, S, S) uint8 class indices
+    (:mod:`pipeline.av_encoding`: 0 background, 1 artery, 2 vein, 3 crossing), ``vessel``
+    (N, S, S) uint8 0/1, each chunked per sample and gzip-compressed; attributes ``format``
+    ('angioflow-synthetic') and ``format_version`` (:data:`pipeline.h5_formats.SYNTHETIC_SET`),
+    ``provenance`` (JSON: weights sha256s, seed, sampler, steps, n, batch size).
     With ``export_folders`` a DRIVE-like copy is written too: ``images/NNNNN.png``,
-    ``av/NNNNN.png`` (RGB: red artery, blue vein, white crossing), ``vessel/NNNNN.png`` (0/255).
+    ``av/NNNNN.png`` (class indices 0-3, 8-bit grey), ``av_preview/NNNNN.png`` (RGB for people:
+    red artery, blue vein, white crossing), ``vessel/NNNNN.png`` (0/255), ``legend.json`` and
+    a MONAI-style ``datalist.json`` (every sample under "training"; docs/formats.md).
 
     Returns the provenance.
 
@@ -228,19 +234,38 @@ def _gather(parts: Path, batches: int, n: int, size: int, provenance: dict, out:
                 av[start : start + count] = part["av"]
                 vessel[start : start + count] = part["vessel"]
             start += count
+        SYNTHETIC_SET.stamp(handle)
         handle.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
-        handle.attrs["av_labels"] = "0 background, 1 artery, 2 vein, 3 crossing"
+        handle.attrs["av_classes"] = json.dumps(av_legend())
     temp.replace(out)
 
 
 def _export_folders(path: Path, folder: Path) -> None:
-    from pipeline.qc import av_to_rgb
-
-    for name in ("images", "av", "vessel"):
+    for name in ("images", "av", "av_preview", "vessel"):
         (folder / name).mkdir(parents=True, exist_ok=True)
+    items = []
     with h5py.File(path, "r") as handle:
+        SYNTHETIC_SET.check(handle, path)
         for index in range(len(handle["images"])):
             stem = f"{index:05d}.png"
+            av = handle["av"][index]
             Image.fromarray(handle["images"][index]).save(folder / "images" / stem)
-            Image.fromarray(av_to_rgb(handle["av"][index])).save(folder / "av" / stem)
+            Image.fromarray(av).save(folder / "av" / stem)
+            Image.fromarray(av_to_rgb(av)).save(folder / "av_preview" / stem)
             Image.fromarray(handle["vessel"][index] * 255).save(folder / "vessel" / stem)
+            items.append(
+                {"image": f"images/{stem}", "label": f"av/{stem}", "vessel": f"vessel/{stem}"}
+            )
+        provenance = json.loads(handle.attrs["provenance"])
+    (folder / "legend.json").write_text(json.dumps(folder_legend(fov=False), indent=1) + "\n")
+    datalist = {
+        "format": "angioflow-synthetic-folder",
+        "format_version": SYNTHETIC_SET.version,
+        "description": "angioflow synthetic set; image = generated fundus photo, label = A/V "
+        "class indices (legend.json), vessel = 0/255 mask; av_preview/ holds RGB pictures",
+        "labels": {str(c["index"]): c["name"] for c in av_legend()},
+        "provenance": provenance,
+        "numTraining": len(items),
+        "training": items,
+    }
+    (folder / "datalist.json").write_text(json.dumps(datalist, indent=1) + "\n")
