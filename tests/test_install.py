@@ -17,16 +17,34 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN = {"pipeline", "models", "flows", "annotation_tools"}
-# What a headless install lacks: the review app's GUI stack, and fcntl as on Windows.
-BLOCKED = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "vispy", "fcntl")
+# What a headless install lacks: the review app's GUI stack everywhere, and fcntl as on Windows.
+# fcntl is refused to angioflow's own modules (and `python -c`) only: libraries that import it on
+# POSIX (filelock, dask's locket) take another path on Windows, which Linux cannot imitate.
+GUI = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "vispy")
+POSIX_ONLY = ("fcntl",)
 BLOCKER = """
 import importlib.abc, sys
 
+GUI, POSIX_ONLY, OWN = {gui!r}, {posix_only!r}, {own!r}
+
+
+def _importer():
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if not name.startswith(("importlib", "_frozen_importlib")):
+            return name.split(".")[0]
+        frame = frame.f_back
+    return ""
+
+
 class _Blocker(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked!r}:
+        top = name.split(".")[0]
+        if top in GUI or (top in POSIX_ONLY and _importer() in OWN):
             raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)", name=name)
         return None
+
 
 sys.meta_path.insert(0, _Blocker())
 """
@@ -135,7 +153,10 @@ def headless_env(tmp_path: Path) -> dict[str, str]:
     """Environment of a subprocess in which importing napari, Qt, magicgui or fcntl fails."""
     blocker = tmp_path / "blocker"
     blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(BLOCKER.format(blocked=set(BLOCKED)))
+    own = {*OWN, "__main__"}
+    (blocker / "sitecustomize.py").write_text(
+        BLOCKER.format(gui=set(GUI), posix_only=set(POSIX_ONLY), own=own)
+    )
     env = dict(os.environ)
     env.update(
         PYTHONPATH=os.pathsep.join([str(blocker), str(ROOT)]),
@@ -161,14 +182,14 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_blocker_blocks(headless_env: dict[str, str]) -> None:
-    for module in BLOCKED:
+    for module in (*GUI, *POSIX_ONLY):
         result = subprocess.run(
             [sys.executable, "-c", f"import {module}"], env=headless_env, capture_output=True
         )
         assert result.returncode == 1 and b"(blocked)" in result.stderr, module
     check = (
         "import sys, flows.cli, flows.inspect, pipeline.casestore, annotation_tools.session; "
-        f"print(sorted(m for m in {BLOCKED!r} if m in sys.modules))"
+        f"print(sorted(m for m in {GUI!r} if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", check], env=headless_env, capture_output=True, text=True
