@@ -20,8 +20,9 @@ Folder layout (``--out DIR``, see docs/formats.md)::
     av/<nnnnn>.png       8-bit grey, class indices 0-3 (not a picture: values 0-3 look black)
     fov/<nnnnn>.png      8-bit grey, 0 outside / 255 inside the field of view
     legend.json          class index -> name and display colour, and the masks' values
-    datalist.json        MONAI-style {"training": [...], "validation": [...], "test": [...]},
-                         paths relative to the file, provenance per item
+    datalist.json        MONAI-style {"training": [...], "validation": [...], "test": [...]}
+                         (a split with no cases is left out), paths relative to the file,
+                         provenance per item
 
 Only cases whose A/V mask is approved (stage ``done``) are exported. Splits are by patient
 (:mod:`pipeline.splits`): all cases of a patient pseudonym land in one split. The output is
@@ -198,7 +199,9 @@ def export_folder(
                 "fractions": dict(zip(SPLITS, fractions, strict=True)),
             },
             "numTraining": len(datalist["training"]),
-            **datalist,
+            # An empty split is left out: MONAI's load_decathlon_datalist fails on an empty
+            # "test" list with an IndexError, and on a missing key with a clear message.
+            **{name: entries for name, entries in datalist.items() if entries},
         }
         (temp / "datalist.json").write_text(json.dumps(document, indent=1) + "\n")
         temp.rename(out)
