@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from app_model.types import KeyCode, KeyMod
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, Table
+from napari.settings import get_settings
+from napari.utils.action_manager import action_manager
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QObject, QTimer
 
 from annotation_tools.session import ReviewSession
 from pipeline.casestore import CaseStore, CaseStoreError, MaskKind, StaleVersionError
@@ -24,7 +27,7 @@ from pipeline.review import MergeResult, review_queue
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["ReviewWidget", "open_review", "read_store"]
+__all__ = ["REVIEW_ACTIONS", "ReviewWidget", "open_review", "read_store"]
 
 MASK_LAYER = "mask"
 PREVIOUS_LAYER = "previous version"
@@ -42,11 +45,19 @@ LABEL_KEYS = {
     MaskKind.AV: {"a": (1, "artery"), "v": (2, "vein"), "c": (3, "crossing / uncertain")},
 }
 HISTORY_COLUMNS = ("version", "parent", "editor", "time", "note", "approved by", "rejected")
-VIEWER_KEYS = {
-    "Shift-S": ("save draft version", "save"),
-    "Shift-N": ("next case in the queue", "next_case"),
-    "O": ("show / hide the previous version", "toggle_previous"),
+# napari actions (listed and re-assignable in napari's Preferences > Shortcuts): name ->
+# (description, widget method, default shortcut). A shortcut the reviewer assigned there wins.
+REVIEW_ACTIONS = {
+    "angioflow:save_draft": ("angioflow: save draft version", "save", "Shift-S"),
+    "angioflow:next_case": ("angioflow: next case in the queue", "next_case", "Shift-N"),
+    "angioflow:toggle_previous": (
+        "angioflow: show / hide the previous version",
+        "toggle_previous",
+        "O",
+    ),
 }
+UNDO_KEY = KeyMod.CtrlCmd | KeyCode.KeyZ
+REDO_KEY = KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ
 
 
 _CONFLICT_COLOURS = DirectLabelColormap(
@@ -74,7 +85,10 @@ def shortcut_text(kind: MaskKind) -> str:
     """The keyboard shortcuts of a gate, one per line, as the widget lists them."""
     lines = [f"{k.upper()}: paint {name}" for k, (_, name) in LABEL_KEYS[kind].items()]
     lines += ["P / E / F: paint / erase / fill", "[ / ]: smaller / larger brush"]
-    lines += [f"{key}: {text}" for key, (text, _) in VIEWER_KEYS.items()]
+    lines.append("Ctrl-Z / Ctrl-Shift-Z: undo / redo (within this case)")
+    for name, (text, _, default) in REVIEW_ACTIONS.items():
+        keys = action_manager._shortcuts.get(name) or [default]
+        lines.append(f"{' or '.join(str(k) for k in keys)}: {text.removeprefix('angioflow: ')}")
     lines.append("Approve and reject have no shortcut, on purpose")
     return "\n".join(lines)
 
@@ -136,10 +150,11 @@ class ReviewWidget(Container):
                 self.shortcuts,
             ]
         )
-        self._autosave_timer = QTimer()
+        self._autosave_timer = QTimer(self.native)  # dies with the widget
         self._autosave_timer.setSingleShot(True)
         self._autosave_timer.setInterval(AUTOSAVE_DELAY_MS)
         self._autosave_timer.timeout.connect(self.autosave_now)
+        self.viewer.layers.events.removing.connect(self._before_layer_removed)
         self.store_path.changed.connect(self.case.reset_choices)
         self.open_button.changed.connect(lambda: self.open_case(self.case.value))
         self.save_button.changed.connect(self.save)
@@ -151,11 +166,26 @@ class ReviewWidget(Container):
         self.recovery[1].changed.connect(self.discard_autosave)
         self.conflict[0].changed.connect(self.merge_onto_latest)
         self.conflict[1].changed.connect(self.reload_latest)
-        for key, (_, method) in VIEWER_KEYS.items():
-            self.viewer.bind_key(key, self._key_action(method), overwrite=True)
+        self._bind_review_actions()
+        # Docked (by open_review or napari's plugin menu) the shortcuts work; removed from the
+        # window or destroyed with it, they are unbound so they never shadow napari's keys.
+        self._dock_watcher = _DockWatcher(self.native, self._bind_review_actions, self._unbind)
+        self.native.destroyed.connect(_unbinder(self.viewer))
 
-    def _key_action(self, method: str) -> Any:
-        def action(_viewer: Any) -> None:
+    def _bind_review_actions(self) -> None:
+        user_shortcuts = get_settings().shortcuts.shortcuts
+        for name, (description, method, default) in REVIEW_ACTIONS.items():
+            action_manager.register_action(
+                name, self._action(method), description, keymapprovider=self.viewer
+            )
+            for shortcut in user_shortcuts.get(name, [default]):
+                action_manager.bind_shortcut(name, shortcut)
+
+    def _unbind(self) -> None:
+        _unbinder(self.viewer)()
+
+    def _action(self, method: str) -> Any:
+        def action(_viewer: Any) -> None:  # napari passes the keymap provider
             getattr(self, method)()
 
         return action
@@ -186,6 +216,24 @@ class ReviewWidget(Container):
     def _mark_edited(self, *_: Any) -> None:
         self.dirty = True
         self._autosave_timer.start()
+
+    def _before_layer_removed(self, event: Any) -> None:
+        """The viewer is closing or the reviewer deletes the mask layer: keep unsaved edits."""
+        if self.viewer.layers[event.index].name == MASK_LAYER:
+            self.autosave_now()
+            self._autosave_timer.stop()
+
+    def _undo(self, layer: Any) -> None:
+        self._step_history(layer, layer.undo)
+
+    def _redo(self, layer: Any) -> None:
+        self._step_history(layer, layer.redo)
+
+    def _step_history(self, layer: Any, step: Any) -> None:
+        before = layer.data.copy()
+        step()
+        if not np.array_equal(before, layer.data):
+            self._mark_edited()
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -232,6 +280,7 @@ class ReviewWidget(Container):
             visible=False,
         )
         layer = self._show_labels(MASK_LAYER, mask, session.kind, visible=True)
+        _forget_undo_history(layer)  # the layer is reused: case A's strokes must not undo on B
         self._show_labels(CONFLICT_LAYER, blank, MaskKind.VESSEL, visible=False)
         self.viewer.layers[CONFLICT_LAYER].colormap = _CONFLICT_COLOURS
         layer.brush_size = BRUSH_SIZE
@@ -278,6 +327,9 @@ class ReviewWidget(Container):
             layer.events.paint.connect(self._mark_edited)
             for key in {k for keys in LABEL_KEYS.values() for k in keys}:
                 layer.bind_key(key, self._label_setter(key), overwrite=True)
+            # napari's own undo/redo keys, plus marking the case edited so they are autosaved
+            layer.bind_key(UNDO_KEY, self._undo, overwrite=True)
+            layer.bind_key(REDO_KEY, self._redo, overwrite=True)
         return layer
 
     def _label_setter(self, key: str) -> Any:
@@ -313,8 +365,17 @@ class ReviewWidget(Container):
             "columns": list(HISTORY_COLUMNS),
         }
 
-    def _set_mask(self, mask: np.ndarray) -> None:
+    def _replace_mask(self, mask: np.ndarray) -> None:
+        """Load another version of this case's mask: a new start, with no undo history."""
         self.mask_layer.data = np.asarray(mask, np.uint8).copy()
+        _forget_undo_history(self.mask_layer)
+
+    def _edit_mask(self, mask: np.ndarray) -> None:
+        """Change the mask to ``mask`` as one undoable edit (marks the case edited)."""
+        layer = self.mask_layer
+        changed = np.nonzero(layer.data != mask)
+        if changed[0].size:
+            layer.data_setitem(changed, np.asarray(mask, np.uint8)[changed])
 
     # ---- actions -------------------------------------------------------------------------
 
@@ -376,8 +437,7 @@ class ReviewWidget(Container):
     def reset_to_baseline(self) -> None:
         if self.session is None:
             return
-        self._set_mask(self.session.baseline())
-        self._mark_edited()
+        self._edit_mask(self.session.baseline())
         self._say("mask reset to the pipeline's baseline (version 1); save to keep it")
 
     def next_case(self) -> None:
@@ -396,7 +456,7 @@ class ReviewWidget(Container):
 
     def autosave_now(self) -> None:
         """Write the unsaved edits to the store's autosave (not a version)."""
-        if self.session is not None and self.dirty:
+        if self.session is not None and self.dirty and MASK_LAYER in self.viewer.layers:
             try:
                 self.session.autosave(self.mask_layer.data)
             except (CaseStoreError, OSError) as error:
@@ -406,7 +466,8 @@ class ReviewWidget(Container):
         if self.session is None or (pending := self.session.pending_autosave()) is None:
             return
         mask, merged = self.session.recover(pending)
-        self._set_mask(mask)
+        # merged onto a newer version, the edit starts from that version: no undo across it
+        (self._edit_mask if merged is None else self._replace_mask)(mask)
         self._mark_edited()
         self.recovery.visible = False
         self._show_conflicts(merged)
@@ -426,7 +487,8 @@ class ReviewWidget(Container):
         if self.session is None:
             return
         merged = self.session.merge_onto_latest(self.mask_layer.data)
-        self._set_mask(merged.mask)
+        # the merge moves the edit onto another version: undo must not step back across it
+        self._replace_mask(merged.mask)
         self._mark_edited()
         self.conflict.visible = False
         self._show_conflicts(merged)
@@ -440,7 +502,7 @@ class ReviewWidget(Container):
     def reload_latest(self) -> None:
         if self.session is None:
             return
-        self._set_mask(self.session.reload())
+        self._replace_mask(self.session.reload())
         self.dirty = False
         self.conflict.visible = False
         self.viewer.layers[PREVIOUS_LAYER].data = (
@@ -459,6 +521,49 @@ class ReviewWidget(Container):
         )
         layer.visible = conflicts is not None and bool(conflicts.any())
         self.viewer.layers.selection.active = self.mask_layer
+
+
+def _forget_undo_history(layer: Any) -> None:
+    """Clear a Labels layer's undo/redo history.
+
+    napari keeps a Labels layer's history when its data is replaced and has no public call to
+    clear it; making the layer read-only does (``Labels._on_editable_changed``) and also leaves
+    paint mode, which the caller sets again.
+    """
+    mode = layer.mode
+    layer.editable = False
+    layer.editable = True
+    layer.mode = mode
+
+
+def _unbinder(viewer: Any) -> Any:
+    """A callable unbinding the review actions' shortcuts from ``viewer`` (no widget reference:
+    it may run while the widget is being destroyed)."""
+
+    def unbind(*_: Any) -> None:
+        for name, (_, _, default) in REVIEW_ACTIONS.items():
+            action = action_manager._actions.get(name)
+            if action is not None and action.keymapprovider is viewer:
+                action_manager.unbind_shortcut(name)
+            else:  # another viewer's review widget holds the action now
+                for shortcut in {default, *action_manager._shortcuts.get(name, [])}:
+                    viewer.bind_key(shortcut, None)
+
+    return unbind
+
+
+class _DockWatcher(QObject):
+    """Calls ``on_docked`` / ``on_undocked`` when a widget gains or loses its parent window."""
+
+    def __init__(self, widget: Any, on_docked: Any, on_undocked: Any) -> None:
+        super().__init__(widget)
+        self._on_docked, self._on_undocked = on_docked, on_undocked
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.ParentChange:
+            (self._on_undocked if watched.parent() is None else self._on_docked)()
+        return False
 
 
 def open_review(

@@ -15,6 +15,8 @@ from PIL import Image
 # Prefect binds its console log handler to whatever sys.stderr is when it first logs; under
 # CliRunner that is a buffer closed afterwards. Only warnings matter in tests.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# The test servers must not try to reach Prefect's telemetry endpoint (no network here).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # Distinctive, so a byte search for it cannot match by chance.

@@ -233,3 +233,98 @@ def test_open_from_napari_menu_and_reader_on_a_store(
     fundus = store.read_raw(second_case).fundus
     assert np.array_equal(other.layers["fundus photo"].data, fundus)
     assert np.array_equal(other.layers["mask"].data, store.read_version(second_case, "vessel"))
+
+
+def _spot_in_one_mask_only(inside: np.ndarray, outside: np.ndarray) -> tuple[int, int]:
+    """A vessel pixel of ``inside`` whose 7x7 neighbourhood holds no vessel in ``outside``."""
+    for row, col in np.argwhere(inside > 0)[::5]:
+        away = not outside[row - 3 : row + 4, col - 3 : col + 4].any()
+        if 40 < row < inside.shape[0] - 40 and away:
+            return int(row), int(col)
+    raise AssertionError("no vessel pixel of one mask lies away from the other's vessels")
+
+
+def test_undo_after_moving_on_never_changes_the_next_case(store: CaseStore, viewer, qtbot) -> None:  # noqa: ANN001
+    from qtpy.QtCore import Qt
+
+    first, second = store.case_ids()
+    mask_first = store.read_version(first, MaskKind.VESSEL)
+    mask_second = store.read_version(second, MaskKind.VESSEL)
+    from annotation_tools.app import open_review
+
+    widget = open_review(store.root, first, "dr_a", viewer)
+    canvas = viewer.window._qt_viewer.canvas.native
+    # a stroke on case A where case B has a vessel and A has none: undoing it on B would erase
+    # B's vessel there
+    spot = _spot_in_one_mask_only(mask_second, mask_first)
+    widget.mask_layer.brush_size = 5
+    widget.mask_layer.paint(spot, 1)
+    assert widget.dirty
+    qtbot.keyClick(canvas, Qt.Key.Key_N, Qt.KeyboardModifier.ShiftModifier)  # next case
+    assert widget.session.case_id == second
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    changed = int((widget.mask_layer.data != mask_second).sum())
+    assert changed == 0, f"undo on case B changed {changed} pixels of its mask"
+    assert not widget.dirty
+    qtbot.wait(2600)  # past the autosave delay: nothing may be autosaved for case B
+    assert store.read_autosave(second, MaskKind.VESSEL, "dr_a") is None
+    # case A's own unsaved stroke was autosaved when moving on, not lost
+    assert store.read_autosave(first, MaskKind.VESSEL, "dr_a").mask[spot] == 1
+
+
+def test_undo_and_redo_mark_the_case_edited_and_are_autosaved(
+    store: CaseStore, viewer, qtbot
+) -> None:  # noqa: ANN001
+    from qtpy.QtCore import Qt
+
+    from annotation_tools.app import open_review
+
+    case_id = store.case_ids()[0]
+    widget = open_review(store.root, case_id, "dr_a", viewer)
+    canvas = viewer.window._qt_viewer.canvas.native
+    spot = _paint(widget)
+    assert widget.save() == 2 and not widget.dirty
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert widget.mask_layer.data[spot] == 0 and widget.dirty
+    qtbot.waitUntil(
+        lambda: store.read_autosave(case_id, MaskKind.VESSEL, "dr_a") is not None, timeout=6000
+    )
+    assert store.read_autosave(case_id, MaskKind.VESSEL, "dr_a").mask[spot] == 0
+    redo = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, redo)
+    assert widget.mask_layer.data[spot] == 1
+    qtbot.waitUntil(
+        lambda: store.read_autosave(case_id, MaskKind.VESSEL, "dr_a").mask[spot] == 1, timeout=6000
+    )
+    # a reset to the baseline is one undoable edit, not a silent replacement
+    widget.reset_to_baseline()
+    assert widget.mask_layer.data[spot] == 0
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert widget.mask_layer.data[spot] == 1
+
+
+def test_review_shortcuts_are_napari_actions_unbound_when_the_widget_closes(
+    store: CaseStore, viewer, qtbot
+) -> None:  # noqa: ANN001
+    from napari._qt.widgets.qt_keyboard_settings import ShortcutEditor
+    from napari.utils.action_manager import action_manager
+    from qtpy.QtCore import Qt
+
+    from annotation_tools.app import REVIEW_ACTIONS, open_review
+
+    case_id = store.case_ids()[0]
+    widget = open_review(store.root, case_id, "dr_a", viewer)
+    listed = ShortcutEditor().key_bindings_strs[ShortcutEditor.VIEWER_KEYBINDINGS]
+    for name in REVIEW_ACTIONS:
+        assert name in listed and name in action_manager._shortcuts  # shown in preferences
+    canvas = viewer.window._qt_viewer.canvas.native
+    _paint(widget)
+    qtbot.keyClick(canvas, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)
+    assert len(store.versions(case_id, MaskKind.VESSEL)) == 2  # Shift-S saved a version
+
+    viewer.window.remove_dock_widget(widget.native)
+    for name in REVIEW_ACTIONS:
+        assert name not in action_manager._shortcuts
+    _paint(widget)
+    qtbot.keyClick(canvas, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)
+    assert len(store.versions(case_id, MaskKind.VESSEL)) == 2  # the key no longer saves
