@@ -162,9 +162,9 @@ class CaseQC:
     Attributes
     ----------
     case_id, stage : str
-    frames, dropped, failed_registration, aggregated : int
+    frames, dropped, failed_registration, aggregated : int or None
         FA frames in the case, dropped (any reason), dropped because registration failed its
-        check, and entering the aggregate.
+        check, and entering the aggregate (None: file unreadable or registration not run).
     frame_correlation : float
         Median rigid vessel-map correlation of the kept frames with the reference (reference
         excluded; NaN when the reference is the only kept frame).
@@ -174,7 +174,7 @@ class CaseQC:
     vessel_fraction : float
         Stage 7: share of the FOV in the baseline vessel mask.
     stage_seconds : float
-        Sum over every stored stage output.
+        Sum over every stored stage output (NaN: file unreadable).
     vessel_versions, av_versions : int
     approved, error : str
     flags : tuple of str
@@ -186,16 +186,16 @@ class CaseQC:
 
     case_id: str
     stage: str
-    frames: int = 0
-    dropped: int = 0
-    failed_registration: int = 0
-    aggregated: int = 0
+    frames: int | None = None
+    dropped: int | None = None
+    failed_registration: int | None = None
+    aggregated: int | None = None
     frame_correlation: float = float("nan")
     fundus_correlation: float = float("nan")
     vessel_overlap: float = float("nan")
     fov_coverage: float = float("nan")
     vessel_fraction: float = float("nan")
-    stage_seconds: float = 0.0
+    stage_seconds: float = float("nan")
     vessel_versions: int = 0
     av_versions: int = 0
     approved: str = "-"
@@ -208,8 +208,8 @@ class CaseQC:
         return bool(self.flags)
 
     def row(self) -> dict[str, Any]:
-        """The case's row in the report's case table."""
-        return {
+        """The case's row in the report's case table ('-' where a figure does not exist)."""
+        row = {
             "case": self.case_id,
             "flags": "; ".join(self.flags),
             "stage": self.stage,
@@ -225,6 +225,7 @@ class CaseQC:
             "stage seconds": round(self.stage_seconds, 1),
             "last error": self.error,
         }
+        return {k: "-" if v is None else v for k, v in row.items()}
 
 
 def _flags(qc: CaseQC) -> list[tuple[int, str]]:
@@ -236,7 +237,7 @@ def _flags(qc: CaseQC) -> list[tuple[int, str]]:
         flags.append((1, "rejected by a reviewer"))
     if qc.failed_registration:
         flags.append((2, f"{qc.failed_registration} frame(s) failed registration"))
-    if qc.frames and qc.dropped > MAX_DROPPED_SHARE * qc.frames:
+    if qc.dropped is not None and qc.dropped > MAX_DROPPED_SHARE * qc.frames:
         flags.append((2, f"{qc.dropped} of {qc.frames} frames dropped"))
     for value, limit, name in (
         (qc.frame_correlation, MIN_FRAME_CORRELATION, "frame correlation"),
@@ -492,7 +493,7 @@ def add_curation_sections(
         page.table(
             rows[: len(flagged)],
             ["case", "flags", "stage", "last error"],
-            text_columns=("flags", "last error"),
+            text_columns=("flags", "stage", "last error"),
         )
     page.section("QC figures across cases")
     page.images([("every case's QC figures", figure_uri(qc_figure(cases)))], width=1150)
