@@ -67,7 +67,8 @@ class DatasetEntry(BaseModel):
 
 
 class ScheduleEntry(BaseModel):
-    """A flow's cron schedule for ``angioflow serve``: ``{cron, timezone, parameters}``."""
+    """A flow's cron schedule for ``angioflow serve``: ``{cron, timezone, parameters}``, keyed
+    by the flow's name (``ingest``, ``curate``, ``generate``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -169,11 +170,32 @@ def load_catalog(path: Path = DEFAULT_CATALOG) -> Catalog:
         raise CatalogError(f"{path}: must be a mapping with 'version' and 'datasets'")
     document = {k: v for k, v in document.items() if not str(k).startswith("_")}
     try:
-        return Catalog(**document, root=path.parent.resolve())
+        catalog = Catalog(**document, root=path.parent.resolve())
     except ValidationError as error:
         raise CatalogError(f"{path}: {_describe(error)}") from None
     except TypeError as error:
         raise CatalogError(f"{path}: {error}") from None
+    _check_schedules(catalog, path)
+    return catalog
+
+
+def _check_schedules(catalog: Catalog, path: Path) -> None:
+    """Each schedule names a deployable flow and gives values its signature accepts: a typo is
+    refused here, not when the deployment is registered or run."""
+    if not catalog.schedules:
+        return
+    from flows.deployments import FLOWS, check_parameters
+
+    for name, schedule in catalog.schedules.items():
+        if name not in FLOWS:
+            raise CatalogError(
+                f"{path}: schedules.{name}: no flow of that name; schedules are keyed by the flow "
+                f"they run: {', '.join(FLOWS)}"
+            )
+        try:
+            check_parameters(name, schedule.parameters)
+        except ValueError as error:
+            raise CatalogError(f"{path}: schedules.{name}.parameters: {error}") from None
 
 
 def _describe(error: ValidationError) -> str:

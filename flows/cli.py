@@ -17,7 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.catalog import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
+from flows.progress import terminal_progress
 from pipeline.casestore import CaseStore, CaseStoreError, MaskKind, Stage
+from pipeline.h5_formats import UnsupportedFileFormat
 from pipeline.ingest import read_quarantine
 from pipeline.review import MaskImportError, read_mask_file, review_queue
 
@@ -86,6 +88,7 @@ def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             FileExistsError,
             PermissionError,
             MaskImportError,
+            UnsupportedFileFormat,
         ) as error:
             _fail(str(error))
 
@@ -135,9 +138,10 @@ def ingest(
     if max_pixels is not None:
         load_args["max_pixels"] = max_pixels
     task_runner = _task_runner(runner, dask_address, workers, max_threads=4)
-    summary = ingest_flow.with_options(task_runner=task_runner)(
-        str(source.resolve()), str(root.resolve()), load_args, replace
-    )
+    with terminal_progress(errors, "ingest"):
+        summary = ingest_flow.with_options(task_runner=task_runner)(
+            str(source.resolve()), str(root.resolve()), load_args, replace
+        )
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
@@ -324,15 +328,37 @@ def history(
 @app.command()
 @_user_errors
 def export(
-    out: Annotated[Path, typer.Option(help="HDF5 file to write (never overwritten)")],
+    out: Annotated[
+        Path,
+        typer.Option(help="FILE.h5 (one HDF5 file) or a new folder of PNGs + datalist.json"),
+    ],
     store: StoreOption = None,
     catalog: CatalogOption = None,
+    val_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of patients in the validation split")
+    ] = 0.15,
+    test_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of patients in the test split")
+    ] = 0.15,
+    split_seed: Annotated[int, typer.Option(help="Seed of the patient-level split")] = 0,
 ) -> None:
-    """Approved vessel and A/V masks with their photos, for training the generators."""
-    from flows.export import export_approved
+    """Approved vessel and A/V masks with their photos, split by patient, for training.
 
+    An --out ending in .h5/.hdf5 writes one HDF5 file; any other --out writes a folder of
+    PNGs (images/, vessel/, av/ class indices, fov/), legend.json and a MONAI-style
+    datalist.json (docs/formats.md). Neither is ever overwritten.
+    """
+    from flows.export import export_approved, export_folder
+
+    if val_fraction + test_fraction > 1.0:
+        _fail(
+            f"--val-fraction {val_fraction} + --test-fraction {test_fraction} exceed 1; "
+            "lower one of them"
+        )
+    fractions = (1.0 - val_fraction - test_fraction, val_fraction, test_fraction)
     case_store = CaseStore(_store_root(store, _catalog(catalog)), create=False)
-    summary = export_approved(case_store, out)
+    write = export_approved if out.suffix.lower() in (".h5", ".hdf5") else export_folder
+    summary = write(case_store, out, fractions=fractions, seed=split_seed)
     console.print(
         f"{len(summary['exported'])} approved cases written to {out}; "
         f"{len(summary['skipped'])} not done yet, {len(summary['unreadable'])} unreadable",
@@ -362,9 +388,15 @@ def review(
     editor: EditorOption = "",
 ) -> None:
     """Open napari on a case: correct the vessel mask (gate 1) or the A/V mask (gate 2)."""
-    import napari
+    try:
+        import napari
 
-    from annotation_tools.app import open_review
+        from annotation_tools.app import open_review
+    except ImportError as error:
+        _fail(
+            f"the review app needs napari and Qt ({error.name} is not installed): "
+            "pip install 'angioflow\\[review]'"
+        )
 
     if not editor.strip():
         _fail("give your name with --editor NAME (or set $ANGIOFLOW_EDITOR)")
@@ -506,10 +538,13 @@ def curate(
         settings = CurationSettings.from_dict(_read_config(config)).as_dict()
     except (TypeError, ValueError) as error:
         _fail(f"config file {config}: {error}")
-    summary = curate_flow.with_options(task_runner=task_runner)(
-        str(root.resolve()), settings, report=str(report.resolve()) if report else None
-    )
+    with terminal_progress(errors, "curate"):
+        summary = curate_flow.with_options(task_runner=task_runner)(
+            str(root.resolve()), settings, report=str(report.resolve()) if report else None
+        )
     if as_json:
+        if report is not None:
+            summary = {**summary, "report": str(report / "report.html")}
         typer.echo(json.dumps(summary, indent=2))
     else:
         console.print(
@@ -523,8 +558,8 @@ def curate(
                 highlight=False,
                 soft_wrap=True,
             )
-    if report is not None:
-        console.print(f"report: {report / 'report.html'}", soft_wrap=True, highlight=False)
+        if report is not None:
+            console.print(f"report: {report / 'report.html'}", soft_wrap=True, highlight=False)
     if summary["failed"]:
         raise typer.Exit(1)
 
@@ -898,38 +933,35 @@ def generate(
 @_user_errors
 def serve(
     catalog: CatalogOption = None,
-    register_only: Annotated[
-        bool, typer.Option(help="Register the deployment with the Prefect API and exit")
-    ] = False,
+    work_pool: Annotated[
+        str | None,
+        typer.Option(
+            help="Register the deployments for this work pool's workers and exit (a process "
+            "pool is created when none has that name); start workers with "
+            "`prefect worker start --pool NAME`"
+        ),
+    ] = None,
 ) -> None:
-    """Serve the generation flow on the cron schedule of the catalog's `schedules.generation`."""
+    """Deploy the ingest, curate and generate flows with the catalog's datasets as parameters
+    and its `schedules` (cron): served from this process, or registered for a work pool."""
     from prefect import serve as prefect_serve
-    from prefect.schedules import Cron
 
-    from flows.generation import generation_flow
+    from flows.deployments import build_deployments, register_deployments
 
-    loaded = _catalog(catalog)
-    if loaded is None or "generation" not in loaded.schedules:
-        _fail("the catalog has no schedules.generation entry (cron, timezone, parameters)")
-    schedule = loaded.schedules["generation"]
-    parameters = {
-        "out_dir": str(loaded.path("synthetic_set", run="x").parent),
-        "store": str(loaded.path("case_store")),
-        **schedule.parameters,
-    }
-    deployment = generation_flow.to_deployment(
-        name="scheduled-generation",
-        schedule=Cron(schedule.cron, timezone=schedule.timezone),
-        parameters=parameters,
+    loaded = _catalog(catalog) or _fail(
+        f"no catalog: pass --catalog FILE or run where {DEFAULT_CATALOG} is"
     )
-    if register_only:
-        deployment_id = deployment.apply()
-        console.print(f"registered deployment generate/scheduled-generation ({deployment_id})")
+    if work_pool is not None:
+        registered = register_deployments(loaded, work_pool)
+        for name, deployment_id in registered.items():
+            console.print(f"registered {name} for work pool {work_pool} ({deployment_id})")
         return
-    console.print(
-        f"serving generate/scheduled-generation on cron '{schedule.cron}' ({schedule.timezone})"
-    )
-    prefect_serve(deployment)
+    deployments = build_deployments(loaded)
+    for deployment in deployments:
+        schedule = loaded.schedules.get(deployment.flow_name)
+        when = f"on cron '{schedule.cron}' ({schedule.timezone})" if schedule else "on demand"
+        console.print(f"serving {deployment.flow_name}/{deployment.name} {when}")
+    prefect_serve(*deployments)
 
 
 @app.command("label-av")
@@ -942,13 +974,20 @@ def label_av(
     consistency: Annotated[
         bool, typer.Option(help="Vote labels along vessel segments between junctions")
     ] = True,
+    class_indices: Annotated[
+        bool,
+        typer.Option(
+            help="Write class indices (0 background, 1 artery, 2 vein, 3 crossing) as an 8-bit "
+            "grey PNG for other tools, instead of the RGB picture"
+        ),
+    ] = False,
 ) -> None:
     """Label every pixel of a vessel mask artery or vein (HVGN)."""
     from PIL import Image
 
     from models.hvgn_inference import DEFAULT_AV_WEIGHTS, AVLabeller
+    from pipeline.av_encoding import av_to_rgb
     from pipeline.io import ImageRejected, as_fundus, read_image
-    from pipeline.qc import av_to_rgb
     from pipeline.vessel_graph import av_labels
 
     labeller = AVLabeller.load(weights or DEFAULT_AV_WEIGHTS)
@@ -966,7 +1005,8 @@ def label_av(
     except ValueError as error:
         _fail(f"{image}: {error}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(av_to_rgb(av_labels(probability, mask))).save(out)
+    labels = av_labels(probability, mask).astype(np.uint8)
+    Image.fromarray(labels if class_indices else av_to_rgb(labels)).save(out)
     console.print(f"{out}", highlight=False)
     console.print(f"weights sha256 {labeller.weights_sha256}")
 
@@ -1039,9 +1079,16 @@ def evaluate_vessel(
     Files are matched by the part of their name before the first '_' ('01_test_vessel.png',
     '01_manual1.gif', '01_test_mask.gif').
     """
-    from PIL import Image
-
+    from pipeline.io import ImageRejected, read_mask
     from pipeline.metrics import vessel_scores
+
+    def unit(path: Path) -> np.ndarray:
+        """A mask or probability file (any accepted format, 8 or 16 bit) scaled to [0, 1]."""
+        try:
+            values = read_mask(path)
+        except ImageRejected as error:
+            _fail(f"{path}: {error}")
+        return values.astype(np.float32) / np.iinfo(values.dtype).max
 
     predictions, truths = _by_key(pred), _by_key(gt)
     masks = _by_key(fov) if fov else {}
@@ -1050,9 +1097,9 @@ def evaluate_vessel(
         _fail(f"no file names in {pred} match those in {gt} (matched by the part before '_')")
     rows = {}
     for key in keys:
-        probability = np.asarray(Image.open(predictions[key]).convert("L"), np.float32) / 255.0
-        truth = np.asarray(Image.open(truths[key]).convert("L")) > 127
-        field = np.asarray(Image.open(masks[key]).convert("L")) > 127 if key in masks else None
+        probability = unit(predictions[key])
+        truth = unit(truths[key]) > 0.5
+        field = unit(masks[key]) > 0.5 if key in masks else None
         rows[key] = vessel_scores(probability, truth, fov=field, threshold=threshold).as_dict()
     mean = {
         name: float(np.mean([r[name] for r in rows.values()])) for name in next(iter(rows.values()))
@@ -1072,8 +1119,10 @@ def evaluate_vessel(
 @evaluate_app.command("av")
 @_user_errors
 def evaluate_av(
-    pred: Annotated[Path, typer.Option(help="Folder of predicted A/V PNGs (red A, blue V)")],
-    gt: Annotated[Path, typer.Option(help="Folder of ground-truth A/V PNGs (same colours)")],
+    pred: Annotated[
+        Path, typer.Option(help="Folder of predicted A/V masks (class indices, or red A, blue V)")
+    ],
+    gt: Annotated[Path, typer.Option(help="Folder of ground-truth A/V masks (either encoding)")],
     as_json: JsonOption = False,
 ) -> None:
     """A/V accuracy, artery and vein sensitivity on the truth's artery and vein pixels.
@@ -1081,9 +1130,6 @@ def evaluate_av(
     Crossings (green) and uncertain pixels (white) of the truth are not scored. Files are matched
     by the part of their name before the first '_' or '.'.
     """
-    from PIL import Image
-
-    from pipeline.datasets import av_labels_from_rgb
     from pipeline.metrics import av_scores
 
     predictions, truths = _by_key(pred), _by_key(gt)
@@ -1092,8 +1138,7 @@ def evaluate_av(
         _fail(f"no file names in {pred} match those in {gt} (matched by the part before '_')")
     rows = {}
     for key in keys:
-        predicted = av_labels_from_rgb(np.asarray(Image.open(predictions[key]).convert("RGB")))
-        truth = av_labels_from_rgb(np.asarray(Image.open(truths[key]).convert("RGB")))
+        predicted, truth = (_read_av_file(path) for path in (predictions[key], truths[key]))
         if predicted.shape != truth.shape:
             _fail(
                 f"{predictions[key].name} is {predicted.shape[1]}x{predicted.shape[0]} but "
@@ -1112,6 +1157,15 @@ def evaluate_av(
     for key, row in [*rows.items(), ("mean", mean)]:
         table.add_row(key, *(f"{row[n]:.4f}" for n in names))
     console.print(table)
+
+
+def _read_av_file(path: Path) -> np.ndarray:
+    from pipeline.io import ImageRejected, read_av_mask
+
+    try:
+        return read_av_mask(path)
+    except ImageRejected as error:
+        _fail(f"{path}: {error}")
 
 
 @evaluate_app.command("downstream")
@@ -1371,7 +1425,7 @@ def audit(
         _fail(f"raw folder {raw} does not exist; pass the folder of the raw case folders")
     searched = identifiers_from_raw(raw, extra) if raw is not None else []
     if raw is None and not extra:
-        console.print(
+        errors.print(
             "[yellow]no --raw folder or --identifiers file: only image metadata is checked[/]"
         )
     findings = audit_paths(roots, searched, exclude=[raw] if raw is not None else [])

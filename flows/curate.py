@@ -20,6 +20,7 @@ from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.ingest import retry_on_io_error
+from flows.progress import CaseProgress
 from pipeline import curation_stages as stages
 from pipeline.casestore import CaseStore, CaseStoreError, Stage
 from pipeline.curation import CurationSettings
@@ -91,7 +92,7 @@ STAGE_TASKS = {name: _stage_task(name) for name in (*stages.STAGES, AV_STAGE)}
 @flow(name="curate", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def curate_flow(
     store: str,
-    settings: dict[str, Any] | None = None,
+    settings: CurationSettings | None = None,
     weights: str | None = None,
     av_weights: str | None = None,
     report: str | None = None,
@@ -104,8 +105,9 @@ def curate_flow(
     ----------
     store : str
         Case store root.
-    settings : dict, optional
-        :class:`CurationSettings` values (the catalog's/config's ``curation`` parameters).
+    settings : CurationSettings, optional
+        Parameters of stages 2-7 (a mapping of their values is accepted); the built-in ones by
+        default.
     weights : str, optional
         Vessel CNN weights folder; the shipped weights by default.
     av_weights : str, optional
@@ -124,7 +126,7 @@ def curate_flow(
     from models.hvgn_inference import DEFAULT_AV_WEIGHTS
     from models.vessel_inference import DEFAULT_WEIGHTS
 
-    settings = CurationSettings.from_dict(settings or {}).as_dict()
+    settings = (settings or CurationSettings()).as_dict()
     weights = str(weights or DEFAULT_WEIGHTS)
     av_weights = str(av_weights or DEFAULT_AV_WEIGHTS)
     case_store = CaseStore(Path(store), create=False)
@@ -163,6 +165,7 @@ def curate_flow(
         "waiting": [{"case_id": c} for c in waiting],
     }
     logger = get_run_logger()
+    progress = CaseProgress("curate-progress", len(chains), "curated")
     for case_id, futures in chains.items():
         failed = None
         for name, future in futures:
@@ -170,6 +173,7 @@ def curate_flow(
             if not future.state.is_completed():
                 failed = name
                 break
+        progress.advance()
         if failed is None:
             done = "av_labelled" if futures[-1][0] == AV_STAGE else "curated"
             summary[done].append({"case_id": case_id})

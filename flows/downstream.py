@@ -22,6 +22,7 @@ from models.hvgn_training import HVGNTrainingConfig
 from models.training import VesselTrainingConfig
 from models.vessel_data import TrainingImage, load_training_images, prepare_training_image
 from models.vessel_unet import VesselUNetConfig
+from pipeline.h5_formats import SYNTHETIC_SET
 
 __all__ = ["DownstreamConfig", "Setting", "downstream_settings", "run_downstream"]
 
@@ -103,6 +104,7 @@ def synthetic_training_images(
     from models.generation import field_of_view
 
     with h5py.File(path, "r") as handle:
+        SYNTHETIC_SET.check(handle, path)
         available = len(handle["images"])
         if available < count:
             raise ValueError(
@@ -130,6 +132,7 @@ def synthetic_av_images(path: Path, count: int, *, model: HVGNConfig) -> list[An
     from models.hvgn_data import prepare_av_image
 
     with h5py.File(path, "r") as handle:
+        SYNTHETIC_SET.check(handle, path)
         images, av = handle["images"][:count], handle["av"][:count]
     fov = field_of_view(images.shape[1]) > 0
     return [

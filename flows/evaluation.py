@@ -15,6 +15,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline.h5_formats import SYNTHETIC_SET
+
 __all__ = ["RealReference", "evaluate_synthetic", "load_real_reference", "read_synthetic"]
 
 
@@ -75,6 +77,7 @@ def read_synthetic(path: Path, limit: int | None = None) -> dict[str, np.ndarray
     from models.generation import field_of_view
 
     with h5py.File(path, "r") as handle:
+        SYNTHETIC_SET.check(handle, path)
         count = len(handle["images"]) if limit is None else min(limit, len(handle["images"]))
         sample = {name: handle[name][:count] for name in ("images", "av", "vessel")}
     size = sample["images"].shape[1]

@@ -9,13 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
+from pydantic import Field
 
-__all__ = ["generation_flow"]
+__all__ = ["MAX_SAMPLES", "generation_flow"]
+
+# One scheduled run's bound (about 5 MB of output per 256 px sample): a typo cannot fill a disk.
+MAX_SAMPLES = 10_000
 
 
 @task(cache_policy=NONE)
@@ -102,10 +106,10 @@ def evaluate_task(out: str, data: str, export: str | None) -> dict[str, Any]:
 @flow(name="generate")
 def generation_flow(
     out_dir: str,
-    n: int = 200,
-    seed: int = 0,
-    sampler: str = "ddim",
-    steps: int = 50,
+    n: Annotated[int, Field(ge=1, le=MAX_SAMPLES, description="samples to generate")] = 200,
+    seed: Annotated[int, Field(ge=0)] = 0,
+    sampler: Literal["ddpm", "ddim", "dpm"] = "ddim",
+    steps: Annotated[int, Field(ge=1, le=1000, description="sampler steps")] = 50,
     store: str | None = None,
     retrain: bool = False,
     ddpm_config: str = "configs/ddpm64.yaml",

@@ -9,28 +9,49 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
+from prefect.futures import as_completed
+from pydantic import BaseModel, ConfigDict, Field
 
+from flows.progress import CaseProgress
 from pipeline.casestore import CaseStore
 from pipeline.ingest import IngestOutcome, ingest_case
 from pipeline.io import ImageLimits
 from pipeline.privacy import load_or_create_key
 from pipeline.raw_case import CaseLimits, case_label, find_case_folders
 
-__all__ = ["case_limits", "ingest_case_task", "ingest_flow", "retry_on_io_error"]
+__all__ = [
+    "RawExamLimits",
+    "case_limits",
+    "ingest_case_task",
+    "ingest_flow",
+    "retry_on_io_error",
+]
 
 
-def case_limits(load_args: dict[str, Any]) -> CaseLimits:
-    """Build :class:`CaseLimits` from the catalog's ``raw_exams.load_args``."""
+class RawExamLimits(BaseModel):
+    """Sanity limits of raw exams (the catalog's ``raw_exams.load_args``); unset -> default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_pixels: int | None = Field(None, ge=1, description="largest width*height of an image")
+    min_side_px: int | None = Field(None, ge=1, description="smallest image side, pixels")
+    max_aspect: float | None = Field(None, ge=1.0, description="largest long/short side ratio")
+    max_frames: int | None = Field(None, ge=1, description="most FA frames in one exam")
+    max_time_s: float | None = Field(None, gt=0, description="latest FA frame time, seconds")
+
+
+def case_limits(limits: RawExamLimits | dict[str, Any]) -> CaseLimits:
+    """Build :class:`CaseLimits` from the catalog's ``raw_exams.load_args``.
+
+    Raises
+    ------
+    ValueError
+        An unknown option or a value out of range (pydantic's message, naming the option).
+    """
+    given = RawExamLimits.model_validate(limits).model_dump(exclude_none=True)
     image_fields = {"max_pixels", "min_side_px", "max_aspect"}
-    case_fields = {"max_frames", "max_time_s"}
-    unknown = set(load_args) - image_fields - case_fields
-    if unknown:
-        raise ValueError(
-            f"raw_exams.load_args has unknown option(s) {sorted(unknown)}; "
-            f"allowed: {sorted(image_fields | case_fields)}"
-        )
-    image = ImageLimits(**{k: v for k, v in load_args.items() if k in image_fields})
-    return CaseLimits(image=image, **{k: v for k, v in load_args.items() if k in case_fields})
+    image = ImageLimits(**{k: v for k, v in given.items() if k in image_fields})
+    return CaseLimits(image=image, **{k: v for k, v in given.items() if k not in image_fields})
 
 
 def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -52,7 +73,7 @@ def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
     cache_policy=NONE,
 )
 def ingest_case_task(
-    case_dir: str, store: str, source_root: str, load_args: dict[str, Any], replace: bool
+    case_dir: str, store: str, source_root: str, limits: dict[str, Any], replace: bool
 ) -> dict[str, str]:
     """Ingest one case folder; returns the outcome as a dict (no arrays, no patient id)."""
     store_root = Path(store)
@@ -61,7 +82,7 @@ def ingest_case_task(
         CaseStore(store_root),
         source_root=Path(source_root),
         key=load_or_create_key(store_root),
-        limits=case_limits(load_args),
+        limits=case_limits(limits),
         replace=replace,
     )
     logger = get_run_logger()
@@ -74,9 +95,20 @@ def ingest_case_task(
 
 @flow(name="ingest")
 def ingest_flow(
-    source: str, store: str, load_args: dict[str, Any] | None = None, replace: bool = False
+    source: str, store: str, limits: RawExamLimits | None = None, replace: bool = False
 ) -> dict[str, list[dict[str, str]]]:
     """Validate and store every case folder of ``source``; bad cases are quarantined.
+
+    Parameters
+    ----------
+    source : str
+        Folder of raw case folders (DESIGN.md's contract), or one case folder.
+    store : str
+        Case store root (created when missing).
+    limits : RawExamLimits, optional
+        Size and count limits of raw exams; the built-in ones by default.
+    replace : bool
+        Store changed cases over stored ones (the old files are kept).
 
     Returns
     -------
@@ -88,16 +120,23 @@ def ingest_flow(
     store_root = Path(store)
     CaseStore(store_root)
     load_or_create_key(store_root)  # create the key once, before tasks run in parallel
+    limit_values = RawExamLimits.model_validate(limits or {}).model_dump(exclude_none=True)
     folders = find_case_folders(Path(source))
-    futures = [
+    progress = CaseProgress("ingest-progress", len(folders), "ingested")
+    futures = {
         ingest_case_task.with_options(task_run_name=f"ingest {case_label(folder)}").submit(
-            str(folder), store, source, load_args or {}, replace
-        )
+            str(folder), store, source, limit_values, replace
+        ): folder
         for folder in folders
-    ]
+    }
+    finished = {}
+    for future in as_completed(list(futures)):
+        finished[futures[future]] = future
+        progress.advance()
     outcomes = []
-    for folder, future in zip(folders, futures, strict=True):
-        future.wait()
+    for folder in folders:
+        future = finished[folder]
+        future.wait()  # as_completed returns when the work is done, maybe before its final state
         if future.state.is_completed():
             outcomes.append(IngestOutcome(**future.result()))
         else:

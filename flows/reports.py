@@ -136,9 +136,10 @@ def _publish(key: str, summary: dict[str, dict[str, Any]], report: Path, headlin
 
 # Flag thresholds of the curation report (stated in the report itself). A case is flagged when
 # any holds; flagged cases are listed first, the most severe first.
-MAX_DROPPED_SHARE = 1 / 3
+MAX_DROPPED_SHARE = 0.5
 """More than this share of a case's FA frames dropped (any reason: no dye yet, blink, failed
-registration); one pre-injection frame in a short sequence is normal, a third is not."""
+registration). Frames before the dye arrives are dropped routinely (1-3 of the phantom's 5-10);
+with more than half gone, too few frames are left to aggregate."""
 MIN_FRAME_CORRELATION = 0.5
 """Median rigid vessel-map correlation of the kept frames with the reference (reference itself
 excluded). Frames below the pipeline's ``min_correlation`` (0.3) are dropped and only those above

@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from pipeline.h5_formats import EXPORT, SYNTHETIC_SET
 from pipeline.study_stats import fleiss_kappa, wilson_interval
 
 __all__ = ["REAL", "create_study", "key_folder", "read_answers", "study_report"]
@@ -63,6 +64,7 @@ def _square_on_fov(photo: np.ndarray, size: int) -> np.ndarray:
 def _real_photos(source: Path) -> list[tuple[str, np.ndarray]]:
     if source.is_file() and source.suffix in (".h5", ".hdf5"):
         with h5py.File(source, "r") as handle:
+            EXPORT.check(handle, source)
             return [(f"{source.name}:{name}", handle[name]["fundus"][()]) for name in handle]
     if not source.is_dir():
         raise ValueError(f"real source {source} is neither an export (.h5) nor a folder of photos")
@@ -76,6 +78,7 @@ def _real_photos(source: Path) -> list[tuple[str, np.ndarray]]:
 
 def _synthetic_photos(path: Path) -> list[tuple[str, np.ndarray]]:
     with h5py.File(path, "r") as handle:
+        SYNTHETIC_SET.check(handle, path)
         images = handle["images"]
         return [(f"{path.name}:{index}", images[index]) for index in range(len(images))]
 

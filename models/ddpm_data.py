@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from pipeline.datasets import load_dataset
+from pipeline.h5_formats import EXPORT
 from pipeline.mask_structure import resize_av_labels
 
 __all__ = ["AV_MASK_DATASETS", "MaskBatches", "load_exported_masks", "load_public_masks"]
@@ -39,9 +40,8 @@ def load_public_masks(
 def load_exported_masks(path: Path, size: int, *, coverage: float = 0.3) -> np.ndarray:
     """Approved A/V masks from an ``angioflow export`` file, resized like the public ones."""
     with h5py.File(path, "r") as handle:
+        EXPORT.check(handle, path)
         groups = [handle[name] for name in sorted(handle)]
-        if not all("av" in g and "fov" in g for g in groups):
-            raise ValueError(f"{path} is not an `angioflow export` file (groups need av and fov)")
         masks = [
             resize_av_labels(g["av"][()], g["fov"][()] > 0, size, coverage=coverage) for g in groups
         ]

@@ -25,6 +25,7 @@ from models.pix2pixhd import (
     reconstruction_loss,
 )
 from pipeline.datasets import load_dataset
+from pipeline.h5_formats import EXPORT
 from pipeline.mask_structure import resize_av_labels
 from pipeline.preprocess import square_fov_crop
 
@@ -108,6 +109,7 @@ def load_pairs(
             photos.append(p)
     for path in exports:
         with h5py.File(path, "r") as handle:
+            EXPORT.check(handle, Path(path))
             for group in handle.values():
                 m, p = make_pair(
                     group["fundus"][()],

@@ -77,6 +77,10 @@ class CurationSettings:
         Connected vessel pieces smaller than this are removed.
     """
 
+    # Validated by pydantic where the settings come from forms and files (Prefect parameters):
+    # a misspelt name is refused, never ignored. A plain dict: pipeline/ does not import pydantic.
+    __pydantic_config__ = {"extra": "forbid"}
+
     rigid: RigidSettings = field(
         default_factory=lambda: RigidSettings(
             shrink_factors=(8, 4, 2), smoothing_sigmas=(8.0, 4.0, 2.0), sampling_fraction=0.2

@@ -49,6 +49,10 @@ class BSplineSettings:
     seed, threads : int
     """
 
+    # Validated by pydantic where the settings come from forms and files (Prefect parameters):
+    # a misspelt name is refused, never ignored. A plain dict: pipeline/ does not import pydantic.
+    __pydantic_config__ = {"extra": "forbid"}
+
     mesh: tuple[int, int] = (4, 3)
     levels: int = 2
     shrink_factors: tuple[int, ...] = (4, 2)

@@ -48,6 +48,10 @@ class RigidSettings:
         Sampling seed and SimpleITK thread count: fixed so a re-run gives the same numbers.
     """
 
+    # Validated by pydantic where the settings come from forms and files (Prefect parameters):
+    # a misspelt name is refused, never ignored. A plain dict: pipeline/ does not import pydantic.
+    __pydantic_config__ = {"extra": "forbid"}
+
     shrink_factors: tuple[int, ...] = (8, 4, 2, 1)
     smoothing_sigmas: tuple[float, ...] = (8.0, 4.0, 2.0, 1.0)
     sampling_fraction: float = 0.25

@@ -23,6 +23,7 @@ from pipeline.av_structure import (
 )
 from pipeline.datasets import load_dataset
 from pipeline.feature_distance import frechet_distance, kernel_distance, precision_recall
+from pipeline.h5_formats import EXPORT, SYNTHETIC_SET
 from pipeline.metrics import vessel_scores
 from pipeline.phantom import PhantomConfig, generate_case
 
@@ -168,6 +169,7 @@ def _phantom_set(path: Path, seeds: range, size: int = 128) -> None:
         images.append(photo)
         av.append(labels_from_channels(masks[:2] > 0.5))
     with h5py.File(path, "w") as handle:
+        SYNTHETIC_SET.stamp(handle)
         handle["images"] = np.stack(images)
         handle["av"] = np.stack(av)
         handle["vessel"] = (np.stack(av) > 0).astype(np.uint8)
@@ -178,6 +180,7 @@ def _phantom_export(path: Path, seeds: range) -> None:
     from pipeline.mask_structure import labels_from_channels
 
     with h5py.File(path, "w") as handle:
+        EXPORT.stamp(handle)
         for index, seed in enumerate(seeds):
             case = generate_case(seed, PhantomConfig(size=(256, 384), n_frames=2))
             group = handle.create_group(f"{index:05d}")

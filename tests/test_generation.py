@@ -174,10 +174,13 @@ def test_generation_flow_and_its_cron_deployment(
     catalog.write_text(
         (ROOT / "data_catalog.yaml").read_text().replace('cron: "0 3 * * 1"', 'cron: "15 2 * * *"')
     )
-    registered = runner.invoke(app, ["serve", "--catalog", str(catalog), "--register-only"])
+    registered = runner.invoke(
+        app, ["serve", "--catalog", str(catalog), "--work-pool", "generation-pool"]
+    )
     assert registered.exit_code == 0, registered.stderr
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name("generate/scheduled-generation")
+        deployment = client.read_deployment_by_name("generate/angioflow")
+    assert deployment.work_pool_name == "generation-pool"
     assert deployment.schedules[0].schedule.cron == "15 2 * * *"
     assert deployment.parameters["n"] == 200 and deployment.parameters["out_dir"].startswith(
         str(tmp_path)

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.study import key_folder, study_report
+from pipeline.h5_formats import SYNTHETIC_SET
 from pipeline.phantom import PhantomConfig, generate_case
 from pipeline.study_stats import wilson_interval
 
@@ -46,6 +47,7 @@ def _sources(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
         ]
         sets[name] = tmp_path / f"{name}.h5"
         with h5py.File(sets[name], "w") as handle:
+            SYNTHETIC_SET.stamp(handle)
             handle["images"] = np.stack(photos)
     return real, sets
 
