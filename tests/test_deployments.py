@@ -217,9 +217,7 @@ def test_deployments_run_and_retry_on_a_real_process_worker(
         timeout=180,
     )
     assert registered.returncode == 0, registered.stderr[-3000:]
-    deployments = {
-        d["name"]: d for d in httpx.post(f"{api}/deployments/filter", json={}).json()
-    }
+    deployments = {d["id"]: d for d in httpx.post(f"{api}/deployments/filter", json={}).json()}
     assert len(deployments) == 3 and all(
         d["work_pool_name"] == "exams" for d in deployments.values()
     )
