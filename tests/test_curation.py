@@ -184,8 +184,10 @@ def test_curate_flow_reaches_review_gate_caches_and_isolates_failures(
         write_case(cases[index], source / f"exam_{index}", patient_id=f"P-{index:04d}")
     speck = write_case(generate_case(34, CONFIG), source / "exam_dark", patient_id="P-0009")
     for frame_file in sorted((speck / "fa").glob("*.png")):
+        # an exposure with no retina in it: two hot pixels (a frame of two values alone is
+        # refused at ingest as a mask, not a photograph)
         dark = np.zeros(CONFIG.size, np.uint8)
-        dark[100, 200] = 255  # an exposure with no retina in it: one hot pixel
+        dark[100, 200], dark[101, 200] = 255, 128
         Image.fromarray(dark).save(frame_file)
     summary = ingest_flow(str(source), str(root))
     assert len(summary["ingested"]) == 4
