@@ -14,6 +14,7 @@ from scipy.spatial import cKDTree
 from skimage.morphology import disk, white_tophat
 from skimage.registration import phase_cross_correlation
 
+from pipeline.io import read_av_mask
 from pipeline.phantom import (
     PhantomCase,
     PhantomConfig,
@@ -208,9 +209,10 @@ def test_written_case_follows_the_raw_contract_and_truth_round_trips(
     assert np.array_equal(np.asarray(Image.open(folder / meta["fundus"])), case.fundus)
     for k, entry in enumerate(meta["fa_frames"]):
         assert np.array_equal(np.asarray(Image.open(folder / entry["file"])), case.fa_frames[k])
-    av = np.asarray(Image.open(folder / "truth" / "av.png"))
-    assert np.array_equal(av[..., 0] > 127, case.av[..., 0])
-    assert np.array_equal(av[..., 2] > 127, case.av[..., 1])
+    av = read_av_mask(folder / "truth" / "av.png")  # class indices, angioflow's one encoding
+    assert np.array_equal((av == 1) | (av == 3), case.av[..., 0])
+    assert np.array_equal((av == 2) | (av == 3), case.av[..., 1])
+    assert np.array_equal(read_av_mask(folder / "truth" / "av_preview.png"), av)
     assert np.array_equal(np.load(folder / "truth" / "calibre.npy"), case.calibre)
     transforms, fa_to_fundus = read_transforms(folder)
     assert np.array_equal(fa_to_fundus, case.fa_to_fundus)

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..av_encoding import av_to_rgb
+from ..mask_structure import labels_from_channels
 from ._case import PhantomCase, PhantomConfig, _check_seed, generate_case
 from ._transforms import FrameTransform
 
@@ -35,7 +37,9 @@ def write_case(
         case.json            patient_id, eye, fundus, fa_frames [{file, time_s}], camera
         fundus.png           (H, W) RGB
         fa/000.png ...       (h, w) greyscale, 8- or 16-bit
-        truth/av.png         RGB: red channel artery, blue channel vein (crossings magenta)
+        truth/av.png         A/V class indices (pipeline.av_encoding: 0 background, 1 artery,
+                             2 vein, 3 crossing)
+        truth/av_preview.png the same in colour, for people (red artery, blue vein, white crossing)
         truth/vessel.png     0/255 vessel mask, fundus pixels
         truth/fov.png        0/255 fundus field of view
         truth/calibre.npy    (H, W) float32 vessel diameter in fundus pixels
@@ -100,10 +104,9 @@ def write_case(
     )
 
     truth = out_dir / "truth"
-    av_rgb = np.zeros((*case.av.shape[:2], 3), np.uint8)
-    av_rgb[..., 0] = case.av[..., 0] * 255
-    av_rgb[..., 2] = case.av[..., 1] * 255
-    _write_png(truth / "av.png", av_rgb)
+    av = labels_from_channels(np.moveaxis(case.av, -1, 0))
+    _write_png(truth / "av.png", av)
+    _write_png(truth / "av_preview.png", av_to_rgb(av))
     for name, mask in (
         ("vessel", case.vessel),
         ("fov", case.fov),
