@@ -103,7 +103,8 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-# Tables of more columns than this span the page at a fixed layout (see :func:`table`).
+# Tables of more columns than this (or with text columns) span the page at a fixed layout
+# (see :func:`table`).
 _WIDE_TABLE = 7
 _MAX_SHARE = 24
 
@@ -126,8 +127,9 @@ def table(
 
     ``text_columns`` are left-aligned (prose such as errors); ``row_classes`` gives each row a
     CSS class (``"flagged"`` marks a row with a red left border). A table of more than
-    ``_WIDE_TABLE`` columns spans the page at a fixed layout with each column's width in
-    proportion to its content (capped), its cells wrapping, so it never runs off the page.
+    ``_WIDE_TABLE`` columns, or with text columns, spans the page at a fixed layout with each
+    column's width in proportion to its content (capped), its cells wrapping, so it never runs
+    off the page and prose does not starve the other columns.
     """
     if not rows:
         return '<p class="note">(no rows)</p>'
@@ -145,7 +147,7 @@ def table(
         + "</tr>"
         for line, css in zip(texts, classes, strict=True)
     )
-    if len(columns) <= _WIDE_TABLE:
+    if len(columns) <= _WIDE_TABLE and not text_columns:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     shares = [_share(c, [line[i] for line in texts]) for i, c in enumerate(columns)]
     widths = "".join(f'<col style="width:{100 * w / sum(shares):.2f}%">' for w in shares)

@@ -118,14 +118,12 @@ def _publish(key: str, summary: dict[str, dict[str, Any]], report: Path, headlin
         return
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    rows = [
-        {"name": name}
-        | {
-            k: (round(v, 4) if isinstance(v, float) and np.isfinite(v) else v)
-            for k, v in row.items()
-        }
-        for name, row in summary.items()
-    ]
+    def value(v: Any) -> Any:  # JSON has no NaN: a figure that does not exist is null
+        if isinstance(v, float):
+            return round(v, 4) if np.isfinite(v) else None
+        return v
+
+    rows = [{"name": name} | {k: value(v) for k, v in row.items()} for name, row in summary.items()]
     create_table_artifact(key=f"{key}-metrics", table=rows)
     create_markdown_artifact(
         key=f"{key}-report",
