@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,23 @@ from PIL import Image
 from pipeline.h5_formats import EXPORT, SYNTHETIC_SET
 from pipeline.study_stats import fleiss_kappa, wilson_interval
 
-__all__ = ["REAL", "create_study", "key_folder", "read_answers", "study_report"]
+__all__ = [
+    "REAL",
+    "StudyError",
+    "create_study",
+    "key_folder",
+    "read_answers",
+    "study_report",
+    "valid_reader",
+]
 
 REAL = "real"
 _READER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class StudyError(ValueError):
+    """A study that cannot be created, served or reported as asked; the message names the
+    file or option and the fix."""
 
 
 def key_folder(study: Path) -> Path:
@@ -62,25 +76,44 @@ def _square_on_fov(photo: np.ndarray, size: int) -> np.ndarray:
 
 
 def _real_photos(source: Path) -> list[tuple[str, np.ndarray]]:
+    from pipeline.io import ImageRejected, as_fundus, read_image
+
     if source.is_file() and source.suffix in (".h5", ".hdf5"):
-        with h5py.File(source, "r") as handle:
+        with _open_h5(source) as handle:
             EXPORT.check(handle, source)
             return [(f"{source.name}:{name}", handle[name]["fundus"][()]) for name in handle]
     if not source.is_dir():
-        raise ValueError(f"real source {source} is neither an export (.h5) nor a folder of photos")
+        raise StudyError(f"real source {source} is neither an export (.h5) nor a folder of photos")
     photos = []
     for path in sorted(source.iterdir()):
         if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
-            with Image.open(path) as image:
-                photos.append((path.name, np.asarray(image.convert("RGB"))))
+            try:
+                photos.append((path.name, as_fundus(read_image(path))))
+            except (ImageRejected, ValueError) as error:
+                raise StudyError(
+                    f"real photo {path}: {error}; replace it or move it out of {source}"
+                ) from error
     return photos
 
 
 def _synthetic_photos(path: Path) -> list[tuple[str, np.ndarray]]:
-    with h5py.File(path, "r") as handle:
+    with _open_h5(path) as handle:
         SYNTHETIC_SET.check(handle, path)
         images = handle["images"]
         return [(f"{path.name}:{index}", images[index]) for index in range(len(images))]
+
+
+def _open_h5(path: Path) -> h5py.File:
+    """Open an HDF5 file for reading; StudyError (not h5py's OSError) when it cannot be."""
+    if not path.is_file():
+        raise StudyError(f"{path} does not exist; pass a file written by angioflow")
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise StudyError(
+            f"{path} is not a readable HDF5 file ({error}); pass a file written "
+            "by angioflow export or generate"
+        ) from error
 
 
 def _digest(photo: np.ndarray) -> str:
@@ -111,20 +144,21 @@ def create_study(
 
     Raises
     ------
-    ValueError
-        If a category holds fewer images than asked, a name is reused or ``out`` exists.
+    StudyError
+        If a category holds fewer images than asked, a name is reused, ``out`` exists or a
+        source cannot be read.
     """
     if out.exists() or key_folder(out).exists():
-        raise ValueError(f"{out} (or its key) exists; a study is never overwritten, name a new one")
+        raise StudyError(f"{out} (or its key) exists; a study is never overwritten, name a new one")
     if REAL in synthetic:
-        raise ValueError(f"'{REAL}' is the real category; name the synthetic sets otherwise")
+        raise StudyError(f"'{REAL}' is the real category; name the synthetic sets otherwise")
     sources = [_Source(REAL, _real_photos(real))]
     sources += [_Source(name, _synthetic_photos(path)) for name, path in synthetic.items()]
     rng = np.random.default_rng(seed)
     drawn: list[tuple[str, str, np.ndarray]] = []
     for source in sources:
         if len(source.photos) < per_category:
-            raise ValueError(
+            raise StudyError(
                 f"category '{source.category}' holds {len(source.photos)} images, "
                 f"{per_category} asked; lower --per-category"
             )
@@ -162,35 +196,52 @@ def create_study(
 
 
 def valid_reader(name: str) -> str:
-    """A reader name usable as a file name (letters, digits, '_', '-', '.'); else ValueError."""
+    """A reader name usable as a file name (letters, digits, '_', '-', '.'); else StudyError."""
     if not _READER.match(name or ""):
-        raise ValueError(
+        raise StudyError(
             f"reader name {name!r}: use letters, digits, '_', '-' or '.' (up to 64 characters)"
         )
     return name
 
 
 def read_answers(study: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """reader -> image id -> last answer (``{"answer": "real"|"synthetic", "confidence"}``)."""
+    """reader -> image id -> last answer (``{"answer": "real"|"synthetic", "confidence"}``).
+
+    Lines that are not a complete answer (cut by a crash mid-write, or damaged) are skipped.
+    """
     answers: dict[str, dict[str, dict[str, Any]]] = {}
     for path in sorted((study / "answers").glob("*.jsonl")):
         latest: dict[str, dict[str, Any]] = {}
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
-            except ValueError:  # a line cut by a crash mid-write
+            except ValueError:
                 continue
-            latest[record["image"]] = record
+            if (
+                isinstance(record, dict)
+                and isinstance(record.get("image"), str)
+                and record.get("answer") in ("real", "synthetic")
+            ):
+                latest[record["image"]] = record
         answers[path.stem] = latest
     return answers
 
 
 def _load_key(study: Path, key_dir: Path | None) -> dict[str, Any]:
     path = (key_dir or key_folder(study)) / "key.json"
+    if not (study / "study.json").is_file():
+        raise StudyError(f"{study} is not a study folder (no study.json)")
+    if not path.is_file():
+        raise StudyError(f"answer key {path} is missing; pass its folder with --key")
     text = path.read_text(encoding="utf-8")
-    expected = json.loads((study / "study.json").read_text())["key_sha256"]
+    try:
+        expected = json.loads((study / "study.json").read_text())["key_sha256"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise StudyError(
+            f"{study / 'study.json'} is damaged ({error}); restore it from a copy"
+        ) from error
     if hashlib.sha256(text.encode()).hexdigest() != expected:
-        raise ValueError(
+        raise StudyError(
             f"{path} does not match the study's key_sha256: it was changed or is "
             "another study's key"
         )
@@ -198,20 +249,34 @@ def _load_key(study: Path, key_dir: Path | None) -> dict[str, Any]:
 
 
 def _accuracy_row(correct: int, total: int, called_real: int) -> dict[str, Any]:
+    """Accuracy and share called real; with no answer they are null (JSON has no NaN) and a
+    note says why. The Wilson interval of no trials is the whole range [0, 1]."""
     low, high = wilson_interval(correct, total)
-    return {
+    row: dict[str, Any] = {
         "n": total,
-        "accuracy": correct / total if total else float("nan"),
+        "accuracy": correct / total if total else None,
         "ci_low": low,
         "ci_high": high,
-        "called_real": called_real / total if total else float("nan"),
+        "called_real": called_real / total if total else None,
     }
+    if not total:
+        row["note"] = "no answers for this category"
+    return row
 
 
 def study_report(study: Path, key_dir: Path | None = None) -> dict[str, Any]:
     """Accuracy per category and reader (an answer is correct when it names the image's
     kind: real for the real category, synthetic for the others), 95 % Wilson intervals, the
-    share called real, and Fleiss' kappa over images every reader answered."""
+    share called real, and Fleiss' kappa over images every reader answered.
+
+    The report is valid JSON: a figure that cannot be computed (no answers in a category,
+    kappa of fewer than two readers) is null with a ``note`` / ``fleiss_kappa_note`` saying why.
+
+    Raises
+    ------
+    StudyError
+        If the study folder or its key is missing, damaged or do not belong together.
+    """
     key = _load_key(study, key_dir)
     truth = {image: entry["category"] for image, entry in key["images"].items()}
     answers = read_answers(study)
@@ -230,7 +295,7 @@ def study_report(study: Path, key_dir: Path | None = None) -> dict[str, Any]:
         row["all readers"] = _accuracy_row(*pooled)
         table[category] = row
     shared = [i for i in truth if all(i in answers[r] for r in readers)]
-    kappa = float("nan")
+    kappa, why = None, "needs at least 2 readers who rated the same images"
     if len(readers) >= 2 and shared:
         counts = [
             [
@@ -240,7 +305,9 @@ def study_report(study: Path, key_dir: Path | None = None) -> dict[str, Any]:
             for i in shared
         ]
         kappa = fleiss_kappa(counts)
-    return {
+        if math.isnan(kappa):
+            kappa, why = None, "undefined: every answer names the same kind"
+    report = {
         "readers": readers,
         "categories": key["categories"],
         "table": table,
@@ -248,3 +315,6 @@ def study_report(study: Path, key_dir: Path | None = None) -> dict[str, Any]:
         "images_rated_by_all": len(shared),
         "interval": "Wilson score, 95 %",
     }
+    if kappa is None:
+        report["fleiss_kappa_note"] = why
+    return report

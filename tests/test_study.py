@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -103,7 +104,8 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _serve(study: Path, port: int) -> subprocess.Popen:
+def _serve(study: Path, port: int) -> tuple[subprocess.Popen, str]:
+    """Start ``angioflow study read`` and return it with the address it prints (with token)."""
     command = [
         str(Path(sys.executable).parent / "angioflow"),
         "study",
@@ -115,11 +117,18 @@ def _serve(study: Path, port: int) -> subprocess.Popen:
         str(port),
         "--no-browser",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    line = process.stdout.readline()  # "reader page for alice: http://127.0.0.1:PORT/?token=..."
+    if "http://" not in line:
+        process.kill()
+        raise RuntimeError(f"the reader server did not start: {line!r}")
+    url = line.split(": ", 1)[1].strip()
     for _ in range(100):
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/state", timeout=1)
-            return process
+            urllib.request.urlopen(url, timeout=1)
+            return process, url
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("the reader server did not start")
@@ -140,9 +149,9 @@ def test_reader_page_saves_every_click_and_resumes_after_a_crash(tmp_path: Path)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     driver = headless_chromium()
-    server = _serve(study, port)
+    server, url = _serve(study, port)
     try:
-        driver.get(base + "/")
+        driver.get(url)
         progress = lambda: driver.find_element(By.ID, "progress").text  # noqa: E731
         _wait(lambda: progress().startswith("Image 1 of 9"))
         assert (
@@ -169,9 +178,10 @@ def test_reader_page_saves_every_click_and_resumes_after_a_crash(tmp_path: Path)
 
         server.send_signal(signal.SIGKILL)  # a crash mid-session
         server.wait()
-        server = _serve(study, port)
-        driver.get(base + "/")
+        server, url = _serve(study, port)  # a new session: a new token
+        driver.get(url)
         _wait(lambda: progress().startswith("Image 4 of 9"))  # resumes with all answers kept
+        token = url.split("?token=")[1]
         for path in (
             "/key.json",
             "/study.json",
@@ -180,7 +190,7 @@ def test_reader_page_saves_every_click_and_resumes_after_a_crash(tmp_path: Path)
             f"/../{key_folder(study).name}/key.json",
             "/images/0001.png/../../key",
         ):
-            assert _status(base + path) == 404, path
+            assert _status(f"{base}{path}?token={token}") == 404, path
         driver.save_screenshot(str(tmp_path / "reader.png"))
         for _ in range(6):
             body = driver.find_element(By.TAG_NAME, "body")
@@ -248,3 +258,212 @@ def test_report_matches_a_hand_computed_example(tmp_path: Path) -> None:
     changed.write_text(changed.read_text().replace("stylegan", "stylegan2"))
     with pytest.raises(ValueError, match="does not match the study's key_sha256"):
         study_report(study)
+
+
+def _raw(port: int, request: bytes, *, timeout: float = 5.0) -> tuple[int, bytes]:
+    """Send raw bytes to the reader server; (status, body) of its answer, (0, b"") when the
+    server closed the connection without one."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        try:
+            connection.sendall(request)
+        except OSError:  # the server answered and closed before taking the whole body
+            pass
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    if not answer:
+        return 0, b""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def _post(port: int, body: bytes, *, token: str | None, headers: dict[str, str]) -> bytes:
+    lines = ["POST /answer HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    if token is not None:
+        lines.append(f"X-Reader-Token: {token}")
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@pytest.fixture
+def reader_server(tmp_path: Path):  # noqa: ANN201 - (server, port, token, answers file)
+    from urllib.parse import parse_qs, urlsplit
+
+    from annotation_tools.reader import ReaderServer
+
+    study = _create(tmp_path)
+    server = ReaderServer(study, "alice", timeout_s=0.5, max_connections=8)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    token = parse_qs(urlsplit(server.url).query).get("token", [None])[0]
+    try:
+        yield server, server.httpd.server_address[1], token, study / "answers" / "alice.jsonl"
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+
+
+def test_reader_server_refuses_cross_site_unauthenticated_and_unbounded_requests(
+    reader_server,  # noqa: ANN001
+) -> None:
+    server, port, token, answers = reader_server
+    good = json.dumps({"image": "0001", "answer": "real", "confidence": 3}).encode()
+    own = {"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{port}"}
+
+    def post(body: bytes = good, *, token: str | None = token, **headers: str) -> int:
+        merged = {"Content-Length": str(len(body)), **own, **headers}
+        merged = {k: v for k, v in merged.items() if v}
+        return _raw(port, _post(port, body, token=token, headers=merged))[0]
+
+    # a page on another site posting text/plain (a "simple" request needing no preflight)
+    assert post(token=None, Origin="http://evil.example", **{"Content-Type": "text/plain"}) == 403
+    assert post(Origin="http://evil.example") == 403
+    assert post(token=None) == 403
+    assert post(token="not-the-token") == 403
+    assert post(**{"Content-Type": "text/plain"}) == 415
+    rebound = f"GET /state HTTP/1.1\r\nHost: evil.example:{port}\r\nX-Reader-Token: {token}\r\n\r\n"
+    assert _raw(port, rebound.encode())[0] == 403  # DNS rebinding: a foreign Host
+    assert _status(f"http://127.0.0.1:{port}/state") == 403
+    assert _status(f"http://127.0.0.1:{port}/") == 403
+    assert _status(f"http://127.0.0.1:{port}/images/0001.png") == 403
+    assert not answers.exists() or answers.read_text() == ""
+
+    # answers of the wrong type are refused, not coerced
+    for payload in (
+        {"image": "0001", "answer": "real", "confidence": True},
+        {"image": "0001", "answer": "real", "confidence": 3.0},
+        {"image": "0001", "answer": "real", "confidence": 9},
+        {"image": 1, "answer": "real"},
+        {"image": "0001", "answer": ["real"]},
+        {"image": "0001", "answer": "real", "extra": 1},
+        ["0001", "real"],
+    ):
+        assert post(json.dumps(payload).encode()) == 400, payload
+    assert post(b'{"image": "0001", "answer": "real", "confidence": NaN}') == 400
+    assert not answers.exists() or answers.read_text() == ""
+
+    # the body cap holds whatever Content-Length says
+    started = time.monotonic()
+    assert post(b"x" * 2_000_000, **{"Content-Length": "-1"}) == 400
+    assert post(b"x" * 2_000_000, **{"Content-Length": "1000000000"}) == 413
+    assert post(b"{}", **{"Content-Length": ""}) == 411
+    assert post(b"{}", **{"Content-Length": "+2"}) == 400
+    assert time.monotonic() - started < 5  # refused at once, not after reading the body
+
+    assert post() == 200
+    recorded = [json.loads(line) for line in answers.read_text().splitlines()]
+    assert [(r["image"], r["answer"], r["confidence"]) for r in recorded] == [("0001", "real", 3)]
+    assert urllib.request.urlopen(server.url, timeout=2).status == 200  # the printed address
+
+
+def test_reader_server_bounds_threads_and_drops_idle_connections(
+    reader_server,  # noqa: ANN001
+) -> None:
+    server, port, token, _ = reader_server
+    before = threading.active_count()
+    idle = []
+    try:
+        for _ in range(150):
+            probe = socket.socket()
+            probe.setblocking(False)
+            probe.connect_ex(("127.0.0.1", port))
+            idle.append(probe)
+        # refused SYNs are retried after 1 s and 3 s: watch long enough to see them accepted
+        most = 0
+        for _ in range(40):
+            most = max(most, threading.active_count() - before)
+            time.sleep(0.1)
+        assert most <= 8  # max_connections
+        # every idle connection is dropped after the 0.5 s socket timeout, so a reader waiting
+        # behind them is served within seconds
+        started = time.monotonic()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/state", headers={"X-Reader-Token": token or ""}
+        )
+        assert urllib.request.urlopen(request, timeout=60).status == 200
+        assert time.monotonic() - started < 150 / 8 * 0.5 + 5
+    finally:
+        for probe in idle:
+            probe.close()
+    deadline = time.monotonic() + 10
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert threading.active_count() <= before
+
+
+def _one_line_error(result) -> str:  # noqa: ANN001 - a click Result
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_study_commands_fail_with_one_line_reasons(tmp_path: Path) -> None:
+    real, sets = _sources(tmp_path)
+    study = tmp_path / "study"
+
+    def create(*extra: str, real_source: Path = real, out: Path = study) -> object:
+        args = ["study", "create", "--real", str(real_source), "--out", str(out)]
+        return runner.invoke(app, [*args, "--per-category", "3", "--size", "64", *extra])
+
+    assert "lower --per-category" in _one_line_error(
+        create("--synthetic", f"diffusion={sets['diffusion']}", "--per-category", "9")
+    )
+    assert "neither an export" in _one_line_error(
+        create("--synthetic", f"d={sets['diffusion']}", real_source=tmp_path / "absent")
+    )
+    (tmp_path / "not.h5").write_bytes(b"not an HDF5 file at all")
+    assert "not.h5" in _one_line_error(create("--synthetic", f"d={tmp_path / 'not.h5'}"))
+    (real / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    assert "broken.png" in _one_line_error(create("--synthetic", f"d={sets['diffusion']}"))
+    (real / "broken.png").unlink()
+    assert "real category" in _one_line_error(create("--synthetic", f"real={sets['diffusion']}"))
+    assert not study.exists()
+    assert create("--synthetic", f"d={sets['diffusion']}").exit_code == 0
+    assert "never overwritten" in _one_line_error(create("--synthetic", f"d={sets['diffusion']}"))
+
+    read = ["study", "read", "--no-browser", "--reader"]
+    assert "not a study folder" in _one_line_error(runner.invoke(app, [*read, "a", str(real)]))
+    assert "reader name" in _one_line_error(runner.invoke(app, [*read, "../x", str(study)]))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert "--port" in _one_line_error(
+            runner.invoke(app, [*read, "a", str(study), "--port", port])
+        )
+
+    (study / "answers" / "alice.jsonl").write_text('[1, 2]\n{"image": 7}\n')  # damaged lines
+    key = key_folder(study) / "key.json"
+    key.write_text(key.read_text().replace('"d"', '"e"'))
+    assert "key_sha256" in _one_line_error(runner.invoke(app, ["study", "report", str(study)]))
+    key.unlink()
+    assert "key.json" in _one_line_error(runner.invoke(app, ["study", "report", str(study)]))
+
+
+def test_study_report_json_is_valid_with_no_answers_and_one_reader(tmp_path: Path) -> None:
+    study = _create(tmp_path)
+    with open(study / "answers" / "alice.jsonl", "w") as handle:  # one reader, real images only
+        key = json.loads((key_folder(study) / "key.json").read_text())["images"]
+        for image in [i for i, e in key.items() if e["category"] == "real"]:
+            handle.write(json.dumps({"image": image, "answer": "real"}) + "\n")
+    result = runner.invoke(app, ["study", "report", str(study), "--json"])
+    assert result.exit_code == 0, result.output
+
+    def strict(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    for text in (result.stdout, (tmp_path / "study7.report" / "report.json").read_text()):
+        report = json.loads(text, parse_constant=strict)
+        assert report["table"]["real"]["alice"]["accuracy"] == 1.0
+        unanswered = report["table"]["diffusion"]["alice"]
+        assert unanswered["n"] == 0 and unanswered["accuracy"] is None
+        assert unanswered["called_real"] is None and "no answers" in unanswered["note"]
+        assert report["fleiss_kappa"] is None and "2 readers" in report["fleiss_kappa_note"]
+    table = runner.invoke(app, ["study", "report", str(study)])
+    assert table.exit_code == 0, table.output
+    assert "nan" not in table.stdout.lower()
