@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +37,10 @@ from pipeline.mask_structure import (
 )
 
 __all__ = [
+    "DiskSpaceError",
     "Generators",
     "SetRequest",
+    "check_disk_space",
     "draw_photos",
     "enlarge_labels",
     "generate_set",
@@ -141,6 +144,56 @@ def synthesise(
     return draw_photos(generators, np.stack(labels))
 
 
+class DiskSpaceError(OSError):
+    """A synthetic set that would not fit on its disk; the message gives both sizes."""
+
+
+def _sample_bytes(size: int) -> int:
+    """Upper bound of one sample's bytes at ``size`` px: RGB photo + A/V labels + vessel mask
+    (uint8, uncompressed as in the part files; the gathered HDF5 and PNGs are smaller)."""
+    return size * size * 5
+
+
+def _existing_folder(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_disk_space(
+    request: SetRequest, out: Path, size: int, *, export_folders: Path | None = None
+) -> None:
+    """Refuse a run that cannot fit: the batches still to write (part files), the gathered
+    HDF5 beside them and, with ``export_folders``, the PNG copy, at most
+    :func:`_sample_bytes` per sample each.
+
+    Raises
+    ------
+    DiskSpaceError
+        If a disk has less free space than its share.
+    """
+    per_sample = _sample_bytes(size)
+    parts = out.with_name(out.name + ".parts")
+    written = sum(p.stat().st_size for p in parts.glob("*.npz")) if parts.is_dir() else 0
+    needs: dict[Path, int] = {}
+    folder = _existing_folder(out.parent)
+    needs[folder] = max(request.n * per_sample - written, 0) + request.n * per_sample
+    if export_folders is not None:
+        target = _existing_folder(export_folders)
+        same = os.stat(target).st_dev == os.stat(folder).st_dev
+        needs[folder if same else target] = needs.get(folder if same else target, 0) + (
+            request.n * per_sample
+        )
+    for where, need in needs.items():
+        free = shutil.disk_usage(where).free
+        if need > free:
+            raise DiskSpaceError(
+                f"{request.n} samples of {size} px need up to {need / 1e9:.1f} GB in {where}, "
+                f"{free / 1e9:.1f} GB are free; lower --n or free space"
+            )
+
+
 def generate_set(
     generators: Generators,
     request: SetRequest,
@@ -167,9 +220,12 @@ def generate_set(
     ------
     FileExistsError
         If ``out`` exists, or its parts folder holds a run with other provenance.
+    DiskSpaceError
+        If the set cannot fit on its disk (:func:`check_disk_space`).
     """
     if out.exists():
         raise FileExistsError(f"{out} exists; synthetic sets are never overwritten")
+    check_disk_space(request, out, generators.output_size, export_folders=export_folders)
     provenance = {
         "weights_sha256": generators.sha256,
         "n": request.n,

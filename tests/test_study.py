@@ -131,6 +131,7 @@ def _serve(study: Path, port: int) -> tuple[subprocess.Popen, str]:
             return process, url
         except OSError:
             time.sleep(0.1)
+    process.kill()
     raise RuntimeError("the reader server did not start")
 
 

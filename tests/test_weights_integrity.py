@@ -1,0 +1,146 @@
+"""Damaged or altered weights are refused with one line naming the file; `generate` is bounded
+in count and checks free disk space before it starts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from models import checkpoints
+from models.checkpoints import WeightsError, verify_weights
+from models.ddpm import DEFAULT_DDPM_WEIGHTS
+from models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR
+
+ANGIOFLOW = str(Path(sys.executable).parent / "angioflow")
+runner = CliRunner()
+
+
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(folder, tmp_path / folder.name))
+
+
+def _flip_tensor_byte(folder: Path) -> None:
+    """Flip one byte of tensor data (past the safetensors header): the file still loads."""
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    header = int.from_bytes(data[:8], "little")
+    data[8 + header + 1001] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def _one_line_error(result) -> str:  # noqa: ANN001 - a click Result
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_every_shipped_weights_folder_matches_its_recorded_sha256() -> None:
+    folders = sorted(p for p in checkpoints.SHIPPED_WEIGHTS.iterdir() if p.is_dir())
+    assert len(folders) == 5
+    for folder in folders:
+        verify_weights(folder)
+        assert (folder / checkpoints.MANIFEST_FILE).is_file()
+
+
+def test_a_flipped_byte_in_the_tensors_is_refused(tmp_path: Path) -> None:
+    folder = _copy(DEFAULT_EDSR_WEIGHTS, tmp_path)
+    EDSR.load(folder)
+    _flip_tensor_byte(folder)
+    with pytest.raises(WeightsError, match=r"model.safetensors does not match the sha256"):
+        EDSR.load(folder)
+    result = runner.invoke(
+        app,
+        ["generate", "--n", "1", "--steps", "2", "--edsr", str(folder)]
+        + ["--out", str(tmp_path / "set.h5")],
+    )
+    assert "model.safetensors does not match" in _one_line_error(result)
+    assert not (tmp_path / "set.h5").exists()
+
+
+def test_a_shipped_folder_without_its_manifest_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _copy(DEFAULT_EDSR_WEIGHTS, tmp_path / "weights")
+    (folder / "sha256.json").unlink()
+    EDSR.load(folder)  # a folder of the user's own, written before manifests: no check
+    monkeypatch.setattr(checkpoints, "SHIPPED_WEIGHTS", folder.parent.resolve())
+    with pytest.raises(WeightsError, match="sha256.json is missing; restore the shipped"):
+        EDSR.load(folder)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncate", "model.safetensors is damaged"),
+        ("config_text", "config.json is not valid JSON"),
+        ("config_field", "config.json is not a MaskDDPM config"),
+        ("nan", "holds NaN or infinite values"),
+    ],
+)
+def test_damaged_weights_are_one_line_errors(tmp_path: Path, damage: str, message: str) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy(DEFAULT_DDPM_WEIGHTS, tmp_path)
+    (folder / "sha256.json").unlink()  # reach the parsing checks behind the digest check
+    weights, config = folder / "model.safetensors", folder / "config.json"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:5000])
+    elif damage == "config_text":
+        config.write_text('{"image_size": 64, "chann')
+    elif damage == "config_field":
+        config.write_text(json.dumps({**json.loads(config.read_text()), "image_size": "big"}))
+    else:
+        state = load_file(str(weights))
+        name = next(k for k, v in state.items() if v.is_floating_point())
+        state[name] = torch.full_like(state[name], float("nan"))
+        save_file(state, str(weights))
+    result = runner.invoke(
+        app,
+        ["generate-masks", "--n", "1", "--weights", str(folder), "--out", str(tmp_path / "m.h5")],
+    )
+    assert message in _one_line_error(result)
+
+
+def test_generate_refuses_an_unbounded_count_at_once(tmp_path: Path) -> None:
+    for command in ("generate", "generate-masks"):
+        result = subprocess.run(
+            [ANGIOFLOW, command, "--n", "1000000000", "--out", str(tmp_path / "x.h5")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2, result.stderr[-1000:]
+        assert "at most 10000" in result.stderr and "Traceback" not in result.stderr
+        assert not list(tmp_path.iterdir())
+
+
+def test_generate_checks_free_disk_space_first(tmp_path: Path) -> None:
+    from flows.generation import MAX_SAMPLES
+    from models.generation import DiskSpaceError, SetRequest, check_disk_space
+
+    size = 1024  # the shipped generators' output
+    need = 2 * MAX_SAMPLES * size * size * 5
+    if shutil.disk_usage(tmp_path).free > need:
+        pytest.skip(f"{tmp_path} has over {need / 1e9:.0f} GB free: cannot run out of space")
+    with pytest.raises(DiskSpaceError, match="lower --n or free space"):
+        check_disk_space(SetRequest(n=MAX_SAMPLES), tmp_path / "set.h5", size)
+    check_disk_space(SetRequest(n=8), tmp_path / "set.h5", size)  # 42 MB fits
+    result = subprocess.run(
+        [ANGIOFLOW, "generate", "--n", str(MAX_SAMPLES), "--out", str(tmp_path / "set.h5")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-1000:]
+    assert "GB are free; lower --n or free space" in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
