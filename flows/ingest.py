@@ -14,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.progress import CaseProgress
 from pipeline.casestore import CaseStore
-from pipeline.ingest import IngestOutcome, ingest_case
+from pipeline.ingest import (
+    DEFAULT_WORKER_BYTES,
+    IngestOutcome,
+    exam_case_id,
+    ingest_case,
+    worker_budget,
+)
 from pipeline.io import ImageLimits
 from pipeline.privacy import load_or_create_key
 from pipeline.raw_case import CaseLimits, case_label, find_case_folders
@@ -38,6 +44,12 @@ class RawExamLimits(BaseModel):
     max_aspect: float | None = Field(None, ge=1.0, description="largest long/short side ratio")
     max_frames: int | None = Field(None, ge=1, description="most FA frames in one exam")
     max_time_s: float | None = Field(None, gt=0, description="latest FA frame time, seconds")
+    max_case_mb: int | None = Field(
+        None, ge=1, description="largest size of one exam's images once decoded, MiB"
+    )
+    max_worker_mb: int | None = Field(
+        None, ge=1, description="decoded image MiB one ingest process holds at once"
+    )
 
 
 def case_limits(limits: RawExamLimits | dict[str, Any]) -> CaseLimits:
@@ -49,9 +61,17 @@ def case_limits(limits: RawExamLimits | dict[str, Any]) -> CaseLimits:
         An unknown option or a value out of range (pydantic's message, naming the option).
     """
     given = RawExamLimits.model_validate(limits).model_dump(exclude_none=True)
+    given.pop("max_worker_mb", None)
+    if "max_case_mb" in given:
+        given["max_case_bytes"] = given.pop("max_case_mb") << 20
     image_fields = {"max_pixels", "min_side_px", "max_aspect"}
     image = ImageLimits(**{k: v for k, v in given.items() if k in image_fields})
     return CaseLimits(image=image, **{k: v for k, v in given.items() if k not in image_fields})
+
+
+def _worker_bytes(limits: dict[str, Any]) -> int:
+    megabytes = RawExamLimits.model_validate(limits).max_worker_mb
+    return DEFAULT_WORKER_BYTES if megabytes is None else megabytes << 20
 
 
 def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -73,10 +93,20 @@ def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
     cache_policy=NONE,
 )
 def ingest_case_task(
-    case_dir: str, store: str, source_root: str, limits: dict[str, Any], replace: bool
+    case_dir: str,
+    store: str,
+    source_root: str,
+    limits: dict[str, Any],
+    replace: bool,
+    earlier: list[dict[str, str]] | None = None,
 ) -> dict[str, str]:
-    """Ingest one case folder; returns the outcome as a dict (no arrays, no patient id)."""
+    """Ingest one case folder; returns the outcome as a dict (no arrays, no patient id).
+
+    ``earlier`` holds the outcomes of the folders of this run that name the same exam and come
+    before this one: whichever of them was stored keeps the exam.
+    """
     store_root = Path(store)
+    claimed = {o["case_id"]: o["case"] for o in earlier or [] if o["status"] != "quarantined"}
     outcome = ingest_case(
         Path(case_dir),
         CaseStore(store_root),
@@ -84,6 +114,8 @@ def ingest_case_task(
         key=load_or_create_key(store_root),
         limits=case_limits(limits),
         replace=replace,
+        budget=worker_budget(_worker_bytes(limits)),
+        claimed=claimed,
     )
     logger = get_run_logger()
     if outcome.status == "quarantined":
@@ -119,16 +151,22 @@ def ingest_flow(
     """
     store_root = Path(store)
     CaseStore(store_root)
-    load_or_create_key(store_root)  # create the key once, before tasks run in parallel
+    key = load_or_create_key(store_root)  # create the key once, before tasks run in parallel
     limit_values = RawExamLimits.model_validate(limits or {}).model_dump(exclude_none=True)
     folders = find_case_folders(Path(source))
     progress = CaseProgress("ingest-progress", len(folders), "ingested")
-    futures = {
-        ingest_case_task.with_options(task_run_name=f"ingest {case_label(folder)}").submit(
-            str(folder), store, source, limit_values, replace
-        ): folder
-        for folder in folders
-    }
+    # Folders naming one exam run one after another, in name order, so the first valid one
+    # is stored and the others are quarantined: no race decides which folder is kept.
+    same_exam: dict[str, list[Any]] = {}
+    futures = {}
+    for folder in folders:
+        exam = exam_case_id(folder, key=key)
+        earlier = same_exam.setdefault(exam, []) if exam else []
+        future = ingest_case_task.with_options(task_run_name=f"ingest {case_label(folder)}").submit(
+            str(folder), store, source, limit_values, replace, list(earlier)
+        )
+        earlier.append(future)
+        futures[future] = folder
     finished = {}
     for future in as_completed(list(futures)):
         finished[futures[future]] = future

@@ -3,30 +3,142 @@
 The patient id is read here and nowhere else: it becomes a keyed-HMAC pseudonym, and only
 whitelisted metadata (eye, camera, acquisition year, frame times) is stored. A rejected case
 leaves a one-line quarantine record in ``<store>/quarantine/`` and touches no stored file.
+
+Several ingests may run at once (threads of one flow, or separate processes on one store):
+a case id is stored once; a second folder holding the same exam is quarantined with a reason,
+never stored over the first. A case's images are decoded only once their decoded size is
+reserved from the process's :class:`DecodeBudget`, so parallel cases cannot together exhaust
+memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
 import hashlib
 import json
 import os
+import secrets
+import sys
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline.casestore import CaseStore, CaseStoreError, NewCase
+from pipeline.casestore import CaseStore, CaseStoreError, MaskKind, NewCase
 from pipeline.privacy import case_pseudonym, patient_pseudonym, redact
-from pipeline.raw_case import CaseLimits, CaseRejected, RawCase, case_label, read_raw_case
+from pipeline.raw_case import (
+    CaseLimits,
+    CaseRejected,
+    RawCase,
+    case_label,
+    check_raw_case,
+    load_raw_case,
+    peek_exam,
+)
 
 __all__ = [
+    "DEFAULT_WORKER_BYTES",
+    "DecodeBudget",
     "IngestOutcome",
     "QuarantineRecord",
+    "exam_case_id",
     "ingest_case",
     "read_quarantine",
+    "worker_budget",
 ]
 
 QUARANTINE_DIR = "quarantine"
+# Decoded image bytes one process may hold for the cases it ingests at once.
+DEFAULT_WORKER_BYTES = 2 << 30
+
+
+class DecodeBudget:
+    """Bytes of decoded images that the cases ingested at once in one process may hold.
+
+    A case reserves its decoded size (:attr:`pipeline.raw_case.CasePlan.decoded_bytes`) before
+    decoding and gives it back once stored; a case that does not fit waits for others to
+    finish, so threads ingesting large cases in parallel cannot together exhaust memory.
+
+    Parameters
+    ----------
+    capacity : int
+        Bytes, >= 1.
+
+    Example
+    -------
+    >>> budget = DecodeBudget(100)
+    >>> with budget.reserve(60):
+    ...     budget.available
+    40
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1 byte, got {capacity}")
+        self.capacity = capacity
+        self._available = capacity
+        self._changed = threading.Condition()
+
+    @property
+    def available(self) -> int:
+        with self._changed:
+            return self._available
+
+    @contextlib.contextmanager
+    def reserve(self, size: int) -> Iterator[None]:
+        """Hold ``size`` bytes (waiting until they are free) for the ``with`` block.
+
+        Raises
+        ------
+        ValueError
+            If ``size`` exceeds the whole capacity (it could never be reserved).
+        """
+        if size > self.capacity:
+            raise ValueError(f"{size} bytes exceed the budget's capacity of {self.capacity}")
+        with self._changed:
+            self._changed.wait_for(lambda: self._available >= size)
+            self._available -= size
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._available += size
+                self._changed.notify_all()
+
+
+_budgets: dict[int, DecodeBudget] = {}
+_budgets_lock = threading.Lock()
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
+def worker_budget(capacity: int = DEFAULT_WORKER_BYTES) -> DecodeBudget:
+    """This process's decode budget of ``capacity`` bytes (one shared instance per capacity).
+
+    The first call also makes the C allocator give freed image buffers back to the system
+    (:func:`_return_freed_images_to_the_system`), without which the budget bounds nothing.
+    """
+    with _budgets_lock:
+        if not _budgets:
+            _return_freed_images_to_the_system()
+        return _budgets.setdefault(capacity, DecodeBudget(capacity))
+
+
+def _return_freed_images_to_the_system() -> None:
+    # glibc serves a block below its mmap threshold from a per-thread arena and keeps it there
+    # once freed, and every large free raises that threshold (up to 32 MiB). Frames freed by
+    # one ingest thread then stay resident while the next thread decodes its own: measured, four
+    # 200 MB cases ingested one at a time peaked as high as four at once. A fixed 1 MiB threshold
+    # maps every image buffer on its own and unmaps it when freed.
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # a libc without mallopt
+        return
+    mallopt(_M_MMAP_THRESHOLD, 1 << 20)
 
 
 @dataclass(frozen=True)
@@ -75,6 +187,8 @@ def ingest_case(
     key: bytes,
     limits: CaseLimits = CaseLimits(),
     replace: bool = False,
+    budget: DecodeBudget | None = None,
+    claimed: Mapping[str, str] | None = None,
 ) -> IngestOutcome:
     """Validate one raw case folder and store it under its pseudonym.
 
@@ -89,18 +203,38 @@ def ingest_case(
     key : bytes
         Pseudonymisation key (:func:`pipeline.privacy.load_or_create_key`).
     limits : CaseLimits
-        Image and frame limits.
+        Image, frame and decoded-size limits.
     replace : bool
-        Store a changed case over the stored one (which is kept in ``replaced/``).
+        Store a changed case over the stored one (which is kept in ``replaced/``). A stored case
+        with review history (a person's saved version, an approval, a rejection or an
+        autosave) is never replaced: its review belongs to the stored images.
+    budget : DecodeBudget, optional
+        Where the decoded size is reserved; :func:`worker_budget` by default.
+    claimed : mapping of str to str, optional
+        Case ids already taken by other folders of this run, mapped to those folders' labels:
+        a folder holding one of those exams is quarantined, whatever ``replace`` says.
 
     Returns
     -------
     outcome : IngestOutcome
         Re-ingesting an unchanged case is ``skipped``; a changed one without ``replace`` is
-        ``quarantined``. Never raises for a bad case.
+        ``quarantined``, as is a folder whose exam another folder already stored. Never raises
+        for a bad case.
     """
+    budget = budget or worker_budget()
     try:
-        raw = read_raw_case(case_dir, root=source_root, limits=limits)
+        plan = check_raw_case(case_dir, root=source_root, limits=limits)
+        if plan.decoded_bytes > budget.capacity:
+            raise CaseRejected(
+                plan.label,
+                "",
+                f"its images take {plan.decoded_bytes >> 20} MiB once decoded, more than the "
+                f"{budget.capacity >> 20} MiB one ingest process may hold; raise max_worker_mb "
+                "in the catalog's raw_exams",
+            )
+        with budget.reserve(plan.decoded_bytes):
+            raw = load_raw_case(plan, limits=limits)
+            return _store(raw, case_dir, store, key, replace, claimed or {})
     except CaseRejected as rejection:
         return _quarantine(store, case_dir, rejection.case, rejection.file, str(rejection))
     except OSError as error:
@@ -110,26 +244,47 @@ def ingest_case(
         )
         return _quarantine(store, case_dir, label, "", reason)
 
+
+def _store(
+    raw: RawCase,
+    case_dir: Path,
+    store: CaseStore,
+    key: bytes,
+    replace: bool,
+    claimed: Mapping[str, str],
+) -> IngestOutcome:
     label = raw.label
     case_id = case_pseudonym(raw.patient_id, raw.eye, raw.acquired, key=key)
+    if case_id in claimed:
+        reason = (
+            f"case '{label}': holds the same exam (patient_id, eye and acquired date) as case "
+            f"folder '{claimed[case_id]}' of this source, stored as {case_id}; remove one of the "
+            "two folders, or correct case.json if they are different exams"
+        )
+        return _quarantine(store, case_dir, label, "", reason, case_id=case_id)
     status: Literal["ingested", "replaced"] = "ingested"
     if store.exists(case_id):
-        try:
-            unchanged = store.source_sha256(case_id) == raw.source_sha256
-        except CaseStoreError:
-            unchanged = False
-        if unchanged:
+        refusal = _refuse_stored(store, case_id, raw, replace)
+        if refusal == "unchanged":
             _clear_quarantine(store, case_dir)
             return IngestOutcome("skipped", label, case_id)
-        if not replace:
-            reason = (
-                f"case '{label}': already stored as {case_id} with different content (or a "
-                "damaged file); pass --replace to store this version (the old file is kept)"
-            )
+        if refusal:
+            reason = f"case '{label}': {refusal}"
             return _quarantine(store, case_dir, label, "", reason, case_id=case_id)
         status = "replaced"
     try:
-        store.create(_new_case(raw, case_id, key), replace=replace)
+        store.create(_new_case(raw, case_id, key), replace=status == "replaced")
+    except CaseStoreError:
+        if status == "replaced" or not store.exists(case_id):
+            raise
+        # Another ingest (a thread of this run or another process) stored this exam between
+        # the check above and the write: judge again against what it stored.
+        refusal = _refuse_stored(store, case_id, raw, replace=False)
+        if refusal == "unchanged":
+            _clear_quarantine(store, case_dir)
+            return IngestOutcome("skipped", label, case_id)
+        reason = f"case '{label}': {refusal}"
+        return _quarantine(store, case_dir, label, "", reason, case_id=case_id)
     except OSError as error:
         reason = (
             f"case '{label}': could not be written to the store ({error.strerror or error}); "
@@ -138,6 +293,66 @@ def ingest_case(
         return _quarantine(store, case_dir, label, "", reason, case_id=case_id)
     _clear_quarantine(store, case_dir)
     return IngestOutcome(status, label, case_id)
+
+
+def _refuse_stored(store: CaseStore, case_id: str, raw: RawCase, replace: bool) -> str:
+    """Why a stored case may not be replaced by ``raw``: ``'unchanged'`` when it holds the same
+    content, ``''`` when replacing is allowed, else the reason."""
+    try:
+        unchanged = store.source_sha256(case_id) == raw.source_sha256
+    except CaseStoreError:
+        unchanged = False
+    if unchanged:
+        return "unchanged"
+    if not replace:
+        return (
+            f"the same exam (patient_id, eye and acquired date) is already stored as {case_id} "
+            "with different content (from another folder, an earlier version of this one, or "
+            "a damaged file); pass --replace to store this version (the old file is kept), or "
+            "correct case.json if this is a different exam"
+        )
+    history = _review_history(store, case_id)
+    if history:
+        return (
+            f"{case_id} has review history ({history}); --replace would reset it to 'ingested' "
+            "and detach that review from the images it was made on, so it is refused. Keep the "
+            f"stored case; if its images are wrong, move cases/{case_id}.h5 into replaced/ "
+            "(its history stays there) and ingest again"
+        )
+    return ""
+
+
+def _review_history(store: CaseStore, case_id: str) -> str:
+    """What a person did on a stored case, ``''`` for nothing (the pipeline's own baseline
+    versions are not review). An unreadable file counts as having none: replacing it is the
+    advertised repair."""
+    from pipeline.curation_stages import BASELINE_EDITOR
+
+    try:
+        summary = store.summary(case_id)
+        parts = []
+        for kind in MaskKind:
+            edits = [v for v in store.versions(case_id, kind) if v.editor != BASELINE_EDITOR]
+            if edits:
+                parts.append(f"{len(edits)} {kind.value} version(s) saved by a reviewer")
+            if summary.approved_versions.get(kind.value):
+                parts.append(f"{kind.value} approved")
+            if store.rejections(case_id, kind):
+                parts.append(f"{kind.value} rejected")
+        if store.autosaves(case_id):
+            parts.append("unsaved review edits")
+    except CaseStoreError:
+        return ""
+    return ", ".join(parts)
+
+
+def exam_case_id(case_dir: Path, *, key: bytes) -> str:
+    """The case id a folder's case.json names (patient, eye, acquisition date), or ``''`` when
+    case.json does not give them; reads case.json only, never the images or the store."""
+    patient_id, eye, acquired = peek_exam(case_dir)
+    if not patient_id or eye not in ("OD", "OS"):
+        return ""
+    return case_pseudonym(patient_id, eye, acquired, key=key)
 
 
 def _new_case(raw: RawCase, case_id: str, key: bytes) -> NewCase:
@@ -170,7 +385,7 @@ def _quarantine(
         time=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     path = _record_path(store, case_dir)
-    temp = path.with_suffix(f".{os.getpid()}.tmp")
+    temp = path.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp.write_text(json.dumps(asdict(record), sort_keys=True), encoding="utf-8")

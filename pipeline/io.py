@@ -11,7 +11,9 @@ ICC) is never carried over: only pixels.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +24,13 @@ from pipeline.av_encoding import AV_CLASSES, av_labels_from_rgb
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "ImageHeader",
     "ImageLimits",
     "ImageRejected",
     "as_fa_frame",
     "as_fundus",
     "read_av_mask",
+    "read_header",
     "read_image",
     "read_mask",
 ]
@@ -64,6 +68,65 @@ class ImageLimits:
     def __post_init__(self) -> None:
         if self.max_pixels < 1 or self.min_side_px < 1 or self.max_aspect < 1.0:
             raise ValueError(f"image limits must be positive with max_aspect >= 1, got {self!r}")
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, read without decoding pixels.
+
+    Attributes
+    ----------
+    width, height : int
+        Size in pixels.
+    mode : str
+        Pillow's pixel mode (``'L'``, ``'I;16'``, ``'RGB'``, ``'P'``, ...).
+    decoded_bytes : int
+        Size in bytes of the array :func:`read_image` returns for this file (a palette image
+        is counted as RGB, the larger of its two outcomes).
+    """
+
+    width: int
+    height: int
+    mode: str
+    decoded_bytes: int
+
+
+# Bytes per pixel of read_image's output, by Pillow mode (see _to_array).
+_DECODED_BYTES_PER_PIXEL = {"L": 1, "1": 1, "LA": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def read_header(path: Path, *, limits: ImageLimits = ImageLimits()) -> ImageHeader:
+    """Check an image file's header against the limits without decoding its pixels.
+
+    Lets a caller add up what a set of files will take in memory before decoding any of them
+    (a frame sequence of highly compressible images can be tiny on disk and huge decoded).
+
+    Parameters
+    ----------
+    path : Path
+        Image file.
+    limits : ImageLimits
+        Size limits.
+
+    Returns
+    -------
+    header : ImageHeader
+
+    Raises
+    ------
+    ImageRejected
+        Empty, another format, an unreadable header, multi-page or animated, too large or too
+        small (the header checks of :func:`read_image`).
+
+    Example
+    -------
+    >>> read_header(Path("fa/000.png")).decoded_bytes  # doctest: +SKIP
+    1572864
+    """
+    with _open_checked(path, limits) as image:
+        width, height = image.size
+        per_pixel = _DECODED_BYTES_PER_PIXEL.get(image.mode, 2 if image.mode == "I" else 3)
+        return ImageHeader(width, height, image.mode, width * height * per_pixel)
 
 
 def read_image(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray:
@@ -179,7 +242,9 @@ def read_av_mask(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarr
     return labels.astype(np.uint8)
 
 
-def _decode(path: Path, limits: ImageLimits) -> np.ndarray:
+@contextlib.contextmanager
+def _open_checked(path: Path, limits: ImageLimits) -> Iterator[Image.Image]:
+    """The opened image, its header checked against ``limits``; no pixel decoded yet."""
     if path.stat().st_size == 0:
         raise ImageRejected("empty file (0 bytes); re-export the image")
     with warnings.catch_warnings():
@@ -199,13 +264,23 @@ def _decode(path: Path, limits: ImageLimits) -> np.ndarray:
     with image:
         try:
             _check_header(image, limits)
-            image.load()
-        except ImageRejected:
-            raise
         except (OSError, SyntaxError, ValueError, EOFError) as error:
-            raise ImageRejected(
-                f"truncated or corrupt image data ({error}); copy the file again from the source"
-            ) from None
+            if isinstance(error, ImageRejected):
+                raise
+            raise ImageRejected(_corrupt(error)) from None
+        yield image
+
+
+def _corrupt(error: Exception) -> str:
+    return f"truncated or corrupt image data ({error}); copy the file again from the source"
+
+
+def _decode(path: Path, limits: ImageLimits) -> np.ndarray:
+    with _open_checked(path, limits) as image:
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise ImageRejected(_corrupt(error)) from None
         return _to_array(image)
 
 

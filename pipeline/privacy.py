@@ -5,6 +5,10 @@ every later output only ever see keyed-HMAC pseudonyms. The key comes from the e
 variable ``ANGIOFLOW_SECRET`` or, when that is unset, from a key file created with mode 0600
 inside the store on first use. Without the key, pseudonyms cannot be linked back to patients.
 
+The store keeps a key check value (``key.check``: an HMAC of a fixed text under the key, which
+reveals nothing of the key) so that a lost key file or a different secret is refused instead of
+silently giving every patient a second, unlinkable pseudonym.
+
 References
 ----------
 .. [1] RFC 2104, "HMAC: Keyed-Hashing for Message Authentication".
@@ -15,14 +19,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
 
+from pipeline.casestore import CaseStoreError
+
 __all__ = [
+    "KEY_CHECK_NAME",
     "KEY_ENV",
     "KEY_FILE_NAME",
+    "StoreKeyError",
     "case_pseudonym",
+    "contains_id",
+    "id_spellings",
     "load_or_create_key",
     "patient_pseudonym",
     "redact",
@@ -30,28 +41,38 @@ __all__ = [
 
 KEY_ENV = "ANGIOFLOW_SECRET"
 KEY_FILE_NAME = "secret.key"
+KEY_CHECK_NAME = "key.check"
 _MIN_SECRET_CHARS = 16
+_MAX_KEY_FILE_BYTES = 4096
+_KEY_CHECK_MESSAGE = b"angioflow key check value, version 1"
 REDACTED = "<redacted>"
 
 
+class StoreKeyError(CaseStoreError):
+    """The pseudonymisation key is missing, damaged or not the one the store was made with."""
+
+
 def load_or_create_key(store_root: Path) -> bytes:
-    """Return the pseudonymisation key, creating a key file in the store on first use.
+    """Return the store's pseudonymisation key, creating a key file on a new store's first use.
 
     Parameters
     ----------
     store_root : Path
-        Root folder of the case store. The key file ``secret.key`` lives there, mode 0600.
+        Root folder of the case store. The key file ``secret.key`` (mode 0600) and the key
+        check value ``key.check`` live there.
 
     Returns
     -------
     key : bytes
-        ``$ANGIOFLOW_SECRET`` encoded as UTF-8 when set, else the 64 hex characters of the
-        key file.
+        ``$ANGIOFLOW_SECRET`` encoded as UTF-8 when set, else the key file's text.
 
     Raises
     ------
-    ValueError
-        If ``$ANGIOFLOW_SECRET`` is set but shorter than 16 characters.
+    StoreKeyError
+        If ``$ANGIOFLOW_SECRET`` is shorter than 16 characters; the key file is damaged (short,
+        binary, oversized); the key file is missing from a store that already holds cases or a
+        key check value; or the key does not match the store's key check value. The message is
+        one line and says how to restore the key.
     PermissionError
         If the key file is readable or writable by anyone but its owner.
 
@@ -62,42 +83,106 @@ def load_or_create_key(store_root: Path) -> bytes:
     from_env = os.environ.get(KEY_ENV)
     if from_env is not None:
         if len(from_env) < _MIN_SECRET_CHARS:
-            raise ValueError(
+            raise StoreKeyError(
                 f"${KEY_ENV} is set but shorter than {_MIN_SECRET_CHARS} characters; use a long "
                 "random secret, e.g. python -c 'import secrets; print(secrets.token_hex(32))'"
             )
-        return from_env.encode("utf-8")
+        key, origin = from_env.encode("utf-8"), f"${KEY_ENV}"
+    else:
+        key, origin = _key_from_file(store_root), f"{store_root / KEY_FILE_NAME}"
+    _check_key(store_root, key, origin)
+    return key
 
+
+def _key_from_file(store_root: Path) -> bytes:
     store_root.mkdir(parents=True, exist_ok=True)
     key_path = store_root / KEY_FILE_NAME
     if not key_path.exists():
+        if (store_root / KEY_CHECK_NAME).exists() or _holds_cases(store_root):
+            raise StoreKeyError(
+                f"{key_path} is missing, but the cases in {store_root} were pseudonymised with a "
+                f"key; restore secret.key from your backup (chmod 600) or set ${KEY_ENV} to the "
+                "secret the store was made with; a new key would give every patient a second, "
+                "unlinkable pseudonym"
+            )
         _create_key_file(key_path)
     mode = stat.S_IMODE(key_path.stat().st_mode)
     if mode & 0o077:
         raise PermissionError(
             f"{key_path} has mode {mode:o}, readable by other users; run: chmod 600 {key_path}"
         )
+    if not key_path.is_file() or key_path.stat().st_size > _MAX_KEY_FILE_BYTES:
+        raise StoreKeyError(_damaged(key_path, "is not a small text file"))
     key = key_path.read_bytes().strip()
     if len(key) < _MIN_SECRET_CHARS:
-        raise ValueError(
-            f"{key_path} holds a key shorter than {_MIN_SECRET_CHARS} bytes; it is damaged. "
-            "Restore it from backup: without the original key, re-ingested cases get new pseudonyms"
-        )
+        raise StoreKeyError(_damaged(key_path, f"holds fewer than {_MIN_SECRET_CHARS} characters"))
+    if not all(0x21 <= byte < 0x7F for byte in key):
+        raise StoreKeyError(_damaged(key_path, "holds characters other than printable ASCII"))
     return key
 
 
-def _create_key_file(key_path: Path) -> None:
-    # Write a private temp file, then hard-link it into place: link() fails if another
-    # process created the key first, so concurrent first uses agree on one key.
-    tmp = key_path.with_name(f".{key_path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _damaged(key_path: Path, what: str) -> str:
+    return (
+        f"{key_path} {what}: the key file is damaged; restore it from your backup (chmod 600), "
+        "since without the original key re-ingested cases get new pseudonyms"
+    )
+
+
+def _holds_cases(store_root: Path) -> bool:
+    cases = store_root / "cases"
+    return cases.is_dir() and any(cases.glob("*.h5"))
+
+
+def _key_check_value(key: bytes) -> str:
+    return hmac.new(key, _KEY_CHECK_MESSAGE, hashlib.sha256).hexdigest()[:32]
+
+
+def _check_key(store_root: Path, key: bytes, origin: str) -> None:
+    """Compare ``key`` with the store's key check value, writing it on a store's first use."""
+    check_path = store_root / KEY_CHECK_NAME
+    expected = _key_check_value(key)
+    if not check_path.exists():
+        # A store made before key check values existed gets one from the key in use now.
+        store_root.mkdir(parents=True, exist_ok=True)
+        _write_once(check_path, expected.encode("ascii"), mode=0o644)
     try:
-        os.write(fd, secrets.token_hex(32).encode("ascii"))
+        stored = check_path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise StoreKeyError(
+            f"{check_path} cannot be read ({getattr(error, 'strerror', None) or 'not text'}); "
+            "restore it from your backup of the store"
+        ) from None
+    if not hmac.compare_digest(stored, expected):
+        restore = (
+            f"set ${KEY_ENV} to the secret this store was made with, or unset it to use "
+            f"{store_root / KEY_FILE_NAME}"
+            if origin.startswith("$")
+            else f"restore {KEY_FILE_NAME} from your backup (chmod 600) or set ${KEY_ENV} to the "
+            "secret the store was made with"
+        )
+        raise StoreKeyError(
+            f"the pseudonymisation key from {origin} is not the key the store {store_root} was "
+            f"made with ({KEY_CHECK_NAME} differs); {restore}; another key would give every "
+            "patient a second, unlinkable pseudonym"
+        )
+
+
+def _create_key_file(key_path: Path) -> None:
+    _write_once(key_path, secrets.token_hex(32).encode("ascii"), mode=0o600)
+
+
+def _write_once(path: Path, content: bytes, *, mode: int) -> None:
+    # Write a temp file, then hard-link it into place: link() fails if another process
+    # created the file first, so concurrent first uses agree on one content.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, content)
         os.fsync(fd)
     finally:
         os.close(fd)
     try:
-        os.link(tmp, key_path)
+        os.link(tmp, path)
     except FileExistsError:
         pass
     finally:
@@ -144,13 +229,46 @@ def case_pseudonym(patient_id: str, eye: str, acquired: str, *, key: bytes) -> s
     return f"{patient_pseudonym(patient_id, key=key)}_{eye}_{exam}"
 
 
+def id_spellings(patient_id: str) -> list[str]:
+    """The ways a patient id is commonly written: as given and, for a number with leading
+    zeros, without them (``'0012345'`` -> ``['0012345', '12345']``). Letter case is matched
+    separately (:func:`contains_id`, :func:`redact`)."""
+    value = patient_id.strip()
+    if not value:
+        return []
+    spellings = [value]
+    if value.isdigit() and value.lstrip("0") and value.lstrip("0") != value:
+        spellings.append(value.lstrip("0"))
+    return spellings
+
+
+def _pattern(secrets_to_hide: tuple[str, ...]) -> re.Pattern[str] | None:
+    spellings = sorted(
+        {s for secret in secrets_to_hide for s in id_spellings(secret)}, key=len, reverse=True
+    )
+    if not spellings:
+        return None
+    return re.compile("|".join(re.escape(s) for s in spellings), re.IGNORECASE)
+
+
+def contains_id(text: str, *secrets_to_find: str) -> bool:
+    """Whether ``text`` holds any of the secrets in any letter case or spelling
+    (:func:`id_spellings`)."""
+    pattern = _pattern(secrets_to_find)
+    return bool(pattern and pattern.search(text))
+
+
 def redact(text: str, *secrets_to_hide: str) -> str:
     """Return ``text`` with every occurrence of each non-empty secret replaced by ``<redacted>``.
 
-    A last line of defence for messages built from user-supplied names (folder or file names
-    that happen to contain a patient id).
+    Occurrences in any letter case and any spelling of :func:`id_spellings` are replaced. A last
+    line of defence for messages built from user-supplied names (folder or file names, camera
+    fields that happen to contain a patient id).
+
+    Example
+    -------
+    >>> redact("Doe^Jane/fa/DOE^JANE_1.png", "DOE^JANE")
+    '<redacted>/fa/<redacted>_1.png'
     """
-    for secret in secrets_to_hide:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
+    pattern = _pattern(secrets_to_hide)
+    return pattern.sub(REDACTED, text) if pattern else text

@@ -225,6 +225,25 @@ def _multipage_frame(folder: Path) -> None:
     (folder / "case.json").write_text(json.dumps(document))
 
 
+# Cases whose case.json gives no patient id: their folder name could hold it, so it is withheld.
+WITHHELD = {
+    "no_case_json",
+    "invalid_json",
+    "json_not_object",
+    "not_utf8",
+    "empty_patient",
+    "case_json_link_out",
+}
+
+
+def _label(source: Path, name: str) -> str:
+    """How a case folder is shown: its name, or its position when its patient id is unknown."""
+    if name not in WITHHELD:
+        return name
+    position = sorted(p.name for p in source.iterdir() if p.is_dir()).index(name) + 1
+    return f"folder #{position} (name withheld)"
+
+
 def _limits() -> CaseLimits:
     return CaseLimits(image=ImageLimits(max_pixels=50_000_000))
 
@@ -245,7 +264,7 @@ def test_malformed_case_is_quarantined_with_case_file_and_reason(
     _, file, expected = MALFORMED[name]
     assert outcome.status == "quarantined"
     assert outcome.file == file
-    assert outcome.reason.startswith(f"case '{name}': {file}: ")
+    assert outcome.reason.startswith(f"case '{_label(source, name)}': {file}: ")
     assert expected in outcome.reason
     assert "\n" not in outcome.reason
     assert PATIENT_ID not in outcome.reason
@@ -310,9 +329,10 @@ def test_batch_quarantines_bad_cases_stores_good_ones_and_touches_nothing_stored
     assert [i["case"] for i in second["skipped"]] == ["good_0", "good_1", "good_2"]
     assert [i["case"] for i in second["ingested"]] == ["good_3"]
     quarantined = {q["case"]: q for q in second["quarantined"]}
-    assert set(quarantined) == set(MALFORMED)
+    assert set(quarantined) == {_label(source, name) for name in MALFORMED}
     for name, (_, file, expected) in MALFORMED.items():
-        assert quarantined[name]["file"] == file and expected in quarantined[name]["reason"]
+        item = quarantined[_label(source, name)]
+        assert item["file"] == file and expected in item["reason"]
     after = _digests(store_root / "cases")
     assert {k: after[k] for k in stored_before} == stored_before
     assert len(CaseStore(store_root).case_ids()) == 4
