@@ -322,3 +322,60 @@ def test_inception_features_from_a_user_supplied_weights_file(tmp_path: Path) ->
     torch.save({"stem.body.0.weight": torch.zeros(1)}, wrong)
     with pytest.raises(ValueError, match="lacks .* Inception-v3 tensors"):
         InceptionFeatureExtractor.load(wrong)
+
+
+def _vessel_folders(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Truth and FOV for cases 01-03; 8-bit predictions for 01 and 03, and for 04 (no truth)."""
+    rng = np.random.default_rng(3)
+    folders = [tmp_path / name for name in ("pred", "gt", "fov")]
+    for folder in folders:
+        folder.mkdir()
+    for case in ("01", "02", "03", "04"):
+        truth = np.zeros((64, 80), np.uint8)
+        truth[10 + int(case) : 18 + int(case)] = 255
+        if case != "04":
+            Image.fromarray(truth).save(folders[1] / f"{case}_manual1.gif")
+            Image.fromarray(np.full_like(truth, 255)).save(folders[2] / f"{case}_mask.gif")
+        if case != "02":
+            noisy = np.clip(truth * 0.8 + rng.uniform(0, 60, truth.shape), 0, 255)
+            Image.fromarray(noisy.astype(np.uint8)).save(folders[0] / f"{case}_vessel.png")
+    (folders[0] / ".DS_Store").write_bytes(b"\0")  # hidden files are no cases
+    return folders[0], folders[1], folders[2]
+
+
+def test_evaluate_vessel_says_what_it_scored_and_refuses_ambiguous_input(tmp_path: Path) -> None:
+    pred, gt, fov = _vessel_folders(tmp_path)
+    args = ["evaluate", "vessel", "--pred", str(pred), "--gt", str(gt), "--fov", str(fov)]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == 2 and sorted(report["images"]) == ["01", "03"]
+    assert report["unpaired"] == {"predictions": ["04"], "truths": ["02"]}
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 2
+    assert "02_manual1.gif" in result.stderr and "04_vessel.png" in result.stderr
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and "n=2 of 3" in table.stdout
+
+    def one_line(result) -> str:  # noqa: ANN001 - a click Result
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        return lines[0]
+
+    # two predictions for one case: which one was meant cannot be guessed
+    Image.open(pred / "01_vessel.png").save(pred / "01_other.png")
+    message = one_line(runner.invoke(app, args))
+    assert "01_vessel.png" in message and "01_other.png" in message
+    (pred / "01_other.png").unlink()
+
+    # a prediction of another size
+    Image.fromarray(np.zeros((64, 100), np.uint8)).save(pred / "03_vessel.png")
+    message = one_line(runner.invoke(app, args))
+    assert "03_vessel.png" in message and "100x64" in message and "80x64" in message
+
+    # an FOV folder that lacks a scored case's mask would mix FOV and whole-image scores
+    Image.open(pred / "01_vessel.png").save(pred / "03_vessel.png")
+    (fov / "03_mask.gif").unlink()
+    assert "03" in one_line(runner.invoke(app, args))
