@@ -89,10 +89,39 @@ def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             PermissionError,
             MaskImportError,
             UnsupportedFileFormat,
+            *_loaded_user_errors(),
         ) as error:
             _fail(str(error))
 
     return wrapper
+
+
+def _loaded_user_errors() -> tuple[type[Exception], ...]:
+    """User-error classes of modules too heavy to import for every command; an error of one
+    can only be raised once its module is loaded, so only loaded ones are looked up."""
+    import sys
+
+    where = {
+        "flows.prefect_server": "PrefectServerError",
+        "flows.evaluation": "EvaluationInputError",
+        "flows.study": "StudyError",
+        "models.checkpoints": "WeightsError",
+        "models.generation": "DiskSpaceError",
+    }
+    return tuple(getattr(sys.modules[m], name) for m, name in where.items() if m in sys.modules)
+
+
+# commands that run Prefect flows (and may start Prefect's temporary API server)
+_FLOW_COMMANDS = frozenset({"ingest", "curate", "demo", "serve"})
+
+
+@app.callback()
+def _every_command(context: typer.Context) -> None:
+    # A temporary Prefect server must die with its command, even one killed with SIGKILL.
+    if context.invoked_subcommand in _FLOW_COMMANDS:
+        from flows.prefect_server import use_watched_temporary_server
+
+        use_watched_temporary_server()
 
 
 def _catalog(path: Path | None) -> Catalog | None:
@@ -122,6 +151,10 @@ def ingest(
     max_pixels: Annotated[
         int | None, typer.Option(min=1, help="Largest accepted width*height of an image")
     ] = None,
+    max_case_mb: Annotated[
+        int | None,
+        typer.Option(min=1, help="Largest size of one exam's images once decoded, MiB [1024]"),
+    ] = None,
     runner: RunnerOption = "thread",
     dask_address: DaskAddressOption = None,
     workers: WorkersOption = 2,
@@ -129,6 +162,7 @@ def ingest(
 ) -> None:
     """Validate and store raw cases; bad ones are quarantined with a reason. Exit 1 if any was."""
     from flows.ingest import ingest_flow
+    from pipeline.privacy import load_or_create_key
 
     if not source.is_dir():
         _fail(f"source folder {source} does not exist; pass the folder holding the case folders")
@@ -137,6 +171,10 @@ def ingest(
     load_args = dict(loaded.entry("raw_exams").load_args) if loaded else {}
     if max_pixels is not None:
         load_args["max_pixels"] = max_pixels
+    if max_case_mb is not None:
+        load_args["max_case_mb"] = max_case_mb
+    CaseStore(root)
+    load_or_create_key(root)  # a missing or wrong key: one line here, not a failed flow run
     task_runner = _task_runner(runner, dask_address, workers, max_threads=4)
     with terminal_progress(errors, "ingest"):
         summary = ingest_flow.with_options(task_runner=task_runner)(
@@ -151,12 +189,17 @@ def ingest(
 
 
 def _print_ingest_summary(summary: dict[str, list[dict[str, str]]]) -> None:
+    from rich.markup import escape
+
+    from pipeline.display import printable
+
     console.print(
         f"{len(summary['ingested'])} ingested, {len(summary['skipped'])} unchanged, "
         f"{len(summary['quarantined'])} quarantined"
     )
     for item in summary["quarantined"]:
-        console.print(f"[yellow]quarantined[/] {item['reason']}", highlight=False, soft_wrap=True)
+        reason = escape(printable(item["reason"]))
+        console.print(f"[yellow]quarantined[/] {reason}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -842,11 +885,14 @@ def generate_masks(
     import torch
     from rich.progress import Progress
 
+    from flows.generation import MAX_SAMPLES
     from models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM
     from models.ddpm_sampling import sample_masks, write_mask_set
 
     if sampler not in ("ddpm", "ddim", "dpm"):
         _fail(f"--sampler must be ddpm, ddim or dpm, not {sampler!r}")
+    if n > MAX_SAMPLES:
+        _fail(f"--n {n}: at most {MAX_SAMPLES} masks per run; run several with other --seed")
     if out.exists():
         _fail(f"{out} exists; generated sets are never overwritten, name a new file")
     folder = weights or DEFAULT_DDPM_WEIGHTS
@@ -902,6 +948,7 @@ def generate(
     import torch
     from rich.progress import Progress
 
+    from flows.generation import MAX_SAMPLES
     from models.ddpm import DEFAULT_DDPM_WEIGHTS
     from models.edsr import DEFAULT_EDSR_WEIGHTS
     from models.generation import Generators, SetRequest, generate_set
@@ -909,6 +956,8 @@ def generate(
 
     if sampler not in ("ddpm", "ddim", "dpm"):
         _fail(f"--sampler must be ddpm, ddim or dpm, not {sampler!r}")
+    if n > MAX_SAMPLES:
+        _fail(f"--n {n}: at most {MAX_SAMPLES} samples per run; run several with other --seed")
     torch.set_num_threads(2)
     generators = Generators.load(
         ddpm or DEFAULT_DDPM_WEIGHTS,
@@ -1077,37 +1126,38 @@ def evaluate_vessel(
     """AUC, accuracy, sensitivity, specificity, F1 and clDice inside the FOV, per image and mean.
 
     Files are matched by the part of their name before the first '_' ('01_test_vessel.png',
-    '01_manual1.gif', '01_test_mask.gif').
+    '01_manual1.gif', '01_test_mask.gif'); each file left without a partner is named in a
+    warning and the number of scored images is printed with the scores.
     """
-    from pipeline.io import ImageRejected, read_mask
-    from pipeline.metrics import vessel_scores
+    from flows.evaluation import pair_vessel_files, score_vessel_pairs
 
-    def unit(path: Path) -> np.ndarray:
-        """A mask or probability file (any accepted format, 8 or 16 bit) scaled to [0, 1]."""
-        try:
-            values = read_mask(path)
-        except ImageRejected as error:
-            _fail(f"{path}: {error}")
-        return values.astype(np.float32) / np.iinfo(values.dtype).max
-
-    predictions, truths = _by_key(pred), _by_key(gt)
-    masks = _by_key(fov) if fov else {}
-    keys = sorted(set(predictions) & set(truths))
-    if not keys:
-        _fail(f"no file names in {pred} match those in {gt} (matched by the part before '_')")
-    rows = {}
-    for key in keys:
-        probability = unit(predictions[key])
-        truth = unit(truths[key]) > 0.5
-        field = unit(masks[key]) > 0.5 if key in masks else None
-        rows[key] = vessel_scores(probability, truth, fov=field, threshold=threshold).as_dict()
+    pairs = pair_vessel_files(pred, gt, fov)
+    rows = score_vessel_pairs(pairs, threshold=threshold)
+    for role, unpaired in (
+        ("prediction", pairs.unpaired_predictions),
+        ("truth", pairs.unpaired_truths),
+    ):
+        for path in unpaired.values():
+            errors.print(
+                f"[yellow]warning:[/] {role} {path.name} has no partner: not scored",
+                highlight=False,
+                soft_wrap=True,
+            )
     mean = {
         name: float(np.mean([r[name] for r in rows.values()])) for name in next(iter(rows.values()))
     }
+    unpaired = {
+        "predictions": sorted(pairs.unpaired_predictions),
+        "truths": sorted(pairs.unpaired_truths),
+    }
     if as_json:
-        typer.echo(json.dumps({"images": rows, "mean": mean, "n": len(rows)}, indent=2))
+        report = {"images": rows, "mean": mean, "n": len(rows), "unpaired": unpaired}
+        typer.echo(json.dumps(report, indent=2))
         return
-    table = Table(title=f"Vessel segmentation, {len(rows)} images, threshold {threshold}")
+    truths = len(rows) + len(pairs.unpaired_truths)
+    table = Table(
+        title=f"Vessel segmentation, n={len(rows)} of {truths} truth images, threshold {threshold}"
+    )
     table.add_column("image")
     for name in mean:
         table.add_column(name, justify="right")
@@ -1560,11 +1610,13 @@ def study_report_command(
             else "-"
             for r in [*report["readers"], "all readers"]
         ]
-        table.add_row(category, *cells, f"{row['all readers']['called_real']:.2f}")
+        called_real = row["all readers"]["called_real"]
+        table.add_row(category, *cells, "-" if called_real is None else f"{called_real:.2f}")
     console.print(table)
+    kappa = report["fleiss_kappa"]
     console.print(
-        f"Fleiss' kappa {report['fleiss_kappa']:.3f} over {report['images_rated_by_all']} "
-        f"images rated by every reader; report in {folder}",
+        f"Fleiss' kappa {report['fleiss_kappa_note'] if kappa is None else f'{kappa:.3f}'} over "
+        f"{report['images_rated_by_all']} images rated by every reader; report in {folder}",
         soft_wrap=True,
         highlight=False,
     )
