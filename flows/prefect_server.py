@@ -6,8 +6,9 @@ and its server (about 230 MB) kept running. Here that server is started by a sma
 stdin is a pipe from the command: the operating system closes the pipe however the command ends,
 and the wrapper then stops the server. Prefect's own start-up wait (20 s) is too short for a
 first run on a fresh ``PREFECT_HOME`` (database migrations) on a busy machine, so the default
-here is :data:`START_TIMEOUT_S`; ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` still
-overrides it, and a server that does not come up is one :class:`PrefectServerError` line.
+here is :data:`START_TIMEOUT_S` (a Prefect profile may set a longer one); the environment
+variable ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` overrides it either way, and a
+server that does not come up is one :class:`PrefectServerError` line.
 
 Run as ``python -m flows.prefect_server PORT`` it is that wrapper.
 """
@@ -48,7 +49,9 @@ class _WatchedServer(SubprocessASGIServer):
     def start(self, timeout: int | None = None) -> None:
         if timeout is None:
             given = os.environ.get(_TIMEOUT_VARIABLE)
-            timeout = int(given) if given and given.isdigit() else START_TIMEOUT_S
+            configured = get_current_settings().server.ephemeral.startup_timeout_seconds
+            # an explicit variable wins; otherwise a profile may only lengthen the wait
+            timeout = int(given) if given and given.isdigit() else max(configured, START_TIMEOUT_S)
         try:
             super().start(timeout=timeout)
         except RuntimeError as error:

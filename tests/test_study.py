@@ -206,7 +206,7 @@ def test_reader_page_saves_every_click_and_resumes_after_a_crash(tmp_path: Path)
     assert sum(row["alice"]["n"] for row in report["table"].values()) == 9
 
 
-def _wait(condition, timeout: float = 10.0) -> None:  # noqa: ANN001
+def _wait(condition, timeout: float = 30.0) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
