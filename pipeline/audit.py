@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ _NAME_FIELDS = ("name", "patient_name", "first_name", "last_name", "given_name",
 _BIRTH_FIELDS = ("birth_date", "date_of_birth", "dob", "birthdate")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 _MIN_IDENTIFIER_CHARS = 4  # shorter strings match everywhere by chance
+_MAX_CASE_JSON_BYTES = 1_000_000
 # Decoder facts PIL reports in Image.info that say nothing about a person.
 _TECHNICAL = {
     "dpi",
@@ -91,22 +93,32 @@ def _date_spellings(value: str) -> list[str]:
 def identifiers_from_raw(raw: Path, extra: Iterable[str] = ()) -> list[Identifier]:
     """Identifiers of every case folder under ``raw`` (its ``case.json``) plus ``extra``.
 
-    A case.json that cannot be read is skipped (ingestion reports it); its folder name is not
-    used as an identifier because folder names are often case numbers, not patient ids.
+    A numeric patient id is searched for as its digits, an id with leading zeros also without
+    them (:func:`pipeline.privacy.id_spellings`); letter case never matters. When a case.json
+    does not parse, its patient id is still taken from the text where it can be found, and the
+    folder name itself becomes an identifier: angioflow withholds such a folder's name (it may
+    hold the id), so finding it in an output is a leak.
     """
+    from pipeline.privacy import id_spellings
     from pipeline.raw_case import case_label, find_case_folders
 
     found: list[Identifier] = []
     for folder in find_case_folders(raw):
-        try:
-            document = json.loads((folder / "case.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(document, dict):
-            continue
         label = f"raw case '{case_label(folder)}'"
-        if isinstance(document.get("patient_id"), str):
-            found.append(Identifier(document["patient_id"], "patient id", label))
+        document = _case_document(folder)
+        if document is None:
+            text = _case_text(folder)
+            ids = [m.group(1) or m.group(2) for m in _PATIENT_ID_TEXT.finditer(text)]
+            found += [Identifier(s, "patient id", label) for i in ids for s in id_spellings(i)]
+            found.append(Identifier(folder.name, "folder name of an unreadable case", label))
+            continue
+        patient_id = document.get("patient_id")
+        if isinstance(patient_id, int) and not isinstance(patient_id, bool):
+            patient_id = str(patient_id)
+        if isinstance(patient_id, str):
+            found += [Identifier(s, "patient id", label) for s in id_spellings(patient_id)]
+        else:
+            found.append(Identifier(folder.name, "folder name of an unreadable case", label))
         for field in _NAME_FIELDS:
             if isinstance(document.get(field), str):
                 found.append(Identifier(document[field], "name", label))
@@ -116,6 +128,30 @@ def identifiers_from_raw(raw: Path, extra: Iterable[str] = ()) -> list[Identifie
                     found.append(Identifier(spelling, "birth date", label))
     found += [Identifier(v, "listed identifier", "--identifiers file") for v in extra if v]
     return [i for i in found if len(i.value.strip()) >= _MIN_IDENTIFIER_CHARS]
+
+
+# "patient_id": "..." or "patient_id": 123 in a case.json that does not parse as a whole.
+_PATIENT_ID_TEXT = re.compile(r'"patient_id"\s*:\s*(?:"((?:[^"\\\n]|\\.){1,128})"|(\d{1,40}))')
+
+
+def _case_text(folder: Path) -> str:
+    path = folder / "case.json"
+    try:
+        if not path.is_file() or path.stat().st_size > _MAX_CASE_JSON_BYTES:
+            return ""
+        return path.read_bytes().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _case_document(folder: Path) -> dict | None:
+    """The parsed case.json, or None when it is absent, not a regular file or not an object."""
+    text = _case_text(folder)
+    try:
+        document = json.loads(text) if text else None
+    except (ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def _image_metadata(path: Path) -> list[str]:

@@ -80,3 +80,39 @@ def test_audit_passes_clean_outputs_and_finds_every_planted_identifier(
         assert secret not in found.output
     plain = runner.invoke(app, audit[:-1])
     assert plain.exit_code == 1 and "LEAK" in plain.output and patient_id not in plain.output
+
+
+def test_audit_finds_ids_of_unparsable_cases_numeric_ids_and_other_letter_cases(
+    tmp_path: Path,
+) -> None:
+    """What ingestion used to leak (issue 30, M4): a folder named after its patient whose
+    case.json does not parse, a numeric id naming its folder, an id in another letter case."""
+    from conftest import PATIENT_ID, edit_case_json, write_case
+
+    raw, outputs, numeric = tmp_path / "raw", tmp_path / "outputs", 738291046
+    unparsable = write_case(raw / f"{PATIENT_ID}_2024", seed=1)
+    (unparsable / "case.json").write_text((unparsable / "case.json").read_text()[:-3])
+    edit_case_json(write_case(raw / str(numeric), seed=2), patient_id=numeric)
+    write_case(raw / "exam_7", seed=3, patient_id="0004711-B")
+    store = tmp_path / "store"
+    (store / "cases").mkdir(parents=True)
+    audit = ["audit", "--store", str(store), "--raw", str(raw), "--path", str(outputs), "--json"]
+    outputs.mkdir()
+    (outputs / "clean.txt").write_text("case 'folder #1 (name withheld)': invalid JSON\n")
+    assert runner.invoke(app, audit).exit_code == 0
+
+    (outputs / "quarantine.json").write_text(f'{{"case": "{PATIENT_ID}_2024"}}')
+    (outputs / "notes.txt").write_text(f"re-exported for {PATIENT_ID}")  # the id alone
+    (outputs / "ingest.log").write_text(f"quarantined: case '{numeric}': patient_id\n")
+    with h5py.File(outputs / "case.h5", "w") as handle:
+        handle.attrs["camera"] = "TestCam (0004711-b)"
+    found = runner.invoke(app, audit)
+    assert found.exit_code == 1
+    by_file = {Path(f["path"]).name: f["what"] for f in json.loads(found.stdout)["findings"]}
+    assert "of raw case 'folder #" in by_file["quarantine.json"]  # its id or folder name
+    assert by_file["notes.txt"].startswith("patient id of raw case 'folder #")
+    assert by_file["ingest.log"].startswith("patient id of raw case 'folder #")
+    assert by_file["case.h5"].startswith("patient id of raw case 'exam_7'")
+    assert "clean.txt" not in by_file
+    for secret in (PATIENT_ID, str(numeric), "0004711"):
+        assert secret.lower() not in found.output.lower()

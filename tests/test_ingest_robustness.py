@@ -432,3 +432,72 @@ def test_control_characters_in_folder_names_are_never_printed_raw(
     assert "all 3 ingested [red]'" in line and "eye must be" in line  # one line, markup inert
     [record] = read_quarantine(store)
     assert "\n" not in record.reason and "\x1b" not in record.reason
+
+
+# ---- M4: the patient id in folder names, numbers and other letter cases ------------------------
+
+NUMERIC_ID = 738291046
+
+
+def _raw_cases_that_tempt_a_leak(source: Path) -> None:
+    """A folder named after its patient whose case.json does not parse; a numeric patient id
+    that names its folder; a folder and a camera field holding the id in lower case."""
+    unparsable = write_case(source / f"{PATIENT_ID}_2024", seed=1)
+    text = (unparsable / "case.json").read_text()
+    (unparsable / "case.json").write_text(text.replace('"eye"', "'eye'"))  # invalid JSON
+    numeric = write_case(source / str(NUMERIC_ID), seed=2)
+    edit_case_json(numeric, patient_id=NUMERIC_ID)
+    lower = write_case(source / f"exam_{PATIENT_ID.lower()}", seed=3, eye="OS")
+    edit_case_json(lower, camera=f"TestCam 2 ({PATIENT_ID.lower()})")
+
+
+def _leaks(data: str | bytes) -> list[str]:
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return [n for n in (PATIENT_ID.lower(), str(NUMERIC_ID)) if n in text.lower()]
+
+
+def test_patient_ids_in_folder_names_never_reach_stdout_store_or_prefect(
+    tmp_path: Path, secret: bytes, prefect_server: None
+) -> None:
+    import h5py
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    source, store = tmp_path / "src", tmp_path / "store"
+    _raw_cases_that_tempt_a_leak(source)
+    result = runner.invoke(app, ["ingest", str(source), "--store", str(store), "--json"])
+    plain = runner.invoke(app, ["ingest", str(source), "--store", str(store)])
+    summary = json.loads(result.stdout)
+    assert result.exit_code == plain.exit_code == 1
+    assert len(summary["ingested"]) == 1 and len(summary["quarantined"]) == 2
+    assert {q["case"] for q in summary["quarantined"]} == {
+        "folder #1 (name withheld)",
+        "folder #2 (name withheld)",
+    }
+
+    found = {"stdout": _leaks(result.output + plain.output)}
+    for path in store.rglob("*"):
+        if path.is_file() and path.suffix != ".h5":
+            found[str(path)] = _leaks(path.read_bytes())
+    [case_id] = CaseStore(store).case_ids()
+    attributes: list[str] = []
+    with h5py.File(store / "cases" / f"{case_id}.h5") as handle:
+        attributes += [str(v) for v in handle.attrs.values()]
+        handle.visititems(lambda _, item: attributes.extend(str(v) for v in item.attrs.values()))
+    found["case file attributes (camera, frame files)"] = _leaks(" ".join(attributes))
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=2)
+        run_ids = [run.id for run in runs]
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": run_ids}))
+        assert len(task_runs) == 6
+        found["task run names"] = _leaks(" ".join(t.name for t in task_runs))
+        found["flow run parameters"] = _leaks(json.dumps([r.parameters for r in runs]))
+        time.sleep(3)  # run logs are sent in batches
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
+        assert any("quarantined" in log.message for log in logs)
+        found["run logs"] = _leaks(" ".join(log.message for log in logs))
+        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id={"any_": run_ids}))
+        assert any(a.key == "ingest-summary" for a in artifacts)
+        found["artifacts"] = _leaks(json.dumps([a.data for a in artifacts], default=str))
+    assert {where: what for where, what in found.items() if what} == {}
