@@ -82,7 +82,11 @@ class ReviewSession:
         if not editor or not editor.strip():
             raise CaseStoreError("give your name as editor (--editor NAME) to review a case")
         summary = store.summary(case_id)
-        gate = kind or gate_of(summary.stage, summary.latest_versions)
+        gate = kind or gate_of(
+            summary.stage,
+            summary.latest_versions,
+            summary.rejection.kind if summary.rejection else None,
+        )
         if gate is None or not summary.latest_versions.get(gate):
             raise CaseStoreError(
                 f"case {case_id} has no {(gate or MaskKind.VESSEL).value} mask to review yet "

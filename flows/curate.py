@@ -145,6 +145,15 @@ def curate_flow(
             todo.append((case_id, stage))
         elif stage.waiting_for_review:
             waiting.append(case_id)
+    if todo:
+        try:
+            case_store.check_writable()
+        except CaseStoreError as error:
+            # Every stage ends in a write: fail each case now, not after computing and retrying.
+            unreadable += [
+                {"case_id": case_id, "stage": "write", "reason": str(error)} for case_id, _ in todo
+            ]
+            todo = []
     chains = {}
     for case_id, stage in todo:
         names, stage_weights = plans[stage]

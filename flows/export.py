@@ -27,6 +27,8 @@ Folder layout (``--out DIR``, see docs/formats.md)::
 Only cases whose A/V mask is approved (stage ``done``) are exported. Splits are by patient
 (:mod:`pipeline.splits`): all cases of a patient pseudonym land in one split. The output is
 written under a temporary name and renamed; an existing file or folder is never overwritten.
+An unreadable case stops the export (nothing is written) unless ``skip_unreadable`` is given,
+and a store with no done case writes nothing: a training set never silently lacks cases.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def export_approved(
     *,
     fractions: tuple[float, float, float] = _DEFAULT_FRACTIONS,
     seed: int = 0,
+    skip_unreadable: bool = False,
 ) -> dict[str, list[str]]:
     """Write every done case's approved masks and photo to the HDF5 file ``out``.
 
@@ -85,6 +88,9 @@ def export_approved(
         Expected shares of patients in training, validation and test; sum to 1.
     seed : int
         Seed of the patient-level split.
+    skip_unreadable : bool
+        Export the readable cases when some are unreadable (listed in the summary) instead of
+        refusing.
 
     Returns
     -------
@@ -97,17 +103,21 @@ def export_approved(
         If ``out`` exists (exports are versioned: name a new file).
     ValueError
         If ``fractions`` are not three shares summing to 1.
+    CaseStoreError
+        If a case is unreadable (without ``skip_unreadable``) or no case is done; nothing is
+        written then.
     """
     _refuse_existing(out)
-    summary, cases = _plan(store, fractions, seed)
+    summary, cases = _plan(store, fractions, seed, skip_unreadable)
     temp = out.with_name(f".{out.name}.tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with h5py.File(temp, "w") as handle:
             EXPORT.stamp(handle)
-            for case in _read_cases(store, cases, summary):
+            for case in _read_cases(store, cases, summary, skip_unreadable):
                 _write_group(handle, case, len(summary["exported"]))
                 summary["exported"].append(case.case_id)
+            _refuse_empty(store, summary)
             handle.attrs.update(
                 created=_now(),
                 software_version=software_version(),
@@ -128,6 +138,7 @@ def export_folder(
     *,
     fractions: tuple[float, float, float] = _DEFAULT_FRACTIONS,
     seed: int = 0,
+    skip_unreadable: bool = False,
 ) -> dict[str, list[str]]:
     """Write every done case as PNG files with a legend and a MONAI-style datalist.
 
@@ -140,6 +151,8 @@ def export_folder(
         Expected shares of patients in training, validation and test; sum to 1.
     seed : int
         Seed of the patient-level split.
+    skip_unreadable : bool
+        As :func:`export_approved`.
 
     Returns
     -------
@@ -152,9 +165,11 @@ def export_folder(
         If ``out`` exists.
     ValueError
         If ``fractions`` are not three shares summing to 1.
+    CaseStoreError
+        As :func:`export_approved`.
     """
     _refuse_existing(out)
-    summary, cases = _plan(store, fractions, seed)
+    summary, cases = _plan(store, fractions, seed, skip_unreadable)
     temp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(temp, ignore_errors=True)  # left by a killed export; never a user's folder
     for name in ("images", "vessel", "av", "fov"):
@@ -162,7 +177,7 @@ def export_folder(
     datalist: dict[str, list[dict]] = {name: [] for name in SPLITS}
     version = software_version()
     try:
-        for case in _read_cases(store, cases, summary):
+        for case in _read_cases(store, cases, summary, skip_unreadable):
             stem = f"{len(summary['exported']):05d}.png"
             files = {
                 "image": _write_png(temp, f"images/{stem}", case.fundus),
@@ -184,6 +199,7 @@ def export_folder(
                 }
             )
             summary["exported"].append(case.case_id)
+        _refuse_empty(store, summary)
         (temp / "legend.json").write_text(json.dumps(folder_legend(fov=True), indent=1) + "\n")
         document = {
             "format": FOLDER_FORMAT,
@@ -219,8 +235,25 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def _refuse_empty(store: CaseStore, summary: dict[str, list[str]]) -> None:
+    if not summary["exported"]:
+        unreadable = f", {len(summary['unreadable'])} unreadable" if summary["unreadable"] else ""
+        raise CaseStoreError(
+            f"no case of store {store.root} is done (A/V mask approved): nothing exported "
+            f"({len(summary['skipped'])} still in curation or review{unreadable}); "
+            f"`angioflow status --store {store.root}` shows where they stand"
+        )
+
+
+def _unreadable(case_id: str, error: CaseStoreError) -> CaseStoreError:
+    return CaseStoreError(
+        f"case {case_id} is unreadable, nothing exported: {error} (or pass --skip-unreadable "
+        "to export the other cases)"
+    )
+
+
 def _plan(
-    store: CaseStore, fractions: tuple[float, float, float], seed: int
+    store: CaseStore, fractions: tuple[float, float, float], seed: int, skip_unreadable: bool
 ) -> tuple[dict[str, list[str]], dict[str, tuple[str, str]]]:
     """The summary so far and, for each done case, its (patient pseudonym, split)."""
     summary: dict[str, list[str]] = {"exported": [], "skipped": [], "unreadable": []}
@@ -229,20 +262,28 @@ def _plan(
         try:
             case_summary = store.summary(case_id)
         except CaseStoreError as error:
+            if not skip_unreadable:
+                raise _unreadable(case_id, error) from None
             summary["unreadable"].append(f"{case_id}: {error}")
             continue
         if case_summary.stage is Stage.DONE:
             patients[case_id] = case_summary.patient_pseudonym
         else:
             summary["skipped"].append(case_id)
+    if not patients:
+        _refuse_empty(store, summary)
     splits = patient_splits(patients, fractions=fractions, seed=seed)
     return summary, {case_id: (patients[case_id], splits[case_id]) for case_id in patients}
 
 
 def _read_cases(
-    store: CaseStore, cases: dict[str, tuple[str, str]], summary: dict[str, list[str]]
+    store: CaseStore,
+    cases: dict[str, tuple[str, str]],
+    summary: dict[str, list[str]],
+    skip_unreadable: bool,
 ) -> Iterator[_ApprovedCase]:
-    """Each planned case's pixels, one at a time; unreadable ones are noted in ``summary``."""
+    """Each planned case's pixels, one at a time; an unreadable one stops the export, or is
+    noted in ``summary`` with ``skip_unreadable``."""
     for case_id, (patient, split) in cases.items():
         try:
             approved = store.summary(case_id).approved_versions
@@ -256,6 +297,8 @@ def _read_cases(
             masks["fov"] = (fov.arrays["fundus_fov"] > 0).astype(np.uint8)
             fundus = store.read_raw(case_id).fundus
         except CaseStoreError as error:
+            if not skip_unreadable:
+                raise _unreadable(case_id, error) from None
             summary["unreadable"].append(f"{case_id}: {error}")
             continue
         yield _ApprovedCase(case_id, patient, split, fundus, masks, versions, sha256)

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from pipeline.casestore import CaseStore, CaseStoreError, MaskKind
 from pipeline.curation_stages import read_registration
 from pipeline.deformable import Deformation
 from pipeline.qc import AV_RGB, VESSEL_RGB, av_to_rgb, checkerboard, label_overlay, overlay
+from pipeline.review import ORIGIN_KEYS
 from pipeline.transform_files import write_image, write_registration_files
 
 __all__ = ["case_overview", "inspect_case", "write_registration"]
@@ -97,17 +98,16 @@ def case_overview(
     }
     stages: dict[str, Any] = {}
     for name in ("vessel_maps", "registration", "aggregate", "fundus_alignment", "binarisation"):
-        try:
-            stages[name] = store.read_stage(case_id, name)
-        except CaseStoreError:
+        if name not in summary.stages_done:
             continue
+        stages[name] = store.read_stage(case_id, name)  # a damaged stage is an error, not a gap
         metrics["stages"][name] = {
             "params": _public(stages[name].params),
             "seconds": round(stages[name].seconds, 2),
             "finished": stages[name].finished,
             "software_version": stages[name].software_version,
         }
-    if "registration" in stages and "aggregate" in stages:
+    if {"vessel_maps", "registration", "aggregate"} <= stages.keys():
         reference = stages["registration"].params["reference"]
         frames = stages["vessel_maps"].arrays["frames"]
         pictures["qc_registration.png"] = checkerboard(
@@ -120,7 +120,7 @@ def case_overview(
             for f in stages["registration"].params["frames"]
             if not f["kept"]
         ]
-    if "fundus_alignment" in stages:
+    if {"vessel_maps", "fundus_alignment"} <= stages.keys():
         pictures["qc_fundus.png"] = overlay(
             stages["vessel_maps"].arrays["fundus"], stages["fundus_alignment"].arrays["fa_mean"]
         )
@@ -137,12 +137,25 @@ def inspect_case(
 ) -> list[Path]:
     """Write :func:`case_overview`'s pictures as PNG files and its figures as ``metrics.json``
     in ``out``, and the registration's transforms and images in ``out/registration``
-    (:func:`write_registration`); returns the files written."""
+    (:func:`write_registration`); returns the files written.
+
+    ``vessel.png`` and ``av.png`` carry the case id, mask and version in PNG text chunks
+    (:data:`pipeline.review.ORIGIN_KEYS`), so ``approve --mask`` knows which version an edit
+    of them started from.
+    """
     pictures, metrics = case_overview(store, case_id, version=version, kind=kind)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, picture in pictures.items():
-        Image.fromarray(picture).save(out / name)
+        origin = None
+        if name in ("vessel.png", "av.png"):
+            mask_kind = MaskKind(name.removesuffix(".png"))
+            origin = PngImagePlugin.PngInfo()
+            shown = metrics["exported_versions"][mask_kind.value]["version"]
+            stamp = (case_id, mask_kind.value, shown)
+            for key, value in zip(ORIGIN_KEYS, stamp, strict=True):
+                origin.add_text(key, str(value))
+        Image.fromarray(picture).save(out / name, pnginfo=origin)
         written.append(out / name)
     path = out / "metrics.json"
     path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -165,11 +178,11 @@ def write_registration(store: CaseStore, case_id: str, out: Path) -> list[Path]:
     ``transforms.json``, which lists them per frame with the convention. Nothing is written
     for a case not yet registered. Returns the files written.
     """
-    try:
-        registration = read_registration(store, case_id)
-        aggregate = store.read_stage(case_id, "aggregate", arrays=("mean",)).arrays["mean"]
-    except CaseStoreError:
+    done = store.summary(case_id).stages_done
+    if "registration" not in done or "aggregate" not in done:
         return []
+    registration = read_registration(store, case_id)
+    aggregate = store.read_stage(case_id, "aggregate", arrays=("mean",)).arrays["mean"]
     out.mkdir(parents=True, exist_ok=True)
     raw = store.read_raw(case_id)
     shape = raw.fa_frames[registration.reference].shape
@@ -212,11 +225,8 @@ def write_registration(store: CaseStore, case_id: str, out: Path) -> list[Path]:
         "registered_frames": "registered_frames.nii.gz",
         "aggregate_mean": "aggregate_mean.nii.gz",
     }
-    try:
+    if "fundus_alignment" in done:
         alignment = store.read_stage(case_id, "fundus_alignment", arrays=("affine", "fa_mean"))
-    except CaseStoreError:
-        alignment = None
-    if alignment is not None:
         text = alignment.params["deformation"]
         files = write_registration_files(
             out / "fundus_alignment",

@@ -10,13 +10,18 @@ Layout of ``<store>/cases/<case_id>.h5``::
     /stages/<name>/<array>  stage outputs; group attrs params (JSON), software_version,
                             finished, seconds
     /reviews/<kind>/v0001   (H, W) uint8 label mask; attrs version, parent, editor, time,
-                            note, sha256 (immutable once written)
+                            note, sha256 (immutable once written); A/V versions also
+                            vessel_version (the approved vessel version they label)
     /reviews/<kind>/approvals/a0001   attrs version, editor, time
     /reviews/<kind>/rejections/r0001  attrs version, editor, time, reason
     /events                 JSON lines: ingested, stage outputs, saves, approvals, rejections,
                             errors
 
-Every array dataset carries the sha256 of its bytes, checked on read.
+Every array dataset carries the sha256 of its bytes, checked on read (``verify`` checks them
+all). The root attribute ``manifest`` lists every group and dataset with a digest of its
+attributes (and of the event log's text), and ``manifest_sha256`` its own digest; opening a
+case checks the file against it, so a flipped byte in a name, an attribute or the event log
+is reported as damage instead of surfacing as a missing stage, a wrong editor or a crash.
 
 Every change is copy-on-write: the current file is copied to a temporary file in the same
 folder, changed, flushed and fsynced, then renamed over the original (and the folder is
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import io
 import json
@@ -53,6 +59,7 @@ from filelock import FileLock
 
 __all__ = [
     "Autosave",
+    "Baseline",
     "CaseStore",
     "CaseStoreError",
     "CaseSummary",
@@ -68,10 +75,17 @@ __all__ = [
 ]
 
 FORMAT = "angioflow-case"
-FORMAT_VERSION = 1
+# 2: sealed by a manifest (a version 2 file without one is damaged); version 1 files are read
+# as before and sealed at their next change.
+FORMAT_VERSION = 2
+PIPELINE_EDITOR = "angioflow"  # editor of the versions the pipeline saves (baselines)
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+_SEAL_ATTRS = ("manifest", "manifest_sha256")
+# What h5py raises on a file whose bytes were changed under it: a damaged object header, heap or
+# B-tree surfaces as any of these, depending on which byte changed.
+_DAMAGE_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, UnicodeDecodeError)
 
 
 class CaseStoreError(RuntimeError):
@@ -188,6 +202,23 @@ class Autosave:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """The pipeline's own mask, offered for review in the same commit as its stage output.
+
+    Attributes
+    ----------
+    kind : MaskKind
+    mask : (H, W) integer ndarray
+        Labels as in :class:`MaskKind`, in fundus coordinates.
+    note : str
+    """
+
+    kind: MaskKind
+    mask: np.ndarray
+    note: str
+
+
+@dataclass(frozen=True)
 class StageOutput:
     """A stage's stored arrays and the provenance they were made with."""
 
@@ -230,6 +261,13 @@ def _now() -> str:
 
 def _sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _damaged(path: Path | str, what: str) -> str:
+    return (
+        f"case file {path} is damaged ({what}); restore it from a backup or re-ingest the case "
+        "with --replace"
+    )
 
 
 class CaseStore:
@@ -310,8 +348,14 @@ class CaseStore:
         """
         target = self.path(case_id)
         image = io.BytesIO(target.read_bytes() if copy_current else b"")
-        with h5py.File(image, "r+" if copy_current else "w") as handle:
-            result = change(handle)
+        try:
+            with h5py.File(image, "r+" if copy_current else "w") as handle:
+                result = change(handle)
+                _seal(handle)
+        except CaseStoreError:
+            raise
+        except _DAMAGE_ERRORS as error:
+            raise CaseStoreError(_damaged(target, f"{type(error).__name__}: {error}")) from None
         temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
             with open(temp, "wb") as handle:
@@ -319,15 +363,33 @@ class CaseStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, target)
+        except OSError as error:
+            if isinstance(error, PermissionError) or error.errno == errno.EROFS:
+                raise CaseStoreError(_read_only(self.root, error)) from None
+            raise
         finally:
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
         _fsync_folder(target.parent)
         return result
+
+    def check_writable(self) -> None:
+        """Raise :class:`CaseStoreError` at once when the store cannot be written (read-only
+        mount, no permission), before any work that would end in a write.
+        """
+        probe = self.cases_dir / f".write-check.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+            with self._locked("write-check"):
+                pass
+        except OSError as error:
+            raise CaseStoreError(_read_only(self.root, error)) from None
 
     def _mutate(self, case_id: str, change: Callable[[h5py.File], Any]) -> Any:
         """Apply ``change`` to a case file atomically and return its result."""
         with self._locked(case_id):
-            self._check_readable(case_id)
+            self._check_readable(case_id)  # a damaged file is never copied forward
 
             def build(handle: h5py.File) -> Any:
                 result = change(handle)
@@ -350,41 +412,61 @@ class CaseStore:
             handle = h5py.File(path, "r")
         except OSError as error:
             raise CaseStoreError(
-                f"case file {path} is corrupt or incomplete ({error.__class__.__name__}); restore "
-                "it from a backup or re-ingest the case with --replace"
+                _damaged(path, f"corrupt or incomplete: {error.__class__.__name__}")
             ) from None
         with handle:
-            if handle.attrs.get("format") != FORMAT or not handle.attrs.get("complete", False):
-                raise CaseStoreError(
-                    f"case file {path} is not a complete angioflow case file; restore it from a "
-                    "backup or re-ingest the case with --replace"
-                )
-            if int(handle.attrs["format_version"]) > FORMAT_VERSION:
-                raise CaseStoreError(
-                    f"case file {path} has format version {handle.attrs['format_version']}, newer "
-                    f"than this angioflow ({software_version()}) reads; upgrade angioflow"
-                )
-            yield handle
+            try:
+                if handle.attrs.get("format") != FORMAT or not handle.attrs.get("complete", False):
+                    raise CaseStoreError(
+                        f"case file {path} is not a complete angioflow case file; restore it from "
+                        "a backup or re-ingest the case with --replace"
+                    )
+                if int(handle.attrs["format_version"]) > FORMAT_VERSION:
+                    raise CaseStoreError(
+                        f"case file {path} has format version {handle.attrs['format_version']}, "
+                        f"newer than this angioflow ({software_version()}) reads; upgrade angioflow"
+                    )
+                _check_manifest(handle, path)
+                yield handle
+            except CaseStoreError:
+                raise
+            except _DAMAGE_ERRORS as error:
+                # Past the manifest check a failing read means damage the manifest cannot see
+                # (inside a B-tree or a compressed chunk).
+                raise CaseStoreError(_damaged(path, f"{type(error).__name__}: {error}")) from None
 
     def _check_readable(self, case_id: str) -> None:
         with self._open(case_id):
             pass
 
     def _read_array(self, handle: h5py.File, name: str) -> np.ndarray:
-        dataset = handle[name]
-        try:
-            array = dataset[()]
-        except OSError as error:
-            raise CaseStoreError(
-                f"case file {handle.filename}: dataset {name} is unreadable ({error}); restore the "
-                "file from a backup"
-            ) from None
-        if _sha256(array) != dataset.attrs["sha256"]:
-            raise CaseStoreError(
-                f"case file {handle.filename}: dataset {name} fails its checksum; the file is "
-                "damaged, restore it from a backup"
+        return _read_checked(handle, name, handle.filename)
+
+    def verify(self, case_id: str) -> int:
+        """Read every dataset of a case and check its sha256 (``status --verify``).
+
+        Returns
+        -------
+        n_datasets : int
+            How many datasets were checked.
+
+        Raises
+        ------
+        CaseStoreError
+            Naming the first damaged dataset, with how to recover.
+        """
+        with self._open(case_id) as handle:
+            names: list[str] = []
+            handle.visititems(
+                lambda name, obj: (
+                    names.append(name)
+                    if isinstance(obj, h5py.Dataset) and "sha256" in obj.attrs
+                    else None
+                )
             )
-        return array
+            for name in names:
+                _read_checked(handle, name, handle.filename)
+            return len(names)
 
     def source_sha256(self, case_id: str) -> str:
         """Digest of the raw folder content the case was ingested from."""
@@ -420,7 +502,7 @@ class CaseStore:
                 eye=str(handle.attrs["eye"]),
                 n_frames=len(handle["raw/fa"]),
                 fundus_shape=tuple(handle["raw/fundus"].shape[:2]),
-                stage=_derive_stage(latest, approved, rejections),
+                stage=_derive_stage(handle, rejections),
                 stages_done=tuple(sorted(handle.get("stages", {}))),
                 latest_versions=latest,
                 approved_versions=approved,
@@ -477,17 +559,30 @@ class CaseStore:
         *,
         params: dict[str, Any],
         seconds: float,
-    ) -> None:
+        baseline: Baseline | None = None,
+    ) -> int:
         """Store (or recompute) a stage's output arrays with their parameters and timing.
 
         Stage outputs are derived data: writing a stage again replaces its previous output.
-        Review versions and raw images are never touched by this.
+        Raw images and saved versions are never touched by this.
+
+        Parameters
+        ----------
+        baseline : Baseline, optional
+            The stage's mask for review, saved as a new version in the same commit when the
+            case needs one (see :meth:`offer_baseline`): a crash can never leave a stage output
+            whose baseline is missing.
+
+        Returns
+        -------
+        version : int
+            The baseline's new version number, 0 when none was saved.
         """
         if not _STAGE_NAME.match(stage):
             raise CaseStoreError(f"invalid stage name {stage!r}; use lower_snake_case")
         params_json = json.dumps(params, sort_keys=True)
 
-        def change(handle: h5py.File) -> None:
+        def change(handle: h5py.File) -> int:
             stages = handle.require_group("stages")
             if stage in stages:
                 del stages[stage]
@@ -501,8 +596,23 @@ class CaseStore:
                 seconds=float(seconds),
             )
             _append_event(handle, "stage_output", {"stage": stage, "seconds": float(seconds)})
+            return 0 if baseline is None else _save_baseline(handle, case_id, baseline)
 
-        self._mutate(case_id, change)
+        return self._mutate(case_id, change)
+
+    def offer_baseline(self, case_id: str, baseline: Baseline) -> int:
+        """Save the pipeline's mask as a new version when the case needs one for review.
+
+        A vessel baseline is saved only while the case has no vessel version; an A/V baseline
+        only while the vessel mask is approved and the latest A/V version (if any) was made for
+        another vessel version. Clinicians' versions are never superseded otherwise.
+
+        Returns
+        -------
+        version : int
+            The new version number, 0 when none was needed.
+        """
+        return self._mutate(case_id, lambda handle: _save_baseline(handle, case_id, baseline))
 
     def read_stage(
         self, case_id: str, stage: str, *, arrays: Collection[str] | None = None
@@ -546,8 +656,9 @@ class CaseStore:
         editor: str,
         parent: int,
         note: str = "",
+        approve: bool = False,
     ) -> int:
-        """Save a mask as a new immutable version.
+        """Save a mask as a new immutable version (and approve it, in the same commit).
 
         Parameters
         ----------
@@ -562,6 +673,9 @@ class CaseStore:
             latest version, so an edit made on an outdated mask is never saved over a newer one.
         note : str
             Free-text comment.
+        approve : bool
+            Also record ``editor``'s approval of the new version; when the approval is refused
+            nothing is saved.
 
         Returns
         -------
@@ -573,7 +687,8 @@ class CaseStore:
         StaleVersionError
             If ``parent`` is not the latest version (someone saved meanwhile).
         CaseStoreError
-            If the mask's shape or labels are wrong.
+            If the mask's shape or labels are wrong, or an A/V mask is saved before the vessel
+            mask is approved or for a vessel version no longer approved.
         """
         kind = MaskKind(kind)
         if not editor or not editor.strip():
@@ -587,24 +702,29 @@ class CaseStore:
         def change(handle: h5py.File) -> int:
             latest = _latest_version(handle, kind)
             if parent != latest:
+                by = f" (by {_editor_of(handle, kind, latest)})" if latest else ""
                 raise StaleVersionError(
                     f"case {case_id}: the {kind.value} mask was edited from version {parent}, but "
-                    f"version {latest} has been saved since; reload version {latest} and merge "
-                    "your edits before saving"
+                    f"version {latest} has been saved since{by}; reload version {latest} and "
+                    "merge your edits before saving"
                 )
-            version = latest + 1
-            group = handle.require_group(f"reviews/{kind.value}")
-            dataset = _write_array(group, f"v{version:04d}", mask)
-            dataset.attrs.update(
-                version=version,
-                parent=parent,
-                editor=editor.strip(),
-                time=_now(),
-                note=note,
+            vessel = _approved_version(handle, MaskKind.VESSEL)
+            if kind is MaskKind.AV:
+                if not vessel:
+                    raise CaseStoreError(
+                        f"case {case_id}: approve the vessel mask before saving an A/V mask"
+                    )
+                if latest and _av_basis(handle, latest) != vessel:
+                    raise CaseStoreError(
+                        f"case {case_id}: vessel version {vessel} was approved after A/V version "
+                        f"{latest} was made; run `angioflow curate` to label the approved vessel "
+                        "mask, then edit that A/V version"
+                    )
+            version = _add_version(
+                handle, kind, mask, parent=parent, editor=editor.strip(), note=note, vessel=vessel
             )
-            _append_event(
-                handle, "saved", {"kind": kind.value, "version": version, "editor": editor.strip()}
-            )
+            if approve:
+                _record_approval(handle, case_id, kind, version, editor.strip())
             return version
 
         version = self._mutate(case_id, change)
@@ -653,7 +773,8 @@ class CaseStore:
         Raises
         ------
         CaseStoreError
-            If the version does not exist, or an A/V mask is approved before the vessel mask.
+            If the version does not exist or is unreadable, or an A/V mask is approved before
+            the vessel mask or labels a vessel version no longer approved.
         """
         kind = MaskKind(kind)
         if not editor or not editor.strip():
@@ -665,16 +786,7 @@ class CaseStore:
                 raise CaseStoreError(
                     f"case {case_id} has no {kind.value} mask version {version} to approve"
                 )
-            if kind is MaskKind.AV and not _approved_version(handle, MaskKind.VESSEL):
-                raise CaseStoreError(f"case {case_id}: approve the vessel mask before the A/V mask")
-            group = handle.require_group(f"reviews/{kind.value}/approvals")
-            record = group.create_group(f"a{len(group) + 1:04d}")
-            record.attrs.update(version=version, editor=editor.strip(), time=_now())
-            _append_event(
-                handle,
-                "approved",
-                {"kind": kind.value, "version": version, "editor": editor.strip()},
-            )
+            _record_approval(handle, case_id, kind, version, editor.strip())
 
         self._mutate(case_id, change)
 
@@ -777,6 +889,144 @@ class CaseStore:
 # ---- helpers on open files ----------------------------------------------------------------
 
 
+def _read_checked(handle: h5py.File, name: str, path: Path | str) -> np.ndarray:
+    dataset = handle[name]
+    try:
+        array = dataset[()]
+    except OSError as error:
+        raise CaseStoreError(_damaged(path, f"dataset {name} is unreadable: {error}")) from None
+    if _sha256(array) != dataset.attrs["sha256"]:
+        raise CaseStoreError(_damaged(path, f"dataset {name} fails its checksum"))
+    return array
+
+
+def _attrs_text(attrs: h5py.AttributeManager, skip: Collection[str] = ()) -> str:
+    values = {}
+    for name in sorted(attrs):
+        if name in skip:
+            continue
+        value = attrs[name]
+        if isinstance(value, np.ndarray | np.generic):
+            value = value.tolist()
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "backslashreplace")
+        values[name] = value
+    return json.dumps(values, sort_keys=True, default=repr)
+
+
+def _describe(handle: h5py.File) -> dict[str, str]:
+    """A digest of every object's name, attributes, shape and dtype (and the event log's text)."""
+    entries = {"/": _attrs_text(handle.attrs, skip=_SEAL_ATTRS)}
+
+    def visit(name: str, obj: h5py.Group | h5py.Dataset) -> None:
+        text = _attrs_text(obj.attrs)
+        if isinstance(obj, h5py.Dataset):
+            text += f"|{obj.shape}|{obj.dtype.str}"
+            if h5py.check_string_dtype(obj.dtype) is not None:
+                text += "|" + "\n".join(obj.asstr()[()])
+        entries[name] = text
+
+    handle.visititems(visit)
+    return {name: hashlib.sha256(text.encode()).hexdigest()[:20] for name, text in entries.items()}
+
+
+def _seal(handle: h5py.File) -> None:
+    for name in _SEAL_ATTRS:
+        if name in handle.attrs:
+            del handle.attrs[name]
+    handle.attrs["format_version"] = FORMAT_VERSION
+    text = json.dumps(_describe(handle), sort_keys=True, separators=(",", ":"))
+    handle.attrs["manifest"] = text
+    handle.attrs["manifest_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_manifest(handle: h5py.File, path: Path) -> None:
+    stored, digest = handle.attrs.get("manifest"), handle.attrs.get("manifest_sha256")
+    if stored is None and digest is None and int(handle.attrs["format_version"]) < 2:
+        return  # written before manifests; sealed at its next change
+    if (
+        not isinstance(stored, str)
+        or not isinstance(digest, str)
+        or hashlib.sha256(stored.encode()).hexdigest() != digest
+    ):
+        raise CaseStoreError(_damaged(path, "its manifest is missing or altered"))
+    expected, actual = json.loads(stored), _describe(handle)
+    if actual != expected:
+        differing = sorted(set(expected.items()) ^ set(actual.items()))[0][0]
+        raise CaseStoreError(_damaged(path, f"{differing} differs from its manifest"))
+
+
+def _read_only(root: Path, error: OSError) -> str:
+    return (
+        f"case store {root} cannot be written ({error.strerror or error}); make it writable "
+        "(check the mount and the folder's permissions) and run the command again"
+    )
+
+
+def _editor_of(handle: h5py.File, kind: MaskKind, version: int) -> str:
+    return str(handle[f"reviews/{kind.value}/v{version:04d}"].attrs["editor"])
+
+
+def _add_version(
+    handle: h5py.File,
+    kind: MaskKind,
+    mask: np.ndarray,
+    *,
+    parent: int,
+    editor: str,
+    note: str,
+    vessel: int,
+) -> int:
+    version = _latest_version(handle, kind) + 1
+    group = handle.require_group(f"reviews/{kind.value}")
+    dataset = _write_array(group, f"v{version:04d}", mask.astype(np.uint8))
+    dataset.attrs.update(version=version, parent=parent, editor=editor, time=_now(), note=note)
+    if kind is MaskKind.AV:
+        dataset.attrs["vessel_version"] = vessel
+    _append_event(handle, "saved", {"kind": kind.value, "version": version, "editor": editor})
+    return version
+
+
+def _record_approval(
+    handle: h5py.File, case_id: str, kind: MaskKind, version: int, editor: str
+) -> None:
+    if kind is MaskKind.AV:
+        vessel = _approved_version(handle, MaskKind.VESSEL)
+        if not vessel:
+            raise CaseStoreError(f"case {case_id}: approve the vessel mask before the A/V mask")
+        basis = _av_basis(handle, version)
+        if basis != vessel:
+            raise CaseStoreError(
+                f"case {case_id}: A/V version {version} labels vessel version {basis}, but "
+                f"vessel version {vessel} is approved now; run `angioflow curate` to label it "
+                "and review that A/V version"
+            )
+    # Never approve a mask nobody can read back.
+    _read_checked(handle, f"reviews/{kind.value}/v{version:04d}", f"of case {case_id}")
+    group = handle.require_group(f"reviews/{kind.value}/approvals")
+    record = group.create_group(f"a{len(group) + 1:04d}")
+    record.attrs.update(version=version, editor=editor, time=_now())
+    _append_event(handle, "approved", {"kind": kind.value, "version": version, "editor": editor})
+
+
+def _save_baseline(handle: h5py.File, case_id: str, baseline: Baseline) -> int:
+    kind = MaskKind(baseline.kind)
+    latest = _latest_version(handle, kind)
+    vessel = _approved_version(handle, MaskKind.VESSEL)
+    if kind is MaskKind.VESSEL:
+        if latest:
+            return 0
+    elif not vessel:
+        raise CaseStoreError(f"case {case_id} has no approved vessel mask; approve one first")
+    elif latest and _av_basis(handle, latest) == vessel:
+        return 0
+    mask = np.asarray(baseline.mask)
+    _validate_mask(mask, kind, tuple(handle["raw/fundus"].shape[:2]), case_id)
+    return _add_version(
+        handle, kind, mask, parent=latest, editor=PIPELINE_EDITOR, note=baseline.note, vessel=vessel
+    )
+
+
 def _write_array(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Dataset:
     options = _COMPRESSION if array.ndim >= 2 and array.size >= 4096 else {}
     dataset = group.create_dataset(name, data=array, **options)
@@ -807,10 +1057,32 @@ def _latest_version(handle: h5py.File, kind: MaskKind) -> int:
 
 
 def _approved_version(handle: h5py.File, kind: MaskKind) -> int:
+    """The latest approval's version; an A/V approval counts only while the version labels the
+    approved vessel version and no A/V version for another vessel version followed it."""
     group = handle.get(f"reviews/{kind.value}/approvals")
     if group is None or not len(group):
         return 0
-    return int(group[sorted(group)[-1]].attrs["version"])
+    version = int(group[sorted(group)[-1]].attrs["version"])
+    if kind is MaskKind.AV:
+        vessel = _approved_version(handle, MaskKind.VESSEL)
+        later = range(version, _latest_version(handle, kind) + 1)
+        if any(_av_basis(handle, v) != vessel for v in later):
+            return 0
+    return version
+
+
+def _av_basis(handle: h5py.File, version: int) -> int:
+    """The vessel version an A/V version labels (0: none was approved when it was saved)."""
+    dataset = handle[f"reviews/av/v{version:04d}"]
+    if "vessel_version" in dataset.attrs:
+        return int(dataset.attrs["vessel_version"])
+    # Versions saved before they recorded it: the vessel version approved at the time.
+    saved, basis = str(dataset.attrs["time"]), 0
+    approvals = handle.get("reviews/vessel/approvals")
+    for name in sorted(approvals or ()):
+        if str(approvals[name].attrs["time"]) <= saved:
+            basis = int(approvals[name].attrs["version"])
+    return basis
 
 
 def _rejection(kind: MaskKind, record: h5py.Group) -> Rejection:
@@ -838,16 +1110,17 @@ def _active_rejection(handle: h5py.File, kind: MaskKind) -> Rejection | None:
     return rejection
 
 
-def _derive_stage(
-    latest: dict[str, int], approved: dict[str, int], rejected: dict[str, Rejection | None]
-) -> Stage:
-    if approved[MaskKind.AV]:
-        return Stage.DONE
-    if latest[MaskKind.AV]:
+def _derive_stage(handle: h5py.File, rejected: dict[str, Rejection | None]) -> Stage:
+    vessel = _approved_version(handle, MaskKind.VESSEL)
+    if vessel:
+        latest_av = _latest_version(handle, MaskKind.AV)
+        # A/V labels of another vessel version are stale: the case goes back to A/V labelling.
+        if not latest_av or _av_basis(handle, latest_av) != vessel:
+            return Stage.VESSEL_APPROVED
+        if _approved_version(handle, MaskKind.AV):
+            return Stage.DONE
         return Stage.REJECTED if rejected[MaskKind.AV] else Stage.AV_REVIEW
-    if approved[MaskKind.VESSEL]:
-        return Stage.VESSEL_APPROVED
-    if latest[MaskKind.VESSEL]:
+    if _latest_version(handle, MaskKind.VESSEL):
         return Stage.REJECTED if rejected[MaskKind.VESSEL] else Stage.VESSEL_REVIEW
     return Stage.INGESTED
 

@@ -4,6 +4,10 @@ Each stage function returns the stage's cache key: a sha256 over its upstream ke
 parameters and the software that computed it. A stage whose stored output carries the same key
 is not recomputed, so a re-run of the curate flow skips finished work and recomputes exactly the
 stages whose inputs or parameters changed.
+
+The two stages that end at a review gate (binarisation, A/V labelling) store their output and
+the baseline version for review in one commit, and offer the stored baseline again when their
+output is cached: a run killed at any point leaves a case that the next run finishes.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.casestore import CaseStore, CaseStoreError, MaskKind
+from pipeline.casestore import PIPELINE_EDITOR, Baseline, CaseStore, CaseStoreError, MaskKind
 from pipeline.curation import (
     CurationSettings,
     FrameRegistration,
@@ -43,7 +47,7 @@ __all__ = [
 ]
 
 STAGES = ("vessel_maps", "registration", "aggregate", "fundus_alignment", "binarisation")
-BASELINE_EDITOR = "angioflow"
+BASELINE_EDITOR = PIPELINE_EDITOR
 
 # (image, *, modality, fov, flips) -> probability: VesselSegmenter.segment fits.
 Segmenter = Callable[..., np.ndarray]
@@ -273,7 +277,12 @@ def run_binarisation(
         "aperture_margin_px": settings.aperture_margin_px,
     }
     key = _key("binarisation", upstream, params)
+    note = f"baseline from curate (binarisation {key[:12]})"
     if _cached(store, case_id, "binarisation", key):
+        # Curate runs this stage only for cases without a vessel version, so a cached output
+        # means its baseline is missing (a file written when the two were separate commits).
+        stored = store.read_stage(case_id, "binarisation", arrays=("vessel",)).arrays["vessel"]
+        store.offer_baseline(case_id, Baseline(MaskKind.VESSEL, stored, note))
         return key
     started = time.perf_counter()
     maps = store.read_stage(case_id, "vessel_maps", arrays=("fundus", "fundus_fov")).arrays
@@ -296,16 +305,8 @@ def run_binarisation(
             "vessel_fraction_of_fov": round(float(mask[fov].mean()), 4),
         },
         seconds=time.perf_counter() - started,
+        baseline=Baseline(MaskKind.VESSEL, mask.astype(np.uint8), note),
     )
-    if not store.versions(case_id, MaskKind.VESSEL):
-        store.save_version(
-            case_id,
-            MaskKind.VESSEL,
-            mask.astype(np.uint8),
-            editor=BASELINE_EDITOR,
-            parent=0,
-            note=f"baseline from curate (binarisation {key[:12]})",
-        )
     return key
 
 
@@ -316,8 +317,10 @@ def run_av_labelling(
 
     Runs on the vessel version the clinician approved at review gate 1. When the model takes FA
     channels, the FA aggregate (mean and max) in fundus pixels from stage 6 is passed with the
-    photo. A baseline is saved only while the case has no A/V version, so a re-run never
-    supersedes a clinician's edits (review gate 2).
+    photo. A baseline is saved only while the latest A/V version (if any) labels another vessel
+    version, so a re-run never supersedes a clinician's edits (review gate 2). When the vessel
+    mask was approved again after A/V review, the new baseline keeps every label of the latest
+    A/V version on pixels that are still vessel; the model labels the rest.
     """
     approved = store.summary(case_id).approved_versions.get(MaskKind.VESSEL.value, 0)
     if not approved:
@@ -331,6 +334,10 @@ def run_av_labelling(
     upstream = hashlib.sha256(np.packbits(vessel).tobytes()).hexdigest()
     key = _key("av_labelling", store.source_sha256(case_id) + upstream, params)
     if _cached(store, case_id, "av_labelling", key):
+        # Curate runs this stage only for cases without A/V labels of the approved vessel
+        # version: offer the cached output's baseline (a no-op when it is there).
+        stored = store.read_stage(case_id, "av_labelling", arrays=("av",)).arrays["av"]
+        store.offer_baseline(case_id, _av_baseline(store, case_id, stored, vessel, approved, key))
         return key
     started = time.perf_counter()
     fundus = store.read_raw(case_id).fundus
@@ -353,14 +360,22 @@ def run_av_labelling(
             "artery_fraction": round(float((labels == 1).sum() / max(1, vessel.sum())), 4),
         },
         seconds=time.perf_counter() - started,
+        baseline=_av_baseline(store, case_id, labels, vessel, approved, key),
     )
-    if not store.versions(case_id, MaskKind.AV):
-        store.save_version(
-            case_id,
-            MaskKind.AV,
-            labels,
-            editor=BASELINE_EDITOR,
-            parent=0,
-            note=f"baseline from curate (av_labelling {key[:12]}, vessel v{approved})",
-        )
     return key
+
+
+def _av_baseline(
+    store: CaseStore, case_id: str, labels: np.ndarray, vessel: np.ndarray, approved: int, key: str
+) -> Baseline:
+    """The model's A/V labels, with the latest A/V version's labels kept where they still lie
+    on the approved vessel mask (reviewers' labels survive a new vessel approval)."""
+    note = f"baseline from curate (av_labelling {key[:12]}, vessel v{approved})"
+    latest = store.summary(case_id).latest_versions[MaskKind.AV]
+    if not latest:
+        return Baseline(MaskKind.AV, labels, note)
+    previous = store.read_version(case_id, MaskKind.AV, latest)
+    kept = vessel & (previous > 0)
+    merged = np.where(kept, previous, labels).astype(np.uint8)
+    note += f"; {int(kept.sum())} vessel pixels keep their labels from A/V version {latest}"
+    return Baseline(MaskKind.AV, merged, note)

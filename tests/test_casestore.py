@@ -105,7 +105,7 @@ def test_saving_against_a_stale_parent_is_refused(store: CaseStore) -> None:
     mask = np.zeros((64, 96), np.uint8)
     store.save_version("pabc_OD_123456", "vessel", mask, editor="angioflow", parent=0)
     store.save_version("pabc_OD_123456", "vessel", mask, editor="dr_a", parent=1)
-    with pytest.raises(StaleVersionError, match="version 2 has been saved since; reload"):
+    with pytest.raises(StaleVersionError, match=r"version 2 has been saved since \(by dr_a\); reload"):
         store.save_version("pabc_OD_123456", "vessel", mask, editor="dr_b", parent=1)
     assert len(store.versions("pabc_OD_123456", "vessel")) == 2
 
@@ -132,13 +132,15 @@ def test_approvals_advance_the_stage_in_order(store: CaseStore) -> None:
     case_id = "pabc_OD_123456"
     mask = np.zeros((64, 96), np.uint8)
     store.save_version(case_id, "vessel", mask, editor="angioflow", parent=0)
-    store.save_version(case_id, "av", mask, editor="angioflow", parent=0)
-    with pytest.raises(CaseStoreError, match="approve the vessel mask before"):
+    with pytest.raises(CaseStoreError, match="approve the vessel mask before saving an A/V"):
+        store.save_version(case_id, "av", mask, editor="angioflow", parent=0)
+    with pytest.raises(CaseStoreError, match="no av mask version 1 to approve"):
         store.approve(case_id, "av", version=1, editor="dr_a")
     with pytest.raises(CaseStoreError, match="no vessel mask version 5"):
         store.approve(case_id, "vessel", version=5, editor="dr_a")
     store.approve(case_id, "vessel", version=1, editor="dr_a")
     assert store.summary(case_id).approved_versions == {"vessel": 1, "av": 0}
+    store.save_version(case_id, "av", mask, editor="angioflow", parent=0)
     store.approve(case_id, "av", version=1, editor="dr_b")
     assert store.summary(case_id).stage is Stage.DONE
     approvals = [e for e in store.events(case_id) if e["event"] == "approved"]
