@@ -302,6 +302,9 @@ class CaseStore:
         self.autosave_dir = self.root / "autosave"
         for folder in (self.cases_dir, self.locks_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        # Files this instance found matching their manifest, by (inode, size, mtime): every
+        # commit renames a new file into place, so a changed case is checked again.
+        self._checked: dict[str, tuple[int, int, int]] = {}
         self._remove_orphaned_temp_files()
 
     def _remove_orphaned_temp_files(self) -> None:
@@ -426,7 +429,13 @@ class CaseStore:
                         f"case file {path} has format version {handle.attrs['format_version']}, "
                         f"newer than this angioflow ({software_version()}) reads; upgrade angioflow"
                     )
-                _check_manifest(handle, path)
+                # The file opened, not whatever the name points to now (on Windows the driver's
+                # handle is no file descriptor: the name it is).
+                stat = path.stat() if os.name == "nt" else os.fstat(handle.id.get_vfd_handle())
+                identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+                if self._checked.get(case_id) != identity:
+                    _check_manifest(handle, path)
+                    self._checked[case_id] = identity
                 yield handle
             except CaseStoreError:
                 raise

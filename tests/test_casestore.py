@@ -105,7 +105,7 @@ def test_saving_against_a_stale_parent_is_refused(store: CaseStore) -> None:
     mask = np.zeros((64, 96), np.uint8)
     store.save_version("pabc_OD_123456", "vessel", mask, editor="angioflow", parent=0)
     store.save_version("pabc_OD_123456", "vessel", mask, editor="dr_a", parent=1)
-    with pytest.raises(StaleVersionError, match=r"version 2 has been saved since \(by dr_a\); reload"):
+    with pytest.raises(StaleVersionError, match=r"version 2 has been saved since \(by dr_a\)"):
         store.save_version("pabc_OD_123456", "vessel", mask, editor="dr_b", parent=1)
     assert len(store.versions("pabc_OD_123456", "vessel")) == 2
 
@@ -254,3 +254,32 @@ def test_two_concurrent_writers_never_lose_a_version(store: CaseStore) -> None:
     assert sorted(int(v) for out in outputs for v in out) == list(range(1, 13))
     assert [v.parent for v in versions] == list(range(0, 12))
     assert sorted(v.editor for v in versions) == ["dr_a"] * 6 + ["dr_b"] * 6
+
+
+def test_changed_names_attributes_or_events_are_damage_and_old_files_get_sealed(
+    store: CaseStore,
+) -> None:
+    case_id = "pabc_OD_123456"
+    store.create(new_case())
+    store.save_version(case_id, "vessel", np.zeros((64, 96), np.uint8), editor="dr_a", parent=0)
+    path, original = store.path(case_id), store.path(case_id).read_bytes()
+    for change, where in (
+        (lambda h: h["reviews/vessel/v0001"].attrs.__setitem__("editor", "dr_b"), "v0001"),
+        (lambda h: h.move("raw/fa/001", "raw/fa/009"), "raw/fa/00"),
+        (lambda h: h["events"].__setitem__(0, '{"event": "forged"}'), "events"),
+        (lambda h: h.attrs.__delitem__("manifest"), "manifest is missing"),
+    ):
+        path.write_bytes(original)
+        with h5py.File(path, "r+") as handle:
+            change(handle)
+        with pytest.raises(CaseStoreError, match=f"is damaged .*{where}.*restore it from a backup"):
+            CaseStore(store.root).summary(case_id)
+    path.write_bytes(original)
+    with h5py.File(path, "r+") as handle:  # a case file written before manifests
+        del handle.attrs["manifest"], handle.attrs["manifest_sha256"]
+        handle.attrs["format_version"] = 1
+    assert store.versions(case_id, "vessel")[0].editor == "dr_a"
+    store.approve(case_id, "vessel", version=1, editor="dr_a")  # its next change seals it
+    with h5py.File(path, "r") as handle:
+        assert handle.attrs["format_version"] == 2 and "manifest" in handle.attrs
+    assert store.verify(case_id) == 5  # fundus, 3 frames, the mask (events: in the manifest)
