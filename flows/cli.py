@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,14 +13,16 @@ from typing import Annotated, Any, NoReturn
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from flows.catalog import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
 from flows.progress import terminal_progress
 from pipeline.casestore import CaseStore, CaseStoreError, MaskKind, Stage
+from pipeline.display import printable
 from pipeline.h5_formats import UnsupportedFileFormat
 from pipeline.ingest import read_quarantine
-from pipeline.review import MaskImportError, read_mask_file, review_queue
+from pipeline.review import MaskImportError, import_mask, review_queue
 
 app = typer.Typer(
     name="angioflow",
@@ -188,24 +189,37 @@ def ingest(
         raise typer.Exit(1)
 
 
+def _shown(text: str) -> str:
+    """User-controlled text (names, notes, folder names) safe to print: control characters
+    escaped, no rich markup."""
+    return escape(printable(text))
+
+
 def _print_ingest_summary(summary: dict[str, list[dict[str, str]]]) -> None:
-    from rich.markup import escape
-
-    from pipeline.display import printable
-
     console.print(
         f"{len(summary['ingested'])} ingested, {len(summary['skipped'])} unchanged, "
         f"{len(summary['quarantined'])} quarantined"
     )
     for item in summary["quarantined"]:
-        reason = escape(printable(item["reason"]))
-        console.print(f"[yellow]quarantined[/] {reason}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]quarantined[/] {_shown(item['reason'])}", highlight=False, soft_wrap=True
+        )
 
 
 @app.command()
 @_user_errors
 def status(
-    store: StoreOption = None, catalog: CatalogOption = None, as_json: JsonOption = False
+    store: StoreOption = None,
+    catalog: CatalogOption = None,
+    as_json: JsonOption = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Also read every stored array and check its sha256 (reads all pixels); "
+            "exit 1 when a case is damaged",
+        ),
+    ] = False,
 ) -> None:
     """Cases, their stage, who is waiting for review, and the last error; quarantined cases."""
     root = _store_root(store, _catalog(catalog))
@@ -213,6 +227,8 @@ def status(
     rows, broken = [], []
     for case_id in case_store.case_ids():
         try:
+            if verify:
+                case_store.verify(case_id)
             rows.append(case_store.summary(case_id))
         except CaseStoreError as error:
             broken.append({"case_id": case_id, "error": str(error)})
@@ -247,11 +263,14 @@ def status(
                         for e in queue
                     ],
                     "unreadable": broken,
+                    "verified": verify,
                     "quarantined": [q.__dict__ for q in quarantined],
                 },
                 indent=2,
             )
         )
+        if verify and broken:
+            raise typer.Exit(1)
         return
     table = Table(title=f"Case store {root}")
     for column in ("case", "eye", "frames", "fundus (WxH)", "stage", "review"):
@@ -295,6 +314,14 @@ def status(
         for q in quarantined:
             refused.add_row(q.case, q.file, q.reason)
         console.print(refused)
+    if verify:
+        console.print(
+            f"checked every stored array: {len(rows)} cases intact, {len(broken)} unreadable "
+            "or damaged",
+            highlight=False,
+        )
+        if broken:
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -338,12 +365,12 @@ def history(
     table.add_column("rejected")
     for v in versions:
         approvers = ", ".join(
-            a["editor"]
+            _shown(a["editor"])
             for a in approvals
             if a["kind"] == v.kind.value and a["version"] == v.version
         )
         rejected = "; ".join(
-            f"{r.editor}: {r.reason}"
+            f"{_shown(r.editor)}: {_shown(r.reason)}"
             for r in rejections
             if r.kind is v.kind and r.version == v.version
         )
@@ -351,9 +378,9 @@ def history(
             v.kind.value,
             str(v.version),
             str(v.parent or ""),
-            v.editor,
+            _shown(v.editor),
             v.time,
-            v.note,
+            _shown(v.note),
             v.sha256[:12],
             approvers,
             rejected,
@@ -361,7 +388,8 @@ def history(
     console.print(table if versions else f"case {case} has no saved mask versions yet")
     for a in autosaves:
         console.print(
-            f"unsaved edits of the {a.kind.value} mask by {a.editor} (from version {a.parent}, "
+            f"unsaved edits of the {a.kind.value} mask by {_shown(a.editor)} (from version "
+            f"{a.parent}, "
             f"{a.time}): `angioflow review {case}` offers them back",
             highlight=False,
             soft_wrap=True,
@@ -384,12 +412,17 @@ def export(
         float, typer.Option(min=0.0, max=1.0, help="Share of patients in the test split")
     ] = 0.15,
     split_seed: Annotated[int, typer.Option(help="Seed of the patient-level split")] = 0,
+    skip_unreadable: Annotated[
+        bool,
+        typer.Option(help="Export the readable cases when some are unreadable [default: refuse]"),
+    ] = False,
 ) -> None:
     """Approved vessel and A/V masks with their photos, split by patient, for training.
 
     An --out ending in .h5/.hdf5 writes one HDF5 file; any other --out writes a folder of
     PNGs (images/, vessel/, av/ class indices, fov/), legend.json and a MONAI-style
-    datalist.json (docs/formats.md). Neither is ever overwritten.
+    datalist.json (docs/formats.md). Neither is ever overwritten. Nothing is written when no
+    case is done, or when a case is unreadable (unless --skip-unreadable).
     """
     from flows.export import export_approved, export_folder
 
@@ -401,7 +434,9 @@ def export(
     fractions = (1.0 - val_fraction - test_fraction, val_fraction, test_fraction)
     case_store = CaseStore(_store_root(store, _catalog(catalog)), create=False)
     write = export_approved if out.suffix.lower() in (".h5", ".hdf5") else export_folder
-    summary = write(case_store, out, fractions=fractions, seed=split_seed)
+    summary = write(
+        case_store, out, fractions=fractions, seed=split_seed, skip_unreadable=skip_unreadable
+    )
     console.print(
         f"{len(summary['exported'])} approved cases written to {out}; "
         f"{len(summary['skipped'])} not done yet, {len(summary['unreadable'])} unreadable",
@@ -463,9 +498,25 @@ def approve(
         typer.Option(
             exists=True,
             dir_okay=False,
-            help="PNG/TIFF edited in another tool: checked, saved as a new version, approved",
+            help="Mask edited in another tool (PNG, TIFF, ...): checked, saved as a new "
+            "version and approved",
         ),
     ] = None,
+    parent: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Version the --mask was edited from [default: the one `inspect` stamped in "
+            "the PNG]; refused when a later version exists",
+        ),
+    ] = None,
+    force_reason: Annotated[
+        str,
+        typer.Option(
+            help="Import a --mask that fails the plausibility checks (empty, full, far from "
+            "the baseline); the reason is kept in its history"
+        ),
+    ] = "",
     version: Annotated[
         int | None, typer.Option(min=1, help="Version to approve [default: the latest]")
     ] = None,
@@ -476,28 +527,43 @@ def approve(
         _fail("give your name with --editor NAME (or set $ANGIOFLOW_EDITOR)")
     case_store = CaseStore(_store_root(store, _catalog(catalog)), create=False)
     summary = case_store.summary(case)
-    latest = summary.latest_versions[stage]
     if mask is not None:
         if version is not None:
             _fail("give either --mask (a new version) or --version (an existing one), not both")
-        labels = read_mask_file(mask, stage, summary.fundus_shape)
-        digest = hashlib.sha256(mask.read_bytes()).hexdigest()
-        version = case_store.save_version(
+        imported = import_mask(
+            case_store,
             case,
             stage,
-            labels,
+            mask,
             editor=editor,
-            parent=latest,
-            note=note or f"imported from a file with sha256 {digest[:16]}",
+            parent=parent,
+            note=note,
+            force_reason=force_reason,
         )
-        console.print(f"saved the imported mask as {stage.value} version {version}")
-    version = version or latest
-    if not version:
-        _fail(f"case {case} has no {stage.value} mask yet; run `angioflow curate` first")
-    case_store.approve(case, stage, version=version, editor=editor)
+        version = imported.version
+        forced = f", forced past: {imported.forced}" if imported.forced else ""
+        console.print(
+            f"saved the imported mask as {stage.value} version {version} (parent "
+            f"{imported.parent}){forced}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        if parent is not None or force_reason:
+            _fail("--parent and --force-reason describe an imported --mask; give one")
+        version = version or summary.latest_versions[stage]
+        if not version:
+            _fail(f"case {case} has no {stage.value} mask yet; run `angioflow curate` first")
+        case_store.approve(case, stage, version=version, editor=editor)
+    after = case_store.summary(case)
+    redo = (
+        "; its A/V labels are redone by the next `angioflow curate` and reviewed again"
+        if stage is MaskKind.VESSEL and after.latest_versions[MaskKind.AV]
+        else ""
+    )
     console.print(
-        f"{editor.strip()} approved {stage.value} version {version} of {case}; stage now "
-        f"{case_store.summary(case).stage.value}",
+        f"{_shown(editor.strip())} approved {stage.value} version {version} of {case}; stage now "
+        f"{after.stage.value}{redo}",
         highlight=False,
         soft_wrap=True,
     )
@@ -576,7 +642,7 @@ def curate(
 
     task_runner = _task_runner(runner, dask_address, workers, max_threads=1)
     root = _store_root(store, _catalog(catalog))
-    CaseStore(root, create=False)
+    CaseStore(root, create=False).check_writable()  # a read-only store: one line, before Prefect
     try:
         settings = CurationSettings.from_dict(_read_config(config)).as_dict()
     except (TypeError, ValueError) as error:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from pipeline.review import ORIGIN_KEYS
+
 __all__ = ["Finding", "Identifier", "audit_paths", "identifiers_from_raw"]
 
 _NAME_FIELDS = ("name", "patient_name", "first_name", "last_name", "given_name", "family_name")
@@ -159,7 +161,12 @@ def _image_metadata(path: Path) -> list[str]:
     try:
         with Image.open(path) as image:
             blocks = [f"EXIF ({len(image.getexif())} tags)"] if len(image.getexif()) else []
-            blocks += [f"metadata '{key}'" for key in image.info if key not in _TECHNICAL]
+            # angioflow's own origin stamp (pseudonymous case id, mask kind, version) is not
+            # metadata to strip; its bytes are still searched for identifiers like any others
+            own = set(ORIGIN_KEYS)
+            blocks += [
+                f"metadata '{key}'" for key in image.info if key not in _TECHNICAL | own
+            ]
             return blocks
     except OSError:
         return []
