@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import copy_store
 from typer.testing import CliRunner
 
@@ -14,8 +15,11 @@ runner = CliRunner()
 
 
 def test_escape_codes_in_an_editor_name_are_printed_escaped(
-    curated_store_template: Path, tmp_path: Path
+    curated_store_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from flows import cli
+
+    monkeypatch.setattr(cli.console, "_width", 250)  # the history table must not wrap the name
     store = copy_store(curated_store_template, tmp_path / "store")
     case = CaseStore(store, create=False).case_ids()[0]
     editor = "dr\x1b[2Jx\nlee"  # clears a terminal screen and forges a second line
@@ -27,5 +31,5 @@ def test_escape_codes_in_an_editor_name_are_printed_escaped(
     history = runner.invoke(app, ["history", case, "--store", str(store), "--json"])
     assert history.exit_code == 0, history.output
     assert "\x1b[2J" not in history.output  # JSON escapes it; the table below must too
-    table = runner.invoke(app, ["history", case, "--store", str(store)], env={"COLUMNS": "250"})
+    table = runner.invoke(app, ["history", case, "--store", str(store)])
     assert "\x1b[2J" not in table.output and "dr\\x1b[2Jx\\nlee" in table.output
