@@ -34,11 +34,11 @@ demo: $(STAMP)
 	$(BIN)/angioflow demo
 
 test: $(STAMP) system-packages
-	$(BIN)/ruff check pipeline models flows annotation_tools tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline models flows annotation_tools tests benchmarks
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from angioflow.annotation_tools.session import ReviewSession
+from angioflow.pipeline.casestore import CaseStore, CaseStoreError, MaskKind, StaleVersionError
+from angioflow.pipeline.review import MergeResult, review_queue
 from app_model.types import KeyCode, KeyMod
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, Table
 from napari.settings import get_settings
@@ -19,10 +22,6 @@ from napari.utils.action_manager import action_manager
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
-
-from annotation_tools.session import ReviewSession
-from pipeline.casestore import CaseStore, CaseStoreError, MaskKind, StaleVersionError
-from pipeline.review import MergeResult, review_queue
 
 if TYPE_CHECKING:
     import napari

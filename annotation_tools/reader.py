@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from flows.study import StudyError, read_answers, valid_reader
+from angioflow.flows.study import StudyError, read_answers, valid_reader
 
 __all__ = ["ReaderServer"]
 

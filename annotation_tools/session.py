@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from pipeline.casestore import (
+from angioflow.pipeline.casestore import (
     Autosave,
     CaseStore,
     CaseStoreError,
@@ -18,8 +17,8 @@ from pipeline.casestore import (
     Stage,
     VersionInfo,
 )
-from pipeline.registration import warp_image
-from pipeline.review import MergeResult, gate_of, merge_edits, review_queue
+from angioflow.pipeline.registration import warp_image
+from angioflow.pipeline.review import MergeResult, gate_of, merge_edits, review_queue
 
 __all__ = ["HistoryRow", "ReviewImages", "ReviewSession"]
 

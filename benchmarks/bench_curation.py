@@ -32,10 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
-from models.vessel_inference import VesselSegmenter
-from pipeline.curation import (
+from angioflow.models.vessel_inference import VesselSegmenter
+from angioflow.pipeline.curation import (
     CurationSettings,
     aggregate_maps,
     align_to_fundus,
@@ -44,9 +42,15 @@ from pipeline.curation import (
     nonrigid_mask,
     register_sequence,
 )
-from pipeline.deformable import REFERENCE_BSPLINE, register_bspline, register_demons
-from pipeline.phantom import PhantomConfig, case_seed, generate_case, semi_synthetic_sequence
-from pipeline.preprocess import fov_mask
+from angioflow.pipeline.deformable import REFERENCE_BSPLINE, register_bspline, register_demons
+from angioflow.pipeline.phantom import (
+    PhantomConfig,
+    case_seed,
+    generate_case,
+    semi_synthetic_sequence,
+)
+from angioflow.pipeline.preprocess import fov_mask
+from PIL import Image
 
 SEED = 7000
 CONFIG = PhantomConfig(

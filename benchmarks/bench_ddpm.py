@@ -33,15 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from flows.settings_file import read_settings
+from angioflow.flows.settings_file import read_settings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _train(config, masks: np.ndarray, folder: Path):  # noqa: ANN001, ANN202
-    from models.ddpm import MaskDDPM
-    from models.ddpm_training import train_ddpm
+    from angioflow.models.ddpm import MaskDDPM
+    from angioflow.models.ddpm_training import train_ddpm
 
     if (folder / "weights" / "model.safetensors").is_file():
         return MaskDDPM.load(folder / "weights"), None
@@ -52,13 +51,13 @@ def _train(config, masks: np.ndarray, folder: Path):  # noqa: ANN001, ANN202
 
 def _labels(maps: np.ndarray) -> np.ndarray:
     """(N, 2, S, S) artery/vein maps -> (N, S, S) binarised label masks."""
-    from pipeline.mask_structure import binarise_av
+    from angioflow.pipeline.mask_structure import binarise_av
 
     return np.stack([binarise_av(m) for m in maps])
 
 
 def _stats(labels: np.ndarray) -> list:
-    from pipeline.av_structure import structure_stats
+    from angioflow.pipeline.av_structure import structure_stats
 
     return [structure_stats(m) for m in labels]
 
@@ -81,10 +80,10 @@ def main() -> None:
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is absent: the ablation trains on RITE/LES-AV/HRF-AV")
 
-    from models.ddpm_data import load_public_masks
-    from models.ddpm_sampling import sample_masks
-    from models.ddpm_training import DDPMTrainingConfig
-    from pipeline.av_structure import compare_structure
+    from angioflow.models.ddpm_data import load_public_masks
+    from angioflow.models.ddpm_sampling import sample_masks
+    from angioflow.models.ddpm_training import DDPMTrainingConfig
+    from angioflow.pipeline.av_structure import compare_structure
 
     torch.set_num_threads(2)
     base = DDPMTrainingConfig(**read_settings(args.config))
@@ -136,8 +135,8 @@ def main() -> None:
 
 def _compare_samplers(model, count: int, real: list, terminal_mean: bool) -> dict:  # noqa: ANN001
     """Ancestral DDPM (T steps) against DDIM and DPM-Solver++ (50 steps): speed and structure."""
-    from models.ddpm_sampling import sample_masks
-    from pipeline.av_structure import compare_structure
+    from angioflow.models.ddpm_sampling import sample_masks
+    from angioflow.pipeline.av_structure import compare_structure
 
     timings, sampled = {}, {}
     for sampler, steps in (("ddpm", 1000), ("ddim", 50), ("dpm", 50)):
@@ -177,8 +176,7 @@ def _figure(grids: dict[str, np.ndarray], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from models.ddpm_sampling import mask_grid
+    from angioflow.models.ddpm_sampling import mask_grid
 
     figure, axes = plt.subplots(2, 3, figsize=(14.4, 10.0))
     for axis, key in zip(axes.ravel(), _TITLES, strict=True):

@@ -32,8 +32,8 @@ def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
 def against_bicubic(model, records) -> tuple[list[dict], list[float]]:  # noqa: ANN001
     """Per photo: PSNR of EDSR and of bicubic up-sampling of its x4 down-sample, inside the
     FOV eroded by 8 px; and EDSR's seconds per photo."""
-    from models.edsr import upscale
-    from models.edsr_training import downsample
+    from angioflow.models.edsr import upscale
+    from angioflow.models.edsr_training import downsample
 
     scale = model.config.scale
     rows, seconds = [], []
@@ -85,8 +85,8 @@ def main() -> None:
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is absent: the benchmark needs DRIVE and LES-AV test photos")
 
-    from models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR
-    from pipeline.datasets import load_dataset
+    from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR
+    from angioflow.pipeline.datasets import load_dataset
 
     torch.set_num_threads(args.threads)
     model = EDSR.load(args.weights or DEFAULT_EDSR_WEIGHTS)

@@ -15,9 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from angioflow.flows.settings_file import read_settings
 from bench_edsr import DATA, against_bicubic, per_dataset
-
-from flows.settings_file import read_settings
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "edsr.yaml"
 HELD_OUT = {"drive": 4, "les-av": 2}  # the last photos of each training split, by name
@@ -31,8 +30,8 @@ def main() -> None:
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is absent: the benchmark needs the DRIVE and LES-AV photos")
 
-    from models.edsr_training import EDSRTrainingConfig, crop_to_fov, train_edsr
-    from pipeline.datasets import load_dataset
+    from angioflow.models.edsr_training import EDSRTrainingConfig, crop_to_fov, train_edsr
+    from angioflow.pipeline.datasets import load_dataset
 
     base = read_settings(CONFIG)
     training, validation = [], []

@@ -37,8 +37,8 @@ def main() -> None:
         parser.add_argument(f"--{model}", type=Path, help="weights folder (default: shipped)")
     args = parser.parse_args()
 
-    from flows.evaluation import evaluate_synthetic, read_synthetic
-    from models.generation import Generators, SetRequest, generate_set
+    from angioflow.flows.evaluation import evaluate_synthetic, read_synthetic
+    from angioflow.models.generation import Generators, SetRequest, generate_set
 
     torch.set_num_threads(2)
     chosen = {m: getattr(args, m) for m in ("ddpm", "pix2pix", "edsr") if getattr(args, m)}
@@ -67,11 +67,11 @@ def _held_out_recovery(generators) -> dict[str, dict[str, float]]:  # noqa: ANN0
     """Vessel recovery for photos drawn from the RITE test A/V masks, beside the ceiling of
     the chain: the real test photos shrunk to pix2pixHD's size (and to twice it) and enlarged
     by the same EDSR, scored against the masks shrunk the same way."""
-    from models.edsr import upscale
-    from models.generation import draw_photos, enlarge_labels
-    from models.pix2pixhd_training import make_pair
-    from pipeline.datasets import load_dataset
-    from pipeline.mask_structure import labels_from_channels
+    from angioflow.models.edsr import upscale
+    from angioflow.models.generation import draw_photos, enlarge_labels
+    from angioflow.models.pix2pixhd_training import make_pair
+    from angioflow.pipeline.datasets import load_dataset
+    from angioflow.pipeline.mask_structure import labels_from_channels
 
     records = load_dataset(DATA, "rite", "test")
     size = generators.pix2pix.config.image_size
@@ -89,8 +89,8 @@ def _held_out_recovery(generators) -> dict[str, dict[str, float]]:  # noqa: ANN0
 
 def _recovery(images: np.ndarray, av: np.ndarray) -> dict[str, float]:
     """Vessel CNN Dice/AUC of each photo against its A/V mask's vessels, inside the disc."""
-    from flows.evaluation import evaluate_synthetic
-    from models.generation import field_of_view
+    from angioflow.flows.evaluation import evaluate_synthetic
+    from angioflow.models.generation import field_of_view
 
     fov = np.repeat(field_of_view(images.shape[1])[None] > 0, len(images), axis=0)
     sample = {"images": images, "av": av, "vessel": (av > 0).astype(np.uint8), "fov": fov}
@@ -103,9 +103,8 @@ def _figure(path: Path, figure_path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from pipeline.datasets import load_dataset
-    from pipeline.qc import av_to_rgb
+    from angioflow.pipeline.datasets import load_dataset
+    from angioflow.pipeline.qc import av_to_rgb
 
     with h5py.File(path) as handle:
         images, av = handle["images"][:4], handle["av"][:4]

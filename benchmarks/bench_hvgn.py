@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 import torch
-
-from models.hvgn_inference import DEFAULT_AV_WEIGHTS, AVLabeller
-from pipeline.datasets import LabelledImage, load_dataset
-from pipeline.metrics import av_scores
-from pipeline.phantom import PhantomConfig, case_seed, generate_case
-from pipeline.vessel_graph import av_labels, coarsen, pixel_graph
+from angioflow.models.hvgn_inference import DEFAULT_AV_WEIGHTS, AVLabeller
+from angioflow.pipeline.datasets import LabelledImage, load_dataset
+from angioflow.pipeline.metrics import av_scores
+from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case
+from angioflow.pipeline.vessel_graph import av_labels, coarsen, pixel_graph
 
 # No test or training run uses these seeds; 8300+ (--phantom-seed 8300) is the validation set
 # that chose between training stages, 8200+ the reported one.

@@ -30,10 +30,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10)
     args = parser.parse_args()
 
+    from angioflow.flows.ingest import ingest_flow
+    from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
     from prefect.testing.utilities import prefect_test_harness
-
-    from flows.ingest import ingest_flow
-    from pipeline.phantom import PhantomConfig, write_phantom_set
 
     with tempfile.TemporaryDirectory() as scratch:
         source, store = Path(scratch) / "raw", Path(scratch) / "store"

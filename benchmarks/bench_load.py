@@ -47,9 +47,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/bench_load"))
     args = parser.parse_args()
 
+    from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
     from distributed import Client, LocalCluster
-
-    from pipeline.phantom import PhantomConfig, write_phantom_set
 
     shutil.rmtree(args.work, ignore_errors=True)
     raw = args.work / "raw"

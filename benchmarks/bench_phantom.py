@@ -19,8 +19,7 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 import cv2  # noqa: E402
-
-from pipeline.phantom import PhantomConfig, generate_case  # noqa: E402
+from angioflow.pipeline.phantom import PhantomConfig, generate_case  # noqa: E402
 
 TARGET_S = 10.0
 

@@ -40,9 +40,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-
-from pipeline.casestore import CaseStore, MaskKind, Stage
-from pipeline.phantom import PhantomConfig, case_seed, generate_case, write_case
+from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
+from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case, write_case
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 9500
@@ -59,8 +58,8 @@ FAILED_SHARE, REJECTED_SHARE, UNREADABLE_SHARE = 0.04, 0.02, 0.01
 
 
 def _curate_bases(work: Path) -> CaseStore:
-    from flows.curate import curate_flow
-    from flows.ingest import ingest_flow
+    from angioflow.flows.curate import curate_flow
+    from angioflow.flows.ingest import ingest_flow
 
     for index, config in enumerate(BASES):
         case = generate_case(case_seed(SEED, index), config)
@@ -183,7 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("ANGIOFLOW_SECRET", "bench-report-secret-0123456789")
 
-    from flows.reports import case_qc, curation_report
+    from angioflow.flows.reports import case_qc, curation_report
 
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)

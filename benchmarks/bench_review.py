@@ -92,11 +92,10 @@ def _ms(values: list[float]) -> dict[str, float]:
 
 
 def _curated_store(scratch: Path, size: tuple[int, int], frames: int) -> Path:
+    from angioflow.flows.curate import curate_flow
+    from angioflow.flows.ingest import ingest_flow
+    from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
     from prefect.testing.utilities import prefect_test_harness
-
-    from flows.curate import curate_flow
-    from flows.ingest import ingest_flow
-    from pipeline.phantom import PhantomConfig, write_phantom_set
 
     config = PhantomConfig(size=tuple(size), n_frames=frames)
     write_phantom_set(scratch / "raw", n=2, seed=5100, config=config)
@@ -112,9 +111,8 @@ def _reference(store_root: Path, case_id: str) -> dict:
     """napari alone with the same arrays (no app): open time into a drawn viewer, one stroke."""
     import napari
     import numpy as np
-
-    from annotation_tools.session import ReviewSession
-    from pipeline.casestore import CaseStore
+    from angioflow.annotation_tools.session import ReviewSession
+    from angioflow.pipeline.casestore import CaseStore
 
     viewer = napari.Viewer(title="reference")
     viewer.window.resize(1600, 1000)
@@ -170,9 +168,8 @@ def main() -> None:
 
 def _measure(store_root: Path, screenshot: Path | None) -> dict:
     import napari  # imported before timing: a clinician's napari is already running
-
-    from annotation_tools.app import open_review
-    from pipeline.casestore import CaseStore, MaskKind
+    from angioflow.annotation_tools.app import open_review
+    from angioflow.pipeline.casestore import CaseStore, MaskKind
 
     store = CaseStore(store_root, create=False)
     first, second = store.case_ids()
@@ -234,12 +231,11 @@ def _screenshot(store_root: Path, case_id: str, path: Path) -> None:
     """The A/V gate of a case: approve its vessel mask, label it (stage 9), open it, paint."""
     import napari
     import numpy as np
+    from angioflow.annotation_tools.app import open_review
+    from angioflow.models.hvgn_inference import AVLabeller
+    from angioflow.pipeline.casestore import CaseStore, MaskKind
+    from angioflow.pipeline.curation_stages import run_av_labelling
     from PIL import Image
-
-    from annotation_tools.app import open_review
-    from models.hvgn_inference import AVLabeller
-    from pipeline.casestore import CaseStore, MaskKind
-    from pipeline.curation_stages import run_av_labelling
 
     store = CaseStore(store_root, create=False)
     store.approve(case_id, MaskKind.VESSEL, version=1, editor="dr_demo")

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from models.vessel_data import phantom_fa_frames
-from models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
-from pipeline.datasets import load_dataset
-from pipeline.metrics import vessel_scores
-from pipeline.phantom import PhantomConfig, case_seed, generate_case
-from pipeline.preprocess import fov_mask
+from angioflow.models.vessel_data import phantom_fa_frames
+from angioflow.models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
+from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.metrics import vessel_scores
+from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case
+from angioflow.pipeline.preprocess import fov_mask
 
 # Seeds for phantom evaluation: far from the training seed (0), so no case is shared.
 PHANTOM_EVAL_SEED = 1000

@@ -19,13 +19,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from flows.settings_file import read_settings
-from models.training import VesselTrainingConfig, train_vessel
-from models.vessel_data import load_training_images, phantom_fa_training_images
-from models.vessel_inference import VesselSegmenter
-from pipeline.datasets import load_dataset
-from pipeline.metrics import vessel_scores
+from angioflow.flows.settings_file import read_settings
+from angioflow.models.training import VesselTrainingConfig, train_vessel
+from angioflow.models.vessel_data import load_training_images, phantom_fa_training_images
+from angioflow.models.vessel_inference import VesselSegmenter
+from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.metrics import vessel_scores
 
 HELD_OUT = {f"drive/training/{number}" for number in range(36, 41)}
 # Is the model's 0.5 where accuracy peaks? (a miscalibrated model would gain from another cut)

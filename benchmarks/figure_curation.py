@@ -18,18 +18,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-from models.vessel_inference import VesselSegmenter  # noqa: E402
-from pipeline.curation import (  # noqa: E402
+from angioflow.models.vessel_inference import VesselSegmenter  # noqa: E402
+from angioflow.pipeline.curation import (  # noqa: E402
     CurationSettings,
     aggregate_maps,
     align_to_fundus,
     baseline_mask,
     register_sequence,
 )
-from pipeline.phantom import PhantomConfig, generate_case  # noqa: E402
-from pipeline.preprocess import fov_mask  # noqa: E402
-from pipeline.qc import checkerboard, overlay  # noqa: E402
+from angioflow.pipeline.phantom import PhantomConfig, generate_case  # noqa: E402
+from angioflow.pipeline.preprocess import fov_mask  # noqa: E402
+from angioflow.pipeline.qc import checkerboard, overlay  # noqa: E402
 
 
 def main() -> None:

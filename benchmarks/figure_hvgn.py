@@ -17,13 +17,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-from models.hvgn_inference import AVLabeller  # noqa: E402
-from pipeline.datasets import LabelledImage, load_dataset  # noqa: E402
-from pipeline.metrics import av_scores  # noqa: E402
-from pipeline.phantom import PhantomConfig, case_seed, generate_case  # noqa: E402
-from pipeline.qc import av_to_rgb  # noqa: E402
-from pipeline.vessel_graph import av_labels  # noqa: E402
+from angioflow.models.hvgn_inference import AVLabeller  # noqa: E402
+from angioflow.pipeline.datasets import LabelledImage, load_dataset  # noqa: E402
+from angioflow.pipeline.metrics import av_scores  # noqa: E402
+from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case  # noqa: E402
+from angioflow.pipeline.qc import av_to_rgb  # noqa: E402
+from angioflow.pipeline.vessel_graph import av_labels  # noqa: E402
 
 
 def main() -> None:

@@ -14,9 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from angioflow.pipeline.phantom import PhantomConfig, generate_case  # noqa: E402
 from PIL import Image  # noqa: E402
-
-from pipeline.phantom import PhantomConfig, generate_case  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -43,9 +43,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
 
-    from annotation_tools.reader import ReaderServer
-    from flows.study import create_study
-    from pipeline.phantom import PhantomConfig, generate_case
+    from angioflow.annotation_tools.reader import ReaderServer
+    from angioflow.flows.study import create_study
+    from angioflow.pipeline.phantom import PhantomConfig, generate_case
 
     (args.out / "evaluation").mkdir(parents=True, exist_ok=True)
     (args.out / "study").mkdir(parents=True, exist_ok=True)

@@ -184,7 +184,7 @@ def _check_schedules(catalog: Catalog, path: Path) -> None:
     refused here, not when the deployment is registered or run."""
     if not catalog.schedules:
         return
-    from flows.deployments import FLOWS, check_parameters
+    from angioflow.flows.deployments import FLOWS, check_parameters
 
     for name, schedule in catalog.schedules.items():
         if name not in FLOWS:

@@ -12,17 +12,16 @@ from typing import Annotated, Any, NoReturn
 
 import numpy as np
 import typer
+from angioflow.flows.catalog import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
+from angioflow.flows.progress import terminal_progress
+from angioflow.pipeline.casestore import CaseStore, CaseStoreError, MaskKind, Stage
+from angioflow.pipeline.display import printable
+from angioflow.pipeline.h5_formats import UnsupportedFileFormat
+from angioflow.pipeline.ingest import read_quarantine
+from angioflow.pipeline.review import MaskImportError, import_mask, review_queue
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from flows.catalog import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
-from flows.progress import terminal_progress
-from pipeline.casestore import CaseStore, CaseStoreError, MaskKind, Stage
-from pipeline.display import printable
-from pipeline.h5_formats import UnsupportedFileFormat
-from pipeline.ingest import read_quarantine
-from pipeline.review import MaskImportError, import_mask, review_queue
 
 app = typer.Typer(
     name="angioflow",
@@ -56,7 +55,7 @@ WorkersOption = Annotated[int, typer.Option(min=1, help="LocalCluster worker pro
 
 
 def _task_runner(runner: str, address: str | None, workers: int, *, max_threads: int) -> Any:
-    from flows.runners import make_task_runner
+    from angioflow.flows.runners import make_task_runner
 
     if runner not in ("thread", "dask"):
         _fail(f"--runner must be thread or dask, not {runner!r}")
@@ -103,11 +102,11 @@ def _loaded_user_errors() -> tuple[type[Exception], ...]:
     import sys
 
     where = {
-        "flows.prefect_server": "PrefectServerError",
-        "flows.evaluation": "EvaluationInputError",
-        "flows.study": "StudyError",
-        "models.checkpoints": "WeightsError",
-        "models.generation": "DiskSpaceError",
+        "angioflow.flows.prefect_server": "PrefectServerError",
+        "angioflow.flows.evaluation": "EvaluationInputError",
+        "angioflow.flows.study": "StudyError",
+        "angioflow.models.checkpoints": "WeightsError",
+        "angioflow.models.generation": "DiskSpaceError",
     }
     return tuple(getattr(sys.modules[m], name) for m, name in where.items() if m in sys.modules)
 
@@ -120,7 +119,7 @@ _FLOW_COMMANDS = frozenset({"ingest", "curate", "demo", "serve"})
 def _every_command(context: typer.Context) -> None:
     # A temporary Prefect server must die with its command, even one killed with SIGKILL.
     if context.invoked_subcommand in _FLOW_COMMANDS:
-        from flows.prefect_server import use_watched_temporary_server
+        from angioflow.flows.prefect_server import use_watched_temporary_server
 
         use_watched_temporary_server()
 
@@ -162,8 +161,8 @@ def ingest(
     as_json: JsonOption = False,
 ) -> None:
     """Validate and store raw cases; bad ones are quarantined with a reason. Exit 1 if any was."""
-    from flows.ingest import ingest_flow
-    from pipeline.privacy import load_or_create_key
+    from angioflow.flows.ingest import ingest_flow
+    from angioflow.pipeline.privacy import load_or_create_key
 
     if not source.is_dir():
         _fail(f"source folder {source} does not exist; pass the folder holding the case folders")
@@ -424,7 +423,7 @@ def export(
     datalist.json (docs/formats.md). Neither is ever overwritten. Nothing is written when no
     case is done, or when a case is unreadable (unless --skip-unreadable).
     """
-    from flows.export import export_approved, export_folder
+    from angioflow.flows.export import export_approved, export_folder
 
     if val_fraction + test_fraction > 1.0:
         _fail(
@@ -468,8 +467,7 @@ def review(
     """Open napari on a case: correct the vessel mask (gate 1) or the A/V mask (gate 2)."""
     try:
         import napari
-
-        from annotation_tools.app import open_review
+        from angioflow.annotation_tools.app import open_review
     except ImportError as error:
         _fail(
             f"the review app needs napari and Qt ({error.name} is not installed): "
@@ -582,7 +580,7 @@ def phantom(
     overwrite: Annotated[bool, typer.Option(help="Rewrite case folders that hold files")] = False,
 ) -> None:
     """Write synthetic exams (raw case contract + truth/) with full ground truth."""
-    from pipeline.phantom import PhantomConfig, write_phantom_set
+    from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
 
     try:
         config = PhantomConfig(size=size, n_frames=frames)
@@ -605,8 +603,7 @@ def demo(
     approvals clearly marked as a demo, A/V labelling, generation with the shipped small
     weights, evaluation, and one HTML report."""
     import torch
-
-    from flows.demo import demo_flow
+    from angioflow.flows.demo import demo_flow
 
     torch.set_num_threads(2)
     result = demo_flow(str(out), n=n, seed=seed)
@@ -637,8 +634,8 @@ def curate(
     """Run stages 2-7 (registration ... binarisation) on every ingested case, up to review
     gate 1, and A/V labelling (stage 9) on every case whose vessel mask is approved, up to
     review gate 2. Finished stages are skipped on re-runs. Exit 1 if any case failed."""
-    from flows.curate import curate_flow
-    from pipeline.curation import CurationSettings
+    from angioflow.flows.curate import curate_flow
+    from angioflow.pipeline.curation import CurationSettings
 
     task_runner = _task_runner(runner, dask_address, workers, max_threads=1)
     root = _store_root(store, _catalog(catalog))
@@ -689,7 +686,7 @@ def inspect(
     ),
 ) -> None:
     """Write a case's masks (any saved version), QC images and stage metrics as PNG + JSON."""
-    from flows.inspect import inspect_case
+    from angioflow.flows.inspect import inspect_case
 
     root = _store_root(store, _catalog(catalog))
     written = inspect_case(CaseStore(root, create=False), case_id, out, version=version, kind=stage)
@@ -704,7 +701,7 @@ app.add_typer(train_app, name="train")
 def _read_config(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    from flows.settings_file import SettingsFileError, read_settings
+    from angioflow.flows.settings_file import SettingsFileError, read_settings
 
     try:
         return read_settings(path)
@@ -785,8 +782,8 @@ def train_vessel_command(
     catalog: CatalogOption = None,
 ) -> None:
     """Train the vessel U-Net on the public training splits (never DRIVE test)."""
-    from models.training import VesselTrainingConfig, train_vessel
-    from models.vessel_data import load_training_images, phantom_fa_training_images
+    from angioflow.models.training import VesselTrainingConfig, train_vessel
+    from angioflow.models.vessel_data import load_training_images, phantom_fa_training_images
 
     settings, out = _training_run(
         VesselTrainingConfig, _read_config(config), config, data, out, catalog, "vessel"
@@ -812,8 +809,8 @@ def train_hvgn_command(
     catalog: CatalogOption = None,
 ) -> None:
     """Train the artery/vein graph network on RITE, LES-AV, HRF-AV training and phantom cases."""
-    from models.hvgn_data import load_av_training_images, phantom_av_training_images
-    from models.hvgn_training import HVGNTrainingConfig, train_hvgn
+    from angioflow.models.hvgn_data import load_av_training_images, phantom_av_training_images
+    from angioflow.models.hvgn_training import HVGNTrainingConfig, train_hvgn
 
     settings, out = _training_run(
         HVGNTrainingConfig, _read_config(config), config, data, out, catalog, "hvgn"
@@ -851,8 +848,8 @@ def train_ddpm_command(
     """Train the A/V mask diffusion model (several processes: launch with torchrun)."""
     import os
 
-    from models.ddpm_data import load_exported_masks, load_public_masks
-    from models.ddpm_training import DDPMTrainingConfig, train_ddpm
+    from angioflow.models.ddpm_data import load_exported_masks, load_public_masks
+    from angioflow.models.ddpm_training import DDPMTrainingConfig, train_ddpm
 
     values = _read_config(config)
     if loss is not None:
@@ -885,7 +882,7 @@ def train_edsr_command(
     catalog: CatalogOption = None,
 ) -> None:
     """Train EDSR x4 super-resolution on real fundus photos (training splits)."""
-    from models.edsr_training import EDSRTrainingConfig, load_training_photos, train_edsr
+    from angioflow.models.edsr_training import EDSRTrainingConfig, load_training_photos, train_edsr
 
     settings, out = _training_run(
         EDSRTrainingConfig, _read_config(config), config, data, out, catalog, "edsr"
@@ -910,7 +907,11 @@ def train_pix2pixhd_command(
     catalog: CatalogOption = None,
 ) -> None:
     """Train pix2pixHD (A/V mask -> fundus photo) on RITE, LES-AV, HRF-AV and exports."""
-    from models.pix2pixhd_training import Pix2PixHDTrainingConfig, load_pairs, train_pix2pixhd
+    from angioflow.models.pix2pixhd_training import (
+        Pix2PixHDTrainingConfig,
+        load_pairs,
+        train_pix2pixhd,
+    )
 
     values = _read_config(config)
     if export:
@@ -949,11 +950,10 @@ def generate_masks(
     import hashlib
 
     import torch
+    from angioflow.flows.generation import MAX_SAMPLES
+    from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM
+    from angioflow.models.ddpm_sampling import sample_masks, write_mask_set
     from rich.progress import Progress
-
-    from flows.generation import MAX_SAMPLES
-    from models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM
-    from models.ddpm_sampling import sample_masks, write_mask_set
 
     if sampler not in ("ddpm", "ddim", "dpm"):
         _fail(f"--sampler must be ddpm, ddim or dpm, not {sampler!r}")
@@ -1012,13 +1012,12 @@ def generate(
     A killed run continues where it stopped when started again with the same options.
     """
     import torch
+    from angioflow.flows.generation import MAX_SAMPLES
+    from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS
+    from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS
+    from angioflow.models.generation import Generators, SetRequest, generate_set
+    from angioflow.models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS
     from rich.progress import Progress
-
-    from flows.generation import MAX_SAMPLES
-    from models.ddpm import DEFAULT_DDPM_WEIGHTS
-    from models.edsr import DEFAULT_EDSR_WEIGHTS
-    from models.generation import Generators, SetRequest, generate_set
-    from models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS
 
     if sampler not in ("ddpm", "ddim", "dpm"):
         _fail(f"--sampler must be ddpm, ddim or dpm, not {sampler!r}")
@@ -1059,9 +1058,8 @@ def serve(
 ) -> None:
     """Deploy the ingest, curate and generate flows with the catalog's datasets as parameters
     and its `schedules` (cron): served from this process, or registered for a work pool."""
+    from angioflow.flows.deployments import build_deployments, register_deployments
     from prefect import serve as prefect_serve
-
-    from flows.deployments import build_deployments, register_deployments
 
     loaded = _catalog(catalog) or _fail(
         f"no catalog: pass --catalog FILE or run where {DEFAULT_CATALOG} is"
@@ -1098,12 +1096,11 @@ def label_av(
     ] = False,
 ) -> None:
     """Label every pixel of a vessel mask artery or vein (HVGN)."""
+    from angioflow.models.hvgn_inference import DEFAULT_AV_WEIGHTS, AVLabeller
+    from angioflow.pipeline.av_encoding import av_to_rgb
+    from angioflow.pipeline.io import ImageRejected, as_fundus, read_image
+    from angioflow.pipeline.vessel_graph import av_labels
     from PIL import Image
-
-    from models.hvgn_inference import DEFAULT_AV_WEIGHTS, AVLabeller
-    from pipeline.av_encoding import av_to_rgb
-    from pipeline.io import ImageRejected, as_fundus, read_image
-    from pipeline.vessel_graph import av_labels
 
     labeller = AVLabeller.load(weights or DEFAULT_AV_WEIGHTS)
     try:
@@ -1142,10 +1139,9 @@ def segment(
     An unreadable image or one of the wrong modality is reported and skipped; the others are
     still written, and the exit code is 1.
     """
+    from angioflow.models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
+    from angioflow.pipeline.io import ImageRejected, as_fa_frame, as_fundus, read_image
     from PIL import Image
-
-    from models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
-    from pipeline.io import ImageRejected, as_fa_frame, as_fundus, read_image
 
     segmenter = VesselSegmenter.load(weights or DEFAULT_WEIGHTS)
     normalise = as_fundus if modality is ImageModality.FUNDUS else as_fa_frame
@@ -1195,7 +1191,7 @@ def evaluate_vessel(
     '01_manual1.gif', '01_test_mask.gif'); each file left without a partner is named in a
     warning and the number of scored images is printed with the scores.
     """
-    from flows.evaluation import pair_vessel_files, score_vessel_pairs
+    from angioflow.flows.evaluation import pair_vessel_files, score_vessel_pairs
 
     pairs = pair_vessel_files(pred, gt, fov)
     rows = score_vessel_pairs(pairs, threshold=threshold)
@@ -1246,7 +1242,7 @@ def evaluate_av(
     Crossings (green) and uncertain pixels (white) of the truth are not scored. Files are matched
     by the part of their name before the first '_' or '.'.
     """
-    from pipeline.metrics import av_scores
+    from angioflow.pipeline.metrics import av_scores
 
     predictions, truths = _by_key(pred), _by_key(gt)
     keys = sorted(set(predictions) & set(truths))
@@ -1276,7 +1272,7 @@ def evaluate_av(
 
 
 def _read_av_file(path: Path) -> np.ndarray:
-    from pipeline.io import ImageRejected, read_av_mask
+    from angioflow.pipeline.io import ImageRejected, read_av_mask
 
     try:
         return read_av_mask(path)
@@ -1300,14 +1296,13 @@ def evaluate_downstream(
     """Train the vessel CNN on real only, real + k synthetic and synthetic only; score each
     on the held-out real test set (DRIVE test by default). A re-run skips finished settings."""
     import torch
-
-    from flows.downstream import DownstreamConfig, run_downstream
-    from flows.reports import downstream_report
+    from angioflow.flows.downstream import DownstreamConfig, run_downstream
+    from angioflow.flows.reports import downstream_report
 
     settings = DownstreamConfig(**_read_config(config))
     torch.set_num_threads(settings.training.threads)
     if synthetic is None:
-        from models.generation import Generators, SetRequest, generate_set
+        from angioflow.models.generation import Generators, SetRequest, generate_set
 
         synthetic = work / "synthetic.h5"
         if not synthetic.exists():
@@ -1354,8 +1349,7 @@ def _synthetic_inputs(
     synthetic: Path, data: Path, datasets: list[str], export: list[Path] | None, limit: int
 ) -> tuple[dict[str, Any], Any]:
     import torch
-
-    from flows.evaluation import load_real_reference, read_synthetic
+    from angioflow.flows.evaluation import load_real_reference, read_synthetic
 
     torch.set_num_threads(2)
     if not synthetic.is_file():
@@ -1390,7 +1384,7 @@ def evaluate_structure(
 ) -> None:
     """Structural statistics of the set's A/V masks against real ones: per statistic the means
     and the Wasserstein distance in real standard deviations, their mean, near-empty rate."""
-    from flows.evaluation import evaluate_synthetic
+    from angioflow.flows.evaluation import evaluate_synthetic
 
     sample, reference = _synthetic_inputs(synthetic, data, datasets, export, limit)
     result = evaluate_synthetic(sample, reference, name=synthetic.name, measures=("structure",))
@@ -1434,7 +1428,7 @@ def evaluate_realism(
 ) -> None:
     """Fréchet distance, KID and precision/recall of the set's photos against real photos in
     the vessel CNN's feature space (and Inception-v3's, given its weights file)."""
-    from flows.evaluation import evaluate_synthetic
+    from angioflow.flows.evaluation import evaluate_synthetic
 
     sample, reference = _synthetic_inputs(synthetic, data, datasets, export, limit)
     result = evaluate_synthetic(
@@ -1478,8 +1472,8 @@ def evaluate_report(
     """Self-contained HTML report. With --store: every case's stage, review state, timings, QC
     thumbnails and overlays, A/V structure. With --synthetic: vessel recovery, structural and
     image realism against real data, distributions, sample grids (metrics.json beside it)."""
-    from flows.evaluation import evaluate_synthetic
-    from flows.reports import curation_report, synthetic_report
+    from angioflow.flows.evaluation import evaluate_synthetic
+    from angioflow.flows.reports import curation_report, synthetic_report
 
     if (synthetic is None) == (store is None):
         _fail("give exactly one of --synthetic SET.h5 or --store STORE")
@@ -1526,7 +1520,7 @@ def audit(
     excepted) is searched for the raw cases' patient ids, names and birth dates and for image
     metadata (EXIF, PNG text). Exit 1 when anything is found; findings name the file and
     place, never the identifier."""
-    from pipeline.audit import audit_paths, identifiers_from_raw
+    from angioflow.pipeline.audit import audit_paths, identifiers_from_raw
 
     loaded = _catalog(catalog)
     roots = [_store_root(store, loaded)] + list(path or [])
@@ -1594,7 +1588,7 @@ def study_create(
 ) -> None:
     """Sample N images per category, strip every identifying trace, shuffle, and write the
     study folder; the answer key goes to <out>.key, apart from what readers see."""
-    from flows.study import create_study, key_folder
+    from angioflow.flows.study import create_study, key_folder
 
     sets: dict[str, Path] = {}
     for item in synthetic:
@@ -1626,7 +1620,7 @@ def study_read(
     and a restarted session resumes at the first unanswered image. Ctrl-C stops it."""
     import webbrowser
 
-    from annotation_tools.reader import ReaderServer
+    from angioflow.annotation_tools.reader import ReaderServer
 
     server = ReaderServer(study, reader, port)
     console.print(f"reader page for {reader}: {server.url}", soft_wrap=True, highlight=False)
@@ -1653,8 +1647,8 @@ def study_report_command(
 ) -> None:
     """Accuracy per category and reader with 95 % Wilson intervals, share called real, and
     Fleiss' kappa between readers, laid out as the paper's Table I; JSON and a figure."""
-    from flows.reports import study_figure
-    from flows.study import study_report
+    from angioflow.flows.reports import study_figure
+    from angioflow.flows.study import study_report
 
     report = study_report(study, key)
     folder = out or study.with_name(study.name + ".report")

@@ -14,30 +14,29 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from angioflow.flows.ingest import retry_on_io_error
+from angioflow.flows.progress import CaseProgress
+from angioflow.pipeline import curation_stages as stages
+from angioflow.pipeline.casestore import CaseStore, CaseStoreError, Stage
+from angioflow.pipeline.curation import CurationSettings
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
-
-from flows.ingest import retry_on_io_error
-from flows.progress import CaseProgress
-from pipeline import curation_stages as stages
-from pipeline.casestore import CaseStore, CaseStoreError, Stage
-from pipeline.curation import CurationSettings
 
 __all__ = ["curate_flow"]
 
 
 @cache
 def _segmenter(weights: str) -> Any:
-    from models.vessel_inference import VesselSegmenter
+    from angioflow.models.vessel_inference import VesselSegmenter
 
     return VesselSegmenter.load(Path(weights))
 
 
 @cache
 def _av_labeller(weights: str) -> Any:
-    from models.hvgn_inference import AVLabeller
+    from angioflow.models.hvgn_inference import AVLabeller
 
     return AVLabeller.load(Path(weights))
 
@@ -123,8 +122,8 @@ def curate_flow(
         case ids (``waiting``: at a review gate); failures carry the stage and a one-line
         reason. Done and rejected cases are left alone.
     """
-    from models.hvgn_inference import DEFAULT_AV_WEIGHTS
-    from models.vessel_inference import DEFAULT_WEIGHTS
+    from angioflow.models.hvgn_inference import DEFAULT_AV_WEIGHTS
+    from angioflow.models.vessel_inference import DEFAULT_WEIGHTS
 
     settings = (settings or CurationSettings()).as_dict()
     weights = str(weights or DEFAULT_WEIGHTS)
@@ -198,7 +197,7 @@ def curate_flow(
 
 @task(cache_policy=NONE)
 def curation_report_task(store: str, out: str) -> str:
-    from flows.reports import curation_report
+    from angioflow.flows.reports import curation_report
 
     return str(curation_report(CaseStore(Path(store), create=False), Path(out)))
 

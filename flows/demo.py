@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from angioflow.flows.html import Page, write_page
+from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 from prefect import flow, get_run_logger
-
-from flows.html import Page, write_page
-from pipeline.casestore import CaseStore, MaskKind, Stage
 
 __all__ = ["DEMO_EDITOR", "demo_flow"]
 
@@ -46,13 +45,13 @@ def demo_flow(
     ``out/synthetic.h5``, ``out/report.html``. A re-run rewrites the same phantom files, finds
     them unchanged, and regenerates the export, set and report.
     """
-    from flows.curate import curate_flow
-    from flows.evaluation import evaluate_synthetic, load_real_reference, read_synthetic
-    from flows.export import export_approved
-    from flows.ingest import ingest_flow
-    from flows.reports import add_curation_sections, add_synthetic_sections
-    from models.generation import Generators, SetRequest, generate_set
-    from pipeline.phantom import PhantomConfig, write_phantom_set
+    from angioflow.flows.curate import curate_flow
+    from angioflow.flows.evaluation import evaluate_synthetic, load_real_reference, read_synthetic
+    from angioflow.flows.export import export_approved
+    from angioflow.flows.ingest import ingest_flow
+    from angioflow.flows.reports import add_curation_sections, add_synthetic_sections
+    from angioflow.models.generation import Generators, SetRequest, generate_set
+    from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
 
     say = get_run_logger().info
     folder = Path(out).resolve()

@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 
 if TYPE_CHECKING:
+    from angioflow.flows.catalog import Catalog
     from prefect import Flow
     from prefect.deployments.runner import RunnerDeployment
-
-    from flows.catalog import Catalog
 
 __all__ = [
     "DEPLOYMENT_NAME",
@@ -37,9 +36,9 @@ __all__ = [
 DEPLOYMENT_NAME = "angioflow"
 # flow name -> the flow object's module path
 FLOWS = {
-    "ingest": "flows.ingest.ingest_flow",
-    "curate": "flows.curate.curate_flow",
-    "generate": "flows.generation.generation_flow",
+    "ingest": "angioflow.flows.ingest.ingest_flow",
+    "curate": "angioflow.flows.curate.curate_flow",
+    "generate": "angioflow.flows.generation.generation_flow",
 }
 
 

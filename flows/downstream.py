@@ -15,14 +15,13 @@ from typing import Any
 
 import h5py
 import numpy as np
+from angioflow.models.hvgn import HVGNConfig
+from angioflow.models.hvgn_training import HVGNTrainingConfig
+from angioflow.models.training import VesselTrainingConfig
+from angioflow.models.vessel_data import TrainingImage, load_training_images, prepare_training_image
+from angioflow.models.vessel_unet import VesselUNetConfig
+from angioflow.pipeline.h5_formats import SYNTHETIC_SET
 from pydantic import BaseModel, ConfigDict, Field
-
-from models.hvgn import HVGNConfig
-from models.hvgn_training import HVGNTrainingConfig
-from models.training import VesselTrainingConfig
-from models.vessel_data import TrainingImage, load_training_images, prepare_training_image
-from models.vessel_unet import VesselUNetConfig
-from pipeline.h5_formats import SYNTHETIC_SET
 
 __all__ = ["DownstreamConfig", "Setting", "downstream_settings", "run_downstream"]
 
@@ -101,7 +100,7 @@ def synthetic_training_images(
     ValueError
         If the set holds fewer than ``count`` samples.
     """
-    from models.generation import field_of_view
+    from angioflow.models.generation import field_of_view
 
     with h5py.File(path, "r") as handle:
         SYNTHETIC_SET.check(handle, path)
@@ -128,8 +127,8 @@ def synthetic_training_images(
 
 def synthetic_av_images(path: Path, count: int, *, model: HVGNConfig) -> list[Any]:
     """The first ``count`` samples of a synthetic set as HVGN training images."""
-    from models.generation import field_of_view
-    from models.hvgn_data import prepare_av_image
+    from angioflow.models.generation import field_of_view
+    from angioflow.models.hvgn_data import prepare_av_image
 
     with h5py.File(path, "r") as handle:
         SYNTHETIC_SET.check(handle, path)
@@ -142,9 +141,9 @@ def synthetic_av_images(path: Path, count: int, *, model: HVGNConfig) -> list[An
 
 
 def _score_av(weights: Path, records: list[Any]) -> dict[str, float]:
-    from models.hvgn_inference import AVLabeller
-    from pipeline.metrics import av_scores
-    from pipeline.vessel_graph import av_labels
+    from angioflow.models.hvgn_inference import AVLabeller
+    from angioflow.pipeline.metrics import av_scores
+    from angioflow.pipeline.vessel_graph import av_labels
 
     labeller = AVLabeller.load(weights)
     scores = []
@@ -159,8 +158,8 @@ def _score_av(weights: Path, records: list[Any]) -> dict[str, float]:
 
 
 def _score(weights: Path, records: list[Any]) -> dict[str, float]:
-    from models.vessel_inference import VesselSegmenter
-    from pipeline.metrics import vessel_scores
+    from angioflow.models.vessel_inference import VesselSegmenter
+    from angioflow.pipeline.metrics import vessel_scores
 
     segmenter = VesselSegmenter.load(weights)
     scores = [
@@ -189,8 +188,8 @@ def run_downstream(
         images, metrics on the test set); ``summary``: per setting name, the mean and standard
         deviation over seeds of each metric.
     """
-    from models.training import train_vessel
-    from pipeline.datasets import load_dataset
+    from angioflow.models.training import train_vessel
+    from angioflow.pipeline.datasets import load_dataset
 
     work.mkdir(parents=True, exist_ok=True)
     test = load_dataset(data, config.test_dataset, "test", limit=config.test_limit)
@@ -198,8 +197,8 @@ def run_downstream(
     real = load_training_images(data, config.real_datasets, model=model)
     synthetic = synthetic_training_images(synthetic_set, max(config.synthetic_counts), model=model)
     if config.av is not None:
-        from models.hvgn_data import load_av_training_images
-        from models.hvgn_training import train_hvgn
+        from angioflow.models.hvgn_data import load_av_training_images
+        from angioflow.models.hvgn_training import train_hvgn
 
         av_model = config.av.model
         real_av = load_av_training_images(data, config.av_real_datasets, model=av_model)

@@ -14,8 +14,7 @@ from typing import Any
 
 import h5py
 import numpy as np
-
-from pipeline.h5_formats import SYNTHETIC_SET
+from angioflow.pipeline.h5_formats import SYNTHETIC_SET
 
 __all__ = [
     "EvaluationInputError",
@@ -100,7 +99,7 @@ def pair_vessel_files(pred: Path, gt: Path, fov: Path | None = None) -> VesselPa
 
 def _unit_interval(path: Path) -> np.ndarray:
     """A mask or probability file (any accepted format, 8 or 16 bit) scaled to [0, 1]."""
-    from pipeline.io import ImageRejected, read_mask
+    from angioflow.pipeline.io import ImageRejected, read_mask
 
     try:
         values = read_mask(path)
@@ -117,7 +116,7 @@ def score_vessel_pairs(pairs: VesselPairs, *, threshold: float = 0.5) -> dict[st
     EvaluationInputError
         If a file cannot be read, or a case's prediction, truth and FOV differ in size.
     """
-    from pipeline.metrics import vessel_scores
+    from angioflow.pipeline.metrics import vessel_scores
 
     rows = {}
     for key, (prediction, truth, fov) in pairs.cases.items():
@@ -169,8 +168,8 @@ def load_real_reference(
     FileNotFoundError
         If neither gives a pair (no data folder and no export).
     """
-    from models.pix2pixhd_training import load_pairs
-    from pipeline.mask_structure import labels_from_channels
+    from angioflow.models.pix2pixhd_training import load_pairs
+    from angioflow.pipeline.mask_structure import labels_from_channels
 
     if data is None or not Path(data).is_dir():
         data, datasets = None, ()
@@ -190,7 +189,7 @@ def load_real_reference(
 
 def read_synthetic(path: Path, limit: int | None = None) -> dict[str, np.ndarray]:
     """``images``, ``av``, ``vessel`` and ``fov`` of the first ``limit`` samples of a set."""
-    from models.generation import field_of_view
+    from angioflow.models.generation import field_of_view
 
     with h5py.File(path, "r") as handle:
         SYNTHETIC_SET.check(handle, path)
@@ -203,7 +202,7 @@ def read_synthetic(path: Path, limit: int | None = None) -> dict[str, np.ndarray
 
 def _recovery(segmenter: Any, synthetic: dict[str, np.ndarray]) -> dict[str, float]:
     """Vessel CNN scores of each generated photo against the vessel mask it was drawn from."""
-    from pipeline.metrics import vessel_scores
+    from angioflow.pipeline.metrics import vessel_scores
 
     scores = [
         vessel_scores(segmenter.segment(i, modality="fundus", fov=f), v > 0, fov=f)
@@ -247,9 +246,9 @@ def evaluate_synthetic(
     real set as the floor to read it against) and ``stats`` (per-mask statistics of both sets,
     for plots).
     """
-    from models.image_features import VesselFeatureExtractor
-    from models.vessel_inference import VesselSegmenter
-    from pipeline.av_structure import compare_structure, structure_stats
+    from angioflow.models.image_features import VesselFeatureExtractor
+    from angioflow.models.vessel_inference import VesselSegmenter
+    from angioflow.pipeline.av_structure import compare_structure, structure_stats
 
     # one load serves vessel recovery and the feature space
     segmenter = VesselSegmenter.load() if {"recovery", "realism"} & set(measures) else None
@@ -282,7 +281,7 @@ def evaluate_synthetic(
         )
     }
     if inception_weights is not None:
-        from models.inception import InceptionFeatureExtractor
+        from angioflow.models.inception import InceptionFeatureExtractor
 
         extractor = InceptionFeatureExtractor.load(inception_weights)
         result["realism"]["inception"] = _realism(
@@ -292,7 +291,7 @@ def evaluate_synthetic(
 
 
 def _realism(real: np.ndarray, generated: np.ndarray) -> dict[str, float]:
-    from pipeline.feature_distance import feature_distances, frechet_distance
+    from angioflow.pipeline.feature_distance import feature_distances, frechet_distance
 
     distances = feature_distances(real, generated).as_dict()
     distances["real_halves_frechet_distance"] = (  # interleaved, so both halves mix sources

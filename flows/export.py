@@ -44,12 +44,17 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from angioflow.pipeline.av_encoding import av_legend, folder_legend
+from angioflow.pipeline.casestore import (
+    CaseStore,
+    CaseStoreError,
+    MaskKind,
+    Stage,
+    software_version,
+)
+from angioflow.pipeline.h5_formats import EXPORT
+from angioflow.pipeline.splits import SPLITS, patient_splits
 from PIL import Image
-
-from pipeline.av_encoding import av_legend, folder_legend
-from pipeline.casestore import CaseStore, CaseStoreError, MaskKind, Stage, software_version
-from pipeline.h5_formats import EXPORT
-from pipeline.splits import SPLITS, patient_splits
 
 __all__ = ["FOLDER_FORMAT", "FOLDER_FORMAT_VERSION", "export_approved", "export_folder"]
 

@@ -25,8 +25,8 @@ MAX_SAMPLES = 10_000
 @task(cache_policy=NONE)
 def export_task(store: str | None, out: str) -> str | None:
     """Export the store's done cases (None when there is no store or no done case)."""
-    from flows.export import export_approved
-    from pipeline.casestore import CaseStore, CaseStoreError
+    from angioflow.flows.export import export_approved
+    from angioflow.pipeline.casestore import CaseStore, CaseStoreError
 
     if store is None:
         return None
@@ -47,13 +47,13 @@ def mask_model_task(
 ) -> str:
     """The mask DDPM weights folder: retrained on the export (+ public sets when present), or
     the given (default: shipped) weights."""
-    from models.ddpm import DEFAULT_DDPM_WEIGHTS
+    from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS
 
     if not retrain:
         return weights or str(DEFAULT_DDPM_WEIGHTS)
-    from flows.settings_file import read_settings
-    from models.ddpm_data import load_exported_masks, load_public_masks
-    from models.ddpm_training import DDPMTrainingConfig, train_ddpm
+    from angioflow.flows.settings_file import read_settings
+    from angioflow.models.ddpm_data import load_exported_masks, load_public_masks
+    from angioflow.models.ddpm_training import DDPMTrainingConfig, train_ddpm
 
     settings = DDPMTrainingConfig(**read_settings(Path(config)))
     size = settings.model.image_size
@@ -70,7 +70,7 @@ def mask_model_task(
 def generate_task(
     weights: dict[str, str], n: int, seed: int, sampler: str, steps: int, out: str
 ) -> str:
-    from models.generation import Generators, SetRequest, generate_set
+    from angioflow.models.generation import Generators, SetRequest, generate_set
 
     generators = Generators.load(**{name: Path(folder) for name, folder in weights.items()})
     generate_set(generators, SetRequest(n=n, seed=seed, sampler=sampler, steps=steps), Path(out))
@@ -81,8 +81,8 @@ def generate_task(
 def evaluate_task(out: str, data: str, export: str | None) -> dict[str, Any]:
     """Evaluate the set against the public A/V sets in ``data`` and the export (whichever
     exist); write ``<set>.metrics.json`` and the HTML report ``<set>_report/report.html``."""
-    from flows.evaluation import evaluate_synthetic, load_real_reference, read_synthetic
-    from flows.reports import synthetic_report
+    from angioflow.flows.evaluation import evaluate_synthetic, load_real_reference, read_synthetic
+    from angioflow.flows.reports import synthetic_report
 
     path = Path(out)
     sample = read_synthetic(path, limit=64)
@@ -126,8 +126,8 @@ def generation_flow(
     Weights default to the shipped ones; ``retrain`` retrains the mask DDPM with
     ``ddpm_config`` on the exported approved cases and the public A/V sets in ``data``.
     """
-    from models.edsr import DEFAULT_EDSR_WEIGHTS
-    from models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS
+    from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS
+    from angioflow.models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = Path(out_dir)

@@ -6,24 +6,23 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NONE
-from prefect.futures import as_completed
-from pydantic import BaseModel, ConfigDict, Field
-
-from flows.progress import CaseProgress
-from pipeline.casestore import CaseStore
-from pipeline.ingest import (
+from angioflow.flows.progress import CaseProgress
+from angioflow.pipeline.casestore import CaseStore
+from angioflow.pipeline.ingest import (
     DEFAULT_WORKER_BYTES,
     IngestOutcome,
     exam_case_id,
     ingest_case,
     worker_budget,
 )
-from pipeline.io import ImageLimits
-from pipeline.privacy import load_or_create_key
-from pipeline.raw_case import CaseLimits, case_label, find_case_folders
+from angioflow.pipeline.io import ImageLimits
+from angioflow.pipeline.privacy import load_or_create_key
+from angioflow.pipeline.raw_case import CaseLimits, case_label, find_case_folders
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from prefect.futures import as_completed
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "RawExamLimits",

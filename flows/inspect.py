@@ -8,14 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from angioflow.pipeline.casestore import CaseStore, CaseStoreError, MaskKind
+from angioflow.pipeline.curation_stages import read_registration
+from angioflow.pipeline.deformable import Deformation
+from angioflow.pipeline.qc import (
+    AV_RGB,
+    VESSEL_RGB,
+    av_to_rgb,
+    checkerboard,
+    label_overlay,
+    overlay,
+)
+from angioflow.pipeline.review import ORIGIN_KEYS
+from angioflow.pipeline.transform_files import write_image, write_registration_files
 from PIL import Image, PngImagePlugin
-
-from pipeline.casestore import CaseStore, CaseStoreError, MaskKind
-from pipeline.curation_stages import read_registration
-from pipeline.deformable import Deformation
-from pipeline.qc import AV_RGB, VESSEL_RGB, av_to_rgb, checkerboard, label_overlay, overlay
-from pipeline.review import ORIGIN_KEYS
-from pipeline.transform_files import write_image, write_registration_files
 
 __all__ = ["case_overview", "inspect_case", "write_registration"]
 

@@ -10,7 +10,7 @@ here is :data:`START_TIMEOUT_S` (a Prefect profile may set a longer one); the en
 variable ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` overrides it either way, and a
 server that does not come up is one :class:`PrefectServerError` line.
 
-Run as ``python -m flows.prefect_server PORT`` it is that wrapper.
+Run as ``python -m angioflow.flows.prefect_server PORT`` it is that wrapper.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class _WatchedServer(SubprocessASGIServer):
             **get_current_settings().to_environment_variables(exclude_unset=True),
         }
         return subprocess.Popen(
-            [sys.executable, "-m", "flows.prefect_server", str(self.port)],
+            [sys.executable, "-m", "angioflow.flows.prefect_server", str(self.port)],
             stdin=subprocess.PIPE,
             env=environment,
         )

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from flows.html import Page, figure_uri, jpeg_uri, png_uri, write_page
+from angioflow.flows.html import Page, figure_uri, jpeg_uri, png_uri, write_page
 
 __all__ = [
     "MAX_DROPPED_SHARE",
@@ -256,7 +255,7 @@ def case_qc(store: Any, case_id: str) -> CaseQC:
     store : pipeline.casestore.CaseStore
     case_id : str
     """
-    from pipeline.casestore import CaseStoreError
+    from angioflow.pipeline.casestore import CaseStoreError
 
     try:
         summary = store.summary(case_id)
@@ -432,7 +431,7 @@ def _picture_cases(
 
 
 def _gallery(store: Any, qc: CaseQC, thumbnail_px: int) -> list[tuple[str, str]]:
-    from flows.inspect import case_overview
+    from angioflow.flows.inspect import case_overview
 
     pictures, _ = case_overview(store, qc.case_id)
     return [
@@ -452,8 +451,8 @@ def add_curation_sections(
 ) -> list[dict[str, Any]]:
     """Append the curation report's sections to ``page`` (see :func:`curation_report`);
     returns its per-case rows, flagged cases first."""
-    from pipeline.av_structure import structure_stats
-    from pipeline.casestore import CaseStoreError
+    from angioflow.pipeline.av_structure import structure_stats
+    from angioflow.pipeline.casestore import CaseStoreError
 
     cases = sorted(
         (case_qc(store, case_id) for case_id in store.case_ids()),
@@ -540,8 +539,7 @@ def structure_figure(stats: dict[str, list[dict[str, float]]]) -> Any:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from pipeline.av_structure import STATISTICS
+    from angioflow.pipeline.av_structure import STATISTICS
 
     columns = 4
     rows = -(-len(STATISTICS) // columns)
@@ -570,7 +568,7 @@ def structure_figure(stats: dict[str, list[dict[str, float]]]) -> Any:
 def _sample_grid(
     images: np.ndarray, labels: np.ndarray, count: int, *, thumbnail_px: int
 ) -> list[tuple[str, str]]:
-    from pipeline.qc import label_overlay
+    from angioflow.pipeline.qc import label_overlay
 
     items = []
     for index in range(min(count, len(images))):

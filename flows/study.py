@@ -28,10 +28,9 @@ from typing import Any
 import cv2
 import h5py
 import numpy as np
+from angioflow.pipeline.h5_formats import EXPORT, SYNTHETIC_SET
+from angioflow.pipeline.study_stats import fleiss_kappa, wilson_interval
 from PIL import Image
-
-from pipeline.h5_formats import EXPORT, SYNTHETIC_SET
-from pipeline.study_stats import fleiss_kappa, wilson_interval
 
 __all__ = [
     "REAL",
@@ -65,7 +64,7 @@ class _Source:
 
 def _square_on_fov(photo: np.ndarray, size: int) -> np.ndarray:
     """Crop to the field of view, pad square with black, resize to ``size``."""
-    from pipeline.preprocess import fov_mask, square_fov_crop
+    from angioflow.pipeline.preprocess import fov_mask, square_fov_crop
 
     fov = fov_mask(photo, modality="fundus")
     if not fov.any():  # no illuminated disc found: keep the whole photo
@@ -76,7 +75,7 @@ def _square_on_fov(photo: np.ndarray, size: int) -> np.ndarray:
 
 
 def _real_photos(source: Path) -> list[tuple[str, np.ndarray]]:
-    from pipeline.io import ImageRejected, as_fundus, read_image
+    from angioflow.pipeline.io import ImageRejected, as_fundus, read_image
 
     if source.is_file() and source.suffix in (".h5", ".hdf5"):
         with _open_h5(source) as handle:

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from angioflow.models.checkpoints import SavedWeights
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
-
-from models.checkpoints import SavedWeights
 
 __all__ = [
     "DEFAULT_DDPM_WEIGHTS",

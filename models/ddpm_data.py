@@ -9,10 +9,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-
-from pipeline.datasets import load_dataset
-from pipeline.h5_formats import EXPORT
-from pipeline.mask_structure import resize_av_labels
+from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.h5_formats import EXPORT
+from angioflow.pipeline.mask_structure import resize_av_labels
 
 __all__ = ["AV_MASK_DATASETS", "MaskBatches", "load_exported_masks", "load_public_masks"]
 

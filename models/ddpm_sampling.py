@@ -11,12 +11,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from angioflow.models.ddpm import MaskDDPM, Sampler, make_scheduler
+from angioflow.pipeline.av_encoding import av_legend, av_to_rgb
+from angioflow.pipeline.h5_formats import MASK_SET
+from angioflow.pipeline.mask_structure import binarise_av
 from PIL import Image
-
-from models.ddpm import MaskDDPM, Sampler, make_scheduler
-from pipeline.av_encoding import av_legend, av_to_rgb
-from pipeline.h5_formats import MASK_SET
-from pipeline.mask_structure import binarise_av
 
 __all__ = [
     "TERMINAL_ALPHA_BAR",

@@ -16,16 +16,15 @@ from typing import Literal
 
 import numpy as np
 import torch
+from angioflow.models.checkpoints import RunFolder, ema_model
+from angioflow.models.ddpm import MaskDDPM, MaskDDPMConfig, make_scheduler, vessel_weighted_loss
+from angioflow.models.ddpm_data import MaskBatches
+from angioflow.models.ddpm_sampling import mask_grid, sample_masks
+from angioflow.pipeline.mask_structure import binarise_av
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from torch import distributed
 from torch.nn.parallel import DistributedDataParallel
-
-from models.checkpoints import RunFolder, ema_model
-from models.ddpm import MaskDDPM, MaskDDPMConfig, make_scheduler, vessel_weighted_loss
-from models.ddpm_data import MaskBatches
-from models.ddpm_sampling import mask_grid, sample_masks
-from pipeline.mask_structure import binarise_av
 
 __all__ = ["DDPMTrainingConfig", "train_ddpm"]
 

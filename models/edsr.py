@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from angioflow.models.checkpoints import SavedWeights
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-
-from models.checkpoints import SavedWeights
 
 __all__ = ["DEFAULT_EDSR_WEIGHTS", "EDSR", "EDSRConfig", "upscale"]
 

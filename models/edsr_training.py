@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from angioflow.models.checkpoints import RunFolder, adamw_one_cycle
+from angioflow.models.edsr import EDSR, EDSRConfig
+from angioflow.pipeline.datasets import load_dataset
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
-
-from models.checkpoints import RunFolder, adamw_one_cycle
-from models.edsr import EDSR, EDSRConfig
-from pipeline.datasets import load_dataset
 
 __all__ = [
     "EDSRTrainingConfig",

@@ -31,11 +31,10 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 import torch
+from angioflow.pipeline.h5_formats import EXPORT, SYNTHETIC_SET, UnsupportedFileFormat
+from angioflow.pipeline.io import read_av_mask, read_image, read_mask
+from angioflow.pipeline.splits import SPLITS
 from torch.utils.data import Dataset
-
-from pipeline.h5_formats import EXPORT, SYNTHETIC_SET, UnsupportedFileFormat
-from pipeline.io import read_av_mask, read_image, read_mask
-from pipeline.splits import SPLITS
 
 __all__ = ["ExportDataset"]
 
@@ -200,7 +199,7 @@ def _read_folder_item(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _disc(size: int) -> np.ndarray:
-    from models.generation import field_of_view
+    from angioflow.models.generation import field_of_view
 
     return field_of_view(size) > 0
 

@@ -19,22 +19,21 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from PIL import Image
-from torch.nn import functional as F  # noqa: N812
-
-from models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM, Sampler
-from models.ddpm_sampling import sample_masks
-from models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR, upscale
-from models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS, GlobalGenerator
-from models.pix2pixhd_training import generator_input, photo_uint8
-from pipeline.av_encoding import av_legend, av_to_rgb, folder_legend
-from pipeline.h5_formats import SYNTHETIC_SET
-from pipeline.mask_structure import (
+from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM, Sampler
+from angioflow.models.ddpm_sampling import sample_masks
+from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR, upscale
+from angioflow.models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS, GlobalGenerator
+from angioflow.models.pix2pixhd_training import generator_input, photo_uint8
+from angioflow.pipeline.av_encoding import av_legend, av_to_rgb, folder_legend
+from angioflow.pipeline.h5_formats import SYNTHETIC_SET
+from angioflow.pipeline.mask_structure import (
     av_channels,
     binarise_av,
     labels_from_channels,
     thin_av_labels,
 )
+from PIL import Image
+from torch.nn import functional as F  # noqa: N812
 
 __all__ = [
     "DiskSpaceError",

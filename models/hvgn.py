@@ -29,15 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from angioflow.models.checkpoints import SavedWeights
+from angioflow.models.vessel_unet import VesselUNet, VesselUNetConfig
+from angioflow.pipeline.vessel_graph import coarsen, pixel_graph
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import scatter
-
-from models.checkpoints import SavedWeights
-from models.vessel_unet import VesselUNet, VesselUNetConfig
-from pipeline.vessel_graph import coarsen, pixel_graph
 
 __all__ = ["HVGN", "HVGNConfig", "VesselGraphBatch", "graph_batch"]
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from models.hvgn import HVGNConfig
-from models.vessel_data import rescale_to_fov
-from pipeline.datasets import load_dataset
-from pipeline.preprocess import colour_contrast
+from angioflow.models.hvgn import HVGNConfig
+from angioflow.models.vessel_data import rescale_to_fov
+from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.preprocess import colour_contrast
 
 __all__ = [
     "AVTrainingImage",
@@ -153,7 +152,7 @@ def phantom_av_training_images(
     n_cases: int, *, seed: int, model: HVGNConfig, size: tuple[int, int] = (584, 876)
 ) -> list[AVTrainingImage]:
     """Phantom fundus photos with their A/V truth (crossings labelled 3)."""
-    from pipeline.phantom import PhantomConfig, case_seed, generate_case
+    from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case
 
     config = PhantomConfig(size=size, n_frames=2)
     images = []

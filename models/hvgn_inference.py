@@ -10,15 +10,14 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
+from angioflow.models.checkpoints import WEIGHTS_FILE
+from angioflow.models.hvgn import HVGN, graph_batch
+from angioflow.models.hvgn_data import fundus_input
+from angioflow.models.vessel_data import rescale_to_fov
+from angioflow.models.vessel_inference import MIN_FOV_DIAMETER_PX
+from angioflow.pipeline.preprocess import fov_diameter, fov_mask
+from angioflow.pipeline.vessel_graph import segment_labels, vote_along_segments
 from scipy import ndimage as ndi
-
-from models.checkpoints import WEIGHTS_FILE
-from models.hvgn import HVGN, graph_batch
-from models.hvgn_data import fundus_input
-from models.vessel_data import rescale_to_fov
-from models.vessel_inference import MIN_FOV_DIAMETER_PX
-from pipeline.preprocess import fov_diameter, fov_mask
-from pipeline.vessel_graph import segment_labels, vote_along_segments
 
 __all__ = ["DEFAULT_AV_WEIGHTS", "AVLabeller"]
 

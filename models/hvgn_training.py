@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from angioflow.models.checkpoints import RunFolder, adamw_one_cycle, continue_from
+from angioflow.models.hvgn import HVGN, HVGNConfig, graph_batch
+from angioflow.models.hvgn_data import AVTrainingImage, CropSampler
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F  # noqa: N812
-
-from models.checkpoints import RunFolder, adamw_one_cycle, continue_from
-from models.hvgn import HVGN, HVGNConfig, graph_batch
-from models.hvgn_data import AVTrainingImage, CropSampler
 
 __all__ = ["HVGNTrainingConfig", "av_loss", "train_hvgn"]
 

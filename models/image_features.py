@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from models.vessel_data import rescale_to_fov
-from models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
-from models.vessel_unet import VesselUNet
-from pipeline.preprocess import vessel_channels
+from angioflow.models.vessel_data import rescale_to_fov
+from angioflow.models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
+from angioflow.models.vessel_unet import VesselUNet
+from angioflow.pipeline.preprocess import vessel_channels
 
 __all__ = ["VesselFeatureExtractor"]
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from angioflow.models.checkpoints import SavedWeights
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
-
-from models.checkpoints import SavedWeights
 
 __all__ = [
     "DEFAULT_PIX2PIX_WEIGHTS",

@@ -11,11 +11,8 @@ import cv2
 import h5py
 import numpy as np
 import torch
-from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
-
-from models.checkpoints import RunFolder, ema_model
-from models.pix2pixhd import (
+from angioflow.models.checkpoints import RunFolder, ema_model
+from angioflow.models.pix2pixhd import (
     GlobalGenerator,
     MultiscaleDiscriminator,
     Pix2PixHDConfig,
@@ -24,10 +21,12 @@ from models.pix2pixhd import (
     lsgan_loss,
     reconstruction_loss,
 )
-from pipeline.datasets import load_dataset
-from pipeline.h5_formats import EXPORT
-from pipeline.mask_structure import resize_av_labels
-from pipeline.preprocess import square_fov_crop
+from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.h5_formats import EXPORT
+from angioflow.pipeline.mask_structure import resize_av_labels
+from angioflow.pipeline.preprocess import square_fov_crop
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Pix2PixHDTrainingConfig",

@@ -6,12 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from angioflow.models.checkpoints import RunFolder, adamw_one_cycle, continue_from
+from angioflow.models.vessel_data import PatchSampler, TrainingImage
+from angioflow.models.vessel_unet import VesselUNet, VesselUNetConfig
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F  # noqa: N812
-
-from models.checkpoints import RunFolder, adamw_one_cycle, continue_from
-from models.vessel_data import PatchSampler, TrainingImage
-from models.vessel_unet import VesselUNet, VesselUNetConfig
 
 __all__ = ["VesselTrainingConfig", "soft_cl_dice_loss", "train_vessel"]
 

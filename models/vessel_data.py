@@ -9,10 +9,9 @@ from typing import Literal
 
 import cv2
 import numpy as np
-
-from models.vessel_unet import VesselUNetConfig
-from pipeline.datasets import load_dataset
-from pipeline.preprocess import fov_diameter, vessel_channels
+from angioflow.models.vessel_unet import VesselUNetConfig
+from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.preprocess import fov_diameter, vessel_channels
 
 __all__ = [
     "PatchSampler",
@@ -235,7 +234,7 @@ def phantom_fa_frames(
     -------
     frames : list of (name, frame (h, w) uint8/uint16, truth (h, w) bool, aperture (h, w) bool)
     """
-    from pipeline.phantom import PhantomConfig, case_seed, generate_case
+    from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case
 
     frames = []
     config = PhantomConfig(size=size, n_frames=8)

@@ -9,11 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-
-from models.checkpoints import WEIGHTS_FILE
-from models.vessel_data import rescale_to_fov
-from models.vessel_unet import VesselUNet
-from pipeline.preprocess import Modality, fov_diameter, fov_mask, vessel_channels
+from angioflow.models.checkpoints import WEIGHTS_FILE
+from angioflow.models.vessel_data import rescale_to_fov
+from angioflow.models.vessel_unet import VesselUNet
+from angioflow.pipeline.preprocess import Modality, fov_diameter, fov_mask, vessel_channels
 
 __all__ = ["DEFAULT_WEIGHTS", "VesselSegmenter"]
 

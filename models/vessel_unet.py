@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from angioflow.models.checkpoints import SavedWeights
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
-
-from models.checkpoints import SavedWeights
 
 __all__ = ["VesselUNet", "VesselUNetConfig"]
 

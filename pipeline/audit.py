@@ -20,9 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from angioflow.pipeline.review import ORIGIN_KEYS
 from PIL import Image
-
-from pipeline.review import ORIGIN_KEYS
 
 __all__ = ["Finding", "Identifier", "audit_paths", "identifiers_from_raw"]
 
@@ -101,8 +100,8 @@ def identifiers_from_raw(raw: Path, extra: Iterable[str] = ()) -> list[Identifie
     folder name itself becomes an identifier: angioflow withholds such a folder's name (it may
     hold the id), so finding it in an output is a leak.
     """
-    from pipeline.privacy import id_spellings
-    from pipeline.raw_case import case_label, find_case_folders
+    from angioflow.pipeline.privacy import id_spellings
+    from angioflow.pipeline.raw_case import case_label, find_case_folders
 
     found: list[Identifier] = []
     for folder in find_case_folders(raw):

@@ -17,11 +17,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+from angioflow.pipeline.mask_structure import av_channels
 from scipy import ndimage
 from scipy.stats import wasserstein_distance
 from skimage.morphology import skeletonize
-
-from pipeline.mask_structure import av_channels
 
 __all__ = [
     "StructureStats",

@@ -11,12 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage as ndi
-from skimage.filters import apply_hysteresis_threshold
-from skimage.morphology import remove_small_objects
-
-from pipeline.deformable import BSplineSettings, Deformation, register_bspline
-from pipeline.registration import (
+from angioflow.pipeline.deformable import BSplineSettings, Deformation, register_bspline
+from angioflow.pipeline.registration import (
     RigidSettings,
     choose_reference,
     coarse_search,
@@ -24,6 +20,9 @@ from pipeline.registration import (
     register_similarity,
     warp_image,
 )
+from scipy import ndimage as ndi
+from skimage.filters import apply_hysteresis_threshold
+from skimage.morphology import remove_small_objects
 
 __all__ = [
     "CurationSettings",

@@ -19,9 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from pipeline.casestore import PIPELINE_EDITOR, Baseline, CaseStore, CaseStoreError, MaskKind
-from pipeline.curation import (
+from angioflow.pipeline.casestore import (
+    PIPELINE_EDITOR,
+    Baseline,
+    CaseStore,
+    CaseStoreError,
+    MaskKind,
+)
+from angioflow.pipeline.curation import (
     CurationSettings,
     FrameRegistration,
     SequenceRegistration,
@@ -30,9 +35,9 @@ from pipeline.curation import (
     baseline_mask,
     register_sequence,
 )
-from pipeline.deformable import Deformation
-from pipeline.preprocess import fov_mask
-from pipeline.vessel_graph import av_labels
+from angioflow.pipeline.deformable import Deformation
+from angioflow.pipeline.preprocess import fov_mask
+from angioflow.pipeline.vessel_graph import av_labels
 
 __all__ = [
     "STAGES",

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from angioflow.pipeline.av_encoding import av_labels_from_rgb
 from PIL import Image
-
-from pipeline.av_encoding import av_labels_from_rgb
 
 __all__ = ["LabelledImage", "av_labels_from_rgb", "load_dataset", "DATASETS"]
 

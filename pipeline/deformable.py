@@ -15,8 +15,7 @@ from typing import Literal
 import cv2
 import numpy as np
 import SimpleITK as sitk  # noqa: N813 - the library's own convention
-
-from pipeline.registration import masked_correlation, matrix_to_similarity, sitk_image
+from angioflow.pipeline.registration import masked_correlation, matrix_to_similarity, sitk_image
 
 __all__ = [
     "BSplineSettings",

@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline.casestore import CaseStore, CaseStoreError, MaskKind, NewCase
-from pipeline.privacy import case_pseudonym, patient_pseudonym, redact
-from pipeline.raw_case import (
+from angioflow.pipeline.casestore import CaseStore, CaseStoreError, MaskKind, NewCase
+from angioflow.pipeline.privacy import case_pseudonym, patient_pseudonym, redact
+from angioflow.pipeline.raw_case import (
     CaseLimits,
     CaseRejected,
     RawCase,
@@ -326,7 +326,7 @@ def _review_history(store: CaseStore, case_id: str) -> str:
     """What a person did on a stored case, ``''`` for nothing (the pipeline's own baseline
     versions are not review). An unreadable file counts as having none: replacing it is the
     advertised repair."""
-    from pipeline.curation_stages import BASELINE_EDITOR
+    from angioflow.pipeline.curation_stages import BASELINE_EDITOR
 
     try:
         summary = store.summary(case_id)

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from angioflow.pipeline.av_encoding import AV_CLASSES, av_labels_from_rgb
 from PIL import Image
-
-from pipeline.av_encoding import AV_CLASSES, av_labels_from_rgb
 
 __all__ = [
     "ACCEPTED_FORMATS",

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from angioflow.pipeline.preprocess import square_fov_crop
 from scipy import ndimage as ndi
 from skimage.morphology import remove_small_objects, skeletonize
-
-from pipeline.preprocess import square_fov_crop
 
 __all__ = [
     "av_channels",

@@ -24,7 +24,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from pipeline.casestore import CaseStoreError
+from angioflow.pipeline.casestore import CaseStoreError
 
 __all__ = [
     "KEY_CHECK_NAME",

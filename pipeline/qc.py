@@ -7,8 +7,7 @@ The A/V colours (:data:`AV_RGB`, :func:`av_to_rgb`) are defined with the label e
 from __future__ import annotations
 
 import numpy as np
-
-from pipeline.av_encoding import AV_RGB, av_to_rgb
+from angioflow.pipeline.av_encoding import AV_RGB, av_to_rgb
 
 __all__ = ["AV_RGB", "VESSEL_RGB", "av_to_rgb", "checkerboard", "label_overlay", "overlay"]
 

@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-
-from pipeline.display import printable
-from pipeline.io import (
+from angioflow.pipeline.display import printable
+from angioflow.pipeline.io import (
     ImageHeader,
     ImageLimits,
     ImageRejected,
@@ -43,7 +42,7 @@ from pipeline.io import (
     read_header,
     read_image,
 )
-from pipeline.privacy import contains_id, redact
+from angioflow.pipeline.privacy import contains_id, redact
 
 __all__ = [
     "CASE_FILE",

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-from pipeline.casestore import (
+from angioflow.pipeline.casestore import (
     PIPELINE_EDITOR,
     CaseStore,
     CaseStoreError,
@@ -22,7 +20,14 @@ from pipeline.casestore import (
     Stage,
     StaleVersionError,
 )
-from pipeline.io import ACCEPTED_FORMATS, ImageLimits, ImageRejected, read_av_mask, read_mask
+from angioflow.pipeline.io import (
+    ACCEPTED_FORMATS,
+    ImageLimits,
+    ImageRejected,
+    read_av_mask,
+    read_mask,
+)
+from PIL import Image
 
 __all__ = [
     "ORIGIN_KEYS",

@@ -116,9 +116,9 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> bytes:
 def curated_store_template(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Path:
     """A store with two small phantom exams ingested and curated to review gate 1 (built once;
     tests copy it with :func:`copy_store`)."""
-    from flows.curate import curate_flow
-    from flows.ingest import ingest_flow
-    from pipeline.phantom import PhantomConfig, write_phantom_set
+    from angioflow.flows.curate import curate_flow
+    from angioflow.flows.ingest import ingest_flow
+    from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
 
     root = tmp_path_factory.mktemp("curated")
     with pytest.MonkeyPatch.context() as patch:

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from angioflow.flows.cli import app
 from conftest import copy_store
 from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
-
-from flows.cli import app
 
 runner = CliRunner()
 NAME, BIRTH = "Jane Placeholder-Doe", "1961-04-23"

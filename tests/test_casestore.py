@@ -13,8 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
-from pipeline.casestore import (
+from angioflow.pipeline.casestore import (
     CaseStore,
     CaseStoreError,
     MaskKind,
@@ -193,7 +192,7 @@ _WRITER = textwrap.dedent(
     """
     import sys, numpy as np
     from pathlib import Path
-    from pipeline.casestore import CaseStore, StaleVersionError
+    from angioflow.pipeline.casestore import CaseStore, StaleVersionError
     store, case_id = CaseStore(Path(sys.argv[1])), sys.argv[2]
     editor, count = sys.argv[3], int(sys.argv[4])
     shape = store.summary(case_id).fundus_shape

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from flows.catalog import CatalogError, load_catalog
+from angioflow.flows.catalog import CatalogError, load_catalog
 
 REPO_CATALOG = Path(__file__).resolve().parents[1] / "data_catalog.yaml"
 

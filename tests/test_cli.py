@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from angioflow.flows import cli
+from angioflow.flows.cli import app
+from angioflow.pipeline.casestore import CaseStore
 from conftest import PATIENT_ID, edit_case_json, write_case
 from typer.testing import CliRunner
-
-from flows import cli
-from flows.cli import app
-from pipeline.casestore import CaseStore
 
 runner = CliRunner()
 

@@ -9,23 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-from scipy import ndimage as ndi
-
-from models.vessel_inference import VesselSegmenter
-from pipeline.casestore import CaseStore, MaskKind, Stage
-from pipeline.curation import (
+from angioflow.models.vessel_inference import VesselSegmenter
+from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
+from angioflow.pipeline.curation import (
     CurationSettings,
     aggregate_maps,
     align_to_fundus,
     binarise,
     register_sequence,
 )
-from pipeline.deformable import Deformation, register_bspline
-from pipeline.metrics import av_scores
-from pipeline.phantom import PhantomCase, PhantomConfig, generate_case, write_case
-from pipeline.preprocess import fov_mask
-from pipeline.registration import coarse_search, register_similarity, similarity_matrix
+from angioflow.pipeline.deformable import Deformation, register_bspline
+from angioflow.pipeline.metrics import av_scores
+from angioflow.pipeline.phantom import PhantomCase, PhantomConfig, generate_case, write_case
+from angioflow.pipeline.preprocess import fov_mask
+from angioflow.pipeline.registration import coarse_search, register_similarity, similarity_matrix
+from PIL import Image
+from scipy import ndimage as ndi
 
 CONFIG = PhantomConfig(size=(384, 576), n_frames=5, max_translation=0.02, max_rotation_deg=8.0)
 
@@ -98,7 +97,7 @@ def test_coarse_search_and_refinement_find_large_motion(exam: tuple) -> None:
         center_xy=((width - 1) / 2, (height - 1) / 2),
     )
     # moving(truth @ p) = fixed(p): build moving by resampling fixed through the inverse
-    from pipeline.registration import warp_image
+    from angioflow.pipeline.registration import warp_image
 
     moving = warp_image(fixed, np.linalg.inv(truth), fixed.shape)
     start, _ = coarse_search(fixed, moving, angles_deg=np.arange(-10, 10.1, 1.0))
@@ -172,10 +171,10 @@ def test_settings_round_trip_and_reject_unknown_keys() -> None:
 def test_curate_flow_reaches_review_gate_caches_and_isolates_failures(
     tmp_path: Path, secret: bytes, prefect_server: None
 ) -> None:
-    from flows.curate import curate_flow
-    from flows.ingest import ingest_flow
-    from flows.inspect import inspect_case
-    from pipeline import curation_stages as stages
+    from angioflow.flows.curate import curate_flow
+    from angioflow.flows.ingest import ingest_flow
+    from angioflow.flows.inspect import inspect_case
+    from angioflow.pipeline import curation_stages as stages
 
     source, root = tmp_path / "raw", tmp_path / "store"
     cases = {}

@@ -17,18 +17,22 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from angioflow.flows.cli import app
+from angioflow.models.ddpm import (
+    DEFAULT_DDPM_WEIGHTS,
+    MaskDDPM,
+    MaskDDPMConfig,
+    vessel_weighted_loss,
+)
+from angioflow.models.ddpm_sampling import sample_masks, unweighted_epsilon, write_mask_set
+from angioflow.models.ddpm_training import DDPMTrainingConfig, train_ddpm
+from angioflow.pipeline.av_structure import structure_stats
+from angioflow.pipeline.casestore import CaseStore
+from angioflow.pipeline.mask_structure import binarise_av, resize_av_labels, thin_av_labels
+from angioflow.pipeline.phantom import PhantomConfig, generate_case
 from conftest import TrainingInterrupted, copy_store, interrupt_at
 from scipy import ndimage as ndi
 from typer.testing import CliRunner
-
-from flows.cli import app
-from models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM, MaskDDPMConfig, vessel_weighted_loss
-from models.ddpm_sampling import sample_masks, unweighted_epsilon, write_mask_set
-from models.ddpm_training import DDPMTrainingConfig, train_ddpm
-from pipeline.av_structure import structure_stats
-from pipeline.casestore import CaseStore
-from pipeline.mask_structure import binarise_av, resize_av_labels, thin_av_labels
-from pipeline.phantom import PhantomConfig, generate_case
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = MaskDDPMConfig(
@@ -95,7 +99,7 @@ def test_vessel_weighted_loss_is_exactly_exp_c_x0() -> None:
 
 
 def test_a_tiny_model_overfits_four_masks(phantom_masks: np.ndarray, tmp_path: Path) -> None:
-    from models.ddpm import make_scheduler
+    from angioflow.models.ddpm import make_scheduler
 
     config = _config(steps=200, checkpoint_every=200, ema_decay=0.9)
     scheduler = make_scheduler(TINY)
@@ -152,7 +156,7 @@ _DISTRIBUTED = textwrap.dedent(
     import os, sys
     from pathlib import Path
     import numpy as np, torch
-    from models.ddpm_training import DDPMTrainingConfig, train_ddpm
+    from angioflow.models.ddpm_training import DDPMTrainingConfig, train_ddpm
     config = DDPMTrainingConfig.model_validate_json(Path(sys.argv[1]).read_text())
     masks = np.load(sys.argv[2])
     model = train_ddpm(config, masks, Path(sys.argv[3]), resume=False)
@@ -290,7 +294,7 @@ def test_binarisation_keeps_classes_apart_except_at_crossings() -> None:
 def test_export_then_train_masks_and_generate_command(
     curated_store_template: Path, tmp_path: Path
 ) -> None:
-    from models.ddpm_data import load_exported_masks
+    from angioflow.models.ddpm_data import load_exported_masks
 
     store = CaseStore(copy_store(curated_store_template, tmp_path / "store"), create=False)
     done, waiting = store.case_ids()

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from angioflow.flows.catalog import CatalogError, load_catalog
+from angioflow.flows.cli import app
+from angioflow.flows.progress import format_eta
 from typer.testing import CliRunner
-
-from flows.catalog import CatalogError, load_catalog
-from flows.cli import app
-from flows.progress import format_eta
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -107,7 +106,7 @@ def test_eta_reads_as_a_person_would_say_it() -> None:
 def test_ingest_and_curate_show_progress_and_json_stays_pure(
     tmp_path: Path, prefect_server: None, secret: bytes
 ) -> None:
-    from pipeline.phantom import PhantomConfig, write_phantom_set
+    from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
 
     write_phantom_set(
         tmp_path / "raw", n=2, seed=23, config=PhantomConfig(size=(256, 384), n_frames=3)
@@ -200,8 +199,8 @@ def _wait_for_state(api: str, run_id: str, states: set[str], timeout: float = 30
 def test_deployments_run_and_retry_on_a_real_process_worker(
     tmp_path: Path, prefect_api: tuple[str, dict[str, str]]
 ) -> None:
-    from pipeline.casestore import CaseStore, Stage
-    from pipeline.phantom import PhantomConfig, write_phantom_set
+    from angioflow.pipeline.casestore import CaseStore, Stage
+    from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
 
     api, env = prefect_api
     env = {**env, "ANGIOFLOW_SECRET": "test-secret-0123456789abcdef"}

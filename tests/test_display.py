@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from pipeline.display import printable
+from angioflow.pipeline.display import printable
 
 
 @pytest.mark.parametrize(

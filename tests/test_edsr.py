@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from angioflow.flows.cli import app
+from angioflow.models.edsr import EDSR, EDSRConfig, upscale
+from angioflow.models.edsr_training import EDSRTrainingConfig, PhotoCrops, downsample, train_edsr
+from angioflow.pipeline.phantom import PhantomConfig, generate_case
 from conftest import SHARED_DATA, TrainingInterrupted, interrupt_at
 from PIL import Image
 from typer.testing import CliRunner
-
-from flows.cli import app
-from models.edsr import EDSR, EDSRConfig, upscale
-from models.edsr_training import EDSRTrainingConfig, PhotoCrops, downsample, train_edsr
-from pipeline.phantom import PhantomConfig, generate_case
 
 TINY = EDSRConfig(features=16, blocks=2)
 

@@ -9,23 +9,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import copy_store, headless_chromium, needs_chromium
-from PIL import Image
-from typer.testing import CliRunner
-
-from flows.cli import app
-from pipeline.av_structure import (
+from angioflow.flows.cli import app
+from angioflow.pipeline.av_structure import (
     box_counting_dimension,
     compare_structure,
     segment_tortuosity,
     structure_stats,
     vessel_calibres,
 )
-from pipeline.datasets import load_dataset
-from pipeline.feature_distance import frechet_distance, kernel_distance, precision_recall
-from pipeline.h5_formats import EXPORT, SYNTHETIC_SET
-from pipeline.metrics import vessel_scores
-from pipeline.phantom import PhantomConfig, generate_case
+from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.feature_distance import frechet_distance, kernel_distance, precision_recall
+from angioflow.pipeline.h5_formats import EXPORT, SYNTHETIC_SET
+from angioflow.pipeline.metrics import vessel_scores
+from angioflow.pipeline.phantom import PhantomConfig, generate_case
+from conftest import copy_store, headless_chromium, needs_chromium
+from PIL import Image
+from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -140,8 +139,7 @@ def test_drive_second_observer_matches_the_published_accuracy() -> None:
 
 def test_vessel_cnn_features_separate_blurred_photos() -> None:
     import cv2
-
-    from models.image_features import VesselFeatureExtractor
+    from angioflow.models.image_features import VesselFeatureExtractor
 
     extractor = VesselFeatureExtractor.load()
     cases = [generate_case(seed, PhantomConfig(size=(256, 384), n_frames=2)) for seed in range(8)]
@@ -158,8 +156,8 @@ def test_vessel_cnn_features_separate_blurred_photos() -> None:
 
 def _phantom_set(path: Path, seeds: range, size: int = 128) -> None:
     """A set in `angioflow generate`'s format from phantom photos and their A/V truth."""
-    from models.pix2pixhd_training import make_pair
-    from pipeline.mask_structure import labels_from_channels
+    from angioflow.models.pix2pixhd_training import make_pair
+    from angioflow.pipeline.mask_structure import labels_from_channels
 
     images, av = [], []
     for seed in seeds:
@@ -177,7 +175,7 @@ def _phantom_set(path: Path, seeds: range, size: int = 128) -> None:
 
 def _phantom_export(path: Path, seeds: range) -> None:
     """Phantom photos and A/V truth in `angioflow export`'s format (approved cases)."""
-    from pipeline.mask_structure import labels_from_channels
+    from angioflow.pipeline.mask_structure import labels_from_channels
 
     with h5py.File(path, "w") as handle:
         EXPORT.stamp(handle)
@@ -299,8 +297,7 @@ def test_downstream_experiment_runs_every_setting_and_resumes(tmp_path: Path) ->
 
 def test_inception_features_from_a_user_supplied_weights_file(tmp_path: Path) -> None:
     import torch
-
-    from models.inception import FIDInceptionV3, InceptionFeatureExtractor
+    from angioflow.models.inception import FIDInceptionV3, InceptionFeatureExtractor
 
     model = FIDInceptionV3()
     # torchvision's Inception-v3 has 23,834,568 parameters without its auxiliary head; less

@@ -12,19 +12,18 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from angioflow.flows.cli import app
+from angioflow.flows.export import export_approved, export_folder
+from angioflow.models.export_dataset import ExportDataset
+from angioflow.pipeline.av_encoding import AV_CLASSES, av_to_rgb
+from angioflow.pipeline.casestore import CaseStore
+from angioflow.pipeline.h5_formats import EXPORT, SYNTHETIC_SET, UnsupportedFileFormat
+from angioflow.pipeline.ingest import ingest_case
+from angioflow.pipeline.splits import SPLITS, patient_splits, split_of_patient
 from conftest import PATIENT_ID, write_case
 from PIL import Image
 from test_generation import _generators, tiny_weights  # noqa: F401 - a shared fixture
 from typer.testing import CliRunner
-
-from flows.cli import app
-from flows.export import export_approved, export_folder
-from models.export_dataset import ExportDataset
-from pipeline.av_encoding import AV_CLASSES, av_to_rgb
-from pipeline.casestore import CaseStore
-from pipeline.h5_formats import EXPORT, SYNTHETIC_SET, UnsupportedFileFormat
-from pipeline.ingest import ingest_case
-from pipeline.splits import SPLITS, patient_splits, split_of_patient
 
 runner = CliRunner()
 SHAPE = (96, 128)
@@ -263,7 +262,7 @@ def test_dataset_reads_a_synthetic_set_and_its_folder_copy(
     tiny_weights: dict[str, Path],  # noqa: F811 - the fixture imported above
     tmp_path: Path,
 ) -> None:
-    from models.generation import SetRequest, generate_set
+    from angioflow.models.generation import SetRequest, generate_set
 
     out, folder = tmp_path / "synthetic.h5", tmp_path / "drive_like"
     request = SetRequest(n=3, seed=2, steps=2, batch_size=2)
@@ -293,8 +292,8 @@ def test_dataset_reads_a_synthetic_set_and_its_folder_copy(
 
 
 def test_mask_sets_are_stamped(tmp_path: Path) -> None:
-    from models.ddpm_sampling import write_mask_set
-    from pipeline.h5_formats import MASK_SET
+    from angioflow.models.ddpm_sampling import write_mask_set
+    from angioflow.pipeline.h5_formats import MASK_SET
 
     maps = np.zeros((2, 2, 16, 16), np.float32)
     maps[:, 0, 4, 2:14] = 0.9

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pipeline.casestore import CaseStore, MaskKind, Stage
+from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +43,7 @@ _CLI_WITH_COMMIT_GATE = textwrap.dedent(
             seen += 1
 
     sys.addaudithook(hook)
-    from flows.cli import app
+    from angioflow.flows.cli import app
 
     app(prog_name="angioflow")
     """
@@ -89,9 +88,9 @@ def _curate(store: Path, allowed: int, env: dict[str, str]) -> tuple[str, int, s
 def three_cases(tmp_path: Path, secret: bytes, prefect_server: None) -> tuple[Path, dict]:
     """A store of three tiny phantom exams: A just ingested (stages 2-7 to run); B and C curated
     and their vessel masks approved (A/V labelling to run), B's after a reviewer's edit."""
-    from flows.curate import curate_flow
-    from flows.ingest import ingest_flow
-    from pipeline.phantom import PhantomConfig, write_phantom_set
+    from angioflow.flows.curate import curate_flow
+    from angioflow.flows.ingest import ingest_flow
+    from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
 
     config = PhantomConfig(size=(256, 384), n_frames=3)
     folders = write_phantom_set(tmp_path / "raw", n=3, seed=7, config=config)

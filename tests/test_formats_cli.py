@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from angioflow.flows.cli import app
+from angioflow.pipeline.av_encoding import av_labels_from_rgb
+from angioflow.pipeline.metrics import vessel_scores
 from conftest import SHARED_DATA
 from PIL import Image
 from typer.testing import CliRunner
-
-from flows.cli import app
-from pipeline.av_encoding import av_labels_from_rgb
-from pipeline.metrics import vessel_scores
 
 runner = CliRunner()
 
@@ -61,7 +60,7 @@ def test_evaluate_vessel_reads_drive_gif_truth() -> None:
 
 
 def test_label_av_writes_class_indices_on_request(tmp_path: Path) -> None:
-    from pipeline.phantom import PhantomConfig, generate_case
+    from angioflow.pipeline.phantom import PhantomConfig, generate_case
 
     case = generate_case(8898, PhantomConfig(size=(400, 600), n_frames=2))
     Image.fromarray(case.fundus).save(tmp_path / "photo.png")

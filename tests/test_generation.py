@@ -15,14 +15,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from angioflow.flows.cli import app
+from angioflow.models.ddpm import MaskDDPM, MaskDDPMConfig
+from angioflow.models.edsr import EDSR, EDSRConfig
+from angioflow.models.generation import Generators, SetRequest, generate_set
+from angioflow.models.pix2pixhd import GlobalGenerator, Pix2PixHDConfig
 from PIL import Image
 from typer.testing import CliRunner
-
-from flows.cli import app
-from models.ddpm import MaskDDPM, MaskDDPMConfig
-from models.edsr import EDSR, EDSRConfig
-from models.generation import Generators, SetRequest, generate_set
-from models.pix2pixhd import GlobalGenerator, Pix2PixHDConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -104,7 +103,7 @@ _KILLED = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from models.generation import Generators, SetRequest, generate_set
+    from angioflow.models.generation import Generators, SetRequest, generate_set
     folders = [Path(p) for p in sys.argv[1:4]]
     generators = Generators.load(*folders)
     done = []
@@ -151,9 +150,8 @@ def test_a_killed_generate_run_resumes_to_the_same_set(
 def test_generation_flow_and_its_cron_deployment(
     tiny_weights: dict[str, Path], tmp_path: Path, prefect_server: None
 ) -> None:
+    from angioflow.flows.generation import generation_flow
     from prefect.client.orchestration import get_client
-
-    from flows.generation import generation_flow
 
     result = generation_flow(
         str(tmp_path / "sets"),

@@ -8,19 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from angioflow.flows.cli import app
+from angioflow.models.hvgn import HVGN, HVGNConfig, graph_batch
+from angioflow.models.hvgn_data import CropSampler, phantom_av_training_images
+from angioflow.models.hvgn_inference import AVLabeller
+from angioflow.models.hvgn_training import HVGNTrainingConfig, train_hvgn
+from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.metrics import av_scores
+from angioflow.pipeline.phantom import PhantomConfig, generate_case
+from angioflow.pipeline.qc import av_to_rgb
+from angioflow.pipeline.vessel_graph import av_labels
 from PIL import Image
 from typer.testing import CliRunner
-
-from flows.cli import app
-from models.hvgn import HVGN, HVGNConfig, graph_batch
-from models.hvgn_data import CropSampler, phantom_av_training_images
-from models.hvgn_inference import AVLabeller
-from models.hvgn_training import HVGNTrainingConfig, train_hvgn
-from pipeline.datasets import load_dataset
-from pipeline.metrics import av_scores
-from pipeline.phantom import PhantomConfig, generate_case
-from pipeline.qc import av_to_rgb
-from pipeline.vessel_graph import av_labels
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = HVGNConfig(base_channels=4, depth=2, features=8, hidden=8, cells=(2, 2), fov_diameter_px=180)
@@ -221,7 +220,7 @@ def test_label_av_and_evaluate_av_commands(tmp_path: Path) -> None:
 
 
 def av_labels_from_png(path: Path) -> np.ndarray:
-    from pipeline.datasets import av_labels_from_rgb
+    from angioflow.pipeline.datasets import av_labels_from_rgb
 
     return av_labels_from_rgb(np.asarray(Image.open(path).convert("RGB")))
 

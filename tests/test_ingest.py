@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from angioflow.flows.ingest import ingest_flow
+from angioflow.pipeline.casestore import CaseStore
+from angioflow.pipeline.ingest import ingest_case, read_quarantine
+from angioflow.pipeline.io import ImageLimits
+from angioflow.pipeline.raw_case import CaseLimits
 from conftest import PATIENT_ID, edit_case_json, fa_grey, fundus_rgb, write_case
 from PIL import Image
-
-from flows.ingest import ingest_flow
-from pipeline.casestore import CaseStore
-from pipeline.ingest import ingest_case, read_quarantine
-from pipeline.io import ImageLimits
-from pipeline.raw_case import CaseLimits
 
 
 def _png_with_header_size(path: Path, width: int, height: int) -> None:

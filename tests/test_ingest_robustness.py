@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from angioflow.flows.cli import app
+from angioflow.flows.ingest import ingest_flow
+from angioflow.pipeline.casestore import CaseStore, MaskKind
+from angioflow.pipeline.ingest import DecodeBudget, ingest_case, read_quarantine
 from conftest import PATIENT_ID, edit_case_json, fa_grey, write_case
 from PIL import Image
 from typer.testing import CliRunner
-
-from flows.cli import app
-from flows.ingest import ingest_flow
-from pipeline.casestore import CaseStore, MaskKind
-from pipeline.ingest import DecodeBudget, ingest_case, read_quarantine
 
 runner = CliRunner()
 ANGIOFLOW = str(Path(sys.executable).parent / "angioflow")
@@ -172,7 +171,7 @@ def test_cases_ingested_in_parallel_share_one_decode_budget_per_process(
     script = textwrap.dedent(
         """
         import json, sys
-        from flows.ingest import ingest_flow
+        from angioflow.flows.ingest import ingest_flow
         summary = ingest_flow(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))
         print(json.dumps(summary))
         """
@@ -273,8 +272,8 @@ _RACE = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from pipeline.casestore import CaseStore
-    from pipeline.ingest import ingest_case
+    from angioflow.pipeline.casestore import CaseStore
+    from angioflow.pipeline.ingest import ingest_case
     source, store, start = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
     time.sleep(max(0.0, start - time.time()))
     outcomes = []

@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from flows.curate import curate_flow
-from pipeline.casestore import CaseStore
-from pipeline.ingest import exam_case_id, read_quarantine
-from pipeline.phantom import PhantomConfig, write_phantom_set
+from angioflow.flows.curate import curate_flow
+from angioflow.pipeline.casestore import CaseStore
+from angioflow.pipeline.ingest import exam_case_id, read_quarantine
+from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
 
 ANGIOFLOW = str(Path(sys.executable).parent / "angioflow")
 N_CASES, KILL_EVERY = 200, 50

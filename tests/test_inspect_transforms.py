@@ -9,16 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813
+from angioflow.flows.cli import app
+from angioflow.flows.inspect import write_registration
+from angioflow.pipeline.casestore import CaseStore
+from angioflow.pipeline.curation import CurationSettings, metric_mask
+from angioflow.pipeline.curation_stages import run_aggregate, run_registration
+from angioflow.pipeline.transform_files import RegistrationFiles, read_registration_files, resample
 from conftest import copy_store
 from PIL import Image
 from typer.testing import CliRunner
-
-from flows.cli import app
-from flows.inspect import write_registration
-from pipeline.casestore import CaseStore
-from pipeline.curation import CurationSettings, metric_mask
-from pipeline.curation_stages import run_aggregate, run_registration
-from pipeline.transform_files import RegistrationFiles, read_registration_files, resample
 
 
 def _read(path: Path) -> np.ndarray:

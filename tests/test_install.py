@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OWN = {"pipeline", "models", "flows", "annotation_tools"}
+FOLDERS = ("pipeline", "models", "flows", "annotation_tools")
+# Every project module is imported as angioflow.<folder>...
+OWN = {"angioflow"}
 # What a headless install lacks: the review app's GUI stack everywhere, and fcntl as on Windows.
 # fcntl is refused to angioflow's own modules (and `python -c`) only: libraries that import it on
 # POSIX (filelock, dask's locket) take another path on Windows, which Linux cannot imitate.
@@ -108,7 +110,7 @@ def test_every_imported_distribution_is_declared() -> None:
     everything = set().union(*declared.values())
     problems = []
     checked = 0
-    for folder in ("pipeline", "models", "flows", "annotation_tools", "tests", "benchmarks"):
+    for folder in (*FOLDERS, "tests", "benchmarks"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             local = {p.stem for p in path.parent.glob("*.py")}
             if folder == "benchmarks":  # benchmarks reuse the tests' helpers (tests/ on sys.path)
@@ -142,7 +144,7 @@ def test_no_module_imports_a_posix_only_module_at_import_time() -> None:
     posix_only = {"fcntl", "termios", "tty", "pty", "pwd", "grp", "resource", "posix"}
     found = [
         f"{path.relative_to(ROOT)}:{line} imports {module}"
-        for folder in sorted(OWN)
+        for folder in FOLDERS
         for path in sorted((ROOT / folder).rglob("*.py"))
         for module, top_level, line in _imports(path)
         if top_level and module in posix_only
@@ -174,7 +176,7 @@ def headless_env(tmp_path: Path) -> dict[str, str]:
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """The CLI in a subprocess (the console script's entry point) under ``env``."""
     return subprocess.run(
-        [sys.executable, "-c", "from flows.cli import app; app()", *args],
+        [sys.executable, "-c", "from angioflow.flows.cli import app; app()", *args],
         env=env,
         capture_output=True,
         text=True,

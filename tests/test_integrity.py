@@ -15,14 +15,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from angioflow.flows.cli import app
+from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
+from angioflow.pipeline.qc import av_to_rgb
+from angioflow.pipeline.review import review_queue
 from conftest import copy_store
 from PIL import Image
 from typer.testing import CliRunner
-
-from flows.cli import app
-from pipeline.casestore import CaseStore, MaskKind, Stage
-from pipeline.qc import av_to_rgb
-from pipeline.review import review_queue
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -184,7 +183,7 @@ def test_implausible_masks_are_refused_unless_forced_with_a_reason(
 def test_new_vessel_approval_sends_a_done_case_back_to_av_labelling(
     store: CaseStore, tmp_path: Path, prefect_server: None
 ) -> None:
-    from flows.curate import curate_flow
+    from angioflow.flows.curate import curate_flow
 
     first = store.case_ids()[0]
     baseline = store.read_version(first, "vessel")
@@ -416,7 +415,7 @@ def test_curate_on_a_read_only_store_fails_at_once_without_retries(
     store.approve(first, "vessel", version=1, editor="dr_a")  # stage 9 would write
     command = _read_only_command(
         store.root,
-        [sys.executable, "-c", "from flows.cli import app; app()", "curate", "--store",
+        [sys.executable, "-c", "from angioflow.flows.cli import app; app()", "curate", "--store",
          str(store.root)],
     )  # fmt: skip
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}

@@ -6,10 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fa_grey, fundus_rgb
-from PIL import Image
-
-from pipeline.io import (
+from angioflow.pipeline.io import (
     ImageLimits,
     ImageRejected,
     as_fa_frame,
@@ -18,6 +15,8 @@ from pipeline.io import (
     read_image,
     read_mask,
 )
+from conftest import fa_grey, fundus_rgb
+from PIL import Image
 
 
 def test_16_bit_frames_keep_every_value(tmp_path: Path) -> None:
@@ -198,7 +197,7 @@ def test_masks_may_be_blank_but_not_colour(tmp_path: Path) -> None:
 
 
 def test_av_masks_are_read_from_class_indices_or_colours(tmp_path: Path) -> None:
-    from pipeline.av_encoding import av_to_rgb
+    from angioflow.pipeline.av_encoding import av_to_rgb
 
     labels = np.zeros((96, 128), np.uint8)
     labels[10:20], labels[30:40], labels[50:60] = 1, 2, 3

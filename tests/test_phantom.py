@@ -8,14 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
-from scipy import ndimage as ndi
-from scipy.spatial import cKDTree
-from skimage.morphology import disk, white_tophat
-from skimage.registration import phase_cross_correlation
-
-from pipeline.io import read_av_mask
-from pipeline.phantom import (
+from angioflow.pipeline.io import read_av_mask
+from angioflow.pipeline.phantom import (
     PhantomCase,
     PhantomConfig,
     generate_case,
@@ -25,6 +19,11 @@ from pipeline.phantom import (
     write_case,
     write_phantom_set,
 )
+from PIL import Image
+from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
+from skimage.morphology import disk, white_tophat
+from skimage.registration import phase_cross_correlation
 
 DRIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "DRIVE"
 SMALL = PhantomConfig(size=(256, 384), n_frames=6, bad_frame_probability=0.0)

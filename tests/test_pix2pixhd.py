@@ -8,24 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA, TrainingInterrupted, interrupt_at
-
-from models.pix2pixhd import (
+from angioflow.models.pix2pixhd import (
     GlobalGenerator,
     MultiscaleDiscriminator,
     Pix2PixHDConfig,
     VGGPerceptualLoss,
     reconstruction_loss,
 )
-from models.pix2pixhd_training import (
+from angioflow.models.pix2pixhd_training import (
     Pix2PixHDTrainingConfig,
     generator_input,
     make_pair,
     photo_uint8,
     train_pix2pixhd,
 )
-from pipeline.datasets import load_dataset
-from pipeline.phantom import PhantomConfig, generate_case
+from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.phantom import PhantomConfig, generate_case
+from conftest import SHARED_DATA, TrainingInterrupted, interrupt_at
 
 TINY = Pix2PixHDConfig(
     image_size=32,

@@ -7,8 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from pipeline.privacy import (
+from angioflow.pipeline.privacy import (
     KEY_CHECK_NAME,
     KEY_FILE_NAME,
     StoreKeyError,

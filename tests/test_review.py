@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from angioflow.flows.cli import app
+from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
+from angioflow.pipeline.qc import av_to_rgb
+from angioflow.pipeline.review import MaskImportError, merge_edits, read_mask_file, review_queue
 from conftest import copy_store
 from PIL import Image
 from typer.testing import CliRunner
-
-from flows.cli import app
-from pipeline.casestore import CaseStore, MaskKind, Stage
-from pipeline.qc import av_to_rgb
-from pipeline.review import MaskImportError, merge_edits, read_mask_file, review_queue
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -208,8 +207,8 @@ _REVIEWER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from annotation_tools.session import ReviewSession
-    from pipeline.casestore import CaseStore, StaleVersionError
+    from angioflow.annotation_tools.session import ReviewSession
+    from angioflow.pipeline.casestore import CaseStore, StaleVersionError
 
     store = CaseStore(Path(sys.argv[1]), create=False)
     session = ReviewSession(store, sys.argv[2], sys.argv[3])
@@ -253,7 +252,7 @@ def test_two_reviewers_saving_concurrently_lose_no_version_and_no_edit(store: Ca
 def test_curate_continues_from_the_gate_without_recomputing(
     store: CaseStore, prefect_server: None
 ) -> None:
-    from flows.curate import curate_flow
+    from angioflow.flows.curate import curate_flow
 
     first, second = store.case_ids()
     finished = {

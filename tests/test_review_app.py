@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 from conftest import copy_store
-
-from pipeline.casestore import CaseStore, MaskKind, Stage
 
 pytest.importorskip("napari")
 
@@ -55,7 +54,7 @@ def _paint(widget, label: int = 1) -> tuple[int, int]:  # noqa: ANN001
 def test_open_paint_save_reopen_shows_the_edit(
     store: CaseStore, viewer, make_napari_viewer
 ) -> None:  # noqa: ANN001
-    from annotation_tools.app import MASK_LAYER, open_review
+    from angioflow.annotation_tools.app import MASK_LAYER, open_review
 
     case_id = store.case_ids()[0]
     widget = open_review(store.root, case_id, "dr_a", viewer)
@@ -94,7 +93,7 @@ def test_stale_save_is_refused_then_merged_without_losing_either_edit(
     viewer,
     make_napari_viewer,  # noqa: ANN001
 ) -> None:
-    from annotation_tools.app import open_review
+    from angioflow.annotation_tools.app import open_review
 
     case_id = store.case_ids()[0]
     first = open_review(store.root, case_id, "dr_a", viewer)
@@ -118,7 +117,7 @@ _CRASHING_REVIEWER = textwrap.dedent(
     import os, signal, sys, time
     from pathlib import Path
     from qtpy.QtWidgets import QApplication
-    from annotation_tools.app import open_review
+    from angioflow.annotation_tools.app import open_review
 
     widget = open_review(Path(sys.argv[1]), sys.argv[2], "dr_crash")
     row, col = int(sys.argv[3]), int(sys.argv[4])
@@ -135,7 +134,7 @@ _CRASHING_REVIEWER = textwrap.dedent(
 
 
 def test_unsaved_edits_survive_a_crash_and_are_offered_back(store: CaseStore, viewer) -> None:  # noqa: ANN001
-    from annotation_tools.app import open_review
+    from angioflow.annotation_tools.app import open_review
 
     case_id = store.case_ids()[1]
     row, col = _background_spot(store.read_version(case_id, MaskKind.VESSEL))
@@ -161,9 +160,8 @@ def test_unsaved_edits_survive_a_crash_and_are_offered_back(store: CaseStore, vi
 
 
 def test_approve_moves_the_case_through_both_gates(store: CaseStore, viewer, qtbot) -> None:  # noqa: ANN001
+    from angioflow.annotation_tools.app import open_review
     from qtpy.QtCore import Qt
-
-    from annotation_tools.app import open_review
 
     first, second = store.case_ids()
     widget = open_review(store.root, first, "dr_a", viewer)
@@ -250,7 +248,7 @@ def test_undo_after_moving_on_never_changes_the_next_case(store: CaseStore, view
     first, second = store.case_ids()
     mask_first = store.read_version(first, MaskKind.VESSEL)
     mask_second = store.read_version(second, MaskKind.VESSEL)
-    from annotation_tools.app import open_review
+    from angioflow.annotation_tools.app import open_review
 
     widget = open_review(store.root, first, "dr_a", viewer)
     canvas = viewer.window._qt_viewer.canvas.native
@@ -275,9 +273,8 @@ def test_undo_after_moving_on_never_changes_the_next_case(store: CaseStore, view
 def test_undo_and_redo_mark_the_case_edited_and_are_autosaved(
     store: CaseStore, viewer, qtbot
 ) -> None:  # noqa: ANN001
+    from angioflow.annotation_tools.app import open_review
     from qtpy.QtCore import Qt
-
-    from annotation_tools.app import open_review
 
     case_id = store.case_ids()[0]
     widget = open_review(store.root, case_id, "dr_a", viewer)
@@ -306,11 +303,10 @@ def test_undo_and_redo_mark_the_case_edited_and_are_autosaved(
 def test_review_shortcuts_are_napari_actions_unbound_when_the_widget_closes(
     store: CaseStore, viewer, qtbot
 ) -> None:  # noqa: ANN001
+    from angioflow.annotation_tools.app import REVIEW_ACTIONS, open_review
     from napari._qt.widgets.qt_keyboard_settings import ShortcutEditor
     from napari.utils.action_manager import action_manager
     from qtpy.QtCore import Qt
-
-    from annotation_tools.app import REVIEW_ACTIONS, open_review
 
     case_id = store.case_ids()[0]
     widget = open_review(store.root, case_id, "dr_a", viewer)

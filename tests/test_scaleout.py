@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from angioflow.flows.cli import app
+from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
+from angioflow.pipeline.curation_stages import STAGES
 from conftest import copy_store
 from typer.testing import CliRunner
-
-from flows.cli import app
-from pipeline.casestore import CaseStore, MaskKind, Stage
-from pipeline.curation_stages import STAGES
 
 runner = CliRunner()
 SECRET = "test-secret-0123456789abcdef"  # the curated store template's key
@@ -169,7 +168,7 @@ def small_disk(tmp_path: Path):
 def test_a_full_disk_quarantines_with_a_clear_error_and_leaves_no_partial_file(
     small_disk: Path, tmp_path: Path, prefect_server: None, monkeypatch
 ) -> None:
-    from pipeline.phantom import PhantomConfig, write_phantom_set
+    from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
 
     monkeypatch.setenv("ANGIOFLOW_SECRET", SECRET)
     raw = tmp_path / "raw"

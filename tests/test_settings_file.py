@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from angioflow.flows.cli import app
+from angioflow.flows.settings_file import SettingsFileError, read_settings
+from angioflow.models.hvgn_training import HVGNTrainingConfig
+from angioflow.models.training import VesselTrainingConfig
 from typer.testing import CliRunner
-
-from flows.cli import app
-from flows.settings_file import SettingsFileError, read_settings
-from models.hvgn_training import HVGNTrainingConfig
-from models.training import VesselTrainingConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

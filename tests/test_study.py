@@ -17,15 +17,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from angioflow.flows.cli import app
+from angioflow.flows.study import key_folder, study_report
+from angioflow.pipeline.h5_formats import SYNTHETIC_SET
+from angioflow.pipeline.phantom import PhantomConfig, generate_case
+from angioflow.pipeline.study_stats import wilson_interval
 from conftest import headless_chromium, needs_chromium
 from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
-
-from flows.cli import app
-from flows.study import key_folder, study_report
-from pipeline.h5_formats import SYNTHETIC_SET
-from pipeline.phantom import PhantomConfig, generate_case
-from pipeline.study_stats import wilson_interval
 
 runner = CliRunner()
 
@@ -293,7 +292,7 @@ def _post(port: int, body: bytes, *, token: str | None, headers: dict[str, str])
 def reader_server(tmp_path: Path):  # noqa: ANN201 - (server, port, token, answers file)
     from urllib.parse import parse_qs, urlsplit
 
-    from annotation_tools.reader import ReaderServer
+    from angioflow.annotation_tools.reader import ReaderServer
 
     study = _create(tmp_path)
     server = ReaderServer(study, "alice", timeout_s=0.5, max_connections=8)

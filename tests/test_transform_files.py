@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813
-
-from pipeline.deformable import Deformation
-from pipeline.registration import matrix_to_similarity, similarity_matrix
-from pipeline.transform_files import (
+from angioflow.pipeline.deformable import Deformation
+from angioflow.pipeline.registration import matrix_to_similarity, similarity_matrix
+from angioflow.pipeline.transform_files import (
     RegistrationFiles,
     affine_from_matrix,
     displacement_field,

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from angioflow.flows.cli import app
+from angioflow.pipeline.casestore import CaseStore
 from conftest import copy_store
 from typer.testing import CliRunner
-
-from flows.cli import app
-from pipeline.casestore import CaseStore
 
 runner = CliRunner()
 
@@ -17,7 +16,7 @@ runner = CliRunner()
 def test_escape_codes_in_an_editor_name_are_printed_escaped(
     curated_store_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows import cli
+    from angioflow.flows import cli
 
     monkeypatch.setattr(cli.console, "_width", 250)  # the history table must not wrap the name
     store = copy_store(curated_store_template, tmp_path / "store")

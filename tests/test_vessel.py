@@ -9,24 +9,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
-from PIL import Image
-from typer.testing import CliRunner
-
-from flows.cli import app
-from models.training import VesselTrainingConfig, train_vessel
-from models.vessel_data import PatchSampler, prepare_training_image
-from models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
-from models.vessel_unet import VesselUNet, VesselUNetConfig
-from pipeline.datasets import av_labels_from_rgb, load_dataset
-from pipeline.metrics import cl_dice, roc_auc, vessel_scores
-from pipeline.preprocess import (
+from angioflow.flows.cli import app
+from angioflow.models.training import VesselTrainingConfig, train_vessel
+from angioflow.models.vessel_data import PatchSampler, prepare_training_image
+from angioflow.models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
+from angioflow.models.vessel_unet import VesselUNet, VesselUNetConfig
+from angioflow.pipeline.datasets import av_labels_from_rgb, load_dataset
+from angioflow.pipeline.metrics import cl_dice, roc_auc, vessel_scores
+from angioflow.pipeline.preprocess import (
     colour_contrast,
     fov_diameter,
     fov_mask,
     vessel_channels,
     vessel_contrast,
 )
+from conftest import SHARED_DATA
+from PIL import Image
+from typer.testing import CliRunner
 
 TINY = VesselUNetConfig(base_channels=4, depth=2, fov_diameter_px=60)
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from angioflow.pipeline.metrics import av_scores
+from angioflow.pipeline.phantom import PhantomConfig, generate_case
+from angioflow.pipeline.vessel_graph import (
+    coarsen,
+    pixel_graph,
+    segment_labels,
+    vote_along_segments,
+)
 from scipy.spatial import cKDTree
-
-from pipeline.metrics import av_scores
-from pipeline.phantom import PhantomConfig, generate_case
-from pipeline.vessel_graph import coarsen, pixel_graph, segment_labels, vote_along_segments
 
 
 @pytest.fixture(scope="module")

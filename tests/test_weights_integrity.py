@@ -10,13 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from angioflow.flows.cli import app
+from angioflow.models import checkpoints
+from angioflow.models.checkpoints import WeightsError, verify_weights
+from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS
+from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR
 from typer.testing import CliRunner
-
-from flows.cli import app
-from models import checkpoints
-from models.checkpoints import WeightsError, verify_weights
-from models.ddpm import DEFAULT_DDPM_WEIGHTS
-from models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR
 
 ANGIOFLOW = str(Path(sys.executable).parent / "angioflow")
 runner = CliRunner()
@@ -125,8 +124,8 @@ def test_generate_refuses_an_unbounded_count_at_once(tmp_path: Path) -> None:
 
 
 def test_generate_checks_free_disk_space_first(tmp_path: Path) -> None:
-    from flows.generation import MAX_SAMPLES
-    from models.generation import DiskSpaceError, SetRequest, check_disk_space
+    from angioflow.flows.generation import MAX_SAMPLES
+    from angioflow.models.generation import DiskSpaceError, SetRequest, check_disk_space
 
     size = 1024  # the shipped generators' output
     need = 2 * MAX_SAMPLES * size * size * 5

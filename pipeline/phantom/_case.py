@@ -8,8 +8,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-
-from pipeline.mask_structure import labels_from_channels
+from angioflow.pipeline.mask_structure import labels_from_channels
 
 from ._angiogram import (
     AngiogramScene,

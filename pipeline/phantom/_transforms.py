@@ -13,8 +13,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-
-from pipeline.registration import similarity_matrix
+from angioflow.pipeline.registration import similarity_matrix
 
 __all__ = ["Deformation", "FrameTransform", "sample_motion", "warp_to_reference"]
 
