@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
+from angioflow.pipeline.errors import AngioflowError
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 __all__ = ["Catalog", "CatalogError", "DatasetEntry", "load_catalog"]
@@ -31,7 +32,7 @@ DatasetType = Literal[
 ]
 
 
-class CatalogError(ValueError):
+class CatalogError(AngioflowError, ValueError):
     """The catalog file is missing or invalid, or a dataset request is wrong."""
 
 

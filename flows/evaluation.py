@@ -14,6 +14,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from angioflow.pipeline.errors import AngioflowError
 from angioflow.pipeline.h5_formats import SYNTHETIC_SET
 
 __all__ = [
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(AngioflowError, ValueError):
     """Files to evaluate that cannot be scored as given; the message names them and the fix."""
 
 

@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any
 
+from angioflow.pipeline.errors import AngioflowError
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, get_current_settings
 
@@ -34,7 +35,7 @@ _TIMEOUT_VARIABLE = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 _GRACE_S = 10
 
 
-class PrefectServerError(RuntimeError):
+class PrefectServerError(AngioflowError, RuntimeError):
     """The temporary Prefect API server did not start; the message says what to change."""
 
 

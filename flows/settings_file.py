@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from angioflow.pipeline.errors import AngioflowError
 
 __all__ = ["SettingsFileError", "merge_settings", "read_settings"]
 
@@ -23,7 +24,7 @@ __all__ = ["SettingsFileError", "merge_settings", "read_settings"]
 MAX_BASE_DEPTH = 8
 
 
-class SettingsFileError(ValueError):
+class SettingsFileError(AngioflowError, ValueError):
     """A settings file that is missing, malformed, or extends a file it may not."""
 
 

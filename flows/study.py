@@ -28,6 +28,7 @@ from typing import Any
 import cv2
 import h5py
 import numpy as np
+from angioflow.pipeline.errors import AngioflowError
 from angioflow.pipeline.h5_formats import EXPORT, SYNTHETIC_SET
 from angioflow.pipeline.study_stats import fleiss_kappa, wilson_interval
 from PIL import Image
@@ -46,7 +47,7 @@ REAL = "real"
 _READER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class StudyError(ValueError):
+class StudyError(AngioflowError, ValueError):
     """A study that cannot be created, served or reported as asked; the message names the
     file or option and the fix."""
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
+from angioflow.pipeline.errors import AngioflowError
 from pydantic import BaseModel, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -48,7 +49,7 @@ LOG_FILE = "log.jsonl"
 RUN_CONFIG_FILE = "training_config.json"
 
 
-class WeightsError(ValueError):
+class WeightsError(AngioflowError, ValueError):
     """A weights folder that cannot be used (missing, damaged or altered files); the message
     names the file and how to restore it."""
 

@@ -25,6 +25,7 @@ from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR, upscale
 from angioflow.models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS, GlobalGenerator
 from angioflow.models.pix2pixhd_training import generator_input, photo_uint8
 from angioflow.pipeline.av_encoding import av_legend, av_to_rgb, folder_legend
+from angioflow.pipeline.errors import AngioflowError
 from angioflow.pipeline.h5_formats import SYNTHETIC_SET
 from angioflow.pipeline.mask_structure import (
     av_channels,
@@ -143,7 +144,7 @@ def synthesise(
     return draw_photos(generators, np.stack(labels))
 
 
-class DiskSpaceError(OSError):
+class DiskSpaceError(AngioflowError, OSError):
     """A synthetic set that would not fit on its disk; the message gives both sizes."""
 
 

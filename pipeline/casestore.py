@@ -57,6 +57,8 @@ import h5py
 import numpy as np
 from filelock import FileLock
 
+from .errors import AngioflowError
+
 __all__ = [
     "Autosave",
     "Baseline",
@@ -88,7 +90,7 @@ _SEAL_ATTRS = ("manifest", "manifest_sha256")
 _DAMAGE_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, UnicodeDecodeError)
 
 
-class CaseStoreError(RuntimeError):
+class CaseStoreError(AngioflowError, RuntimeError):
     """A case file is missing, corrupt, incomplete, or a request on it is invalid."""
 
 

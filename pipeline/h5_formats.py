@@ -22,10 +22,12 @@ from pathlib import Path
 
 import h5py
 
+from .errors import AngioflowError
+
 __all__ = ["EXPORT", "MASK_SET", "SYNTHETIC_SET", "H5Format", "UnsupportedFileFormat"]
 
 
-class UnsupportedFileFormat(ValueError):
+class UnsupportedFileFormat(AngioflowError, ValueError):
     """An HDF5 file is not the angioflow file a reader expects, or is newer than it reads."""
 
 

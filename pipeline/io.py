@@ -21,6 +21,8 @@ import numpy as np
 from angioflow.pipeline.av_encoding import AV_CLASSES, av_labels_from_rgb
 from PIL import Image
 
+from .errors import AngioflowError
+
 __all__ = [
     "ACCEPTED_FORMATS",
     "ImageHeader",
@@ -42,7 +44,7 @@ _FORMAT_NAMES = "PNG, JPEG, TIFF, PPM/PGM/PBM, BMP or GIF"
 _GREY_CHANNEL_TOLERANCE = 4
 
 
-class ImageRejected(ValueError):
+class ImageRejected(AngioflowError, ValueError):
     """An image file cannot be used; the message says why and how to fix it (no path)."""
 
 

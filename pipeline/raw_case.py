@@ -44,6 +44,8 @@ from angioflow.pipeline.io import (
 )
 from angioflow.pipeline.privacy import contains_id, redact
 
+from .errors import AngioflowError
+
 __all__ = [
     "CASE_FILE",
     "CaseLimits",
@@ -95,7 +97,7 @@ class CaseLimits:
             raise ValueError(f"case limits must be positive, got {self!r}")
 
 
-class CaseRejected(ValueError):
+class CaseRejected(AngioflowError, ValueError):
     """A raw case folder breaks the contract.
 
     Attributes

@@ -29,6 +29,8 @@ from angioflow.pipeline.io import (
 )
 from PIL import Image
 
+from .errors import AngioflowError
+
 __all__ = [
     "ORIGIN_KEYS",
     "ImportedMask",
@@ -54,7 +56,7 @@ _MAX_RATIO = 3.0
 _MIN_COVERAGE = 0.5
 
 
-class MaskImportError(ValueError):
+class MaskImportError(AngioflowError, ValueError):
     """A mask file cannot be imported as a version (wrong format, size or labels)."""
 
 
