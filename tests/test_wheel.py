@@ -1,0 +1,111 @@
+"""The built wheel, installed into a fresh environment outside the repository, is the whole tool:
+one ``angioflow`` package with its configs and catalog, a git-derived version, and a CLI that runs
+from any folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _git_commit() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel pip builds from this checkout (setuptools and setuptools-scm from the dev
+    environment, so no index is needed)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the version comes from git")
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(out), str(ROOT)],
+        check=True, capture_output=True, text=True,
+    )
+    (built,) = out.glob("angioflow-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment holding only the wheel; the dependencies come from the dev
+    environment's site-packages through a plain path entry, so its editable angioflow finder is
+    not loaded."""
+    venv = tmp_path_factory.mktemp("venv") / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip())
+    (site / "dev_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+         str(wheel)],
+        check=True, capture_output=True, text=True,
+    )
+    return venv
+
+
+def _run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", COLUMNS="200",
+               PREFECT_HOME=str(cwd / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               ANGIOFLOW_SECRET="test-secret-0123456789abcdef")
+    return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_the_wheel_holds_one_angioflow_package_with_configs_and_catalog(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"angioflow"}
+    for needed in ("angioflow/__main__.py", "angioflow/data_catalog.yaml",
+                   "angioflow/configs/downstream.yaml", "angioflow/configs/curation.yaml",
+                   "angioflow/pipeline/io.py", "angioflow/annotation_tools/napari.yaml",
+                   "angioflow/models/weights/vessel/config.json"):
+        assert needed in names, needed
+    assert not any(name.startswith(("angioflow/tests/", "angioflow/benchmarks/")) for name in names)
+
+
+def test_installed_version_comes_from_git(installed: Path, tmp_path: Path) -> None:
+    shown = _run(installed, "python", "-c", "import angioflow; print(angioflow.__version__)",
+                 cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    version = shown.stdout.strip()
+    assert version != "0.1.0" and f"g{_git_commit()}" in version, version
+    where = _run(installed, "python", "-c",
+                 "import importlib.util as u; print(u.find_spec('pipeline'), u.find_spec('models'),"
+                 " u.find_spec('flows'), u.find_spec('annotation_tools'))", cwd=tmp_path)
+    assert where.stdout.split() == ["None"] * 4, where.stdout + where.stderr
+
+
+def test_the_cli_runs_from_a_folder_outside_the_repository(installed: Path, tmp_path: Path) -> None:
+    helped = _run(installed, "angioflow", "evaluate", "downstream", "--help", cwd=tmp_path)
+    assert helped.returncode == 0, helped.stdout + helped.stderr
+    assert "downstream" in helped.stdout
+    as_module = _run(installed, "python", "-m", "angioflow", "--help", cwd=tmp_path)
+    assert as_module.returncode == 0 and "curate" in as_module.stdout, as_module.stderr
+
+
+def test_demo_runs_from_a_folder_outside_the_repository(installed: Path, tmp_path: Path) -> None:
+    ran = _run(installed, "angioflow", "demo", "--n", "1", "--out", "demo", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert (tmp_path / "demo" / "report.html").is_file()
+    imported_from = _run(installed, "python", "-c", "import angioflow; print(angioflow.__file__)",
+                         cwd=tmp_path)
+    assert str(installed) in imported_from.stdout, imported_from.stdout
