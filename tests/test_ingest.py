@@ -16,8 +16,8 @@ from angioflow.pipeline.casestore import CaseStore
 from angioflow.pipeline.ingest import ingest_case, read_quarantine
 from angioflow.pipeline.io import ImageLimits
 from angioflow.pipeline.raw_case import CaseLimits
-from conftest import PATIENT_ID, edit_case_json, fa_grey, fundus_rgb, write_case
 from PIL import Image
+from support import PATIENT_ID, edit_case_json, fa_grey, fundus_rgb, write_case
 
 
 def _png_with_header_size(path: Path, width: int, height: int) -> None:

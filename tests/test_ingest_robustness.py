@@ -19,8 +19,8 @@ from angioflow.flows.cli import app
 from angioflow.flows.ingest import ingest_flow
 from angioflow.pipeline.casestore import CaseStore, MaskKind
 from angioflow.pipeline.ingest import DecodeBudget, ingest_case, read_quarantine
-from conftest import PATIENT_ID, edit_case_json, fa_grey, write_case
 from PIL import Image
+from support import PATIENT_ID, edit_case_json, fa_grey, write_case
 from typer.testing import CliRunner
 
 runner = CliRunner()

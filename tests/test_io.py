@@ -15,8 +15,8 @@ from angioflow.pipeline.io import (
     read_image,
     read_mask,
 )
-from conftest import fa_grey, fundus_rgb
 from PIL import Image
+from support import fa_grey, fundus_rgb
 
 
 def test_16_bit_frames_keep_every_value(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_invalid_limits_are_refused(limits: dict) -> None:
 
 
 def _real(pattern: str) -> list[Path]:
-    from conftest import SHARED_DATA
+    from support import SHARED_DATA
 
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} absent: real fundus/FA images are needed for this test")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_case
+from support import write_case
 
 ANGIOFLOW = str(Path(sys.executable).parent / "angioflow")
 

@@ -16,7 +16,7 @@ import pytest
 from angioflow.flows.cli import app
 from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 from angioflow.pipeline.curation_stages import STAGES
-from conftest import copy_store
+from support import copy_store
 from typer.testing import CliRunner
 
 runner = CliRunner()

@@ -22,8 +22,8 @@ from angioflow.flows.study import key_folder, study_report
 from angioflow.pipeline.h5_formats import SYNTHETIC_SET
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
 from angioflow.pipeline.study_stats import wilson_interval
-from conftest import headless_chromium, needs_chromium
 from PIL import Image, PngImagePlugin
+from support import headless_chromium, needs_chromium
 from typer.testing import CliRunner
 
 runner = CliRunner()
