@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from angioflow.pipeline.casestore import CaseStore
 from support import copy_store
 
 # Prefect binds its console log handler to whatever sys.stderr is when it first logs; under
@@ -16,6 +16,9 @@ from support import copy_store
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # The test servers must not try to reach Prefect's telemetry endpoint (no network here).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+if TYPE_CHECKING:
+    from angioflow.pipeline.casestore import CaseStore
 
 TEMPLATE_SECRET = "test-secret-0123456789abcdef"
 
@@ -59,4 +62,6 @@ def curated_store_template(tmp_path_factory: pytest.TempPathFactory, prefect_ser
 @pytest.fixture
 def store(curated_store_template: Path, tmp_path: Path) -> CaseStore:
     """A private copy of the curated store template (two cases at review gate 1)."""
+    from angioflow.pipeline.casestore import CaseStore
+
     return CaseStore(copy_store(curated_store_template, tmp_path / "store"), create=False)
