@@ -1,14 +1,15 @@
-"""Format stamps of the HDF5 files angioflow writes besides the case store, and their check.
+"""Format stamps of the HDF5 files angioflow writes, and their check.
 
-Every such file carries two root attributes, as the case store does
-(:data:`pipeline.casestore.FORMAT`, :data:`pipeline.casestore.FORMAT_VERSION`): ``format``, a
-name saying what the file is, and ``format_version``, an integer raised whenever the layout
-changes in a way an older reader would misread. A reader refuses a file with no stamp, another
-format's stamp, or a newer version than it knows, naming the file and the fix.
+Every such file carries two root attributes: ``format``, a name saying what the file is, and
+``format_version``, an integer raised whenever the layout changes in a way an older reader would
+misread. A reader refuses a file with no stamp, another format's stamp, or a newer version than
+it knows, naming the file and the fix. The case store checks its own stamp (with the file's
+``complete`` flag and sealed manifest, :mod:`pipeline.casestore`) and reads every older version.
 
 =========================  ==================================  ============================
 format                     written by                          layout documented in
 =========================  ==================================  ============================
+``angioflow-case``         ``angioflow ingest`` (case store)   :mod:`pipeline.casestore`
 ``angioflow-export``       ``angioflow export --out FILE.h5``  :mod:`flows.export`
 ``angioflow-synthetic``    ``angioflow generate``              :mod:`models.generation`
 ``angioflow-mask-set``     ``angioflow generate-masks``        :mod:`models.ddpm_sampling`
@@ -24,7 +25,7 @@ import h5py
 
 from .errors import AngioflowError
 
-__all__ = ["EXPORT", "MASK_SET", "SYNTHETIC_SET", "H5Format", "UnsupportedFileFormat"]
+__all__ = ["CASE", "EXPORT", "MASK_SET", "SYNTHETIC_SET", "H5Format", "UnsupportedFileFormat"]
 
 
 class UnsupportedFileFormat(AngioflowError, ValueError):
@@ -97,6 +98,9 @@ class H5Format:
             )
 
 
+# Case file versions: 1 unsealed; 2 sealed by a manifest; 3 failure messages kept in the case's
+# event log file beside it (so recording one never rewrites the case file), not in /events.
+CASE = H5Format("angioflow-case", 3, "an angioflow case file", "angioflow ingest --replace")
 EXPORT = H5Format("angioflow-export", 1, "an approved-case export", "angioflow export")
 SYNTHETIC_SET = H5Format("angioflow-synthetic", 1, "a synthetic set", "angioflow generate")
 MASK_SET = H5Format("angioflow-mask-set", 1, "a generated mask set", "angioflow generate-masks")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -21,6 +23,9 @@ from angioflow.pipeline.casestore import (
     Stage,
     StaleVersionError,
 )
+from angioflow.pipeline.h5_formats import CASE
+
+DATA = Path(__file__).parent / "data"
 
 
 def new_case(
@@ -212,13 +217,30 @@ _WRITER = textwrap.dedent(
 )
 
 
-def _start_writer(store: CaseStore, editor: str, count: int) -> subprocess.Popen[str]:
+def _start_writer(store: CaseStore, editor: str, count: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-c", _WRITER, str(store.root), "pabc_OD_123456", editor, str(count)],
         stdout=subprocess.PIPE,
-        text=True,
         cwd=Path(__file__).resolve().parents[1],
     )
+
+
+def _read_versions(
+    writer: subprocess.Popen[bytes], count: int, timeout: float = 120.0
+) -> list[int]:
+    """The versions a writer prints, read until ``count`` arrived; fails at the deadline."""
+    fd, buffer, printed = writer.stdout.fileno(), b"", []
+    deadline = time.monotonic() + timeout
+    while len(printed) < count:
+        left = deadline - time.monotonic()
+        assert left > 0, f"the writer committed {len(printed)} of {count} versions in {timeout} s"
+        if not select.select([fd], [], [], left)[0]:
+            continue
+        chunk = os.read(fd, 4096)
+        assert chunk, f"the writer ended after {len(printed)} of {count} versions"
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        printed += [int(line) for line in lines if line.strip()]
+    return printed
 
 
 def test_kill_9_during_writes_leaves_a_readable_store(store: CaseStore) -> None:
@@ -227,10 +249,14 @@ def test_kill_9_during_writes_leaves_a_readable_store(store: CaseStore) -> None:
     committed = 0
     for _ in range(4):
         writer = _start_writer(store, "killer", 10_000)
-        time.sleep(1.5 + rng.uniform(0, 1.0))
+        started = time.monotonic()
+        printed = _read_versions(writer, int(rng.integers(1, 3)))
+        # Where in the next commit the kill lands: a random point within one commit's duration
+        # (this delay places the kill, it does not wait for anything).
+        time.sleep(rng.uniform(0, (time.monotonic() - started) / len(printed)))
         writer.send_signal(signal.SIGKILL)
-        printed = writer.communicate()[0].split()
-        committed = int(printed[-1]) if printed else committed
+        printed += [int(v) for v in writer.communicate()[0].split()]
+        committed = printed[-1]
         reopened = CaseStore(store.root)  # removes the killed writer's temp file
         versions = reopened.versions("pabc_OD_123456", "vessel")
         # Every printed version was committed; at most one more may have landed before the kill.
@@ -239,7 +265,7 @@ def test_kill_9_during_writes_leaves_a_readable_store(store: CaseStore) -> None:
         reopened.read_version("pabc_OD_123456", "vessel")
         reopened.read_raw("pabc_OD_123456")
         committed = len(versions)
-    assert committed >= 2, "the writer never committed: the test did not exercise kills mid-write"
+    assert committed >= 4, "the writers committed too little: kills mid-write were not exercised"
     assert not list(store.cases_dir.glob(".*.tmp"))
 
 
@@ -280,5 +306,137 @@ def test_changed_names_attributes_or_events_are_damage_and_old_files_get_sealed(
     assert store.versions(case_id, "vessel")[0].editor == "dr_a"
     store.approve(case_id, "vessel", version=1, editor="dr_a")  # its next change seals it
     with h5py.File(path, "r") as handle:
-        assert handle.attrs["format_version"] == 2 and "manifest" in handle.attrs
+        assert handle.attrs["format_version"] == CASE.version and "manifest" in handle.attrs
     assert store.verify(case_id) == 5  # fundus, 3 frames, the mask (events: in the manifest)
+
+
+# ---- the event log: failures are appended beside the case file, never rewriting it -------------
+
+
+def _bytes_written() -> int | None:
+    """Bytes this process has passed to write() so far (Linux), None elsewhere."""
+    io_file = Path("/proc/self/io")
+    if not io_file.is_file():
+        return None
+    fields = dict(line.split(": ") for line in io_file.read_text().splitlines())
+    return int(fields["wchar"])
+
+
+def test_recording_an_error_never_rewrites_the_raw_frames(store: CaseStore) -> None:
+    case_id = "pabc_OD_123456"
+    store.create(new_case(shape=(1024, 1024)))  # noise pixels: an ~9 MB case file
+    store.write_stage(case_id, "aggregation", {"max": np.ones((8, 8))}, params={}, seconds=1.0)
+    path = store.path(case_id)
+    before, content = os.stat(path), path.read_bytes()
+    written = _bytes_written()
+    store.record_error(case_id, "registration", "frame 3 could not be registered")
+    written = None if written is None else _bytes_written() - written
+    after = os.stat(path)
+    # The case file was neither replaced nor written in place: same inode, time and bytes.
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert path.read_bytes() == content
+    if written is not None:  # the log line, not a copy of the ~9 MB file
+        assert written < 64_000, f"{written} bytes written to record one error"
+    assert store.summary(case_id).last_error == "frame 3 could not be registered"
+    store.record_error(case_id, "registration", "second try failed")
+    assert [e["event"] for e in store.events(case_id)] == [
+        "ingested", "stage_output", "error", "error",
+    ]  # fmt: skip
+    assert store.summary(case_id).last_error == "second try failed"
+    store.write_stage(case_id, "aggregation", {"max": np.ones((8, 8))}, params={}, seconds=1.0)
+    assert store.summary(case_id).last_error == ""  # a later stage output resolves it
+
+
+_APPEND_KILLED_AT_RENAME = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from angioflow.pipeline.casestore import CaseStore
+
+    def hook(event, args):
+        if event == "os.rename" and os.fsdecode(args[1]).endswith(".log"):
+            os.kill(os.getpid(), signal.SIGKILL)  # the new log is written, not yet in place
+
+    store = CaseStore(Path(sys.argv[1]))
+    sys.addaudithook(hook)
+    store.record_error(sys.argv[2], "registration", "never recorded")
+    """
+)
+
+
+def test_an_interrupted_error_append_leaves_the_log_readable(store: CaseStore) -> None:
+    case_id = "pabc_OD_123456"
+    store.create(new_case())
+    store.record_error(case_id, "registration", "first failure")
+    log = store.log_path(case_id)
+    before = log.read_bytes()
+    killed = subprocess.run(
+        [sys.executable, "-c", _APPEND_KILLED_AT_RENAME, str(store.root), case_id],
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert log.read_bytes() == before and list(store.cases_dir.glob(".*.tmp"))
+    reopened = CaseStore(store.root)  # removes the killed writer's temp file
+    assert not list(store.cases_dir.glob(".*.tmp"))
+    assert reopened.summary(case_id).last_error == "first failure"
+    reopened.record_error(case_id, "registration", "second failure")
+    assert [e["message"] for e in reopened.events(case_id) if e["event"] == "error"] == [
+        "first failure",
+        "second failure",
+    ]
+    assert reopened.verify(case_id) == 4
+
+
+def test_a_changed_or_misplaced_event_log_is_reported_as_damage(store: CaseStore) -> None:
+    store.create(new_case("pa_OD_1"))
+    store.create(new_case("pb_OD_2"))
+    store.record_error("pa_OD_1", "registration", "frame 3 could not be registered")
+    log = store.log_path("pa_OD_1")
+    original = log.read_text()
+    log.write_text(original.replace("frame 3", "frame 4"))
+    with pytest.raises(CaseStoreError, match=r"event log .*pa_OD_1.log is damaged \(line 1"):
+        store.summary("pa_OD_1")
+    with pytest.raises(CaseStoreError, match="delete it to go on"):
+        store.verify("pa_OD_1")
+    store.log_path("pb_OD_2").write_text(original)  # another case's log
+    with pytest.raises(CaseStoreError, match="line 1 fails its digest"):
+        store.events("pb_OD_2")
+
+
+def test_replacing_a_case_keeps_its_old_log_with_the_old_file(store: CaseStore) -> None:
+    store.create(new_case(seed=0))
+    store.record_error("pabc_OD_123456", "registration", "old content failed")
+    store.create(new_case(seed=1), replace=True)
+    assert store.summary("pabc_OD_123456").last_error == ""
+    (kept,) = store.replaced_dir.glob("*.log")
+    assert "old content failed" in kept.read_text()
+    assert kept.with_suffix(".h5").is_file()
+
+
+def test_a_format_2_case_file_opens_and_moves_to_the_current_format(store: CaseStore) -> None:
+    # Written by the format 2 case store (failures inside /events), synthetic pixels only.
+    case_id = "pf2_OD_000001"
+    path = store.path(case_id)
+    path.write_bytes(gzip.decompress((DATA / "case_format2.h5.gz").read_bytes()))
+    summary = store.summary(case_id)
+    assert (summary.stage, summary.last_error) == (Stage.REJECTED, "label propagation failed")
+    assert summary.latest_versions == {"vessel": 2, "av": 1}
+    assert summary.approved_versions == {"vessel": 2, "av": 0}
+    assert store.verify(case_id) == 7  # fundus, 2 frames, 1 stage array, 3 masks
+    assert store.read_stage(case_id, "aggregation").params == {"mode": "max"}
+    assert [v.editor for v in store.versions(case_id, "vessel")] == ["angioflow", "dr_a"]
+    store.record_error(case_id, "av_labelling", "labelling failed again")
+    with h5py.File(path, "r") as handle:
+        assert handle.attrs["format_version"] == 2  # recording a failure left the file alone
+    av = store.read_version(case_id, "av")
+    store.save_version(case_id, "av", av, editor="dr_b", parent=1, approve=True)
+    with h5py.File(path, "r") as handle:
+        assert handle.attrs["format_version"] == CASE.version
+    errors = [e["message"] for e in store.events(case_id) if e["event"] == "error"]
+    assert errors == [
+        "frame 1 could not be registered",
+        "label propagation failed",
+        "labelling failed again",
+    ]
+    assert store.summary(case_id).stage is Stage.DONE
