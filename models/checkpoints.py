@@ -1,4 +1,4 @@
-"""Weights and training runs on disk: fp16 safetensors with their config, checkpoints, logs.
+"""Weights on disk: fp16 safetensors with their config and the sha256 of both.
 
 A weights folder holds ``config.json``, ``model.safetensors`` and ``sha256.json``, the sha256 of
 both as written: a file damaged later (a flipped byte in a tensor still loads) is refused rather
@@ -10,31 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-import numpy as np
 import torch
 from angioflow.pipeline.errors import AngioflowError
 from pydantic import BaseModel, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 __all__ = [
     "CONFIG_FILE",
     "MANIFEST_FILE",
     "SHIPPED_WEIGHTS",
     "WEIGHTS_FILE",
-    "RunFolder",
     "SavedWeights",
     "WeightsError",
-    "adamw_one_cycle",
-    "continue_from",
-    "ema_model",
     "read_weights",
     "save_weights",
     "verify_weights",
@@ -44,9 +36,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "sha256.json"
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
-CHECKPOINT_FILE = "checkpoint.pt"
-LOG_FILE = "log.jsonl"
-RUN_CONFIG_FILE = "training_config.json"
 
 
 class WeightsError(AngioflowError, ValueError):
@@ -189,144 +178,3 @@ class SavedWeights:
                 f"{_restore_hint(folder)}"
             ) from error
         return model.eval()  # type: ignore[attr-defined]
-
-
-def ema_model(model: nn.Module, decay: float) -> AveragedModel:
-    """An exponential moving average of ``model``'s weights (and a copy of its buffers)."""
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def continue_from(model: nn.Module, folder: str | None, load: Callable[[Path], nn.Module]) -> None:
-    """Copy the weights saved in ``folder`` into ``model`` (nothing when ``folder`` is None).
-
-    Raises
-    ------
-    ValueError
-        If the saved model's config differs from ``model``'s.
-    """
-    if folder is None:
-        return
-    initial = load(Path(folder))
-    if initial.config != model.config:
-        raise ValueError(
-            f"init_weights {folder} has model config {initial.config}, not the run's {model.config}"
-        )
-    model.load_state_dict(initial.state_dict())
-
-
-def adamw_one_cycle(
-    model: nn.Module, learning_rate: float, weight_decay: float, steps: int
-) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR]:
-    """The optimiser and learning-rate schedule every angioflow training loop uses."""
-    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    # The warm-up is 5 % of the run; OneCycleLR divides by its length in steps minus one, so
-    # runs of 4-39 steps get a two-step warm-up (a 20-step run raised ZeroDivisionError).
-    warm_up = max(0.05, 2 / steps) if steps >= 4 else 0.05
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=learning_rate, total_steps=steps, pct_start=warm_up
-    )
-    return optimiser, schedule
-
-
-class RunFolder:
-    """A training run's folder: its config, the latest checkpoint and a JSON-lines log.
-
-    A checkpoint holds the model, optimiser, schedule, step, the sampler's numpy RNG and torch's
-    RNG, so a resumed run continues exactly where the interrupted one would have gone.
-    """
-
-    def __init__(self, folder: Path, config: BaseModel, device: torch.device) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder, self.config, self.device = folder, config, device
-        self.started = time.perf_counter()
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.folder / CHECKPOINT_FILE
-
-    def _is_this_config(self, saved: Any) -> bool:
-        # Validated, not compared as text: a run saved before an option with a default existed
-        # is the same run as one with that option at its default.
-        try:
-            return type(self.config).model_validate(saved) == self.config
-        except ValidationError:
-            return False
-
-    def resume(
-        self,
-        model: nn.Module,
-        optimiser: torch.optim.Optimizer,
-        schedule: torch.optim.lr_scheduler.LRScheduler,
-        rng: np.random.Generator,
-        *,
-        enabled: bool = True,
-        extras: dict[str, Any] | None = None,
-        write_config: bool = True,
-    ) -> int:
-        """Load the checkpoint when present (its config must match); return the step reached.
-
-        ``extras`` are further objects with ``state_dict``/``load_state_dict`` (an EMA copy of
-        the model) saved and restored with it; ``write_config=False`` for the processes of a
-        distributed run other than rank 0.
-
-        Raises
-        ------
-        ValueError
-            If the checkpoint was written by a run with a different config.
-        """
-        config_path = self.folder / RUN_CONFIG_FILE
-        start = 0
-        if enabled and self.checkpoint_path.is_file():
-            saved = json.loads(config_path.read_text()) if config_path.is_file() else None
-            if not self._is_this_config(saved):
-                raise ValueError(
-                    f"{self.checkpoint_path} was made with a different training config; pass "
-                    "--no-resume or the original --config"
-                )
-            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-            model.load_state_dict(state["model"])
-            optimiser.load_state_dict(state["optimiser"])
-            schedule.load_state_dict(state["schedule"])
-            rng.bit_generator.state = json.loads(state["sampler_rng"])
-            torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it
-            for name, extra in (extras or {}).items():
-                extra.load_state_dict(state[name])
-            start = int(state["step"])
-        if write_config:
-            config_path.write_text(self.config.model_dump_json(indent=2))
-        return start
-
-    def checkpoint(
-        self,
-        step: int,
-        loss: float,
-        model: nn.Module,
-        optimiser: torch.optim.Optimizer,
-        schedule: torch.optim.lr_scheduler.LRScheduler,
-        rng: np.random.Generator,
-        *,
-        extras: dict[str, Any] | None = None,
-    ) -> None:
-        """Save the checkpoint (written to a temp file, then renamed) and append one log line
-        (step, smoothed loss, lr, seconds)."""
-        state = {
-            "model": model.state_dict(),
-            "optimiser": optimiser.state_dict(),
-            "schedule": schedule.state_dict(),
-            "step": step,
-            "sampler_rng": json.dumps(rng.bit_generator.state),
-            "torch_rng": torch.get_rng_state(),
-        }
-        state.update({name: extra.state_dict() for name, extra in (extras or {}).items()})
-        temp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, temp)
-        temp.replace(self.checkpoint_path)
-        entry = {
-            "step": step,
-            "loss": round(loss, 5),
-            "lr": schedule.get_last_lr()[0],
-            "seconds": round(time.perf_counter() - self.started, 1),
-            "device": self.device.type,
-        }
-        with open(self.folder / LOG_FILE, "a", encoding="utf-8") as log:
-            log.write(json.dumps(entry) + "\n")

@@ -19,11 +19,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM, Sampler
-from angioflow.models.ddpm_sampling import sample_masks
+from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM, Sampler, sample_masks
 from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR, upscale
-from angioflow.models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS, GlobalGenerator
-from angioflow.models.pix2pixhd_training import generator_input, photo_uint8
+from angioflow.models.pix2pixhd import (
+    DEFAULT_PIX2PIX_WEIGHTS,
+    GlobalGenerator,
+    generator_input,
+    photo_uint8,
+)
 from angioflow.pipeline.av_encoding import av_legend, av_to_rgb, folder_legend
 from angioflow.pipeline.errors import AngioflowError
 from angioflow.pipeline.h5_formats import SYNTHETIC_SET

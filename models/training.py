@@ -1,151 +1,189 @@
-"""Training loops: plain functions over models, with checkpoints, resume, seeds and a JSON log."""
+"""What every training loop shares: the recipe base class, the optimiser, EMA, and run folders
+(checkpoints that resume exactly, a JSON-lines log).
+
+A recipe is a frozen pydantic model whose values a YAML file of ``configs/`` holds; its defaults
+are the recipe of the shipped weights, so ``VesselTrainingConfig()`` is ``configs/vessel.yaml``.
+"""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from angioflow.models.checkpoints import RunFolder, adamw_one_cycle, continue_from
-from angioflow.models.vessel_data import PatchSampler, TrainingImage
-from angioflow.models.vessel_unet import VesselUNet, VesselUNetConfig
-from pydantic import BaseModel, ConfigDict, Field
-from torch.nn import functional as F  # noqa: N812
+from angioflow.pipeline.errors import AngioflowError
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-__all__ = ["VesselTrainingConfig", "soft_cl_dice_loss", "train_vessel"]
+__all__ = [
+    "CONFIGS",
+    "RunFolder",
+    "TrainingConfig",
+    "TrainingRunError",
+    "adamw_one_cycle",
+    "continue_from",
+    "ema_model",
+]
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+RUN_CONFIG_FILE = "training_config.json"
 
 
-class VesselTrainingConfig(BaseModel):
-    """Everything that defines a vessel training run (saved next to its checkpoints)."""
+class TrainingRunError(AngioflowError, ValueError):
+    """A training run that cannot go on: ``init_weights`` of another architecture, or a run
+    folder whose checkpoint was made with another recipe; the message says which and the fix."""
+
+
+class TrainingConfig(BaseModel):
+    """Base of every training recipe: frozen, unknown keys refused (a misspelt option fails
+    instead of being ignored); saved as ``training_config.json`` in its run folder."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: VesselUNetConfig = VesselUNetConfig()
-    datasets: tuple[str, ...] = ("drive", "les-av")
-    phantom_fa_cases: int = Field(24, ge=0)
-    steps: int = Field(7000, ge=1)
-    batch_size: int = Field(16, ge=1)
-    patch: int = Field(96, ge=32)
-    learning_rate: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    cl_dice_weight: float = Field(0.2, ge=0)
-    scale_range: tuple[float, float] = (0.7, 1.4)
-    soft_labels: bool = False  # see PatchSampler
-    checkpoint_every: int = Field(250, ge=1)
-    init_weights: str | None = None  # a weights folder to fine-tune from (VesselUNet.save)
-    seed: int = 0
-    threads: int = Field(2, ge=1)
+
+def ema_model(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights (and a copy of its buffers)."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def _soft_skeleton(x: torch.Tensor, iterations: int) -> torch.Tensor:
-    def erode(t: torch.Tensor) -> torch.Tensor:
-        return torch.minimum(
-            -F.max_pool2d(-t, (3, 1), 1, (1, 0)), -F.max_pool2d(-t, (1, 3), 1, (0, 1))
+def continue_from(model: nn.Module, folder: str | None, load: Callable[[Path], nn.Module]) -> None:
+    """Copy the weights saved in ``folder`` into ``model`` (nothing when ``folder`` is None).
+
+    Raises
+    ------
+    TrainingRunError
+        If the saved model's config differs from ``model``'s.
+    """
+    if folder is None:
+        return
+    initial = load(Path(folder))
+    if initial.config != model.config:
+        raise TrainingRunError(
+            f"init_weights {folder} has model config {initial.config}, not the run's {model.config}"
         )
-
-    def dilate(t: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(t, 3, 1, 1)
-
-    skeleton = F.relu(x - dilate(erode(x)))
-    for _ in range(iterations):
-        x = erode(x)
-        delta = F.relu(x - dilate(erode(x)))
-        skeleton = skeleton + F.relu(delta - skeleton * delta)
-    return skeleton
+    model.load_state_dict(initial.state_dict())
 
 
-def soft_cl_dice_loss(
-    probability: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor, *, iterations: int = 5
-) -> torch.Tensor:
-    """1 - soft clDice (Shit et al., CVPR 2021) between a probability map and a binary truth.
+def adamw_one_cycle(
+    model: nn.Module, learning_rate: float, weight_decay: float, steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR]:
+    """The optimiser and learning-rate schedule every angioflow training loop uses."""
+    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    # The warm-up is 5 % of the run; OneCycleLR divides by its length in steps minus one, so
+    # runs of 4-39 steps get a two-step warm-up (a 20-step run raised ZeroDivisionError).
+    warm_up = max(0.05, 2 / steps) if steps >= 4 else 0.05
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=learning_rate, total_steps=steps, pct_start=warm_up
+    )
+    return optimiser, schedule
 
-    Shapes:
-        probability, truth, weight: (N, 1, H, W); ``weight`` masks pixels outside the FOV.
+
+class RunFolder:
+    """A training run's folder: its config, the latest checkpoint and a JSON-lines log.
+
+    A checkpoint holds the model, optimiser, schedule, step, the sampler's numpy RNG and torch's
+    RNG, so a resumed run continues exactly where the interrupted one would have gone.
     """
-    probability, truth = probability * weight, truth * weight
-    skeleton_p, skeleton_t = (
-        _soft_skeleton(probability, iterations),
-        _soft_skeleton(truth, iterations),
-    )
-    eps = 1e-6
-    precision = ((skeleton_p * truth).sum() + eps) / (skeleton_p.sum() + eps)
-    sensitivity = ((skeleton_t * probability).sum() + eps) / (skeleton_t.sum() + eps)
-    return 1.0 - 2.0 * precision * sensitivity / (precision + sensitivity)
 
+    def __init__(self, folder: Path, config: BaseModel, device: torch.device) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.config, self.device = folder, config, device
+        self.started = time.perf_counter()
 
-def _loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor, cl_weight: float) -> torch.Tensor:
-    bce = (
-        F.binary_cross_entropy_with_logits(logits, y, reduction="none") * w
-    ).sum() / w.sum().clamp(min=1)
-    if cl_weight == 0:
-        return bce
-    return bce + cl_weight * soft_cl_dice_loss(torch.sigmoid(logits), y, w)
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.folder / CHECKPOINT_FILE
 
+    def _is_this_config(self, saved: Any) -> bool:
+        # Validated, not compared as text: a run saved before an option with a default existed
+        # is the same run as one with that option at its default.
+        try:
+            return type(self.config).model_validate(saved) == self.config
+        except ValidationError:
+            return False
 
-def train_vessel(
-    config: VesselTrainingConfig,
-    images: list[TrainingImage],
-    out_dir: Path,
-    *,
-    resume: bool = True,
-    on_step: Callable[[int, float], None] | None = None,
-) -> VesselUNet:
-    """Train the vessel U-Net on augmented patches; checkpoint, resume and log as it goes.
+    def resume(
+        self,
+        model: nn.Module,
+        optimiser: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+        rng: np.random.Generator,
+        *,
+        enabled: bool = True,
+        extras: dict[str, Any] | None = None,
+        write_config: bool = True,
+    ) -> int:
+        """Load the checkpoint when present (its config must match); return the step reached.
 
-    Parameters
-    ----------
-    config : VesselTrainingConfig
-    images : list of TrainingImage
-        Training images at the working scale (see :mod:`models.vessel_data`).
-    out_dir : Path
-        Receives ``training_config.json``, ``checkpoint.pt`` (every ``checkpoint_every``
-        steps), ``log.jsonl`` and, at the end, the fp16 weights in ``weights/``.
-    resume : bool
-        Continue from ``checkpoint.pt`` when present (its config must match).
-    on_step : callable, optional
-        Called with (step, loss) after every step (progress bars).
+        ``extras`` are further objects with ``state_dict``/``load_state_dict`` (an EMA copy of
+        the model) saved and restored with it; ``write_config=False`` for the processes of a
+        distributed run other than rank 0.
 
-    Returns
-    -------
-    model : VesselUNet
-        The trained model in eval mode.
-    """
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = VesselUNet(config.model)
-    if config.model.label_styles:
-        model.style_index(sorted({image.source for image in images}))  # fail before training
-    continue_from(model, config.init_weights, VesselUNet.load)
-    model = model.to(device)
-    optimiser, schedule = adamw_one_cycle(
-        model, config.learning_rate, config.weight_decay, config.steps
-    )
-    sampler = PatchSampler(
-        images,
-        patch=config.patch,
-        scale_range=config.scale_range,
-        soft_labels=config.soft_labels,
-        seed=config.seed,
-    )
-    run = RunFolder(out_dir, config, device)
-    start = run.resume(model, optimiser, schedule, sampler.rng, enabled=resume)
-    model.train()
-    running = 0.0
-    for step in range(start + 1, config.steps + 1):
-        *arrays, sources = sampler.batch(config.batch_size)
-        x, y, w = (torch.from_numpy(a).to(device) for a in arrays)
-        style = model.style_index(sources).to(device) if config.model.label_styles else None
-        loss = _loss(model(x, style), y, w, config.cl_dice_weight)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        running = 0.98 * running + 0.02 * loss.item() if step > start + 1 else loss.item()
-        if on_step is not None:
-            on_step(step, running)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            run.checkpoint(step, running, model, optimiser, schedule, sampler.rng)
-    model.eval()
-    model.cpu().save(out_dir / "weights")
-    return model
+        Raises
+        ------
+        TrainingRunError
+            If the checkpoint was written by a run with a different config.
+        """
+        config_path = self.folder / RUN_CONFIG_FILE
+        start = 0
+        if enabled and self.checkpoint_path.is_file():
+            saved = json.loads(config_path.read_text()) if config_path.is_file() else None
+            if not self._is_this_config(saved):
+                raise TrainingRunError(
+                    f"{self.checkpoint_path} was made with a different training config; pass "
+                    "--no-resume or the original --config"
+                )
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+            model.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            schedule.load_state_dict(state["schedule"])
+            rng.bit_generator.state = json.loads(state["sampler_rng"])
+            torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it
+            for name, extra in (extras or {}).items():
+                extra.load_state_dict(state[name])
+            start = int(state["step"])
+        if write_config:
+            config_path.write_text(self.config.model_dump_json(indent=2))
+        return start
+
+    def checkpoint(
+        self,
+        step: int,
+        loss: float,
+        model: nn.Module,
+        optimiser: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+        rng: np.random.Generator,
+        *,
+        extras: dict[str, Any] | None = None,
+    ) -> None:
+        """Save the checkpoint (written to a temp file, then renamed) and append one log line
+        (step, smoothed loss, lr, seconds)."""
+        state = {
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "schedule": schedule.state_dict(),
+            "step": step,
+            "sampler_rng": json.dumps(rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+        }
+        state.update({name: extra.state_dict() for name, extra in (extras or {}).items()})
+        temp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, temp)
+        temp.replace(self.checkpoint_path)
+        entry = {
+            "step": step,
+            "loss": round(loss, 5),
+            "lr": schedule.get_last_lr()[0],
+            "seconds": round(time.perf_counter() - self.started, 1),
+            "device": self.device.type,
+        }
+        with open(self.folder / LOG_FILE, "a", encoding="utf-8") as log:
+            log.write(json.dumps(entry) + "\n")

@@ -9,9 +9,9 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from angioflow.models.vessel_unet import VesselUNetConfig
+from angioflow.models.vessel.net import VesselUNetConfig
 from angioflow.pipeline.datasets import load_dataset
-from angioflow.pipeline.preprocess import fov_diameter, vessel_channels
+from angioflow.pipeline.preprocess import fov_diameter, vessel_contrast
 
 __all__ = [
     "PatchSampler",
@@ -31,8 +31,8 @@ class TrainingImage:
     Attributes
     ----------
     name : str
-    channels : (C, H, W) float32 ndarray
-        :func:`pipeline.preprocess.vessel_channels` of the image (vessels bright).
+    channels : (1, H, W) float32 ndarray
+        :func:`pipeline.preprocess.vessel_contrast` of the image (vessels bright).
     vessel : (H, W) float32 ndarray in {0, 1}
     fov : (H, W) bool ndarray
     modality : {'fundus', 'fa'}
@@ -80,13 +80,11 @@ def prepare_training_image(
     modality: Literal["fundus", "fa"],
     model: VesselUNetConfig,
 ) -> TrainingImage:
-    """Bring a labelled image to ``model``'s working scale and compute its contrast channels."""
+    """Bring a labelled image to ``model``'s working scale and compute its vessel contrast."""
     resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=model.fov_diameter_px)
     size = resized_fov.shape[::-1]
     truth = cv2.resize(vessel.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.5
-    channels = vessel_channels(
-        resized, modality=modality, fov=resized_fov, windows=model.contrast_windows
-    )
+    channels = vessel_contrast(resized, modality=modality, fov=resized_fov)[None]
     return TrainingImage(name, channels, truth.astype(np.float32), resized_fov, modality)
 
 
@@ -100,10 +98,6 @@ class PatchSampler:
         Patch side in pixels.
     scale_range : (float, float)
         Range of the random zoom (log-uniform), applied on top of the working scale.
-    soft_labels : bool
-        Keep the truth's interpolated vessel coverage under rotation and zoom as the target
-        (rim pixels between 0 and 1) instead of cutting it at 0.5, which drops one-pixel
-        vessels when zooming out and moves every rim by up to half a pixel.
     seed : int
     """
 
@@ -113,13 +107,11 @@ class PatchSampler:
         *,
         patch: int = 96,
         scale_range: tuple[float, float] = (0.7, 1.4),
-        soft_labels: bool = False,
         seed: int = 0,
     ) -> None:
         if not images:
             raise ValueError("the sampler needs at least one training image")
         self.images, self.patch, self.scale_range = images, patch, scale_range
-        self.soft_labels = soft_labels
         self.rng = np.random.default_rng(seed)
         self._centres = [np.argwhere(im.fov) for im in images]
         # Every source gets an equal share of patches, so neither many small images nor a few
@@ -131,15 +123,14 @@ class PatchSampler:
             weights[members] /= weights[members].sum()
         self._weights = weights / weights.sum()
 
-    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ``size`` patches.
 
         Returns
         -------
-        x : (size, C, P, P) float32 ndarray, vessel contrast channels
-        y : (size, 1, P, P) float32 ndarray in [0, 1], vessel truth ({0, 1} unless soft labels)
+        x : (size, 1, P, P) float32 ndarray, the vessel contrast
+        y : (size, 1, P, P) float32 ndarray in {0, 1}, vessel truth
         weight : (size, 1, P, P) float32 ndarray, 1 inside the FOV, 0 outside
-        sources : list of ``size`` str, each patch's :attr:`TrainingImage.source`
         """
         shape = (size, 1, self.patch, self.patch)
         x = np.zeros((size, len(self.images[0].channels), self.patch, self.patch), np.float32)
@@ -147,7 +138,7 @@ class PatchSampler:
         chosen = self.rng.choice(len(self.images), size, p=self._weights)
         for i, index in enumerate(chosen):
             x[i], y[i, 0], w[i, 0] = self._patch(self.images[index], self._centres[index])
-        return x, y, w, [self.images[index].source for index in chosen]
+        return x, y, w
 
     def _patch(self, image: TrainingImage, centres: np.ndarray) -> tuple[np.ndarray, ...]:
         rng, half = self.rng, self.patch / 2
@@ -165,9 +156,7 @@ class PatchSampler:
         size = (self.patch, self.patch)
         linear = flags | cv2.INTER_LINEAR
         x = np.stack([cv2.warpAffine(c, rotation, size, flags=linear) for c in image.channels])
-        y = cv2.warpAffine(image.vessel, rotation, size, flags=linear)
-        if not self.soft_labels:
-            y = y >= 0.5
+        y = cv2.warpAffine(image.vessel, rotation, size, flags=linear) >= 0.5
         w = cv2.warpAffine(
             image.fov.astype(np.float32), rotation, size, flags=flags | cv2.INTER_NEAREST
         )
@@ -201,7 +190,7 @@ def load_training_images(
         Folder holding DRIVE/, LES-AV/, HRF-AV/ (``../shared/data``).
     datasets : sequence of {'drive', 'les-av', 'hrf-av'}
     model : VesselUNetConfig
-        The model to train: its working scale and contrast windows.
+        The model to train: its working scale.
     """
     images = []
     for name in datasets:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from angioflow.models.checkpoints import SavedWeights
+from angioflow.models.checkpoints import SHIPPED_WEIGHTS, SavedWeights
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
@@ -28,12 +28,13 @@ __all__ = [
     "reconstruction_loss",
 ]
 
-DEFAULT_PIX2PIX_WEIGHTS = Path(__file__).resolve().parent / "weights" / "pix2pixhd"
+DEFAULT_PIX2PIX_WEIGHTS = SHIPPED_WEIGHTS / "pix2pixhd"
 
 
 class Pix2PixHDConfig(BaseModel):
-    """Generator and discriminator sizes (pix2pixHD's defaults: ngf 64, 4 down-samplings,
-    9 residual blocks, ndf 64, 3 layers, 2 scales).
+    """Generator and discriminator sizes; the defaults are the shipped CPU model's
+    (``configs/pix2pixhd256.yaml``). pix2pixHD's own: ngf 64, 4 down-samplings, 9 residual
+    blocks, ndf 64, 3 layers, 2 scales.
 
     ``input_skip`` feeds the input masks to the generator's output convolution beside its
     up-sampled features (the outermost skip of pix2pix's U-Net). Without it every vessel
@@ -45,13 +46,13 @@ class Pix2PixHDConfig(BaseModel):
 
     image_size: int = Field(256, ge=16)
     input_channels: int = Field(3, ge=1)  # artery, vein, field of view
-    generator_features: int = Field(64, ge=4)
+    generator_features: int = Field(16, ge=4)
     downsamplings: int = Field(4, ge=1)
-    residual_blocks: int = Field(9, ge=1)
-    discriminator_features: int = Field(64, ge=4)
+    residual_blocks: int = Field(6, ge=1)
+    discriminator_features: int = Field(32, ge=4)
     discriminator_layers: int = Field(3, ge=1)
     discriminator_scales: int = Field(2, ge=1)
-    input_skip: bool = False
+    input_skip: bool = True
 
 
 class _ResidualBlock(nn.Module):

@@ -4,15 +4,13 @@ resume, sample grids."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-import cv2
-import h5py
 import numpy as np
 import torch
-from angioflow.models.checkpoints import RunFolder, ema_model
-from angioflow.models.pix2pixhd import (
+from angioflow.models.pix2pixhd.data import generator_input, photo_uint8
+from angioflow.models.pix2pixhd.net import (
     GlobalGenerator,
     MultiscaleDiscriminator,
     Pix2PixHDConfig,
@@ -21,107 +19,37 @@ from angioflow.models.pix2pixhd import (
     lsgan_loss,
     reconstruction_loss,
 )
-from angioflow.pipeline.datasets import load_dataset
-from angioflow.pipeline.h5_formats import EXPORT
-from angioflow.pipeline.mask_structure import resize_av_labels
-from angioflow.pipeline.preprocess import square_fov_crop
+from angioflow.models.training import RunFolder, TrainingConfig, ema_model
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-__all__ = [
-    "Pix2PixHDTrainingConfig",
-    "generator_input",
-    "load_pairs",
-    "make_pair",
-    "photo_uint8",
-    "train_pix2pixhd",
-]
+__all__ = ["Pix2PixHDTrainingConfig", "train_pix2pixhd"]
 
 
-class Pix2PixHDTrainingConfig(BaseModel):
-    """Everything that defines a pix2pixHD training run (saved next to its checkpoints)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class Pix2PixHDTrainingConfig(TrainingConfig):
+    """Everything that defines a pix2pixHD training run; the defaults are
+    ``configs/pix2pixhd256.yaml``, the recipe of the shipped weights."""
 
     model: Pix2PixHDConfig = Pix2PixHDConfig()
     datasets: tuple[str, ...] = ("rite", "les-av", "hrf-av")
     exports: tuple[str, ...] = ()
     coverage: float = Field(0.3, gt=0, le=1)
-    steps: int = Field(4000, ge=1)
+    steps: int = Field(3000, ge=1)
     batch_size: int = Field(4, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
     feature_matching_weight: float = Field(10.0, ge=0)
     vgg_weight: float = Field(10.0, ge=0)
     vgg_weights: str | None = None  # a local VGG-19 `features` state dict; none: no VGG loss
-    # pix2pix's L1 to the real photo; the reconstruction term that ties vessels to the mask
+    # pix2pix's L1 to the real photo: the reconstruction term that ties vessels to the mask
     # when no VGG weights are at hand (pix2pixHD's own recipe: 0)
-    l1_weight: float = Field(0.0, ge=0)
+    l1_weight: float = Field(100.0, ge=0)
     # extra L1 weight of pixels within one pixel of a vessel (models.pix2pixhd.reconstruction_loss)
-    l1_vessel_weight: float = Field(0.0, ge=0)
-    ema_decay: float = Field(0.999, gt=0, lt=1)
+    l1_vessel_weight: float = Field(20.0, ge=0)
+    ema_decay: float = Field(0.995, gt=0, lt=1)
     checkpoint_every: int = Field(250, ge=1)
-    sample_every: int = Field(1000, ge=1)
+    sample_every: int = Field(500, ge=1)
     seed: int = 0
     threads: int = Field(2, ge=1)
-
-
-def make_pair(
-    photo: np.ndarray, labels: np.ndarray, fov: np.ndarray, size: int, *, coverage: float = 0.3
-) -> tuple[np.ndarray, np.ndarray]:
-    """A training pair at ``size``: the photo and its masks cropped to the FOV, padded square.
-
-    Returns
-    -------
-    masks : (3, size, size) float32 in {0, 1}: artery, vein, field of view
-    photo : (size, size, 3) uint8
-    """
-    square = square_fov_crop(photo, fov)
-    disc = square_fov_crop(fov.astype(np.float32), fov)
-    resized_photo = cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
-    resized_fov = cv2.resize(disc, (size, size), interpolation=cv2.INTER_AREA) >= 0.5
-    av = resize_av_labels(labels, fov, size, coverage=coverage)
-    return np.concatenate([av, resized_fov[None].astype(np.float32)]), resized_photo
-
-
-def generator_input(masks: np.ndarray) -> torch.Tensor:
-    """(N, 3, S, S) {0, 1} artery/vein/FOV -> the generator's input in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(masks)).float() * 2 - 1
-
-
-def load_pairs(
-    data_root: Path | None,
-    datasets: Sequence[str],
-    exports: Sequence[str],
-    size: int,
-    *,
-    coverage: float = 0.3,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Training pairs from the public A/V sets' training splits and from export files.
-
-    Returns masks (N, 3, S, S) float32 and photos (N, S, S, 3) uint8.
-    """
-    masks, photos = [], []
-    for name in datasets:
-        for record in load_dataset(data_root, name, "training"):
-            m, p = make_pair(record.image, record.av, record.fov, size, coverage=coverage)
-            masks.append(m)
-            photos.append(p)
-    for path in exports:
-        with h5py.File(path, "r") as handle:
-            EXPORT.check(handle, Path(path))
-            for group in handle.values():
-                m, p = make_pair(
-                    group["fundus"][()],
-                    group["av"][()],
-                    group["fov"][()] > 0,
-                    size,
-                    coverage=coverage,
-                )
-                masks.append(m)
-                photos.append(p)
-    if not masks:
-        raise ValueError("no training pairs: name datasets or export files")
-    return np.stack(masks), np.stack(photos)
 
 
 def train_pix2pixhd(
@@ -203,16 +131,6 @@ def train_pix2pixhd(
     final = ema.module.eval()
     final.save(out_dir / "weights")
     return final
-
-
-def photo_uint8(photos: torch.Tensor) -> np.ndarray:
-    """(N, 3, S, S) generator output in [-1, 1] -> (N, S, S, 3) uint8."""
-    return (
-        ((photos.permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5)
-        .clip(0, 255)
-        .round()
-        .astype(np.uint8)
-    )
 
 
 @torch.no_grad()

@@ -16,39 +16,43 @@ from typing import Literal
 
 import numpy as np
 import torch
-from angioflow.models.checkpoints import RunFolder, ema_model
-from angioflow.models.ddpm import MaskDDPM, MaskDDPMConfig, make_scheduler, vessel_weighted_loss
-from angioflow.models.ddpm_data import MaskBatches
-from angioflow.models.ddpm_sampling import mask_grid, sample_masks
+from angioflow.models.ddpm.data import MaskBatches
+from angioflow.models.ddpm.net import (
+    MaskDDPM,
+    MaskDDPMConfig,
+    make_scheduler,
+    vessel_weighted_loss,
+)
+from angioflow.models.ddpm.sample import mask_grid, sample_masks
+from angioflow.models.training import RunFolder, TrainingConfig, ema_model
 from angioflow.pipeline.mask_structure import binarise_av
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import distributed
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["DDPMTrainingConfig", "train_ddpm"]
 
 
-class DDPMTrainingConfig(BaseModel):
-    """Everything that defines a mask-DDPM training run (saved next to its checkpoints)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class DDPMTrainingConfig(TrainingConfig):
+    """Everything that defines a mask-DDPM training run; the defaults are the shipped 64 px
+    weights' recipe, ``configs/ddpm64_long.yaml`` (its ablation twin sets ``loss: weighted``)."""
 
     model: MaskDDPMConfig = MaskDDPMConfig()
     datasets: tuple[str, ...] = ("rite", "les-av", "hrf-av")
     exports: tuple[str, ...] = ()  # `angioflow export` files with approved A/V masks
     coverage: float = Field(0.3, gt=0, le=1)  # resizing: share of a pixel a vessel must cover
-    loss: Literal["weighted", "simple"] = "weighted"
-    c: float = Field(2.0, ge=0)  # weight exp(c * x0): vessel pixels count e^c times
-    steps: int = Field(4000, ge=1)
+    loss: Literal["weighted", "simple"] = "simple"
+    c: float = Field(0.5, ge=0)  # weight exp(c * x0): vessel pixels count e^c times
+    steps: int = Field(8000, ge=1)
     batch_size: int = Field(16, ge=1)  # per process
-    learning_rate: float = Field(2e-4, gt=0)
-    warmup_steps: int = Field(200, ge=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     ema_decay: float = Field(0.999, gt=0, lt=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     checkpoint_every: int = Field(250, ge=1)
-    sample_every: int = Field(1000, ge=1)
+    sample_every: int = Field(2000, ge=1)
     sample_count: int = Field(16, ge=1)
     seed: int = 0
     threads: int = Field(2, ge=1)
@@ -77,7 +81,7 @@ def train_ddpm(
     ----------
     config : DDPMTrainingConfig
     masks : (N, 2, S, S) float32 in {0, 1}
-        Training masks at the model's size (:mod:`models.ddpm_data`).
+        Training masks at the model's size (:mod:`models.ddpm.data`).
     out_dir : Path
         Run folder: ``checkpoint.pt`` (model, optimiser, schedule, EMA, step), ``log.jsonl``,
         ``samples/step_XXXXXX.png`` grids, and the EMA weights in ``weights/`` (fp16

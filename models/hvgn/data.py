@@ -8,12 +8,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from angioflow.models.hvgn import HVGNConfig
-from angioflow.models.vessel_data import rescale_to_fov
+from angioflow.models.hvgn.net import HVGNConfig
+from angioflow.models.vessel.data import rescale_to_fov
 from angioflow.pipeline.datasets import load_dataset
-from angioflow.pipeline.preprocess import colour_contrast
 
 __all__ = [
+    "AV_DATASETS",
     "AVTrainingImage",
     "CropSampler",
     "fundus_input",
@@ -44,25 +44,20 @@ class AVTrainingImage:
     av: np.ndarray
 
 
-def fundus_input(
-    image: np.ndarray, fov: np.ndarray, *, local_window: float | None = None
-) -> np.ndarray:
+def fundus_input(image: np.ndarray, fov: np.ndarray) -> np.ndarray:
     """Standardise each colour channel inside the field of view; zero outside.
 
     Arteries and veins differ in colour and brightness, so the channels are kept (not reduced to
-    green) and only their per-image offset and spread are removed. With ``local_window``
-    (a fraction of the FOV diameter) the channels relative to their local background
-    (:func:`pipeline.preprocess.colour_contrast`) follow as three more.
+    green) and only their per-image offset and spread are removed.
 
     Parameters
     ----------
     image : (H, W, 3) uint8 or float ndarray, RGB
     fov : (H, W) bool ndarray
-    local_window : float, optional
 
     Returns
     -------
-    (H, W, 3) float32 ndarray, or (H, W, 6) with ``local_window``
+    (H, W, 3) float32 ndarray
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB photo, got shape {image.shape}")
@@ -71,11 +66,7 @@ def fundus_input(
     pixels = image.astype(np.float32)
     inside = pixels[fov]
     standardised = (pixels - inside.mean(axis=0)) / (inside.std(axis=0) + 1e-3)
-    channels = np.where(fov[..., None], standardised, 0.0).astype(np.float32)
-    if local_window is None:
-        return channels
-    local = colour_contrast(image, fov, window_fraction=local_window)
-    return np.concatenate([channels, local], axis=2)
+    return np.where(fov[..., None], standardised, 0.0).astype(np.float32)
 
 
 def resample_av(
@@ -120,7 +111,7 @@ def prepare_av_image(
     small_vessel &= resized_fov
     return AVTrainingImage(
         name,
-        fundus_input(resized, resized_fov, local_window=model.local_contrast_window),
+        fundus_input(resized, resized_fov),
         small_vessel,
         np.where(small_vessel, small_av, 0).astype(np.uint8),
     )
@@ -245,6 +236,6 @@ class CropSampler:
         rng = self.rng
         scale = rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, image.shape[2])
         shift = rng.uniform(-0.2, 0.2) + rng.uniform(-0.05, 0.05, image.shape[2])
-        shift[3:] = 0.0  # a brightness change leaves ratios to the local background alone
+        shift[3:] = 0.0  # colour channels only: FA channels keep their dye brightness
         inside = np.any(image != 0, axis=2, keepdims=True)
         return np.where(inside, image * scale + shift, 0.0).astype(np.float32)

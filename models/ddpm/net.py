@@ -12,16 +12,16 @@ vessel-weighted loss weights each pixel and channel by ``exp(c * x0)`` with ``x0
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import torch
-from angioflow.models.checkpoints import SavedWeights
+from angioflow.models.checkpoints import SHIPPED_WEIGHTS, SavedWeights
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 __all__ = [
+    "build_unet",
     "DEFAULT_DDPM_WEIGHTS",
     "MaskDDPM",
     "MaskDDPMConfig",
@@ -30,18 +30,19 @@ __all__ = [
     "vessel_weighted_loss",
 ]
 
-DEFAULT_DDPM_WEIGHTS = Path(__file__).resolve().parent / "weights" / "ddpm64"
+DEFAULT_DDPM_WEIGHTS = SHIPPED_WEIGHTS / "ddpm64"
 Sampler = Literal["ddpm", "ddim", "dpm"]
 _BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 
 
 class MaskDDPMConfig(BaseModel):
-    """Architecture and noise schedule of a mask DDPM (saved beside its weights).
+    """Architecture and noise schedule of a mask DDPM (saved beside its weights); the defaults
+    are the shipped 64 px model's (``models/weights/ddpm64/config.json``).
 
     ``attention_resolutions`` are the feature-map sizes (px) whose blocks get self-attention;
     ``attention_head_dim`` channels per head, so a 128-channel level has 4 heads at 32.
     ``data_mean`` is the per-channel mean of the training masks in [0, 1], set by training and
-    used by the samplers at the pure-noise steps (:func:`models.ddpm_sampling.sample_masks`);
+    used by the samplers at the pure-noise steps (:func:`models.ddpm.sample_masks`);
     None in weights trained before it was recorded.
     """
 
@@ -49,13 +50,13 @@ class MaskDDPMConfig(BaseModel):
 
     image_size: int = Field(64, ge=16)
     channels: int = Field(2, ge=1)
-    block_out_channels: tuple[int, ...] = (64, 128, 128, 256)
-    layers_per_block: int = Field(2, ge=1)
+    block_out_channels: tuple[int, ...] = (16, 32, 64, 128)
+    layers_per_block: int = Field(1, ge=1)
     attention_resolutions: tuple[int, ...] = (16, 8)
-    attention_head_dim: int = Field(32, ge=8)
-    norm_num_groups: int = Field(32, ge=1)
+    attention_head_dim: int = Field(16, ge=8)
+    norm_num_groups: int = Field(8, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
-    schedule: Literal["linear", "cosine"] = "linear"
+    schedule: Literal["linear", "cosine"] = "cosine"
     timesteps: int = Field(1000, ge=10)
     data_mean: tuple[float, ...] | None = None
 

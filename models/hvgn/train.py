@@ -7,19 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from angioflow.models.checkpoints import RunFolder, adamw_one_cycle, continue_from
-from angioflow.models.hvgn import HVGN, HVGNConfig, graph_batch
-from angioflow.models.hvgn_data import AVTrainingImage, CropSampler
-from pydantic import BaseModel, ConfigDict, Field
+from angioflow.models.hvgn.data import AVTrainingImage, CropSampler
+from angioflow.models.hvgn.net import HVGN, HVGNConfig, graph_batch
+from angioflow.models.training import RunFolder, TrainingConfig, adamw_one_cycle, continue_from
+from pydantic import Field
 from torch.nn import functional as F  # noqa: N812
 
 __all__ = ["HVGNTrainingConfig", "av_loss", "train_hvgn"]
 
 
-class HVGNTrainingConfig(BaseModel):
-    """Everything that defines an HVGN training run (saved next to its checkpoints)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class HVGNTrainingConfig(TrainingConfig):
+    """Everything that defines an HVGN training run; the defaults are ``configs/hvgn.yaml``,
+    the first of the shipped weights' two stages (``configs/hvgn_continue.yaml`` the second)."""
 
     model: HVGNConfig = HVGNConfig()
     datasets: tuple[str, ...] = ("rite", "les-av", "hrf-av")
@@ -63,7 +62,7 @@ def train_hvgn(
     ----------
     config : HVGNTrainingConfig
     images : list of AVTrainingImage
-        Training photos at the working scale (see :mod:`models.hvgn_data`).
+        Training photos at the working scale (see :mod:`models.hvgn.data`).
     out_dir : Path
         Receives ``training_config.json``, ``checkpoint.pt`` (every ``checkpoint_every``
         steps), ``log.jsonl`` and, at the end, the fp16 weights in ``weights/``.

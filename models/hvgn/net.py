@@ -1,6 +1,6 @@
 """Hierarchical vessel graph network (HVGN) for artery/vein labelling of vessel pixels.
 
-A residual U-Net (:class:`models.vessel_unet.VesselUNet` with a feature head) turns the fundus
+A residual U-Net (:class:`models.vessel.VesselUNet` with a feature head) turns the fundus
 photo, and the registered FA aggregate when a case has one, into per-pixel features. The vessel
 pixels of the approved mask become graph nodes carrying those features, joined within a local
 window (:func:`pipeline.vessel_graph.pixel_graph`). A graph U-Net then passes messages with GCN
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from angioflow.models.checkpoints import SavedWeights
-from angioflow.models.vessel_unet import VesselUNet, VesselUNetConfig
+from angioflow.models.vessel.net import VesselUNet, VesselUNetConfig
 from angioflow.pipeline.vessel_graph import coarsen, pixel_graph
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -62,10 +62,6 @@ class HVGNConfig(BaseModel):
         2, 4, 8 and 16 working-scale pixels).
     fov_diameter_px : float
         Working scale: images are resized so that their field of view is this wide.
-    local_contrast_window : float, optional
-        When set, three more input channels: each colour channel relative to its local
-        background, Gaussian window s.d. this fraction of the FOV diameter
-        (:func:`pipeline.preprocess.colour_contrast`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -78,11 +74,10 @@ class HVGNConfig(BaseModel):
     window: int = Field(5, ge=3)
     cells: tuple[int, ...] = (2, 2, 2, 2)
     fov_diameter_px: float = Field(540.0, gt=0)
-    local_contrast_window: float | None = Field(None, gt=0, le=1)
 
     @property
     def in_channels(self) -> int:
-        return 3 + (3 if self.local_contrast_window else 0) + self.fa_channels
+        return 3 + self.fa_channels
 
 
 @dataclass

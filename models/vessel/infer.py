@@ -9,14 +9,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from angioflow.models.checkpoints import WEIGHTS_FILE
-from angioflow.models.vessel_data import rescale_to_fov
-from angioflow.models.vessel_unet import VesselUNet
-from angioflow.pipeline.preprocess import Modality, fov_diameter, fov_mask, vessel_channels
+from angioflow.models.checkpoints import SHIPPED_WEIGHTS, WEIGHTS_FILE
+from angioflow.models.vessel.data import rescale_to_fov
+from angioflow.models.vessel.net import VesselUNet
+from angioflow.pipeline.preprocess import Modality, fov_diameter, fov_mask, vessel_contrast
 
-__all__ = ["DEFAULT_WEIGHTS", "VesselSegmenter"]
+__all__ = ["DEFAULT_WEIGHTS", "MIN_FOV_DIAMETER_PX", "VesselSegmenter"]
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "vessel"
+DEFAULT_WEIGHTS = SHIPPED_WEIGHTS / "vessel"
 # Below this the "field of view" is a speck, not a retina; rescaling it to the working scale
 # would blow a small image up a hundredfold.
 MIN_FOV_DIAMETER_PX = 64
@@ -113,23 +113,13 @@ class VesselSegmenter:
             )
         diameter = self.model.config.fov_diameter_px * scale
         resized, resized_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=diameter)
-        windows = self.model.config.contrast_windows
-        channels = vessel_channels(resized, modality=modality, fov=resized_fov, windows=windows)
-        style = self.model.modality_style(modality)
-        probability = self._tiled(channels, style, tile=tile, overlap=overlap, flips=flips)
+        channels = vessel_contrast(resized, modality=modality, fov=resized_fov)[None]
+        probability = self._tiled(channels, tile=tile, overlap=overlap, flips=flips)
         probability = cv2.resize(probability, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         return np.where(fov, np.clip(probability, 0.0, 1.0), 0.0).astype(np.float32)
 
     @torch.inference_mode()
-    def _tiled(
-        self,
-        channels: np.ndarray,
-        style: torch.Tensor | None,
-        *,
-        tile: int,
-        overlap: int,
-        flips: bool,
-    ) -> np.ndarray:
+    def _tiled(self, channels: np.ndarray, *, tile: int, overlap: int, flips: bool) -> np.ndarray:
         multiple = self.model.multiple
         height, width = channels.shape[-2:]
         tile_h = min(_round_up(tile, multiple), _round_up(height, multiple))
@@ -144,16 +134,16 @@ class VesselSegmenter:
                 block = torch.from_numpy(
                     np.ascontiguousarray(padded[:, top : top + tile_h, left : left + tile_w])
                 )[None]
-                probability = torch.sigmoid(self._run(block, style))[0, 0]
+                probability = torch.sigmoid(self._run(block))[0, 0]
                 if flips:  # average with the mirrored image's prediction
-                    mirrored = torch.sigmoid(self._run(block.flip(-1), style))[0, 0].flip(-1)
+                    mirrored = torch.sigmoid(self._run(block.flip(-1)))[0, 0].flip(-1)
                     probability = (probability + mirrored) / 2
                 total[top : top + tile_h, left : left + tile_w] += probability.numpy() * window
                 weights[top : top + tile_h, left : left + tile_w] += window
         return (total / np.maximum(weights, 1e-6))[:height, :width]
 
-    def _run(self, block: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
-        return self.model(block.contiguous(memory_format=torch.channels_last), style)
+    def _run(self, block: torch.Tensor) -> torch.Tensor:
+        return self.model(block.contiguous(memory_format=torch.channels_last))
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -10,18 +10,18 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
-from angioflow.models.checkpoints import WEIGHTS_FILE
-from angioflow.models.hvgn import HVGN, graph_batch
-from angioflow.models.hvgn_data import fundus_input
-from angioflow.models.vessel_data import rescale_to_fov
-from angioflow.models.vessel_inference import MIN_FOV_DIAMETER_PX
+from angioflow.models.checkpoints import SHIPPED_WEIGHTS, WEIGHTS_FILE
+from angioflow.models.hvgn.data import fundus_input
+from angioflow.models.hvgn.net import HVGN, graph_batch
+from angioflow.models.vessel.data import rescale_to_fov
+from angioflow.models.vessel.infer import MIN_FOV_DIAMETER_PX
 from angioflow.pipeline.preprocess import fov_diameter, fov_mask
 from angioflow.pipeline.vessel_graph import segment_labels, vote_along_segments
 from scipy import ndimage as ndi
 
 __all__ = ["DEFAULT_AV_WEIGHTS", "AVLabeller"]
 
-DEFAULT_AV_WEIGHTS = Path(__file__).resolve().parent / "weights" / "hvgn"
+DEFAULT_AV_WEIGHTS = SHIPPED_WEIGHTS / "hvgn"
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class AVLabeller:
     """A loaded HVGN plus the sha256 of its weights file (recorded with every output).
 
     Labelling runs with ``threads`` torch threads (set process-wide), for the reason given in
-    :class:`models.vessel_inference.VesselSegmenter`: float sums depend on the thread count,
+    :class:`models.vessel.VesselSegmenter`: float sums depend on the thread count,
     and a case must get the same labels in a dask worker as in the calling process.
 
     Example
@@ -116,7 +116,7 @@ class AVLabeller:
             )
         resized, small_fov, _ = rescale_to_fov(image, fov, fov_diameter_px=config.fov_diameter_px)
         size = small_fov.shape[::-1]
-        x = fundus_input(resized, small_fov, local_window=config.local_contrast_window)
+        x = fundus_input(resized, small_fov)
         if fa is not None:
             small_fa = cv2.resize(fa.astype(np.float32), size, interpolation=cv2.INTER_AREA)
             x = np.concatenate([x, small_fa.reshape(*small_fov.shape, -1)], axis=2)

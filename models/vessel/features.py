@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from angioflow.models.vessel_data import rescale_to_fov
-from angioflow.models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
-from angioflow.models.vessel_unet import VesselUNet
-from angioflow.pipeline.preprocess import vessel_channels
+from angioflow.models.vessel.data import rescale_to_fov
+from angioflow.models.vessel.infer import DEFAULT_WEIGHTS, VesselSegmenter
+from angioflow.models.vessel.net import VesselUNet
+from angioflow.pipeline.preprocess import vessel_contrast
 
 __all__ = ["VesselFeatureExtractor"]
 
@@ -60,14 +60,12 @@ class VesselFeatureExtractor:
         """
         diameter = self.model.config.fov_diameter_px
         resized, resized_fov, _ = rescale_to_fov(photo, fov, fov_diameter_px=diameter)
-        windows = self.model.config.contrast_windows
-        channels = vessel_channels(resized, modality="fundus", fov=resized_fov, windows=windows)
+        channels = vessel_contrast(resized, modality="fundus", fov=resized_fov)[None]
         multiple = self.model.multiple
         pad_r, pad_c = -channels.shape[1] % multiple, -channels.shape[2] % multiple
         channels = np.pad(channels, ((0, 0), (0, pad_r), (0, pad_c)))
         region = torch.from_numpy(np.pad(resized_fov, ((0, pad_r), (0, pad_c))))[None, None]
-        style = self.model.modality_style("fundus")
-        levels = self.model.encode(torch.from_numpy(channels)[None].float(), style)
+        levels = self.model.encode(torch.from_numpy(channels)[None].float())
         vector = []
         for level in levels:
             inside = torch.nn.functional.adaptive_max_pool2d(region.float(), level.shape[-2:])

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from angioflow.models.ddpm import MaskDDPM, Sampler, make_scheduler
+from angioflow.models.ddpm.net import MaskDDPM, Sampler, make_scheduler
 from angioflow.pipeline.av_encoding import av_legend, av_to_rgb
 from angioflow.pipeline.h5_formats import MASK_SET
 from angioflow.pipeline.mask_structure import binarise_av

@@ -1,0 +1,141 @@
+"""Training loop of the vessel U-Net: augmented patches, checkpoints, resume, seeds, a JSON log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from angioflow.models.training import RunFolder, TrainingConfig, adamw_one_cycle, continue_from
+from angioflow.models.vessel.data import PatchSampler, TrainingImage
+from angioflow.models.vessel.net import VesselUNet, VesselUNetConfig
+from pydantic import Field
+from torch.nn import functional as F  # noqa: N812
+
+__all__ = ["VesselTrainingConfig", "soft_cl_dice_loss", "train_vessel"]
+
+
+class VesselTrainingConfig(TrainingConfig):
+    """Everything that defines a vessel training run; the defaults are ``configs/vessel.yaml``,
+    the recipe of the shipped weights."""
+
+    model: VesselUNetConfig = VesselUNetConfig()
+    datasets: tuple[str, ...] = ("drive", "les-av")
+    phantom_fa_cases: int = Field(24, ge=0)
+    steps: int = Field(6000, ge=1)
+    batch_size: int = Field(16, ge=1)
+    patch: int = Field(96, ge=32)
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    cl_dice_weight: float = Field(0.2, ge=0)
+    scale_range: tuple[float, float] = (0.7, 1.4)
+    checkpoint_every: int = Field(250, ge=1)
+    init_weights: str | None = None  # a weights folder to fine-tune from (VesselUNet.save)
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+
+
+def _soft_skeleton(x: torch.Tensor, iterations: int) -> torch.Tensor:
+    def erode(t: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(
+            -F.max_pool2d(-t, (3, 1), 1, (1, 0)), -F.max_pool2d(-t, (1, 3), 1, (0, 1))
+        )
+
+    def dilate(t: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(t, 3, 1, 1)
+
+    skeleton = F.relu(x - dilate(erode(x)))
+    for _ in range(iterations):
+        x = erode(x)
+        delta = F.relu(x - dilate(erode(x)))
+        skeleton = skeleton + F.relu(delta - skeleton * delta)
+    return skeleton
+
+
+def soft_cl_dice_loss(
+    probability: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor, *, iterations: int = 5
+) -> torch.Tensor:
+    """1 - soft clDice (Shit et al., CVPR 2021) between a probability map and a binary truth.
+
+    Shapes:
+        probability, truth, weight: (N, 1, H, W); ``weight`` masks pixels outside the FOV.
+    """
+    probability, truth = probability * weight, truth * weight
+    skeleton_p, skeleton_t = (
+        _soft_skeleton(probability, iterations),
+        _soft_skeleton(truth, iterations),
+    )
+    eps = 1e-6
+    precision = ((skeleton_p * truth).sum() + eps) / (skeleton_p.sum() + eps)
+    sensitivity = ((skeleton_t * probability).sum() + eps) / (skeleton_t.sum() + eps)
+    return 1.0 - 2.0 * precision * sensitivity / (precision + sensitivity)
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor, cl_weight: float) -> torch.Tensor:
+    bce = (
+        F.binary_cross_entropy_with_logits(logits, y, reduction="none") * w
+    ).sum() / w.sum().clamp(min=1)
+    if cl_weight == 0:
+        return bce
+    return bce + cl_weight * soft_cl_dice_loss(torch.sigmoid(logits), y, w)
+
+
+def train_vessel(
+    config: VesselTrainingConfig,
+    images: list[TrainingImage],
+    out_dir: Path,
+    *,
+    resume: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> VesselUNet:
+    """Train the vessel U-Net on augmented patches; checkpoint, resume and log as it goes.
+
+    Parameters
+    ----------
+    config : VesselTrainingConfig
+    images : list of TrainingImage
+        Training images at the working scale (see :mod:`models.vessel.data`).
+    out_dir : Path
+        Receives ``training_config.json``, ``checkpoint.pt`` (every ``checkpoint_every``
+        steps), ``log.jsonl`` and, at the end, the fp16 weights in ``weights/``.
+    resume : bool
+        Continue from ``checkpoint.pt`` when present (its config must match).
+    on_step : callable, optional
+        Called with (step, loss) after every step (progress bars).
+
+    Returns
+    -------
+    model : VesselUNet
+        The trained model in eval mode.
+    """
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = VesselUNet(config.model)
+    continue_from(model, config.init_weights, VesselUNet.load)
+    model = model.to(device)
+    optimiser, schedule = adamw_one_cycle(
+        model, config.learning_rate, config.weight_decay, config.steps
+    )
+    sampler = PatchSampler(
+        images, patch=config.patch, scale_range=config.scale_range, seed=config.seed
+    )
+    run = RunFolder(out_dir, config, device)
+    start = run.resume(model, optimiser, schedule, sampler.rng, enabled=resume)
+    model.train()
+    running = 0.0
+    for step in range(start + 1, config.steps + 1):
+        x, y, w = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
+        loss = _loss(model(x), y, w, config.cl_dice_weight)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        running = 0.98 * running + 0.02 * loss.item() if step > start + 1 else loss.item()
+        if on_step is not None:
+            on_step(step, running)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            run.checkpoint(step, running, model, optimiser, schedule, sampler.rng)
+    model.eval()
+    model.cpu().save(out_dir / "weights")
+    return model
