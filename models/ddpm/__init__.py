@@ -1,0 +1,51 @@
+"""The mask DDPM: unconditional diffusion over two-channel artery/vein masks (stage 11).
+
+``net`` (diffusers' U-Net built from a config, the noise schedules, the vessel-weighted loss),
+``data`` (training masks), ``train`` (the training loop and its recipe,
+``configs/ddpm64_long.yaml``), ``sample`` (DDPM, DDIM and DPM-Solver++ sampling; mask sets).
+"""
+
+from angioflow.models.ddpm.data import (
+    AV_MASK_DATASETS,
+    MaskBatches,
+    load_exported_masks,
+    load_public_masks,
+)
+from angioflow.models.ddpm.net import (
+    DEFAULT_DDPM_WEIGHTS,
+    MaskDDPM,
+    MaskDDPMConfig,
+    Sampler,
+    build_unet,
+    make_scheduler,
+    vessel_weighted_loss,
+)
+from angioflow.models.ddpm.sample import (
+    TERMINAL_ALPHA_BAR,
+    mask_grid,
+    sample_masks,
+    unweighted_epsilon,
+    write_mask_set,
+)
+from angioflow.models.ddpm.train import DDPMTrainingConfig, train_ddpm
+
+__all__ = [
+    "AV_MASK_DATASETS",
+    "DEFAULT_DDPM_WEIGHTS",
+    "TERMINAL_ALPHA_BAR",
+    "DDPMTrainingConfig",
+    "MaskBatches",
+    "MaskDDPM",
+    "MaskDDPMConfig",
+    "Sampler",
+    "build_unet",
+    "load_exported_masks",
+    "load_public_masks",
+    "make_scheduler",
+    "mask_grid",
+    "sample_masks",
+    "train_ddpm",
+    "unweighted_epsilon",
+    "vessel_weighted_loss",
+    "write_mask_set",
+]

@@ -1,0 +1,36 @@
+"""pix2pixHD mask-to-fundus translation (stage 11).
+
+``net`` (the global generator, multi-scale discriminators and losses), ``data`` (training pairs
+and the generator's input/output conversions), ``train`` (the training loop and its recipe,
+``configs/pix2pixhd256.yaml``).
+"""
+
+from angioflow.models.pix2pixhd.data import generator_input, load_pairs, make_pair, photo_uint8
+from angioflow.models.pix2pixhd.net import (
+    DEFAULT_PIX2PIX_WEIGHTS,
+    GlobalGenerator,
+    MultiscaleDiscriminator,
+    Pix2PixHDConfig,
+    VGGPerceptualLoss,
+    feature_matching_loss,
+    lsgan_loss,
+    reconstruction_loss,
+)
+from angioflow.models.pix2pixhd.train import Pix2PixHDTrainingConfig, train_pix2pixhd
+
+__all__ = [
+    "DEFAULT_PIX2PIX_WEIGHTS",
+    "GlobalGenerator",
+    "MultiscaleDiscriminator",
+    "Pix2PixHDConfig",
+    "Pix2PixHDTrainingConfig",
+    "VGGPerceptualLoss",
+    "feature_matching_loss",
+    "generator_input",
+    "load_pairs",
+    "lsgan_loss",
+    "make_pair",
+    "photo_uint8",
+    "reconstruction_loss",
+    "train_pix2pixhd",
+]

@@ -1,0 +1,87 @@
+"""Training pairs of pix2pixHD (A/V mask, fundus photo), and the conversions between arrays and
+the generator's [-1, 1] tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import torch
+from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.h5_formats import EXPORT
+from angioflow.pipeline.mask_structure import resize_av_labels
+from angioflow.pipeline.preprocess import square_fov_crop
+
+__all__ = ["generator_input", "load_pairs", "make_pair", "photo_uint8"]
+
+
+def make_pair(
+    photo: np.ndarray, labels: np.ndarray, fov: np.ndarray, size: int, *, coverage: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
+    """A training pair at ``size``: the photo and its masks cropped to the FOV, padded square.
+
+    Returns
+    -------
+    masks : (3, size, size) float32 in {0, 1}: artery, vein, field of view
+    photo : (size, size, 3) uint8
+    """
+    square = square_fov_crop(photo, fov)
+    disc = square_fov_crop(fov.astype(np.float32), fov)
+    resized_photo = cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+    resized_fov = cv2.resize(disc, (size, size), interpolation=cv2.INTER_AREA) >= 0.5
+    av = resize_av_labels(labels, fov, size, coverage=coverage)
+    return np.concatenate([av, resized_fov[None].astype(np.float32)]), resized_photo
+
+
+def generator_input(masks: np.ndarray) -> torch.Tensor:
+    """(N, 3, S, S) {0, 1} artery/vein/FOV -> the generator's input in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(masks)).float() * 2 - 1
+
+
+def load_pairs(
+    data_root: Path | None,
+    datasets: Sequence[str],
+    exports: Sequence[str],
+    size: int,
+    *,
+    coverage: float = 0.3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training pairs from the public A/V sets' training splits and from export files.
+
+    Returns masks (N, 3, S, S) float32 and photos (N, S, S, 3) uint8.
+    """
+    masks, photos = [], []
+    for name in datasets:
+        for record in load_dataset(data_root, name, "training"):
+            m, p = make_pair(record.image, record.av, record.fov, size, coverage=coverage)
+            masks.append(m)
+            photos.append(p)
+    for path in exports:
+        with h5py.File(path, "r") as handle:
+            EXPORT.check(handle, Path(path))
+            for group in handle.values():
+                m, p = make_pair(
+                    group["fundus"][()],
+                    group["av"][()],
+                    group["fov"][()] > 0,
+                    size,
+                    coverage=coverage,
+                )
+                masks.append(m)
+                photos.append(p)
+    if not masks:
+        raise ValueError("no training pairs: name datasets or export files")
+    return np.stack(masks), np.stack(photos)
+
+
+def photo_uint8(photos: torch.Tensor) -> np.ndarray:
+    """(N, 3, S, S) generator output in [-1, 1] -> (N, S, S, 3) uint8."""
+    return (
+        ((photos.permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5)
+        .clip(0, 255)
+        .round()
+        .astype(np.uint8)
+    )
