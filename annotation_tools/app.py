@@ -1,8 +1,10 @@
-"""The napari review app: layers of a case and a magicgui dock widget for review gates 1 and 2.
+"""The napari review app: a magicgui dock widget for review gates 1 (vessel mask) and 2 (A/V).
 
-Open it with ``angioflow review CASE --store S --editor NAME``, or from napari's menu
-(Plugins > angioflow > Review case), or by dropping a store folder / case file on napari.
-Every action goes through :class:`annotation_tools.session.ReviewSession`.
+The widget shows a case through :mod:`annotation_tools.layers` and binds its keys through
+:mod:`annotation_tools.shortcuts`; every action goes through
+:class:`annotation_tools.session.ReviewSession`. Open it with
+``angioflow review CASE --store S --editor NAME``, from napari's menu (Plugins > angioflow >
+Review case), or by dropping a store folder / case file on napari.
 """
 
 from __future__ import annotations
@@ -12,62 +14,36 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from angioflow.annotation_tools.layers import (
+    CONFLICT_LAYER,
+    MASK_LAYER,
+    PREVIOUS_LAYER,
+    forget_undo_history,
+    show_case,
+)
 from angioflow.annotation_tools.session import ReviewSession
-from angioflow.pipeline.casestore import CaseStore, CaseStoreError, MaskKind, StaleVersionError
+from angioflow.annotation_tools.shortcuts import (
+    LABEL_KEYS,
+    REDO_KEY,
+    UNDO_KEY,
+    DockWatcher,
+    bind_review_actions,
+    review_action_unbinder,
+    shortcut_text,
+)
+from angioflow.pipeline.casestore import CaseStore, CaseStoreError, StaleVersionError
 from angioflow.pipeline.review import MergeResult, review_queue
-from app_model.types import KeyCode, KeyMod
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, Table
-from napari.settings import get_settings
-from napari.utils.action_manager import action_manager
-from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtCore import QTimer
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["REVIEW_ACTIONS", "ReviewWidget", "open_review", "read_store"]
+__all__ = ["ReviewWidget", "open_review", "read_store"]
 
-MASK_LAYER = "mask"
-PREVIOUS_LAYER = "previous version"
-CONFLICT_LAYER = "merge conflicts"
-REFERENCE_LAYER = "approved vessel mask"
 AUTOSAVE_DELAY_MS = 2000  # after the last stroke; a crash loses at most this much painting
-BRUSH_SIZE = 3  # px: the calibre of most retinal vessels at fundus resolution
-
-LABEL_COLOURS = {
-    MaskKind.VESSEL: {1: "yellow"},
-    MaskKind.AV: {1: "red", 2: "blue", 3: "white"},
-}
-LABEL_KEYS = {
-    MaskKind.VESSEL: {"v": (1, "vessel")},
-    MaskKind.AV: {"a": (1, "artery"), "v": (2, "vein"), "c": (3, "crossing / uncertain")},
-}
 HISTORY_COLUMNS = ("version", "parent", "editor", "time", "note", "approved by", "rejected")
-# napari actions (listed and re-assignable in napari's Preferences > Shortcuts): name ->
-# (description, widget method, default shortcut). A shortcut the reviewer assigned there wins.
-REVIEW_ACTIONS = {
-    "angioflow:save_draft": ("angioflow: save draft version", "save", "Shift-S"),
-    "angioflow:next_case": ("angioflow: next case in the queue", "next_case", "Shift-N"),
-    "angioflow:toggle_previous": (
-        "angioflow: show / hide the previous version",
-        "toggle_previous",
-        "O",
-    ),
-}
-UNDO_KEY = KeyMod.CtrlCmd | KeyCode.KeyZ
-REDO_KEY = KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ
-
-
-_CONFLICT_COLOURS = DirectLabelColormap(
-    color_dict={None: "transparent", 0: "transparent", 1: "magenta"}
-)
-
-
-def _colormap(kind: MaskKind) -> DirectLabelColormap:
-    colours: dict[int | None, str] = {None: "transparent", 0: "transparent"}
-    colours.update(LABEL_COLOURS[kind])
-    return DirectLabelColormap(color_dict=colours)
 
 
 def _button_row(*texts: str) -> Container:
@@ -78,18 +54,6 @@ def _button_row(*texts: str) -> Container:
         visible=False,
         labels=False,
     )
-
-
-def shortcut_text(kind: MaskKind) -> str:
-    """The keyboard shortcuts of a gate, one per line, as the widget lists them."""
-    lines = [f"{k.upper()}: paint {name}" for k, (_, name) in LABEL_KEYS[kind].items()]
-    lines += ["P / E / F: paint / erase / fill", "[ / ]: smaller / larger brush"]
-    lines.append("Ctrl-Z / Ctrl-Shift-Z: undo / redo (within this case)")
-    for name, (text, _, default) in REVIEW_ACTIONS.items():
-        keys = action_manager._shortcuts.get(name) or [default]
-        lines.append(f"{' or '.join(str(k) for k in keys)}: {text.removeprefix('angioflow: ')}")
-    lines.append("Approve and reject have no shortcut, on purpose")
-    return "\n".join(lines)
 
 
 class ReviewWidget(Container):
@@ -168,26 +132,14 @@ class ReviewWidget(Container):
         self._bind_review_actions()
         # Docked (by open_review or napari's plugin menu) the shortcuts work; removed from the
         # window or destroyed with it, they are unbound so they never shadow napari's keys.
-        self._dock_watcher = _DockWatcher(self.native, self._bind_review_actions, self._unbind)
-        self.native.destroyed.connect(_unbinder(self.viewer))
+        self._dock_watcher = DockWatcher(self.native, self._bind_review_actions, self._unbind)
+        self.native.destroyed.connect(review_action_unbinder(self.viewer))
 
     def _bind_review_actions(self) -> None:
-        user_shortcuts = get_settings().shortcuts.shortcuts
-        for name, (description, method, default) in REVIEW_ACTIONS.items():
-            action_manager.register_action(
-                name, self._action(method), description, keymapprovider=self.viewer
-            )
-            for shortcut in user_shortcuts.get(name, [default]):
-                action_manager.bind_shortcut(name, shortcut)
+        bind_review_actions(self.viewer, self)
 
     def _unbind(self) -> None:
-        _unbinder(self.viewer)()
-
-    def _action(self, method: str) -> Any:
-        def action(_viewer: Any) -> None:  # napari passes the keymap provider
-            getattr(self, method)()
-
-        return action
+        review_action_unbinder(self.viewer)()
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -248,48 +200,14 @@ class ReviewWidget(Container):
             self._say(str(error), warn=True)
             return
         self.session, self.dirty = session, False
-        # Layers are created once and their data replaced case after case: removing layers
-        # from a viewer holding a frame stack can crash vispy's drawing (napari 0.9, Mesa), and
-        # reviewers keep the visibility and contrast they chose.
-        blank = np.zeros(mask.shape, np.uint8)
-        frames = images.fa_frames if images.fa_frames is not None else blank[None]
-        self._show_image("fundus photo", images.fundus, rgb=True)
-        self._show_image("FA frames", frames, visible=False, colormap="gray", blending="additive")
-        for name, image in (("FA max", images.fa_max), ("FA mean", images.fa_mean)):
-            self._show_image(
-                name,
-                blank if image is None else image,
-                visible=False,
-                colormap="gray",
-                blending="additive",
-            )
-        reference = images.vessel_reference
-        self._show_labels(
-            REFERENCE_LAYER,
-            blank if reference is None else reference,
-            MaskKind.VESSEL,
-            visible=False,
-            opacity=0.4,
-        )
-        previous = session.previous()
-        self._show_labels(
-            PREVIOUS_LAYER,
-            blank if previous is None else previous,
+        show_case(
+            self.viewer,
+            images,
+            mask,
+            session.previous(),
             session.kind,
-            visible=False,
+            on_mask_created=self._wire_mask_layer,
         )
-        layer = self._show_labels(MASK_LAYER, mask, session.kind, visible=True)
-        _forget_undo_history(layer)  # the layer is reused: case A's strokes must not undo on B
-        self._show_labels(CONFLICT_LAYER, blank, MaskKind.VESSEL, visible=False)
-        self.viewer.layers[CONFLICT_LAYER].colormap = _CONFLICT_COLOURS
-        layer.brush_size = BRUSH_SIZE
-        layer.selected_label = 1
-        layer.mode = "paint"
-        self.viewer.layers.selection.active = layer
-        self.viewer.dims.current_step = (0,) * self.viewer.dims.ndim
-        if self.viewer.dims.ndim == 3:
-            self.viewer.dims.axis_labels = ("FA frame", "y", "x")
-        self.viewer.reset_view()
         self.shortcuts.value = shortcut_text(session.kind)
         self.conflict.visible = False
         self._update_panel()
@@ -301,35 +219,14 @@ class ReviewWidget(Container):
                 "found: restore or discard them"
             )
 
-    def _show_image(self, name: str, data: np.ndarray, **defaults: Any) -> Any:
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            layer.data = data
-        else:
-            layer = self.viewer.add_image(data, name=name, **defaults)
-        if not defaults.get("rgb"):
-            layer.contrast_limits = (0, 255)
-        return layer
-
-    def _show_labels(
-        self, name: str, data: np.ndarray, kind: MaskKind, *, visible: bool, opacity: float = 0.7
-    ) -> Any:
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            layer.data = data
-            layer.colormap = _colormap(kind)
-            return layer
-        layer = self.viewer.add_labels(
-            data, name=name, colormap=_colormap(kind), visible=visible, opacity=opacity
-        )
-        if name == MASK_LAYER:
-            layer.events.paint.connect(self._mark_edited)
-            for key in {k for keys in LABEL_KEYS.values() for k in keys}:
-                layer.bind_key(key, self._label_setter(key), overwrite=True)
-            # napari's own undo/redo keys, plus marking the case edited so they are autosaved
-            layer.bind_key(UNDO_KEY, self._undo, overwrite=True)
-            layer.bind_key(REDO_KEY, self._redo, overwrite=True)
-        return layer
+    def _wire_mask_layer(self, layer: Any) -> None:
+        """Track edits of the mask layer and bind the gate's label keys to it."""
+        layer.events.paint.connect(self._mark_edited)
+        for key in {k for keys in LABEL_KEYS.values() for k in keys}:
+            layer.bind_key(key, self._label_setter(key), overwrite=True)
+        # napari's own undo/redo keys, plus marking the case edited so they are autosaved
+        layer.bind_key(UNDO_KEY, self._undo, overwrite=True)
+        layer.bind_key(REDO_KEY, self._redo, overwrite=True)
 
     def _label_setter(self, key: str) -> Any:
         def select(layer: Any) -> None:
@@ -367,7 +264,7 @@ class ReviewWidget(Container):
     def _replace_mask(self, mask: np.ndarray) -> None:
         """Load another version of this case's mask: a new start, with no undo history."""
         self.mask_layer.data = np.asarray(mask, np.uint8).copy()
-        _forget_undo_history(self.mask_layer)
+        forget_undo_history(self.mask_layer)
 
     def _edit_mask(self, mask: np.ndarray) -> None:
         """Change the mask to ``mask`` as one undoable edit (marks the case edited)."""
@@ -520,49 +417,6 @@ class ReviewWidget(Container):
         )
         layer.visible = conflicts is not None and bool(conflicts.any())
         self.viewer.layers.selection.active = self.mask_layer
-
-
-def _forget_undo_history(layer: Any) -> None:
-    """Clear a Labels layer's undo/redo history.
-
-    napari keeps a Labels layer's history when its data is replaced and has no public call to
-    clear it; making the layer read-only does (``Labels._on_editable_changed``) and also leaves
-    paint mode, which the caller sets again.
-    """
-    mode = layer.mode
-    layer.editable = False
-    layer.editable = True
-    layer.mode = mode
-
-
-def _unbinder(viewer: Any) -> Any:
-    """A callable unbinding the review actions' shortcuts from ``viewer`` (no widget reference:
-    it may run while the widget is being destroyed)."""
-
-    def unbind(*_: Any) -> None:
-        for name, (_, _, default) in REVIEW_ACTIONS.items():
-            action = action_manager._actions.get(name)
-            if action is not None and action.keymapprovider is viewer:
-                action_manager.unbind_shortcut(name)
-            else:  # another viewer's review widget holds the action now
-                for shortcut in {default, *action_manager._shortcuts.get(name, [])}:
-                    viewer.bind_key(shortcut, None)
-
-    return unbind
-
-
-class _DockWatcher(QObject):
-    """Calls ``on_docked`` / ``on_undocked`` when a widget gains or loses its parent window."""
-
-    def __init__(self, widget: Any, on_docked: Any, on_undocked: Any) -> None:
-        super().__init__(widget)
-        self._on_docked, self._on_undocked = on_docked, on_undocked
-        widget.installEventFilter(self)
-
-    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
-        if event.type() == QEvent.Type.ParentChange:
-            (self._on_undocked if watched.parent() is None else self._on_docked)()
-        return False
 
 
 def open_review(

@@ -18,9 +18,9 @@ Curating 300 exams takes hours on 2 cores, so the batch is built in two steps, b
    and 1 % have their file truncated (unreadable).
 
 The report is written by :func:`flows.reports.curation_report`; the baseline report by the same
-function of ``--baseline-rev`` (``git show`` into a temporary module). Load time: Chromium's
-Performance API, navigation start to the end of the load event, median of 3 loads. Prints one
-JSON object.
+function of ``--baseline-rev``, where the report was one module, flows/reports.py (``git show``
+into a temporary module). Load time: Chromium's Performance API, navigation start to the end of
+the load event, median of 3 loads. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _damage(store: CaseStore) -> dict[str, int]:
 
 def _load_seconds(report: Path, loads: int = 3) -> list[float]:
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import headless_chromium
+    from support import headless_chromium
 
     driver = headless_chromium()
     driver.set_page_load_timeout(300)
@@ -182,7 +182,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("ANGIOFLOW_SECRET", "bench-report-secret-0123456789")
 
-    from angioflow.flows.reports import case_qc, curation_report
+    from angioflow.flows.curation_qc import FLAG_KINDS, case_qc
+    from angioflow.flows.reports import curation_report
 
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
@@ -213,9 +214,7 @@ def main() -> None:
             "flagged": sum(qc.flagged for qc in cases),
             "flagged_by_severity": {
                 kind: sum(qc.severity == s for qc in cases)
-                for s, kind in enumerate(
-                    ("failed", "rejected", "dropped frames", "low registration quality")
-                )
+                for s, kind in enumerate(FLAG_KINDS)
             },
             "report": _measure(curation_report, store, work / "report"),
         }

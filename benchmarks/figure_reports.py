@@ -43,8 +43,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
 
-    from angioflow.annotation_tools.reader import ReaderServer
     from angioflow.flows.study import create_study
+    from angioflow.flows.study_reader import ReaderServer
     from angioflow.pipeline.phantom import PhantomConfig, generate_case
 
     (args.out / "evaluation").mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import pytest
 from angioflow.flows.html import Page, write_page
 from angioflow.flows.reports import curation_report
 from angioflow.pipeline.casestore import CaseStore
-from conftest import copy_store, headless_chromium, needs_chromium
+from support import copy_store, headless_chromium, needs_chromium
 
 # Counts what runs off the page at the window's width: the document's scroll width beyond its
 # client width, and every table wider than the element holding it.
@@ -75,7 +75,7 @@ def test_a_failed_case_comes_first_and_the_report_fits_the_page(
 def test_registration_damage_raises_the_flags_the_report_documents(
     curated_store_template: Path, tmp_path: Path
 ) -> None:
-    from angioflow.flows.reports import case_qc
+    from angioflow.flows.curation_qc import case_qc
 
     store = CaseStore(copy_store(curated_store_template, tmp_path / "store"), create=False)
     case_id = store.case_ids()[0]
@@ -117,7 +117,7 @@ def test_an_unreadable_case_is_flagged_failed_not_skipped(
 
     report = curation_report(store, tmp_path / "report")
 
-    from angioflow.flows.reports import case_qc
+    from angioflow.flows.curation_qc import case_qc
 
     qc = case_qc(store, broken)
     assert qc.flags == ("unreadable",) and "corrupt or incomplete" in qc.error

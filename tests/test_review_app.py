@@ -10,16 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
-from conftest import copy_store
 
 pytest.importorskip("napari")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def store(curated_store_template: Path, tmp_path: Path) -> CaseStore:
-    return CaseStore(copy_store(curated_store_template, tmp_path / "store"), create=False)
 
 
 @pytest.fixture
@@ -54,7 +48,8 @@ def _paint(widget, label: int = 1) -> tuple[int, int]:  # noqa: ANN001
 def test_open_paint_save_reopen_shows_the_edit(
     store: CaseStore, viewer, make_napari_viewer
 ) -> None:  # noqa: ANN001
-    from angioflow.annotation_tools.app import MASK_LAYER, open_review
+    from angioflow.annotation_tools.app import open_review
+    from angioflow.annotation_tools.layers import MASK_LAYER
 
     case_id = store.case_ids()[0]
     widget = open_review(store.root, case_id, "dr_a", viewer)
@@ -116,17 +111,17 @@ _CRASHING_REVIEWER = textwrap.dedent(
     """
     import os, signal, sys, time
     from pathlib import Path
-    from qtpy.QtWidgets import QApplication
+    from qtpy.QtTest import QTest
     from angioflow.annotation_tools.app import open_review
 
     widget = open_review(Path(sys.argv[1]), sys.argv[2], "dr_crash")
     row, col = int(sys.argv[3]), int(sys.argv[4])
     widget.mask_layer.brush_size = 5
     widget.mask_layer.paint((row, col), 1)
+    # the autosave timer fires inside Qt's event loop: run the loop until it has, or give up
     deadline = time.monotonic() + 20
     while widget.session.pending_autosave() is None and time.monotonic() < deadline:
-        QApplication.processEvents()
-        time.sleep(0.05)
+        QTest.qWait(50)
     print("autosaved" if widget.session.pending_autosave() else "no autosave", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)  # the crash: no save, no clean-up
     """
@@ -303,7 +298,8 @@ def test_undo_and_redo_mark_the_case_edited_and_are_autosaved(
 def test_review_shortcuts_are_napari_actions_unbound_when_the_widget_closes(
     store: CaseStore, viewer, qtbot
 ) -> None:  # noqa: ANN001
-    from angioflow.annotation_tools.app import REVIEW_ACTIONS, open_review
+    from angioflow.annotation_tools.app import open_review
+    from angioflow.annotation_tools.shortcuts import REVIEW_ACTIONS
     from napari._qt.widgets.qt_keyboard_settings import ShortcutEditor
     from napari.utils.action_manager import action_manager
     from qtpy.QtCore import Qt
