@@ -3,7 +3,8 @@
 Like Kedro's catalog, flows ask for datasets by name (``catalog.path("case_store")``) and the
 YAML file decides where they live. Paths are relative to the catalog file's folder and may hold
 ``{placeholders}`` (``catalog.path("case_file", case_id="...")``); a resolved path never leaves
-the catalog's folder. Top-level keys starting with ``_`` hold YAML anchors and are ignored.
+the catalog's folder, except the one fixed ``public_datasets`` folder the user supplies.
+Top-level keys starting with ``_`` hold YAML anchors and are ignored.
 """
 
 from __future__ import annotations
@@ -14,12 +15,22 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
+from angioflow.flows.resources import packaged_file
 from angioflow.pipeline.errors import AngioflowError
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
-__all__ = ["Catalog", "CatalogError", "DatasetEntry", "load_catalog"]
+__all__ = [
+    "LOCAL_CATALOG",
+    "Catalog",
+    "CatalogError",
+    "DatasetEntry",
+    "find_catalog",
+    "load_catalog",
+    "public_data_folder",
+]
 
-DEFAULT_CATALOG = Path("data_catalog.yaml")
+# A project folder's own catalog; without one, the catalog shipped with angioflow is used.
+LOCAL_CATALOG = Path("data_catalog.yaml")
 _PLACEHOLDER_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 DatasetType = Literal[
@@ -29,6 +40,7 @@ DatasetType = Literal[
     "model_weights",
     "hdf5_dataset",
     "report_folder",
+    "public_datasets",
 ]
 
 
@@ -49,8 +61,14 @@ class DatasetEntry(BaseModel):
 
     @field_validator("filepath")
     @classmethod
-    def _relative_inside(cls, value: str) -> str:
+    def _relative_inside(cls, value: str, info: ValidationInfo) -> str:
         path = PurePosixPath(value)
+        if info.data.get("type") == "public_datasets":
+            # read-only data supplied by the user, usually kept beside the project: it may lie
+            # outside the catalog's folder, but a fixed folder takes no placeholders
+            if not value or "{" in value or "}" in value:
+                raise ValueError(f"must be one fixed folder without placeholders, got {value!r}")
+            return value
         if not value or path.is_absolute() or ".." in path.parts:
             raise ValueError(
                 f"must be a relative path inside the catalog's folder without '..', got {value!r}"
@@ -127,12 +145,48 @@ class Catalog(BaseModel):
                 )
         root = self.root.resolve()
         resolved = (root / entry.filepath.format(**placeholders)).resolve()
-        if not resolved.is_relative_to(root):
+        if entry.type != "public_datasets" and not resolved.is_relative_to(root):
             raise CatalogError(f"dataset {name!r} resolves to {resolved}, outside {root}")
         return resolved
 
 
-def load_catalog(path: Path = DEFAULT_CATALOG) -> Catalog:
+def find_catalog(path: Path | None = None) -> Catalog:
+    """The catalog a command uses: ``path`` (``--catalog FILE``) when given, else
+    ``./data_catalog.yaml`` when the working folder has one, else the catalog shipped with
+    angioflow (its relative paths resolve against the installed package's folder).
+
+    Raises
+    ------
+    CatalogError
+        If the chosen file is missing or invalid.
+    """
+    if path is not None:
+        return load_catalog(path)
+    if LOCAL_CATALOG.is_file():
+        return load_catalog(LOCAL_CATALOG)
+    return load_catalog(packaged_file("data_catalog.yaml"))
+
+
+def public_data_folder(catalog: Catalog, given: Path | None = None) -> Path:
+    """The folder of the public labelled datasets (DRIVE/, RITE/, LES-AV/, HRF-AV/): ``given``
+    (``--data``) when set, else the catalog's ``public_datasets`` entry.
+
+    Raises
+    ------
+    CatalogError
+        If nothing is given and the catalog names no ``public_datasets``.
+    """
+    if given is not None:
+        return given
+    if "public_datasets" not in catalog.datasets:
+        raise CatalogError(
+            f"the catalog in {catalog.root} names no 'public_datasets' folder; add one "
+            "(type: public_datasets) or pass --data FOLDER"
+        )
+    return catalog.path("public_datasets")
+
+
+def load_catalog(path: Path) -> Catalog:
     """Read and validate a catalog file.
 
     Parameters

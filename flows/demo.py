@@ -9,16 +9,60 @@ generators -> evaluation -> report.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from angioflow.flows.catalog import find_catalog, public_data_folder
 from angioflow.flows.html import Page, write_page
+from angioflow.flows.store_views import StoreStatus, store_status
 from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
+from angioflow.pipeline.errors import AngioflowError
+from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
 from prefect import flow, get_run_logger
 
-__all__ = ["DEMO_EDITOR", "demo_flow"]
+__all__ = [
+    "DEMO_EDITOR",
+    "DemoResult",
+    "PhantomRequestError",
+    "demo_flow",
+    "run_demo",
+    "write_phantom_exams",
+]
 
 DEMO_EDITOR = "DEMO automatic approval (no clinician review)"
+
+
+class PhantomRequestError(AngioflowError, ValueError):
+    """Phantom exams asked for with settings that cannot be met, or over existing files."""
+
+
+def write_phantom_exams(
+    out: Path,
+    *,
+    n: int = 4,
+    seed: int = 0,
+    size: tuple[int, int] = (512, 768),
+    frames: int = 8,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write ``n`` synthetic exams (raw case contract + ``truth/``) into ``out``; returns their
+    folders. The same seed gives identical files.
+
+    Raises
+    ------
+    PhantomRequestError
+        Settings out of range, or a case folder already holding files (without
+        ``overwrite``).
+    """
+    try:
+        config = PhantomConfig(size=size, n_frames=frames)
+    except ValueError as error:  # the message names the setting and its range
+        raise PhantomRequestError(str(error)) from None
+    try:
+        return write_phantom_set(out, n=n, seed=seed, config=config, overwrite=overwrite)
+    except FileExistsError as error:  # the message names the folder and --overwrite
+        raise PhantomRequestError(str(error)) from None
 
 
 def _auto_approve(store: CaseStore, kind: MaskKind, waiting: Stage) -> list[str]:
@@ -37,9 +81,12 @@ def demo_flow(
     n: int = 3,
     seed: int = 0,
     samples: int = 8,
-    data: str = "../shared/data",
+    data: str | None = None,
 ) -> dict[str, Any]:
     """Run every stage on ``n`` phantom exams in ``out``; returns the report path and timings.
+
+    The real reference of the evaluation comes from the public datasets in ``data`` (default:
+    the catalog's ``public_datasets``) when that folder exists, and from the demo's export.
 
     Files: ``out/raw`` (phantom exams), ``out/store``, ``out/approved.h5`` (export),
     ``out/synthetic.h5``, ``out/report.html``. A re-run rewrites the same phantom files, finds
@@ -49,9 +96,8 @@ def demo_flow(
     from angioflow.flows.evaluation import evaluate_synthetic, load_real_reference, read_synthetic
     from angioflow.flows.export import export_approved
     from angioflow.flows.ingest import ingest_flow
-    from angioflow.flows.reports import add_curation_sections, add_synthetic_sections
+    from angioflow.flows.report_sections import add_curation_sections, add_synthetic_sections
     from angioflow.models.generation import Generators, SetRequest, generate_set
-    from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
 
     say = get_run_logger().info
     folder = Path(out).resolve()
@@ -92,7 +138,7 @@ def demo_flow(
     sample = read_synthetic(synthetic)
     reference = load_real_reference(
         sample["images"].shape[1],
-        data=Path(data),
+        data=Path(data) if data else public_data_folder(find_catalog()),
         exports=(export,) if exported["exported"] else (),
     )
     result = evaluate_synthetic(sample, reference, name=synthetic.name)
@@ -141,3 +187,29 @@ def demo_flow(
         "failed": failed,
         "ingested": ingested,
     }
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """A demo run: ingestion summary, the store's status, timings, failures, the report."""
+
+    ingested: dict[str, list[dict[str, str]]]
+    status: StoreStatus
+    seconds: dict[str, float]
+    failed: list[dict[str, str]]
+    report: Path
+
+
+def run_demo(out: Path, *, n: int = 3, seed: int = 0, threads: int = 2) -> DemoResult:
+    """Run :func:`demo_flow` in ``out`` with ``threads`` numerical threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    result = demo_flow(str(out), n=n, seed=seed)
+    return DemoResult(
+        ingested=result["ingested"],
+        status=store_status(out / "store"),
+        seconds=result["seconds"],
+        failed=result["failed"],
+        report=Path(result["report"]),
+    )

@@ -31,6 +31,7 @@ __all__ = [
     "check_parameters",
     "deployment_parameters",
     "register_deployments",
+    "serve_deployments",
 ]
 
 DEPLOYMENT_NAME = "angioflow"
@@ -131,8 +132,13 @@ def register_deployments(catalog: Catalog, work_pool: str) -> dict[str, str]:
         except ObjectNotFound:
             client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"))
     return {
-        f"{deployment.flow_name}/{deployment.name}": str(
-            deployment.apply(work_pool_name=work_pool)
-        )
+        f"{deployment.flow_name}/{deployment.name}": str(deployment.apply(work_pool_name=work_pool))
         for deployment in build_deployments(catalog, work_pool=work_pool)
     }
+
+
+def serve_deployments(deployments: list[RunnerDeployment]) -> None:
+    """Serve ``deployments`` from this process (their schedules included) until stopped."""
+    from prefect import serve
+
+    serve(*deployments)

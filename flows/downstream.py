@@ -10,23 +10,44 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
-from angioflow.models.hvgn import HVGNConfig
-from angioflow.models.hvgn_training import HVGNTrainingConfig
-from angioflow.models.training import VesselTrainingConfig
-from angioflow.models.vessel_data import TrainingImage, load_training_images, prepare_training_image
-from angioflow.models.vessel_unet import VesselUNetConfig
+from angioflow.flows.catalog import find_catalog, public_data_folder
+from angioflow.flows.resources import packaged_file
+from angioflow.flows.settings_file import load_settings
+from angioflow.models.hvgn import HVGNConfig, HVGNTrainingConfig
+from angioflow.models.vessel import (
+    TrainingImage,
+    VesselTrainingConfig,
+    VesselUNetConfig,
+    load_training_images,
+    prepare_training_image,
+)
+from angioflow.pipeline.errors import AngioflowError
 from angioflow.pipeline.h5_formats import SYNTHETIC_SET
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DownstreamConfig", "Setting", "downstream_settings", "run_downstream"]
+__all__ = [
+    "DownstreamConfig",
+    "DownstreamError",
+    "DownstreamRun",
+    "Setting",
+    "downstream_experiment",
+    "downstream_settings",
+    "run_downstream",
+]
 
 METRICS = ("auc", "accuracy", "sensitivity", "specificity", "f1")
+DEFAULT_CONFIG = "configs/downstream.yaml"  # shipped with angioflow
 AV_METRICS = ("av_accuracy", "artery_sensitivity", "vein_sensitivity")
+
+
+class DownstreamError(AngioflowError, ValueError):
+    """The experiment cannot run with the given set or work folder; the message says why."""
 
 
 class DownstreamConfig(BaseModel):
@@ -97,7 +118,7 @@ def synthetic_training_images(
 
     Raises
     ------
-    ValueError
+    DownstreamError
         If the set holds fewer than ``count`` samples.
     """
     from angioflow.models.generation import field_of_view
@@ -106,7 +127,7 @@ def synthetic_training_images(
         SYNTHETIC_SET.check(handle, path)
         available = len(handle["images"])
         if available < count:
-            raise ValueError(
+            raise DownstreamError(
                 f"{path.name} holds {available} synthetic samples, {count} needed: generate a "
                 "larger set (angioflow generate --n) or lower synthetic_counts"
             )
@@ -128,7 +149,7 @@ def synthetic_training_images(
 def synthetic_av_images(path: Path, count: int, *, model: HVGNConfig) -> list[Any]:
     """The first ``count`` samples of a synthetic set as HVGN training images."""
     from angioflow.models.generation import field_of_view
-    from angioflow.models.hvgn_data import prepare_av_image
+    from angioflow.models.hvgn import prepare_av_image
 
     with h5py.File(path, "r") as handle:
         SYNTHETIC_SET.check(handle, path)
@@ -141,7 +162,7 @@ def synthetic_av_images(path: Path, count: int, *, model: HVGNConfig) -> list[An
 
 
 def _score_av(weights: Path, records: list[Any]) -> dict[str, float]:
-    from angioflow.models.hvgn_inference import AVLabeller
+    from angioflow.models.hvgn import AVLabeller
     from angioflow.pipeline.metrics import av_scores
     from angioflow.pipeline.vessel_graph import av_labels
 
@@ -158,7 +179,7 @@ def _score_av(weights: Path, records: list[Any]) -> dict[str, float]:
 
 
 def _score(weights: Path, records: list[Any]) -> dict[str, float]:
-    from angioflow.models.vessel_inference import VesselSegmenter
+    from angioflow.models.vessel import VesselSegmenter
     from angioflow.pipeline.metrics import vessel_scores
 
     segmenter = VesselSegmenter.load(weights)
@@ -188,7 +209,7 @@ def run_downstream(
         images, metrics on the test set); ``summary``: per setting name, the mean and standard
         deviation over seeds of each metric.
     """
-    from angioflow.models.training import train_vessel
+    from angioflow.models.vessel import train_vessel
     from angioflow.pipeline.datasets import load_dataset
 
     work.mkdir(parents=True, exist_ok=True)
@@ -197,8 +218,7 @@ def run_downstream(
     real = load_training_images(data, config.real_datasets, model=model)
     synthetic = synthetic_training_images(synthetic_set, max(config.synthetic_counts), model=model)
     if config.av is not None:
-        from angioflow.models.hvgn_data import load_av_training_images
-        from angioflow.models.hvgn_training import train_hvgn
+        from angioflow.models.hvgn import load_av_training_images, train_hvgn
 
         av_model = config.av.model
         real_av = load_av_training_images(data, config.av_real_datasets, model=av_model)
@@ -214,7 +234,7 @@ def run_downstream(
         if result_file.exists():
             row = json.loads(result_file.read_text())
             if row.get("training") != training.model_dump(mode="json"):
-                raise ValueError(
+                raise DownstreamError(
                     f"{folder} holds a run with other training settings; pass a new --work "
                     "folder for a changed configuration"
                 )
@@ -251,3 +271,63 @@ def run_downstream(
     }
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+@dataclass(frozen=True)
+class DownstreamRun:
+    """A finished experiment: its settings, results (see :func:`run_downstream`) and report."""
+
+    config: DownstreamConfig
+    results: dict[str, Any]
+    report: Path
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metrics of the summary table, A/V accuracy when the A/V network was trained."""
+        return [*METRICS, *(["av_accuracy"] if self.config.av is not None else [])]
+
+
+def downstream_experiment(
+    work: Path,
+    *,
+    config: Path | None = None,
+    synthetic: Path | None = None,
+    data: Path | None = None,
+    catalog: Path | None = None,
+    on_setting: Callable[[Setting, dict[str, Any]], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
+) -> DownstreamRun:
+    """Run the experiment of ``config`` (default: the shipped ``configs/downstream.yaml``) in
+    ``work`` and write its report.
+
+    Parameters
+    ----------
+    synthetic : Path, optional
+        The synthetic set; by default ``work/synthetic.h5``, generated with the shipped weights
+        when missing.
+    data : Path, optional
+        Public datasets folder; default: the catalog's ``public_datasets``.
+    on_message : callable, optional
+        Receives a line before a long step (generating the set).
+
+    Raises
+    ------
+    SettingsFileError, DownstreamError, CatalogError
+    """
+    import torch
+    from angioflow.flows.reports import downstream_report
+
+    settings = load_settings(DownstreamConfig, config or packaged_file(DEFAULT_CONFIG))
+    data = public_data_folder(find_catalog(catalog), data)
+    torch.set_num_threads(settings.training.threads)
+    if synthetic is None:
+        from angioflow.models.generation import Generators, SetRequest, generate_set
+
+        synthetic = work / "synthetic.h5"
+        if not synthetic.exists():
+            count = max(settings.synthetic_counts)
+            if on_message is not None:
+                on_message(f"generating {count} synthetic samples")
+            generate_set(Generators.load(), SetRequest(n=count), synthetic)
+    results = run_downstream(settings, synthetic, data, work, on_setting=on_setting)
+    return DownstreamRun(settings, results, downstream_report(results, work))

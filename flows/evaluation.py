@@ -20,6 +20,8 @@ from angioflow.pipeline.h5_formats import SYNTHETIC_SET
 __all__ = [
     "EvaluationInputError",
     "RealReference",
+    "ReferenceDataMissing",
+    "case_files",
     "VesselPairs",
     "evaluate_synthetic",
     "load_real_reference",
@@ -31,6 +33,10 @@ __all__ = [
 
 class EvaluationInputError(AngioflowError, ValueError):
     """Files to evaluate that cannot be scored as given; the message names them and the fix."""
+
+
+class ReferenceDataMissing(AngioflowError, FileNotFoundError):
+    """No real data to compare a synthetic set with: neither public datasets nor an export."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class VesselPairs:
     unpaired_truths: dict[str, Path]
 
 
-def _case_files(folder: Path, role: str) -> dict[str, Path]:
+def case_files(folder: Path, role: str) -> dict[str, Path]:
     """Files of ``folder`` keyed by the part of their name before the first '_' or '.'
     (hidden files left out); EvaluationInputError when two files give one key."""
     if not folder.is_dir():
@@ -79,8 +85,8 @@ def pair_vessel_files(pred: Path, gt: Path, fov: Path | None = None) -> VesselPa
         If a folder is missing, two files of one folder are one case, no case has both a
         prediction and a truth, or ``fov`` lacks the mask of a paired case.
     """
-    predictions, truths = _case_files(pred, "prediction"), _case_files(gt, "truth")
-    masks = _case_files(fov, "FOV") if fov is not None else {}
+    predictions, truths = case_files(pred, "prediction"), case_files(gt, "truth")
+    masks = case_files(fov, "FOV") if fov is not None else {}
     keys = sorted(set(predictions) & set(truths))
     if not keys:
         raise EvaluationInputError(
@@ -166,18 +172,19 @@ def load_real_reference(
 
     Raises
     ------
-    FileNotFoundError
+    ReferenceDataMissing
         If neither gives a pair (no data folder and no export).
     """
-    from angioflow.models.pix2pixhd_training import load_pairs
+    from angioflow.models.pix2pixhd import load_pairs
     from angioflow.pipeline.mask_structure import labels_from_channels
 
+    given = data
     if data is None or not Path(data).is_dir():
         data, datasets = None, ()
     if not datasets and not exports:
-        raise FileNotFoundError(
-            "no real reference: the public data folder is missing and no export was given "
-            "(pass --data ../shared/data or --export approved.h5)"
+        raise ReferenceDataMissing(
+            f"no real reference: the public data folder {given} is missing and no export was "
+            "given (pass --data with the public datasets folder, or --export approved.h5)"
         )
     masks, photos = load_pairs(data, datasets, [str(p) for p in exports], size)
     return RealReference(
@@ -247,8 +254,7 @@ def evaluate_synthetic(
     real set as the floor to read it against) and ``stats`` (per-mask statistics of both sets,
     for plots).
     """
-    from angioflow.models.image_features import VesselFeatureExtractor
-    from angioflow.models.vessel_inference import VesselSegmenter
+    from angioflow.models.vessel import VesselFeatureExtractor, VesselSegmenter
     from angioflow.pipeline.av_structure import compare_structure, structure_stats
 
     # one load serves vessel recovery and the feature space

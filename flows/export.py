@@ -52,15 +52,64 @@ from angioflow.pipeline.casestore import (
     Stage,
     software_version,
 )
+from angioflow.pipeline.errors import AngioflowError
 from angioflow.pipeline.h5_formats import EXPORT
 from angioflow.pipeline.splits import SPLITS, patient_splits
 from PIL import Image
 
-__all__ = ["FOLDER_FORMAT", "FOLDER_FORMAT_VERSION", "export_approved", "export_folder"]
+__all__ = [
+    "FOLDER_FORMAT",
+    "FOLDER_FORMAT_VERSION",
+    "ExportError",
+    "ExportExists",
+    "export_approved",
+    "export_folder",
+    "export_store",
+]
 
 FOLDER_FORMAT = "angioflow-export-folder"  # datalist.json's "format"
 FOLDER_FORMAT_VERSION = 1
 _DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+
+
+class ExportError(AngioflowError, ValueError):
+    """An export asked for with split shares that cannot be met."""
+
+
+class ExportExists(AngioflowError, FileExistsError):
+    """An export that would overwrite a file or folder."""
+
+
+def export_store(
+    root: Path,
+    out: Path,
+    *,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    skip_unreadable: bool = False,
+) -> dict[str, list[str]]:
+    """Export the done cases of the store at ``root``: one HDF5 file when ``out`` ends in
+    ``.h5``/``.hdf5`` (:func:`export_approved`), else a folder (:func:`export_folder`).
+
+    Raises
+    ------
+    ExportError
+        The validation and test shares exceed 1.
+    ExportExists
+        ``out`` exists.
+    CaseStoreError
+        No case is done, or a case is unreadable (without ``skip_unreadable``).
+    """
+    if val_fraction + test_fraction > 1.0:
+        raise ExportError(
+            f"--val-fraction {val_fraction} + --test-fraction {test_fraction} exceed 1; "
+            "lower one of them"
+        )
+    fractions = (1.0 - val_fraction - test_fraction, val_fraction, test_fraction)
+    write = export_approved if out.suffix.lower() in (".h5", ".hdf5") else export_folder
+    store = CaseStore(root, create=False)
+    return write(store, out, fractions=fractions, seed=seed, skip_unreadable=skip_unreadable)
 
 
 @dataclass(frozen=True)
@@ -104,7 +153,7 @@ def export_approved(
 
     Raises
     ------
-    FileExistsError
+    ExportExists
         If ``out`` exists (exports are versioned: name a new file).
     ValueError
         If ``fractions`` are not three shares summing to 1.
@@ -166,7 +215,7 @@ def export_folder(
 
     Raises
     ------
-    FileExistsError
+    ExportExists
         If ``out`` exists.
     ValueError
         If ``fractions`` are not three shares summing to 1.
@@ -233,7 +282,7 @@ def export_folder(
 
 def _refuse_existing(out: Path) -> None:
     if out.exists():
-        raise FileExistsError(f"{out} exists; exports are never overwritten, name a new one")
+        raise ExportExists(f"{out} exists; exports are never overwritten, name a new one")
 
 
 def _now() -> str:

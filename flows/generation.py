@@ -7,16 +7,30 @@ Tasks pass file paths, never arrays or models.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
+from angioflow.flows.catalog import find_catalog, public_data_folder
+from angioflow.flows.resources import packaged_file
+from angioflow.pipeline.errors import AngioflowError
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from pydantic import Field
 
-__all__ = ["MAX_SAMPLES", "generation_flow"]
+__all__ = [
+    "MAX_SAMPLES",
+    "GenerationInputError",
+    "MaskSet",
+    "SyntheticSet",
+    "generate_synthetic_set",
+    "generation_flow",
+    "sample_mask_set",
+]
 
 # One scheduled run's bound (about 5 MB of output per 256 px sample): a typo cannot fill a disk.
 MAX_SAMPLES = 10_000
@@ -52,8 +66,12 @@ def mask_model_task(
     if not retrain:
         return weights or str(DEFAULT_DDPM_WEIGHTS)
     from angioflow.flows.settings_file import read_settings
-    from angioflow.models.ddpm_data import load_exported_masks, load_public_masks
-    from angioflow.models.ddpm_training import DDPMTrainingConfig, train_ddpm
+    from angioflow.models.ddpm import (
+        DDPMTrainingConfig,
+        load_exported_masks,
+        load_public_masks,
+        train_ddpm,
+    )
 
     settings = DDPMTrainingConfig(**read_settings(Path(config)))
     size = settings.model.image_size
@@ -112,8 +130,8 @@ def generation_flow(
     steps: Annotated[int, Field(ge=1, le=1000, description="sampler steps")] = 50,
     store: str | None = None,
     retrain: bool = False,
-    ddpm_config: str = "configs/ddpm64.yaml",
-    data: str = "../shared/data",
+    ddpm_config: str | None = None,
+    data: str | None = None,
     ddpm_weights: str | None = None,
     pix2pixhd_weights: str | None = None,
     edsr_weights: str | None = None,
@@ -124,11 +142,14 @@ def generation_flow(
     (``synthetic_<UTC time>_report/report.html``, also published as Prefect artifacts) in
     ``out_dir``.
     Weights default to the shipped ones; ``retrain`` retrains the mask DDPM with
-    ``ddpm_config`` on the exported approved cases and the public A/V sets in ``data``.
+    ``ddpm_config`` (default: the shipped ``configs/ddpm64.yaml``) on the exported approved
+    cases and the public A/V sets in ``data`` (default: the catalog's ``public_datasets``).
     """
     from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS
     from angioflow.models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS
 
+    ddpm_config = ddpm_config or str(packaged_file("configs/ddpm64.yaml"))
+    data = data or str(public_data_folder(find_catalog()))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -152,3 +173,142 @@ def generation_flow(
         "report": evaluation["report"],
         "metrics": {k: v for k, v in evaluation.items() if k not in ("stats", "report")},
     }
+
+
+class GenerationInputError(AngioflowError, ValueError):
+    """A generation run asked for with options or files it cannot use; the message says which."""
+
+
+SAMPLERS = ("ddpm", "ddim", "dpm")
+
+
+def _check_request(n: int, sampler: str, what: str) -> None:
+    if sampler not in SAMPLERS:
+        raise GenerationInputError(f"--sampler must be ddpm, ddim or dpm, not {sampler!r}")
+    if n > MAX_SAMPLES:
+        raise GenerationInputError(
+            f"--n {n}: at most {MAX_SAMPLES} {what} per run; run several with other --seed"
+        )
+
+
+@dataclass(frozen=True)
+class MaskSet:
+    """A set of sampled A/V masks written to ``out``; ``near_empty`` of them have under 1 %
+    vessel pixels."""
+
+    out: Path
+    n: int
+    near_empty: int
+
+
+def sample_mask_set(
+    n: int,
+    out: Path,
+    *,
+    weights: Path | None = None,
+    sampler: str = "ddim",
+    steps: int = 50,
+    seed: int = 0,
+    batch_size: int = 32,
+    previews: Path | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    threads: int = 2,
+) -> MaskSet:
+    """Sample ``n`` A/V masks from the mask DDPM into the HDF5 file ``out`` (never
+    overwritten), with the weights' sha256 and the sampling settings as provenance.
+
+    Raises
+    ------
+    GenerationInputError
+        Unknown sampler, too many masks, ``out`` exists, or the weights folder is missing.
+    """
+    import torch
+    from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM, sample_masks, write_mask_set
+
+    _check_request(n, sampler, "masks")
+    if out.exists():
+        raise GenerationInputError(
+            f"{out} exists; generated sets are never overwritten, name a new file"
+        )
+    folder = weights or DEFAULT_DDPM_WEIGHTS
+    try:
+        model = MaskDDPM.load(folder)
+    except FileNotFoundError as error:
+        raise GenerationInputError(str(error)) from None
+    torch.set_num_threads(threads)
+    maps = sample_masks(
+        model,
+        n,
+        sampler=sampler,
+        steps=steps,
+        seed=seed,
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
+    provenance = {
+        "weights_sha256": hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest(),
+        "model": model.config.model_dump(),
+        "sampler": sampler,
+        "steps": model.config.timesteps if sampler == "ddpm" else steps,
+        "seed": seed,
+        "n": n,
+    }
+    labels = write_mask_set(out, maps, provenance, previews=previews)
+    density = (labels.reshape(len(labels), -1) > 0).mean(axis=1)
+    return MaskSet(out, n, int((density < 0.01).sum()))
+
+
+@dataclass(frozen=True)
+class SyntheticSet:
+    """A synthetic set of ``n`` photos of ``size`` x ``size`` pixels written to ``out``."""
+
+    out: Path
+    n: int
+    size: int
+
+
+def generate_synthetic_set(
+    n: int,
+    out: Path,
+    *,
+    sampler: str = "ddim",
+    steps: int = 50,
+    seed: int = 0,
+    batch_size: int = 8,
+    export_folders: Path | None = None,
+    weights: dict[str, Path | None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    threads: int = 2,
+) -> SyntheticSet:
+    """Synthetic fundus photos with their A/V and vessel masks (DDPM -> pix2pixHD -> EDSR x4)
+    in ``out``; a killed run continues where it stopped when started again the same way.
+
+    Parameters
+    ----------
+    weights : dict, optional
+        ``{"ddpm", "pix2pix", "edsr"}`` weights folders; a missing or None one: the shipped.
+
+    Raises
+    ------
+    GenerationInputError
+        Unknown sampler, too many samples, ``out`` exists or its unfinished run had other
+        settings, or a weights folder is missing.
+    DiskSpaceError
+        The set cannot fit on its disk.
+    """
+    import torch
+    from angioflow.models.generation import Generators, SetRequest, generate_set
+
+    _check_request(n, sampler, "samples")
+    torch.set_num_threads(threads)
+    chosen = {name: folder for name, folder in (weights or {}).items() if folder is not None}
+    try:
+        generators = Generators.load(**chosen)
+    except FileNotFoundError as error:
+        raise GenerationInputError(str(error)) from None
+    request = SetRequest(n=n, seed=seed, sampler=sampler, steps=steps, batch_size=batch_size)
+    try:
+        generate_set(generators, request, out, export_folders=export_folders, on_batch=on_batch)
+    except FileExistsError as error:  # the set, or an unfinished run with other settings
+        raise GenerationInputError(str(error)) from None
+    return SyntheticSet(out, n, generators.output_size)

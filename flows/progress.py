@@ -15,8 +15,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prefect import get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -59,6 +57,9 @@ class CaseProgress:
     """
 
     def __init__(self, key: str, total: int, verb: str) -> None:
+        # Prefect is imported by the flows that count, not by the CLI that draws the bar
+        from prefect.artifacts import create_progress_artifact
+
         self.key, self.total, self.verb = key, total, verb
         self.done = 0
         self._started = time.monotonic()
@@ -72,6 +73,9 @@ class CaseProgress:
 
     def advance(self, count: int = 1) -> None:
         """Record ``count`` more finished cases (failed or not)."""
+        from prefect import get_run_logger
+        from prefect.artifacts import update_progress_artifact
+
         self.done = min(self.total, self.done + count)
         update_progress_artifact(
             self._artifact,

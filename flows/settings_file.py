@@ -13,12 +13,15 @@ base's. ``base`` is a path relative to the file's own folder and must stay insid
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from angioflow.pipeline.errors import AngioflowError
+from pydantic import BaseModel, ValidationError
 
-__all__ = ["SettingsFileError", "merge_settings", "read_settings"]
+__all__ = ["SettingsFileError", "load_settings", "merge_settings", "read_settings"]
+
+Settings = TypeVar("Settings", bound=BaseModel)
 
 # Deeper chains are a mistake, not a design.
 MAX_BASE_DEPTH = 8
@@ -98,3 +101,35 @@ def _read(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
             f"{folder} (copy the base file there)"
         )
     return merge_settings(_read((folder / base).resolve(), (*chain, resolved)), document)
+
+
+def load_settings(
+    kind: type[Settings], path: Path | None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Settings of ``kind`` (a pydantic model) from ``path`` (None: the built-in defaults) with
+    ``overrides`` (command-line options) laid over the file's values.
+
+    Raises
+    ------
+    SettingsFileError
+        If the file cannot be read or its values do not validate; the message names the file
+        and every wrong field.
+    """
+    values = {**(read_settings(path) if path is not None else {}), **(overrides or {})}
+    try:
+        return kind.model_validate(values)
+    except ValidationError as error:
+        raise SettingsFileError(f"{path or 'settings'}: {_describe(error)}") from None
+
+
+def _describe(error: ValidationError) -> str:
+    """A pydantic error as one line: misspelt names together, then each wrong value."""
+    problems = error.errors(include_url=False, include_input=False)
+    unknown = [".".join(map(str, p["loc"])) for p in problems if p["type"] == "extra_forbidden"]
+    parts = [f"unknown settings {', '.join(unknown)} (misspelt?)"] if unknown else []
+    parts += [
+        f"{'.'.join(map(str, p['loc'])) or 'settings'}: {p['msg']}"
+        for p in problems
+        if p["type"] != "extra_forbidden"
+    ]
+    return "; ".join(parts)

@@ -1,0 +1,149 @@
+"""``angioflow train``: train angioflow's own models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from angioflow.flows.cli._app import user_errors
+from angioflow.flows.cli._options import CatalogOption, DataOption
+from angioflow.flows.cli._render import console
+from angioflow.flows.training import prepare_training
+
+train_app = typer.Typer(help="Train angioflow's own models.", no_args_is_help=True)
+
+TrainConfigOption = Annotated[
+    Path | None, typer.Option(help="YAML/JSON training config [default: built-in]")
+]
+RunOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Run folder: checkpoints, log, samples, weights [default: the catalog's "
+        "model_weights for this model]"
+    ),
+]
+ResumeOption = Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint")]
+ExportOption = Annotated[
+    list[Path] | None, typer.Option(help="`angioflow export` files to train on as well")
+]
+
+
+@contextmanager
+def _progress(total: int, *, enabled: bool = True) -> Iterator[Callable[[int, float], None]]:
+    """A progress bar for a training run; yields the ``on_step(step, loss)`` callback."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if not enabled:  # the other processes of a distributed run
+        yield lambda step, loss: None
+        return
+    columns = (
+        TextColumn("step {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("train", total=total, loss=float("nan"))
+        yield lambda step, loss: progress.update(bar, completed=step, loss=loss)
+
+
+def _train(model: str, **options: object) -> None:
+    """Prepare the run, report what was loaded, train under a progress bar."""
+    job = prepare_training(model, **options)  # type: ignore[arg-type]
+    if job.lead:
+        for note in job.notes:
+            console.print(note)
+    with _progress(job.steps, enabled=job.lead) as on_step:
+        weights = job.run(on_step)
+    if job.lead:
+        console.print(f"weights written to {weights}")
+
+
+@train_app.command("vessel")
+@user_errors
+def train_vessel(
+    config: TrainConfigOption = None,
+    out: RunOption = None,
+    data: DataOption = None,
+    resume: ResumeOption = True,
+    catalog: CatalogOption = None,
+) -> None:
+    """Train the vessel U-Net on the public training splits (never DRIVE test)."""
+    _train("vessel", config=config, data=data, out=out, catalog=catalog, resume=resume)
+
+
+@train_app.command("hvgn")
+@user_errors
+def train_hvgn(
+    config: TrainConfigOption = None,
+    out: RunOption = None,
+    data: DataOption = None,
+    resume: ResumeOption = True,
+    catalog: CatalogOption = None,
+) -> None:
+    """Train the artery/vein graph network on RITE, LES-AV, HRF-AV training and phantom cases."""
+    _train("hvgn", config=config, data=data, out=out, catalog=catalog, resume=resume)
+
+
+@train_app.command("ddpm")
+@user_errors
+def train_ddpm(
+    config: TrainConfigOption = None,
+    out: RunOption = None,
+    data: DataOption = None,
+    export: ExportOption = None,
+    loss: Annotated[
+        str | None, typer.Option(help="weighted (exp(c*x0)) or simple (L_simple, the ablation)")
+    ] = None,
+    resume: ResumeOption = True,
+    catalog: CatalogOption = None,
+) -> None:
+    """Train the A/V mask diffusion model (several processes: launch with torchrun)."""
+    _train(
+        "ddpm",
+        config=config,
+        data=data,
+        out=out,
+        catalog=catalog,
+        resume=resume,
+        exports=export,
+        loss=loss,
+    )
+
+
+@train_app.command("edsr")
+@user_errors
+def train_edsr(
+    config: TrainConfigOption = None,
+    out: RunOption = None,
+    data: DataOption = None,
+    resume: ResumeOption = True,
+    catalog: CatalogOption = None,
+) -> None:
+    """Train EDSR x4 super-resolution on real fundus photos (training splits)."""
+    _train("edsr", config=config, data=data, out=out, catalog=catalog, resume=resume)
+
+
+@train_app.command("pix2pixhd")
+@user_errors
+def train_pix2pixhd(
+    config: TrainConfigOption = None,
+    out: RunOption = None,
+    data: DataOption = None,
+    export: ExportOption = None,
+    resume: ResumeOption = True,
+    catalog: CatalogOption = None,
+) -> None:
+    """Train pix2pixHD (A/V mask -> fundus photo) on RITE, LES-AV, HRF-AV and exports."""
+    _train(
+        "pix2pixhd",
+        config=config,
+        data=data,
+        out=out,
+        catalog=catalog,
+        resume=resume,
+        exports=export,
+    )
