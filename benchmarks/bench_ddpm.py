@@ -39,8 +39,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _train(config, masks: np.ndarray, folder: Path):  # noqa: ANN001, ANN202
-    from angioflow.models.ddpm import MaskDDPM
-    from angioflow.models.ddpm_training import train_ddpm
+    from angioflow.models.ddpm import MaskDDPM, train_ddpm
 
     if (folder / "weights" / "model.safetensors").is_file():
         return MaskDDPM.load(folder / "weights"), None
@@ -80,9 +79,7 @@ def main() -> None:
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is absent: the ablation trains on RITE/LES-AV/HRF-AV")
 
-    from angioflow.models.ddpm_data import load_public_masks
-    from angioflow.models.ddpm_sampling import sample_masks
-    from angioflow.models.ddpm_training import DDPMTrainingConfig
+    from angioflow.models.ddpm import DDPMTrainingConfig, load_public_masks, sample_masks
     from angioflow.pipeline.av_structure import compare_structure
 
     torch.set_num_threads(2)
@@ -135,7 +132,7 @@ def main() -> None:
 
 def _compare_samplers(model, count: int, real: list, terminal_mean: bool) -> dict:  # noqa: ANN001
     """Ancestral DDPM (T steps) against DDIM and DPM-Solver++ (50 steps): speed and structure."""
-    from angioflow.models.ddpm_sampling import sample_masks
+    from angioflow.models.ddpm import sample_masks
     from angioflow.pipeline.av_structure import compare_structure
 
     timings, sampled = {}, {}
@@ -176,7 +173,7 @@ def _figure(grids: dict[str, np.ndarray], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from angioflow.models.ddpm_sampling import mask_grid
+    from angioflow.models.ddpm import mask_grid
 
     figure, axes = plt.subplots(2, 3, figsize=(14.4, 10.0))
     for axis, key in zip(axes.ravel(), _TITLES, strict=True):

@@ -32,8 +32,7 @@ def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
 def against_bicubic(model, records) -> tuple[list[dict], list[float]]:  # noqa: ANN001
     """Per photo: PSNR of EDSR and of bicubic up-sampling of its x4 down-sample, inside the
     FOV eroded by 8 px; and EDSR's seconds per photo."""
-    from angioflow.models.edsr import upscale
-    from angioflow.models.edsr_training import downsample
+    from angioflow.models.edsr import downsample, upscale
 
     scale = model.config.scale
     rows, seconds = [], []

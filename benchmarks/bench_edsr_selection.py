@@ -30,7 +30,7 @@ def main() -> None:
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is absent: the benchmark needs the DRIVE and LES-AV photos")
 
-    from angioflow.models.edsr_training import EDSRTrainingConfig, crop_to_fov, train_edsr
+    from angioflow.models.edsr import EDSRTrainingConfig, crop_to_fov, train_edsr
     from angioflow.pipeline.datasets import load_dataset
 
     base = read_settings(CONFIG)

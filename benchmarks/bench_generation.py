@@ -69,7 +69,7 @@ def _held_out_recovery(generators) -> dict[str, dict[str, float]]:  # noqa: ANN0
     by the same EDSR, scored against the masks shrunk the same way."""
     from angioflow.models.edsr import upscale
     from angioflow.models.generation import draw_photos, enlarge_labels
-    from angioflow.models.pix2pixhd_training import make_pair
+    from angioflow.models.pix2pixhd import make_pair
     from angioflow.pipeline.datasets import load_dataset
     from angioflow.pipeline.mask_structure import labels_from_channels
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from angioflow.models.hvgn_inference import DEFAULT_AV_WEIGHTS, AVLabeller
+from angioflow.models.hvgn import DEFAULT_AV_WEIGHTS, AVLabeller
 from angioflow.pipeline.datasets import LabelledImage, load_dataset
 from angioflow.pipeline.metrics import av_scores
 from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from angioflow.models.vessel_data import phantom_fa_frames
-from angioflow.models.vessel_inference import DEFAULT_WEIGHTS, VesselSegmenter
+from angioflow.models.vessel import DEFAULT_WEIGHTS, VesselSegmenter, phantom_fa_frames
 from angioflow.pipeline.datasets import load_dataset
 from angioflow.pipeline.metrics import vessel_scores
 from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case

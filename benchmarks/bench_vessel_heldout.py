@@ -8,8 +8,8 @@ Trains the recipe in CONFIG (a `angioflow train vessel` config) without DRIVE tr
 clDice (threshold 0.5, inside the FOV masks) on those five images, and the mean accuracy at
 thresholds 0.30-0.70 (`accuracy_by_threshold`, `best_threshold`). A run resumes from RUN_DIR;
 a finished run is only evaluated.
-The README's held-out numbers (configs/vessel.yaml 0.9545, configs/vessel_two_windows.yaml
-0.9551) come from this script, CPU, 6000 steps.
+The held-out numbers of docs/guide.md (configs/vessel.yaml 0.9545) and of the options tried and
+removed (docs/experiments.md) come from this script, CPU, 6000 steps.
 """
 
 from __future__ import annotations
@@ -20,9 +20,13 @@ from pathlib import Path
 
 import numpy as np
 from angioflow.flows.settings_file import read_settings
-from angioflow.models.training import VesselTrainingConfig, train_vessel
-from angioflow.models.vessel_data import load_training_images, phantom_fa_training_images
-from angioflow.models.vessel_inference import VesselSegmenter
+from angioflow.models.vessel import (
+    VesselSegmenter,
+    VesselTrainingConfig,
+    load_training_images,
+    phantom_fa_training_images,
+    train_vessel,
+)
 from angioflow.pipeline.datasets import load_dataset
 from angioflow.pipeline.metrics import vessel_scores
 

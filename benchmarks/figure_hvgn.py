@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from angioflow.models.hvgn_inference import AVLabeller  # noqa: E402
+from angioflow.models.hvgn import AVLabeller  # noqa: E402
 from angioflow.pipeline.datasets import LabelledImage, load_dataset  # noqa: E402
 from angioflow.pipeline.metrics import av_scores  # noqa: E402
 from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case  # noqa: E402

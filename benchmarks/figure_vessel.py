@@ -12,8 +12,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from angioflow.models.vessel_data import phantom_fa_frames  # noqa: E402
-from angioflow.models.vessel_inference import VesselSegmenter  # noqa: E402
+from angioflow.models.vessel import (
+    VesselSegmenter,  # noqa: E402
+    phantom_fa_frames,  # noqa: E402
+)
 from angioflow.pipeline.datasets import load_dataset  # noqa: E402
 from angioflow.pipeline.io import as_fa_frame, read_image  # noqa: E402
 

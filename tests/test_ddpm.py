@@ -20,18 +20,21 @@ import torch
 from angioflow.flows.cli import app
 from angioflow.models.ddpm import (
     DEFAULT_DDPM_WEIGHTS,
+    DDPMTrainingConfig,
     MaskDDPM,
     MaskDDPMConfig,
+    sample_masks,
+    train_ddpm,
+    unweighted_epsilon,
     vessel_weighted_loss,
+    write_mask_set,
 )
-from angioflow.models.ddpm_sampling import sample_masks, unweighted_epsilon, write_mask_set
-from angioflow.models.ddpm_training import DDPMTrainingConfig, train_ddpm
 from angioflow.pipeline.av_structure import structure_stats
 from angioflow.pipeline.casestore import CaseStore
 from angioflow.pipeline.mask_structure import binarise_av, resize_av_labels, thin_av_labels
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
-from conftest import TrainingInterrupted, copy_store, interrupt_at
 from scipy import ndimage as ndi
+from support import TrainingInterrupted, copy_store, interrupt_at
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +45,7 @@ TINY = MaskDDPMConfig(
     attention_resolutions=(16,),
     attention_head_dim=8,
     norm_num_groups=8,
+    schedule="linear",
     timesteps=50,
 )
 runner = CliRunner()
@@ -69,6 +73,8 @@ def _config(**changes: object) -> DDPMTrainingConfig:
         "sample_count": 4,
         "learning_rate": 2e-3,
         "warmup_steps": 1,
+        "loss": "weighted",
+        "c": 2.0,
     }
     return DDPMTrainingConfig(**{**values, **changes})
 
@@ -156,7 +162,7 @@ _DISTRIBUTED = textwrap.dedent(
     import os, sys
     from pathlib import Path
     import numpy as np, torch
-    from angioflow.models.ddpm_training import DDPMTrainingConfig, train_ddpm
+    from angioflow.models.ddpm import DDPMTrainingConfig, train_ddpm
     config = DDPMTrainingConfig.model_validate_json(Path(sys.argv[1]).read_text())
     masks = np.load(sys.argv[2])
     model = train_ddpm(config, masks, Path(sys.argv[3]), resume=False)
@@ -294,7 +300,7 @@ def test_binarisation_keeps_classes_apart_except_at_crossings() -> None:
 def test_export_then_train_masks_and_generate_command(
     curated_store_template: Path, tmp_path: Path
 ) -> None:
-    from angioflow.models.ddpm_data import load_exported_masks
+    from angioflow.models.ddpm import load_exported_masks
 
     store = CaseStore(copy_store(curated_store_template, tmp_path / "store"), create=False)
     done, waiting = store.case_ids()

@@ -8,14 +8,21 @@ import numpy as np
 import pytest
 import torch
 from angioflow.flows.cli import app
-from angioflow.models.edsr import EDSR, EDSRConfig, upscale
-from angioflow.models.edsr_training import EDSRTrainingConfig, PhotoCrops, downsample, train_edsr
+from angioflow.models.edsr import (
+    EDSR,
+    EDSRConfig,
+    EDSRTrainingConfig,
+    PhotoCrops,
+    downsample,
+    train_edsr,
+    upscale,
+)
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
-from conftest import SHARED_DATA, TrainingInterrupted, interrupt_at
 from PIL import Image
+from support import SHARED_DATA, TrainingInterrupted, interrupt_at
 from typer.testing import CliRunner
 
-TINY = EDSRConfig(features=16, blocks=2)
+TINY = EDSRConfig(features=16, blocks=2, bicubic_skip=False)
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 import torch
 from angioflow.flows.cli import app
-from angioflow.models.hvgn import HVGN, HVGNConfig, graph_batch
-from angioflow.models.hvgn_data import CropSampler, phantom_av_training_images
-from angioflow.models.hvgn_inference import AVLabeller
-from angioflow.models.hvgn_training import HVGNTrainingConfig, train_hvgn
+from angioflow.models.hvgn import (
+    HVGN,
+    AVLabeller,
+    CropSampler,
+    HVGNConfig,
+    HVGNTrainingConfig,
+    graph_batch,
+    phantom_av_training_images,
+    train_hvgn,
+)
 from angioflow.pipeline.datasets import load_dataset
 from angioflow.pipeline.metrics import av_scores
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
@@ -229,15 +235,14 @@ def test_train_hvgn_command_writes_weights_that_label_av_uses(tmp_path: Path) ->
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "steps: 2\nbatch_size: 1\ncrop: 64\ncheckpoint_every: 1\ndatasets: []\nphantom_cases: 1\n"
-        "model: {base_channels: 4, depth: 2, features: 8, hidden: 8, cells: [2, 2],"
-        " local_contrast_window: 0.05}\n"
+        "model: {base_channels: 4, depth: 2, features: 8, hidden: 8, cells: [2, 2]}\n"
     )
     runner = CliRunner()
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", "hvgn", "--config", str(config), "--out", str(run)])
     assert result.exit_code == 0, result.output
     trained = HVGN.load(run / "weights").config
-    assert trained.features == 8 and trained.in_channels == 6  # colours + local colour contrast
+    assert trained.features == 8 and trained.in_channels == 3
     assert len((run / "log.jsonl").read_text().splitlines()) == 2
 
     case = generate_case(8897, PhantomConfig(size=(300, 450), n_frames=2))

@@ -12,19 +12,17 @@ from angioflow.models.pix2pixhd import (
     GlobalGenerator,
     MultiscaleDiscriminator,
     Pix2PixHDConfig,
-    VGGPerceptualLoss,
-    reconstruction_loss,
-)
-from angioflow.models.pix2pixhd_training import (
     Pix2PixHDTrainingConfig,
+    VGGPerceptualLoss,
     generator_input,
     make_pair,
     photo_uint8,
+    reconstruction_loss,
     train_pix2pixhd,
 )
 from angioflow.pipeline.datasets import load_dataset
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
-from conftest import SHARED_DATA, TrainingInterrupted, interrupt_at
+from support import SHARED_DATA, TrainingInterrupted, interrupt_at
 
 TINY = Pix2PixHDConfig(
     image_size=32,
@@ -34,6 +32,7 @@ TINY = Pix2PixHDConfig(
     discriminator_features=8,
     discriminator_layers=2,
     discriminator_scales=2,
+    input_skip=False,
 )
 
 
@@ -59,6 +58,8 @@ def _config(**changes: object) -> Pix2PixHDTrainingConfig:
         "sample_every": 1000,
         "learning_rate": 2e-3,
         "ema_decay": 0.9,
+        "l1_weight": 0.0,
+        "l1_vessel_weight": 0.0,
     }
     return Pix2PixHDTrainingConfig(**{**values, **changes})
 

@@ -1,5 +1,6 @@
 """Damaged or altered weights are refused with one line naming the file; `generate` is bounded
-in count and checks free disk space before it starts."""
+in count and checks free disk space before it starts; the training defaults are the shipped
+weights' recipes, and saved weights load back equal."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 from angioflow.flows.cli import app
 from angioflow.models import checkpoints
 from angioflow.models.checkpoints import WeightsError, verify_weights
-from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS
-from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR
+from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS, DDPMTrainingConfig, MaskDDPM
+from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR, EDSRTrainingConfig
+from angioflow.models.hvgn import HVGN, HVGNTrainingConfig
+from angioflow.models.pix2pixhd import GlobalGenerator, Pix2PixHDTrainingConfig
+from angioflow.models.training import CONFIGS, TrainingConfig
+from angioflow.models.vessel import VesselTrainingConfig, VesselUNet
 from typer.testing import CliRunner
 
 ANGIOFLOW = str(Path(sys.executable).parent / "angioflow")
@@ -86,7 +93,6 @@ def test_a_shipped_folder_without_its_manifest_is_refused(
     ],
 )
 def test_damaged_weights_are_one_line_errors(tmp_path: Path, damage: str, message: str) -> None:
-    import torch
     from safetensors.torch import load_file, save_file
 
     folder = _copy(DEFAULT_DDPM_WEIGHTS, tmp_path)
@@ -143,3 +149,68 @@ def test_generate_checks_free_disk_space_first(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr[-1000:]
     assert "GB are free; lower --n or free space" in result.stderr
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
+# ---- the shipped recipes -------------------------------------------------------------------------
+
+# (training config, its file in configs/, model, shipped weights folder)
+SHIPPED_RECIPES = [
+    (VesselTrainingConfig, "vessel.yaml", VesselUNet, "vessel"),
+    (HVGNTrainingConfig, "hvgn.yaml", HVGN, "hvgn"),
+    (DDPMTrainingConfig, "ddpm64_long.yaml", MaskDDPM, "ddpm64"),
+    (Pix2PixHDTrainingConfig, "pix2pixhd256.yaml", GlobalGenerator, "pix2pixhd"),
+    (EDSRTrainingConfig, "edsr.yaml", EDSR, "edsr"),
+]
+# the other model recipes in configs/; the rest of the folder configures flows
+OTHER_RECIPES = {
+    "hvgn_continue.yaml": HVGNTrainingConfig,
+    "ddpm64.yaml": DDPMTrainingConfig,
+    "ddpm128.yaml": DDPMTrainingConfig,
+    "ddpm256.yaml": DDPMTrainingConfig,
+    "pix2pixhd.yaml": Pix2PixHDTrainingConfig,
+}
+FLOW_CONFIGS = {"curation.yaml", "downstream.yaml", "downstream_paper.yaml"}
+
+
+def _read(recipe: type[TrainingConfig], file: str) -> TrainingConfig:
+    return recipe.model_validate(yaml.safe_load((CONFIGS / file).read_text()))
+
+
+@pytest.mark.parametrize(("recipe", "file", "model_class", "weights"), SHIPPED_RECIPES)
+def test_each_training_default_is_the_recipe_of_the_shipped_weights(
+    recipe: type[TrainingConfig], file: str, model_class: type, weights: str
+) -> None:
+    shipped = _read(recipe, file)
+    default = recipe()
+    # threads say how a run shares the machine, not what it trains (the DDPM ablation ran two
+    # one-thread runs side by side)
+    assert default.model_copy(update={"threads": shipped.threads}) == shipped
+    trained = model_class.load(checkpoints.SHIPPED_WEIGHTS / weights)
+    # data_mean is measured on the training masks by the run, not chosen
+    assert default.model.model_dump(exclude={"data_mean"}) == trained.config.model_dump(
+        exclude={"data_mean"}
+    )
+    model_class(default.model).load_state_dict(trained.state_dict())  # strict: same architecture
+
+
+def test_the_shipped_hvgn_is_its_recipe_continued_and_every_recipe_file_validates() -> None:
+    assert _read(HVGNTrainingConfig, "hvgn_continue.yaml") == HVGNTrainingConfig(
+        init_weights="runs/hvgn/weights", steps=1800, learning_rate=0.001, seed=1
+    )
+    for file, recipe in OTHER_RECIPES.items():
+        _read(recipe, file)
+    listed = {file for _, file, _, _ in SHIPPED_RECIPES} | set(OTHER_RECIPES) | FLOW_CONFIGS
+    assert {p.name for p in CONFIGS.glob("*.yaml")} == listed
+
+
+@pytest.mark.parametrize(
+    ("model_class", "weights"), [(model, weights) for _, _, model, weights in SHIPPED_RECIPES]
+)
+def test_saved_weights_load_back_equal(tmp_path: Path, model_class: type, weights: str) -> None:
+    shipped = model_class.load(checkpoints.SHIPPED_WEIGHTS / weights)
+    shipped.save(tmp_path / weights)
+    copy = model_class.load(tmp_path / weights)
+    assert copy.config == shipped.config
+    assert copy.state_dict().keys() == shipped.state_dict().keys()
+    for name, tensor in shipped.state_dict().items():
+        assert torch.equal(copy.state_dict()[name], tensor), name  # fp16 values survive exactly
