@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 from angioflow.flows.catalog import CatalogError, load_catalog
 from angioflow.flows.cli import app
 from angioflow.flows.progress import format_eta
+from support import free_port, wait_until
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,16 +140,10 @@ def test_ingest_and_curate_show_progress_and_json_stays_pure(
 # ---- a real server and a real process worker ------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def prefect_api(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A `prefect server start` of its own (its own home and database) on a free local port."""
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
@@ -169,15 +162,16 @@ def prefect_api(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            raise AssertionError((tmp_path / "server.log").read_text()[-3000:])
+        try:
+            wait_until(
+                lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200,
+                120,
+                "a healthy Prefect server",
+                interval=0.5,
+                ignore=(httpx.HTTPError,),
+            )
+        except AssertionError as error:
+            raise AssertionError((tmp_path / "server.log").read_text()[-3000:]) from error
         yield api, env
     finally:
         os.killpg(server.pid, 15)
@@ -186,13 +180,11 @@ def prefect_api(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def _wait_for_state(api: str, run_id: str, states: set[str], timeout: float = 300) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"]
-        if state in states:
-            return state
-        time.sleep(1)
-    raise AssertionError(f"flow run {run_id} still not in {states} after {timeout} s")
+    def state() -> str | None:
+        now = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"]
+        return now if now in states else None
+
+    return wait_until(state, timeout, f"flow run {run_id} in {sorted(states)}", interval=1)
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +207,8 @@ def test_decode_budget_makes_a_case_wait_until_the_bytes_are_free() -> None:
     budget = DecodeBudget(100)
     order: list[str] = []
     first_holds = threading.Event()
+    second_asks = threading.Event()
+    second_in = threading.Event()
     release_first = threading.Event()
 
     def first() -> None:
@@ -219,15 +220,18 @@ def test_decode_budget_makes_a_case_wait_until_the_bytes_are_free() -> None:
 
     def second() -> None:
         first_holds.wait(10)
+        second_asks.set()
         with budget.reserve(50):
             order.append("second in")
+            second_in.set()
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for thread in threads:
         thread.start()
-    first_holds.wait(10)
-    time.sleep(0.3)
-    assert order == ["first in"] and budget.available == 30  # the second waits
+    assert second_asks.wait(10)
+    # that it waits can only be seen as not getting in: give it the time it would need
+    assert not second_in.wait(0.3)
+    assert order == ["first in"] and budget.available == 30
     release_first.set()
     for thread in threads:
         thread.join(10)
@@ -270,12 +274,13 @@ def test_two_folders_of_one_exam_in_one_run_keep_the_first_and_quarantine_the_se
 
 _RACE = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys
     from pathlib import Path
     from angioflow.pipeline.casestore import CaseStore
     from angioflow.pipeline.ingest import ingest_case
-    source, store, start = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
-    time.sleep(max(0.0, start - time.time()))
+    source, store = Path(sys.argv[1]), Path(sys.argv[2])
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go", sent to both processes at once
     outcomes = []
     for folder in sorted(source.iterdir()):
         outcome = ingest_case(folder, CaseStore(store), source_root=source, key=b"k" * 32)
@@ -287,16 +292,21 @@ _RACE = textwrap.dedent(
 
 def _race(sources: list[Path], store: Path) -> list[list[dict[str, str]]]:
     """Two real processes ingest at the same moment into one store; their outcomes."""
-    start = time.time() + 4  # both have imported everything by then
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _RACE, str(source), str(store), str(start)],
+            [sys.executable, "-c", _RACE, str(source), str(store)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for source in sources
     ]
+    for process in processes:  # both have imported everything
+        assert process.stdout.readline() == "ready\n", process.communicate()[1][-2000:]
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()
     results = []
     for process in processes:
         out, err = process.communicate(timeout=300)
@@ -462,6 +472,7 @@ def test_patient_ids_in_folder_names_never_reach_stdout_store_or_prefect(
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.logging.handlers import APILogWorker
 
     source, store = tmp_path / "src", tmp_path / "store"
     _raw_cases_that_tempt_a_leak(source)
@@ -492,7 +503,8 @@ def test_patient_ids_in_folder_names_never_reach_stdout_store_or_prefect(
         assert len(task_runs) == 6
         found["task run names"] = _leaks(" ".join(t.name for t in task_runs))
         found["flow run parameters"] = _leaks(json.dumps([r.parameters for r in runs]))
-        time.sleep(3)  # run logs are sent in batches
+        _, unsent = APILogWorker.drain_all(timeout=60)  # logs go out in batches: send them now
+        assert not unsent, "run logs not sent to the Prefect server within 60 s"
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
         assert any("quarantined" in log.message for log in logs)
         found["run logs"] = _leaks(" ".join(log.message for log in logs))

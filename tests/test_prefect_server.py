@@ -9,11 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from support import write_case
+from support import wait_until, write_case
 
 ANGIOFLOW = str(Path(sys.executable).parent / "angioflow")
 
@@ -66,19 +65,25 @@ def test_a_killed_command_leaves_no_prefect_server(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     servers: list[int] = []
+
+    def running_children() -> list[int]:
+        assert process.poll() is None, "the command ended before it started a Prefect server"
+        return _children(process.pid)
+
     try:
-        deadline = time.monotonic() + 120
-        while not servers and time.monotonic() < deadline and process.poll() is None:
-            servers = _children(process.pid)
-            time.sleep(0.05)
-        assert servers, "the command started no Prefect server"
-        time.sleep(1.0)  # the server is importing / migrating: the command waits for it
+        servers = wait_until(running_children, 120, "a Prefect server started by the command")
+        # killed while the server migrates its fresh database and the command waits for it
+        database = tmp_path / "prefect_home" / "prefect.db"
+        wait_until(database.exists, 120, "the temporary server's database")
+        assert process.poll() is None, "the command finished before it could be killed"
         process.send_signal(signal.SIGKILL)
         process.wait()
-        deadline = time.monotonic() + 20
-        while any(_alive(pid) for pid in servers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not any(_alive(pid) for pid in servers), "the Prefect server outlived its command"
+        wait_until(
+            lambda: not any(_alive(pid) for pid in servers),
+            20,
+            "the Prefect server gone after its command was killed",
+            interval=0.1,
+        )
     finally:
         for pid in [process.pid, *servers]:
             if _alive(pid):

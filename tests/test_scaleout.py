@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 from angioflow.flows.cli import app
 from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 from angioflow.pipeline.curation_stages import STAGES
-from support import copy_store
+from support import copy_store, wait_until
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -58,18 +57,24 @@ def test_dask_ingest_then_curate_with_a_worker_killed_mid_case(
         Client(cluster) as client,
     ):
         killed: list[int] = []
+        curated = threading.Event()
+
+        def busy_mid_case() -> list[str] | bool:
+            """The busy workers once a case has a stage stored (the batch is under way)."""
+            if curated.is_set():
+                return True
+            cases = CaseStore(store, create=False)
+            if not any(cases.summary(c).stages_done for c in cases.case_ids()):
+                return []
+            return [w for w, keys in client.processing().items() if keys]
 
         def kill_a_busy_worker() -> None:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not killed:
-                busy = [w for w, keys in client.processing().items() if keys]
-                if busy:
-                    time.sleep(1.0)  # let it get well into the case
-                    pids = client.run(os.getpid, workers=busy[:1])
-                    pid = next(iter(pids.values()))
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                time.sleep(0.2)
+            busy = wait_until(busy_mid_case, 120, "a busy worker mid-case", interval=0.2)
+            if busy is True:
+                return  # the run ended first; the assertion below says so
+            pid = next(iter(client.run(os.getpid, workers=busy[:1]).values()))
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
 
         killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
         killer.start()
@@ -86,6 +91,7 @@ def test_dask_ingest_then_curate_with_a_worker_killed_mid_case(
                 "--json",
             ],
         )
+        curated.set()
         killer.join()
     assert killed, "no worker was busy to kill"
     assert result.exit_code == 0, result.output
@@ -127,11 +133,12 @@ def test_a_killed_curate_run_finishes_on_rerun_without_recomputing(
     process = subprocess.Popen(
         command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if "vessel_maps" in CaseStore(store, create=False).summary(second).stages_done:
-            break
-        time.sleep(0.2)
+    wait_until(
+        lambda: "vessel_maps" in CaseStore(store, create=False).summary(second).stages_done,
+        180,
+        "stage vessel_maps of the second case",
+        interval=0.2,
+    )
     process.send_signal(signal.SIGKILL)
     process.wait()
     stored = CaseStore(store, create=False).summary(second).stages_done

@@ -23,7 +23,7 @@ from angioflow.pipeline.h5_formats import SYNTHETIC_SET
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
 from angioflow.pipeline.study_stats import wilson_interval
 from PIL import Image, PngImagePlugin
-from support import headless_chromium, needs_chromium
+from support import free_port, headless_chromium, needs_chromium, wait_until
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -97,12 +97,6 @@ def test_the_study_folder_leaks_no_category(tmp_path: Path) -> None:
     assert (again / "study.json").read_text() == (study / "study.json").read_text()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _serve(study: Path, port: int) -> tuple[subprocess.Popen, str]:
     """Start ``angioflow study read`` and return it with the address it prints (with token)."""
     command = [
@@ -124,14 +118,17 @@ def _serve(study: Path, port: int) -> tuple[subprocess.Popen, str]:
         process.kill()
         raise RuntimeError(f"the reader server did not start: {line!r}")
     url = line.split(": ", 1)[1].strip()
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return process, url
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the reader server did not start")
+    try:
+        wait_until(lambda: _answers(url), 10, "the reader page", interval=0.1, ignore=(OSError,))
+    except AssertionError:
+        process.kill()
+        raise
+    return process, url
+
+
+def _answers(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1):
+        return True
 
 
 def _status(url: str) -> int:
@@ -146,14 +143,14 @@ def test_reader_page_saves_every_click_and_resumes_after_a_crash(tmp_path: Path)
     from selenium.webdriver.common.by import By
 
     study = _create(tmp_path)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     driver = headless_chromium()
     server, url = _serve(study, port)
     try:
         driver.get(url)
         progress = lambda: driver.find_element(By.ID, "progress").text  # noqa: E731
-        _wait(lambda: progress().startswith("Image 1 of 9"))
+        _page(lambda: progress().startswith("Image 1 of 9"), "Image 1 of 9")
         assert (
             driver.execute_script(
                 "const i = document.getElementById('photo'); return i.complete && i.naturalWidth"
@@ -161,13 +158,13 @@ def test_reader_page_saves_every_click_and_resumes_after_a_crash(tmp_path: Path)
             == 64
         )
         driver.find_element(By.ID, "real").click()
-        _wait(lambda: progress().startswith("Image 2 of 9"))
+        _page(lambda: progress().startswith("Image 2 of 9"), "Image 2 of 9")
         body = driver.find_element(By.TAG_NAME, "body")
         body.send_keys("4")
         body.send_keys("s")
-        _wait(lambda: progress().startswith("Image 3 of 9"))
+        _page(lambda: progress().startswith("Image 3 of 9"), "Image 3 of 9")
         driver.find_element(By.ID, "synthetic").click()
-        _wait(lambda: progress().startswith("Image 4 of 9"))
+        _page(lambda: progress().startswith("Image 4 of 9"), "Image 4 of 9")
         lines = (study / "answers" / "alice.jsonl").read_text().splitlines()
         answers = [json.loads(line) for line in lines]
         assert [(a["image"], a["answer"], a["confidence"]) for a in answers] == [
@@ -180,7 +177,8 @@ def test_reader_page_saves_every_click_and_resumes_after_a_crash(tmp_path: Path)
         server.wait()
         server, url = _serve(study, port)  # a new session: a new token
         driver.get(url)
-        _wait(lambda: progress().startswith("Image 4 of 9"))  # resumes with all answers kept
+        # resumes with all answers kept
+        _page(lambda: progress().startswith("Image 4 of 9"), "Image 4 of 9")
         token = url.split("?token=")[1]
         for path in (
             "/key.json",
@@ -192,10 +190,11 @@ def test_reader_page_saves_every_click_and_resumes_after_a_crash(tmp_path: Path)
         ):
             assert _status(f"{base}{path}?token={token}") == 404, path
         driver.save_screenshot(str(tmp_path / "reader.png"))
-        for _ in range(6):
-            body = driver.find_element(By.TAG_NAME, "body")
-            body.send_keys("r")
-        _wait(lambda: driver.find_element(By.ID, "done").is_displayed())
+        for shown in range(4, 10):  # one key per image, each once the image is on screen
+            where = f"Image {shown} of 9"
+            _page(lambda where=where: progress().startswith(where), where)
+            driver.find_element(By.TAG_NAME, "body").send_keys("r")
+        _page(lambda: driver.find_element(By.ID, "done").is_displayed(), "done")
     finally:
         driver.quit()
         server.send_signal(signal.SIGKILL)
@@ -205,16 +204,10 @@ def test_reader_page_saves_every_click_and_resumes_after_a_crash(tmp_path: Path)
     assert sum(row["alice"]["n"] for row in report["table"].values()) == 9
 
 
-def _wait(condition, timeout: float = 30.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except Exception:  # noqa: BLE001 - the page may be between states
-            pass
-        time.sleep(0.05)
-    raise AssertionError("the page did not reach the expected state")
+def _page(condition, what: str) -> None:  # noqa: ANN001 - a no-argument callable
+    """Wait for the reader page to show ``what``; errors while it is between states mean "not
+    yet"."""
+    wait_until(condition, 30, f"the reader page showing {what!r}", ignore=(Exception,))
 
 
 def test_report_matches_a_hand_computed_example(tmp_path: Path) -> None:
@@ -292,7 +285,7 @@ def _post(port: int, body: bytes, *, token: str | None, headers: dict[str, str])
 def reader_server(tmp_path: Path):  # noqa: ANN201 - (server, port, token, answers file)
     from urllib.parse import parse_qs, urlsplit
 
-    from angioflow.annotation_tools.reader import ReaderServer
+    from angioflow.flows.study_reader import ReaderServer
 
     study = _create(tmp_path)
     server = ReaderServer(study, "alice", timeout_s=0.5, max_connections=8)
@@ -364,6 +357,15 @@ def test_reader_server_bounds_threads_and_drops_idle_connections(
 ) -> None:
     server, port, token, _ = reader_server
     before = threading.active_count()
+    peak, stop = [0], threading.Event()
+
+    def watch_threads() -> None:  # the most handler threads at once, this one not counted
+        while not stop.is_set():
+            peak[0] = max(peak[0], threading.active_count() - before - 1)
+            stop.wait(0.01)
+
+    watcher = threading.Thread(target=watch_threads, daemon=True)
+    watcher.start()
     idle = []
     try:
         for _ in range(150):
@@ -371,27 +373,39 @@ def test_reader_server_bounds_threads_and_drops_idle_connections(
             probe.setblocking(False)
             probe.connect_ex(("127.0.0.1", port))
             idle.append(probe)
-        # refused SYNs are retried after 1 s and 3 s: watch long enough to see them accepted
-        most = 0
-        for _ in range(40):
-            most = max(most, threading.active_count() - before)
-            time.sleep(0.1)
-        assert most <= 8  # max_connections
-        # every idle connection is dropped after the 0.5 s socket timeout, so a reader waiting
-        # behind them is served within seconds
+        # refused SYNs are retried after 1 s and 3 s: the server works through the queue, and
+        # each idle connection is dropped after the 0.5 s socket timeout
+        wait_until(
+            lambda: any(_closed_by_server(p) for p in idle), 30, "an idle connection dropped"
+        )
         started = time.monotonic()
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/state", headers={"X-Reader-Token": token or ""}
         )
         assert urllib.request.urlopen(request, timeout=60).status == 200
-        assert time.monotonic() - started < 150 / 8 * 0.5 + 5
+        assert time.monotonic() - started < 150 / 8 * 0.5 + 5  # a reader behind them is served
+        wait_until(
+            lambda: all(_closed_by_server(p) for p in idle), 120, "all 150 idle connections dropped"
+        )
     finally:
+        stop.set()
+        watcher.join()
         for probe in idle:
             probe.close()
-    deadline = time.monotonic() + 10
-    while threading.active_count() > before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert threading.active_count() <= before
+    assert peak[0] <= 8  # max_connections
+    wait_until(
+        lambda: threading.active_count() <= before, 10, "the handler threads ended", interval=0.1
+    )
+
+
+def _closed_by_server(probe: socket.socket) -> bool:
+    """Whether the server closed this non-blocking connection (end of stream, or a reset)."""
+    try:
+        return probe.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except OSError:  # still open, or not yet accepted
+        return False
 
 
 def _one_line_error(result) -> str:  # noqa: ANN001 - a click Result
