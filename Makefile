@@ -1,4 +1,5 @@
 # Two set-up commands, both from a fresh clone:  make demo  |  make test
+# While editing: make test-fast (the tests not marked slow, a couple of minutes on 2 cores)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ SYSTEM_PACKAGES := xvfb xauth libgl1-mesa-dri libgl1 libegl1 libxkbcommon-x11-0 
 	libxcb-xinput0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libfontconfig1 libdbus-1-3 \
 	chromium chromium-driver
 
-.PHONY: demo test lint bench system-packages clean
+.PHONY: demo test test-fast lint bench system-packages clean
 
 # torch first, from the CPU wheel on this machine's disk: the project's lower bound is then
 # already satisfied, so pip never reaches for a multi-GB CUDA build.
@@ -36,6 +37,10 @@ demo: $(STAMP)
 test: $(STAMP) system-packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP) system-packages
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
