@@ -93,6 +93,8 @@ def deployment_parameters(catalog: Catalog, name: str) -> dict[str, Any]:
             "store": store,
         },
     }
+    if "public_datasets" in catalog.datasets:
+        defaults["generate"]["data"] = str(catalog.path("public_datasets"))
     schedule = catalog.schedules.get(name)
     return {**defaults[name], **(schedule.parameters if schedule else {})}
 

@@ -13,7 +13,7 @@ import pytest
 from angioflow.flows import cli
 from angioflow.flows.cli import app
 from angioflow.pipeline.casestore import CaseStore
-from conftest import PATIENT_ID, edit_case_json, write_case
+from support import PATIENT_ID, edit_case_json, write_case
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -231,7 +231,7 @@ def test_phantom_then_demo_run_end_to_end(tmp_path: Path, prefect_server: None) 
     code, out, _ = angioflow("curate", "--store", str(store), "--json")
     assert code == 0 and json.loads(out)["curated"] == json.loads(out)["waiting"] == []
     code, _, err = angioflow("curate", "--store", str(store), "--config", "configs/vessel.yaml")
-    assert code == 2 and "unknown curation settings" in err and "\n" not in err.strip()
+    assert code == 2 and "unknown settings" in err and "\n" not in err.strip()
     code, out, _ = angioflow(
         "inspect", case_ids[0], "--store", str(store), "--out", str(tmp_path / "qc")
     )

@@ -9,7 +9,8 @@ is printed as one line with exit code 2 (:func:`._app.user_errors`); anything el
 and shows its traceback.
 """
 
-from angioflow.flows.cli import demo, generate, review, serve, store
+# importing a command module registers its commands on `app`
+from angioflow.flows.cli import demo, generate, review, serve, store  # noqa: F401
 from angioflow.flows.cli._app import app
 from angioflow.flows.cli._render import console
 from angioflow.flows.cli.evaluate import evaluate_app
@@ -21,6 +22,3 @@ __all__ = ["app", "console"]
 app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(study_app, name="study")
-
-# the command modules register their commands on `app` when imported
-del demo, generate, review, serve, store
