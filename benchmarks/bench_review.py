@@ -232,7 +232,7 @@ def _screenshot(store_root: Path, case_id: str, path: Path) -> None:
     import napari
     import numpy as np
     from angioflow.annotation_tools.app import open_review
-    from angioflow.models.hvgn_inference import AVLabeller
+    from angioflow.models.hvgn import AVLabeller
     from angioflow.pipeline.casestore import CaseStore, MaskKind
     from angioflow.pipeline.curation_stages import run_av_labelling
     from PIL import Image
