@@ -1,4 +1,4 @@
-"""Prefect flow for stages 2-7 and 9: one task per stage per case, ending at a review gate.
+"""Prefect flow for stages 2-7 and 9: one named task per stage per case, ending at a review gate.
 
 Cases just ingested run stages 2-7 and stop at review gate 1 (vessel mask); cases whose vessel
 mask a clinician approved run stage 9 (A/V labelling) and stop at review gate 2.
@@ -10,6 +10,8 @@ work when the store already holds an output with the same key (see
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from angioflow.pipeline.curation import CurationSettings
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
+from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 __all__ = ["curate_flow"]
@@ -29,63 +32,116 @@ __all__ = ["curate_flow"]
 
 @cache
 def _segmenter(weights: str) -> Any:
-    from angioflow.models.vessel_inference import VesselSegmenter
+    from angioflow.models.vessel import VesselSegmenter
 
     return VesselSegmenter.load(Path(weights))
 
 
 @cache
 def _av_labeller(weights: str) -> Any:
-    from angioflow.models.hvgn_inference import AVLabeller
+    from angioflow.models.hvgn import AVLabeller
 
     return AVLabeller.load(Path(weights))
 
 
-def _stage_task(name: str):  # noqa: ANN202 - a Prefect task factory
-    def run(store: str, case_id: str, upstream: str, settings: dict[str, Any], weights: str) -> str:
-        case_store = CaseStore(Path(store), create=False)
+@contextmanager
+def _recorded(store: str, case_id: str, stage: str) -> Iterator[CaseStore]:
+    """The case store; an error escaping the block is recorded in the case's event log."""
+    case_store = CaseStore(Path(store), create=False)
+    try:
+        yield case_store
+    except Exception as error:
         try:
-            if name == "vessel_maps":
-                segmenter = _segmenter(weights)
-                return stages.run_vessel_maps(
-                    case_store, case_id, segmenter.segment, segmenter.weights_sha256
-                )
-            if name == "av_labelling":
-                labeller = _av_labeller(weights)
-                return stages.run_av_labelling(
-                    case_store,
-                    case_id,
-                    labeller.artery_probability,
-                    labeller.weights_sha256,
-                    labeller.model.config.fa_channels,
-                )
-            curation = CurationSettings.from_dict(settings)
-            if name == "registration":
-                return stages.run_registration(case_store, case_id, upstream, curation)
-            if name == "aggregate":
-                return stages.run_aggregate(case_store, case_id, upstream, curation)
-            if name == "fundus_alignment":
-                return stages.run_fundus_alignment(case_store, case_id, upstream, curation)
-            return stages.run_binarisation(case_store, case_id, upstream, curation)
-        except Exception as error:
-            try:
-                case_store.record_error(case_id, name, f"{type(error).__name__}: {error}")
-            except (CaseStoreError, OSError) as unrecorded:  # an unreadable file cannot log
-                get_run_logger().warning("case %s: error not recorded: %s", case_id, unrecorded)
-            raise
-
-    return task(
-        run,
-        name=name,
-        retries=2,
-        retry_delay_seconds=1,
-        retry_condition_fn=retry_on_io_error,
-        cache_policy=NONE,
-    )
+            case_store.record_error(case_id, stage, f"{type(error).__name__}: {error}")
+        except (CaseStoreError, OSError) as unrecorded:  # an unreadable file cannot log
+            get_run_logger().warning("case %s: error not recorded: %s", case_id, unrecorded)
+        raise
 
 
-AV_STAGE = "av_labelling"
-STAGE_TASKS = {name: _stage_task(name) for name in (*stages.STAGES, AV_STAGE)}
+# Transient I/O errors are retried; every stage skips work its stored output already covers.
+_STAGE_TASK = {
+    "retries": 2,
+    "retry_delay_seconds": 1,
+    "retry_condition_fn": retry_on_io_error,
+    "cache_policy": NONE,
+}
+
+
+@task(name="vessel_maps", **_STAGE_TASK)
+def vessel_maps_task(store: str, case_id: str, weights: str) -> str:
+    """Stage 3: vessel maps of every FA frame and the fundus photo."""
+    with _recorded(store, case_id, "vessel_maps") as case_store:
+        segmenter = _segmenter(weights)
+        return stages.run_vessel_maps(
+            case_store, case_id, segmenter.segment, segmenter.weights_sha256
+        )
+
+
+@task(name="registration", **_STAGE_TASK)
+def registration_task(store: str, case_id: str, upstream: str, settings: CurationSettings) -> str:
+    """Stages 2 and 4: rigid then non-rigid registration of the frames' vessel maps."""
+    with _recorded(store, case_id, "registration") as case_store:
+        return stages.run_registration(case_store, case_id, upstream, settings)
+
+
+@task(name="aggregate", **_STAGE_TASK)
+def aggregate_task(store: str, case_id: str, upstream: str, settings: CurationSettings) -> str:
+    """Stage 5: mean and maximum of the registered vessel maps."""
+    with _recorded(store, case_id, "aggregate") as case_store:
+        return stages.run_aggregate(case_store, case_id, upstream, settings)
+
+
+@task(name="fundus_alignment", **_STAGE_TASK)
+def fundus_alignment_task(
+    store: str, case_id: str, upstream: str, settings: CurationSettings
+) -> str:
+    """Stage 6: the FA aggregate aligned to the fundus photo."""
+    with _recorded(store, case_id, "fundus_alignment") as case_store:
+        return stages.run_fundus_alignment(case_store, case_id, upstream, settings)
+
+
+@task(name="binarisation", **_STAGE_TASK)
+def binarisation_task(store: str, case_id: str, upstream: str, settings: CurationSettings) -> str:
+    """Stage 7: the baseline vessel mask, offered at review gate 1."""
+    with _recorded(store, case_id, "binarisation") as case_store:
+        return stages.run_binarisation(case_store, case_id, upstream, settings)
+
+
+@task(name="av_labelling", **_STAGE_TASK)
+def av_labelling_task(store: str, case_id: str, weights: str) -> str:
+    """Stage 9: artery/vein labels of the approved vessel mask, offered at review gate 2."""
+    with _recorded(store, case_id, "av_labelling") as case_store:
+        labeller = _av_labeller(weights)
+        return stages.run_av_labelling(
+            case_store,
+            case_id,
+            labeller.artery_probability,
+            labeller.weights_sha256,
+            labeller.model.config.fa_channels,
+        )
+
+
+def _named(stage: Any, case_id: str) -> Any:
+    return stage.with_options(task_run_name=f"{stage.name} {case_id}")
+
+
+def _submit_curation(
+    store: str, case_id: str, settings: CurationSettings, weights: str
+) -> list[tuple[str, PrefectFuture]]:
+    """Stages 3 and 2-7 of one case, each waiting for the one before (its cache key)."""
+    key = _named(vessel_maps_task, case_id).submit(store, case_id, weights)
+    futures = [("vessel_maps", key)]
+    for stage in (registration_task, aggregate_task, fundus_alignment_task, binarisation_task):
+        key = _named(stage, case_id).submit(store, case_id, key, settings)
+        futures.append((stage.name, key))
+    return futures
+
+
+def _submit_av_labelling(
+    store: str, case_id: str, settings: CurationSettings, weights: str
+) -> list[tuple[str, PrefectFuture]]:
+    """Stage 9 of one case."""
+    return [("av_labelling", _named(av_labelling_task, case_id).submit(store, case_id, weights))]
 
 
 @flow(name="curate", task_runner=ThreadPoolTaskRunner(max_workers=1))
@@ -105,8 +161,8 @@ def curate_flow(
     store : str
         Case store root.
     settings : CurationSettings, optional
-        Parameters of stages 2-7 (a mapping of their values is accepted); the built-in ones by
-        default.
+        Parameters of stages 2-7 (a mapping of their values is accepted and validated); the
+        shipped recipe (``configs/curation.yaml``) by default.
     weights : str, optional
         Vessel CNN weights folder; the shipped weights by default.
     av_weights : str, optional
@@ -122,16 +178,16 @@ def curate_flow(
         case ids (``waiting``: at a review gate); failures carry the stage and a one-line
         reason. Done and rejected cases are left alone.
     """
-    from angioflow.models.hvgn_inference import DEFAULT_AV_WEIGHTS
-    from angioflow.models.vessel_inference import DEFAULT_WEIGHTS
+    from angioflow.models.hvgn import DEFAULT_AV_WEIGHTS
+    from angioflow.models.vessel import DEFAULT_WEIGHTS
 
-    settings = (settings or CurationSettings()).as_dict()
+    settings = settings or CurationSettings()
     weights = str(weights or DEFAULT_WEIGHTS)
     av_weights = str(av_weights or DEFAULT_AV_WEIGHTS)
     case_store = CaseStore(Path(store), create=False)
     plans = {
-        Stage.INGESTED: (stages.STAGES, weights),
-        Stage.VESSEL_APPROVED: ((AV_STAGE,), av_weights),
+        Stage.INGESTED: (_submit_curation, weights),
+        Stage.VESSEL_APPROVED: (_submit_av_labelling, av_weights),
     }
     todo, waiting, unreadable = [], [], []
     for case_id in case_store.case_ids():
@@ -155,17 +211,8 @@ def curate_flow(
             todo = []
     chains = {}
     for case_id, stage in todo:
-        names, stage_weights = plans[stage]
-        upstream: Any = ""
-        futures = []
-        for name in names:
-            upstream = (
-                STAGE_TASKS[name]
-                .with_options(task_run_name=f"{name} {case_id}")
-                .submit(store, case_id, upstream, settings, stage_weights)
-            )
-            futures.append((name, upstream))
-        chains[case_id] = futures
+        submit, stage_weights = plans[stage]
+        chains[case_id] = submit(store, case_id, settings, stage_weights)
     summary: dict[str, list[dict[str, str]]] = {
         "curated": [],
         "av_labelled": [],
@@ -183,7 +230,7 @@ def curate_flow(
                 break
         progress.advance()
         if failed is None:
-            done = "av_labelled" if futures[-1][0] == AV_STAGE else "curated"
+            done = "av_labelled" if futures[-1][0] == "av_labelling" else "curated"
             summary[done].append({"case_id": case_id})
             continue
         reason = _last_error(case_store, case_id, future)

@@ -8,7 +8,7 @@ to reference-frame pixels.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from angioflow.pipeline.deformable import BSplineSettings, Deformation, register_bspline
@@ -19,6 +19,16 @@ from angioflow.pipeline.registration import (
     frame_quality,
     register_similarity,
     warp_image,
+)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
 )
 from scipy import ndimage as ndi
 from skimage.filters import apply_hysteresis_threshold
@@ -39,9 +49,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class CurationSettings:
+class CurationSettings(BaseModel):
     """Every parameter of stages 2-7, recorded with each stage output.
+
+    A frozen pydantic model: validated wherever it is made (the shipped file
+    ``configs/curation.yaml``, ``angioflow curate --config``, Prefect parameters, a mapping
+    passed to :meth:`model_validate`), so every function here receives checked values. The
+    defaults are the shipped recipe, ``configs/curation.yaml``; a misspelt name is refused.
 
     Attributes
     ----------
@@ -74,58 +88,35 @@ class CurationSettings:
         Binarisation thresholds on the fused vessel probability.
     min_component_px : int
         Connected vessel pieces smaller than this are removed.
+
+    Example
+    -------
+    >>> CurationSettings.model_validate({"rigid": {"iterations": 50}}).rigid.iterations
+    50
     """
 
-    # Validated by pydantic where the settings come from forms and files (Prefect parameters):
-    # a misspelt name is refused, never ignored. A plain dict: pipeline/ does not import pydantic.
-    __pydantic_config__ = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rigid: RigidSettings = field(
-        default_factory=lambda: RigidSettings(
-            shrink_factors=(8, 4, 2), smoothing_sigmas=(8.0, 4.0, 2.0), sampling_fraction=0.2
-        )
-    )
-    nonrigid: BSplineSettings = field(
-        default_factory=lambda: BSplineSettings(
-            mesh=(4, 4),
-            levels=2,
-            shrink_factors=(4, 2),
-            smoothing_sigmas=(2.0, 0.0),
-            sampling_fraction=None,
-            iterations=20,
-        )
-    )
-    nonrigid_vessel_margin_px: int = 4
-    search_angles_deg: float = 10.0
-    fundus_scales: tuple[float, float] = (0.8, 1.25)
-    min_fill_ratio: float = 0.25
-    min_correlation: float = 0.3
-    good_correlation: float = 0.8
-    aperture_margin_px: int = 10
-    hysteresis_low: float = 0.3
-    hysteresis_high: float = 0.6
-    min_component_px: int = 30
+    rigid: RigidSettings = RigidSettings()
+    nonrigid: BSplineSettings = BSplineSettings()
+    nonrigid_vessel_margin_px: NonNegativeInt = 4
+    search_angles_deg: NonNegativeFloat = 10.0
+    fundus_scales: tuple[PositiveFloat, PositiveFloat] = (0.8, 1.25)
+    min_fill_ratio: NonNegativeFloat = 0.25
+    min_correlation: float = Field(0.3, ge=-1, le=1)
+    good_correlation: float = Field(0.8, ge=-1, le=1)
+    aperture_margin_px: NonNegativeInt = 10
+    hysteresis_low: float = Field(0.3, ge=0, le=1)
+    hysteresis_high: float = Field(0.6, ge=0, le=1)
+    min_component_px: PositiveInt = 30
 
-    def as_dict(self) -> dict:
-        """JSON-ready values (for stage provenance)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> CurationSettings:
-        """Inverse of :meth:`as_dict`; missing keys take their defaults."""
-        values = dict(values)
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown curation settings: {', '.join(sorted(unknown))}")
-        for key, kind in (("rigid", RigidSettings), ("nonrigid", BSplineSettings)):
-            if key in values:
-                nested = {
-                    k: tuple(v) if isinstance(v, list) else v for k, v in dict(values[key]).items()
-                }
-                values[key] = kind(**nested)
-        if "fundus_scales" in values:
-            values["fundus_scales"] = tuple(values["fundus_scales"])
-        return cls(**values)
+    @model_validator(mode="after")
+    def _ordered(self) -> CurationSettings:
+        if self.fundus_scales[0] > self.fundus_scales[1]:
+            raise ValueError("fundus_scales must be (low, high) with low <= high")
+        if self.hysteresis_low > self.hysteresis_high:
+            raise ValueError("hysteresis_low must not exceed hysteresis_high")
+        return self
 
 
 def _warp(

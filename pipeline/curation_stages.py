@@ -1,9 +1,10 @@
 """Stages 2-7 of one stored case, each reading its inputs from and writing its output to the store.
 
-Each stage function returns the stage's cache key: a sha256 over its upstream key, its
-parameters and the software that computed it. A stage whose stored output carries the same key
-is not recomputed, so a re-run of the curate flow skips finished work and recomputes exactly the
-stages whose inputs or parameters changed.
+Each stage function returns the stage's cache key: a sha256 over the stage's name, its upstream
+key, its parameters and the code that computed it (see :func:`code_version`). A stage whose
+stored output carries the same key is not recomputed, so a re-run of the curate flow skips
+finished work and recomputes exactly the stages whose inputs, parameters or code changed, and
+every stage downstream of them (their upstream key changed).
 
 The two stages that end at a review gate (binarisation, A/V labelling) store their output and
 the baseline version for review in one commit, and offer the stored baseline again when their
@@ -13,9 +14,14 @@ output is cached: a run killed at any point leaves a case that the next run fini
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import sys
 import time
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -43,6 +49,7 @@ __all__ = [
     "STAGES",
     "AVLabel",
     "Segmenter",
+    "code_version",
     "run_aggregate",
     "run_av_labelling",
     "run_binarisation",
@@ -60,8 +67,74 @@ Segmenter = Callable[..., np.ndarray]
 AVLabel = Callable[..., np.ndarray]
 
 
-def _key(stage: str, upstream: str, params: dict[str, Any]) -> str:
-    text = json.dumps({"stage": stage, "upstream": upstream, "params": params}, sort_keys=True)
+def _module_file_digest(module: ModuleType) -> str:
+    path = getattr(module, "__file__", None)
+    data = Path(path).read_bytes() if path else module.__name__.encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _angioflow_imports(module: ModuleType) -> set[str]:
+    """Names of the angioflow modules ``module`` uses: imported as modules or by name."""
+    names = set()
+    for value in vars(module).values():
+        name = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", "")
+        if isinstance(name, str) and name.startswith("angioflow.") and name in sys.modules:
+            names.add(name)
+    return names
+
+
+@cache
+def _module_closure_digest(name: str) -> str:
+    """sha256 over the source files of module ``name`` and of every angioflow module it uses,
+    transitively (read once per process)."""
+    seen, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        todo += sorted(_angioflow_imports(sys.modules[current]) - seen)
+    digests = {n: _module_file_digest(sys.modules[n]) for n in sorted(seen)}
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+
+
+def code_version(runner: Callable[..., Any], *implementations: Callable[..., Any]) -> str:
+    """The version of the code that computes a stage, as a sha256.
+
+    Parameters
+    ----------
+    runner : callable
+        The stage function of this module: its own source is hashed (a change to how the stage
+        reads or stores its arrays invalidates that stage only, not every stage).
+    *implementations : callable
+        The functions that compute the stage's output (the pipeline functions it calls, the
+        segmenter or labeller passed in). The source file of each one's module is hashed, with
+        the source files of every angioflow module those use, transitively (through the names
+        they import), so a change to, say, :mod:`pipeline.deformable` changes the version of
+        every stage that registers with it.
+
+    Returns
+    -------
+    str
+        Hex sha256.
+    """
+    parts = [_source_digest(runner)]
+    for function in implementations:
+        module = function.__module__
+        parts.append(
+            _module_closure_digest(module) if module in sys.modules else _source_digest(function)
+        )
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def _source_digest(function: Callable[..., Any]) -> str:
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
+
+
+def _key(stage: str, upstream: str, params: dict[str, Any], code: str) -> str:
+    text = json.dumps(
+        {"stage": stage, "upstream": upstream, "params": params, "code": code}, sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -88,7 +161,8 @@ def run_vessel_maps(store: CaseStore, case_id: str, segment: Segmenter, weights_
     # Frames are averaged over the sequence, which steadies them more than mirror averaging
     # would; the fundus photo stands alone and keeps it.
     params = {"weights_sha256": weights_sha256, "frame_mirror_averaging": False}
-    key = _key("vessel_maps", store.source_sha256(case_id), params)
+    code = code_version(run_vessel_maps, segment, fov_mask)
+    key = _key("vessel_maps", store.source_sha256(case_id), params, code)
     if _cached(store, case_id, "vessel_maps", key):
         return key
     started = time.perf_counter()
@@ -124,8 +198,8 @@ def run_registration(
     store: CaseStore, case_id: str, upstream: str, settings: CurationSettings
 ) -> str:
     """Stages 2 and 4: rigid then non-rigid registration of every frame's vessel map."""
-    params = {"settings": settings.as_dict()}
-    key = _key("registration", upstream, params)
+    params = {"settings": settings.model_dump(mode="json")}
+    key = _key("registration", upstream, params, code_version(run_registration, register_sequence))
     if _cached(store, case_id, "registration", key):
         return key
     started = time.perf_counter()
@@ -194,7 +268,7 @@ def read_registration(store: CaseStore, case_id: str) -> SequenceRegistration:
 def run_aggregate(store: CaseStore, case_id: str, upstream: str, settings: CurationSettings) -> str:
     """Stage 5: per-pixel mean and maximum of the registered vessel maps (reference grid)."""
     params = {"aperture_margin_px": settings.aperture_margin_px}
-    key = _key("aggregate", upstream, params)
+    key = _key("aggregate", upstream, params, code_version(run_aggregate, aggregate_maps))
     if _cached(store, case_id, "aggregate", key):
         return key
     started = time.perf_counter()
@@ -230,8 +304,9 @@ def run_fundus_alignment(
     store: CaseStore, case_id: str, upstream: str, settings: CurationSettings
 ) -> str:
     """Stage 6: align the FA aggregate to the fundus vessel map; resample it to fundus pixels."""
-    params = {"settings": settings.as_dict()}
-    key = _key("fundus_alignment", upstream, params)
+    params = {"settings": settings.model_dump(mode="json")}
+    code = code_version(run_fundus_alignment, align_to_fundus)
+    key = _key("fundus_alignment", upstream, params, code)
     if _cached(store, case_id, "fundus_alignment", key):
         return key
     started = time.perf_counter()
@@ -281,7 +356,7 @@ def run_binarisation(
         "min_component_px": settings.min_component_px,
         "aperture_margin_px": settings.aperture_margin_px,
     }
-    key = _key("binarisation", upstream, params)
+    key = _key("binarisation", upstream, params, code_version(run_binarisation, baseline_mask))
     note = f"baseline from curate (binarisation {key[:12]})"
     if _cached(store, case_id, "binarisation", key):
         # Curate runs this stage only for cases without a vessel version, so a cached output
@@ -337,7 +412,8 @@ def run_av_labelling(
         "fa_channels": fa_channels,
     }
     upstream = hashlib.sha256(np.packbits(vessel).tobytes()).hexdigest()
-    key = _key("av_labelling", store.source_sha256(case_id) + upstream, params)
+    code = code_version(run_av_labelling, label, av_labels)
+    key = _key("av_labelling", store.source_sha256(case_id) + upstream, params, code)
     if _cached(store, case_id, "av_labelling", key):
         # Curate runs this stage only for cases without A/V labels of the approved vessel
         # version: offer the cached output's baseline (a no-op when it is there).

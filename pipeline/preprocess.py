@@ -8,7 +8,7 @@ light); for an FA frame it is the frame itself (fluorescein makes vessels bright
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -16,11 +16,9 @@ from scipy import ndimage as ndi
 
 __all__ = [
     "Modality",
-    "colour_contrast",
     "fov_diameter",
     "fov_mask",
     "square_fov_crop",
-    "vessel_channels",
     "vessel_contrast",
 ]
 
@@ -133,56 +131,12 @@ def _local_mean(fov: np.ndarray, sigma: float) -> Callable[[np.ndarray], np.ndar
     return lambda values: ndi.gaussian_filter(values * weight, sigma) / coverage
 
 
-def colour_contrast(
-    image: np.ndarray, fov: np.ndarray, *, window_fraction: float = 1 / 20
-) -> np.ndarray:
-    """Each colour channel of a fundus photo relative to its local background, as a log ratio.
-
-    Illumination falls off across a photo, so a vein in a bright region can be brighter than an
-    artery in a dim one; relative to the surrounding retina the artery is the lighter of the
-    two again. The background is each channel's Gaussian-weighted mean inside the FOV
-    (normalised convolution, so the dark surround does not leak in).
-
-    Parameters
-    ----------
-    image : (H, W, 3) RGB fundus photo, uint8/uint16/float in [0, 1]
-    fov : (H, W) bool ndarray
-    window_fraction : float
-        Gaussian window s.d. as a fraction of the FOV diameter (1/20 is 27 px at 540 px).
-
-    Returns
-    -------
-    (H, W, 3) float32 ndarray
-        log((pixel + 1/255) / (background + 1/255)) clipped to [-3, 3] inside the FOV, 0
-        outside.
-
-    Example
-    -------
-    >>> photo = np.full((64, 64, 3), 0.5); photo[31:33] *= 0.5   # a dark band halves the level
-    >>> z = colour_contrast(photo, np.ones((64, 64), bool), window_fraction=0.1)
-    >>> bool(z[32, 32, 1] < -0.5 and abs(z[5, 32, 1]) < 0.05)
-    True
-    """
-    _validate(image, "fundus")
-    if fov.shape != image.shape[:2]:
-        raise ValueError(f"fov shape {fov.shape} does not match image shape {image.shape[:2]}")
-    if not fov.any():
-        raise ValueError("the field of view is empty")
-    local_mean = _local_mean(fov, max(1.0, fov_diameter(fov) * window_fraction))
-    out = np.zeros(image.shape, np.float32)
-    for c in range(3):
-        channel = _to_unit(image[..., c]) + 1 / 255
-        background = np.maximum(local_mean(channel), 1 / 255)
-        out[..., c] = np.where(fov, np.clip(np.log(channel / background), -3.0, 3.0), 0.0)
-    return out
-
-
 def vessel_contrast(
     image: np.ndarray,
     *,
     modality: Modality,
     fov: np.ndarray | None = None,
-    window_fraction: float | None = 1 / 40,
+    window_fraction: float = 1 / 40,
 ) -> np.ndarray:
     """Map a fundus photo or FA frame to one locally standardised channel with bright vessels.
 
@@ -198,9 +152,8 @@ def vessel_contrast(
     modality : {'fundus', 'fa'}
     fov : (H, W) bool ndarray, optional
         Field of view; estimated with :func:`fov_mask` when omitted.
-    window_fraction : float or None
-        Gaussian window s.d. as a fraction of the FOV diameter (1/40 is ~13 px on DRIVE);
-        None standardises by the mean and s.d. of the whole FOV.
+    window_fraction : float
+        Gaussian window s.d. as a fraction of the FOV diameter (1/40 is ~13 px on DRIVE).
 
     Returns
     -------
@@ -220,34 +173,8 @@ def vessel_contrast(
     fov_variance = float(channel[fov].var())
     # The variance floor keeps flat regions (pre-injection FA, saturated areas) from exploding.
     floor = 1e-4 * max(fov_variance, 1e-8) + 1e-8
-    if window_fraction is None:
-        mean, variance = float(channel[fov].mean()), fov_variance
-    else:
-        local_mean = _local_mean(fov, max(1.0, fov_diameter(fov) * window_fraction))
-        mean = local_mean(channel)
-        variance = local_mean((channel - mean) ** 2)
+    local_mean = _local_mean(fov, max(1.0, fov_diameter(fov) * window_fraction))
+    mean = local_mean(channel)
+    variance = local_mean((channel - mean) ** 2)
     z = (channel - mean) / np.sqrt(variance + floor)
     return np.where(fov, np.clip(z, -6.0, 6.0), 0.0).astype(np.float32)
-
-
-def vessel_channels(
-    image: np.ndarray,
-    *,
-    modality: Modality,
-    fov: np.ndarray | None = None,
-    windows: Sequence[float | None] = (1 / 40,),
-) -> np.ndarray:
-    """:func:`vessel_contrast` at several window sizes, stacked as network input channels.
-
-    A narrow window isolates thin vessels but flattens wide ones and the context around them;
-    a wide window (or the whole FOV, ``None``) keeps vessel calibre and the optic disc.
-
-    Returns
-    -------
-    channels : (len(windows), H, W) float32 ndarray
-    """
-    if fov is None:
-        fov = fov_mask(image, modality=modality)
-    return np.stack(
-        [vessel_contrast(image, modality=modality, fov=fov, window_fraction=w) for w in windows]
-    )

@@ -14,6 +14,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import SimpleITK as sitk  # noqa: N813 - the library's own convention
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveInt,
+    model_validator,
+)
 from scipy import ndimage as ndi
 
 __all__ = [
@@ -31,9 +39,10 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class RigidSettings:
+class RigidSettings(BaseModel):
     """Parameters of :func:`register_similarity` (recorded with every stage output).
+
+    The defaults are the shipped recipe (``rigid`` in ``configs/curation.yaml``).
 
     Attributes
     ----------
@@ -48,16 +57,21 @@ class RigidSettings:
         Sampling seed and SimpleITK thread count: fixed so a re-run gives the same numbers.
     """
 
-    # Validated by pydantic where the settings come from forms and files (Prefect parameters):
-    # a misspelt name is refused, never ignored. A plain dict: pipeline/ does not import pydantic.
-    __pydantic_config__ = {"extra": "forbid"}
+    # A misspelt name in a settings file is refused, never ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    shrink_factors: tuple[int, ...] = (8, 4, 2, 1)
-    smoothing_sigmas: tuple[float, ...] = (8.0, 4.0, 2.0, 1.0)
-    sampling_fraction: float = 0.25
-    iterations: int = 200
+    shrink_factors: tuple[PositiveInt, ...] = (8, 4, 2)
+    smoothing_sigmas: tuple[NonNegativeFloat, ...] = (8.0, 4.0, 2.0)
+    sampling_fraction: float = Field(0.2, gt=0, le=1)
+    iterations: PositiveInt = 200
     seed: int = 1
-    threads: int = 2
+    threads: PositiveInt = 2
+
+    @model_validator(mode="after")
+    def _one_sigma_per_level(self) -> RigidSettings:
+        if len(self.shrink_factors) != len(self.smoothing_sigmas):
+            raise ValueError("rigid: shrink_factors and smoothing_sigmas need one entry per level")
+        return self
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from angioflow.models.vessel_inference import VesselSegmenter
+from angioflow.models.vessel import VesselSegmenter
+from angioflow.pipeline import curation_stages as stages
 from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 from angioflow.pipeline.curation import (
     CurationSettings,
@@ -24,7 +25,9 @@ from angioflow.pipeline.phantom import PhantomCase, PhantomConfig, generate_case
 from angioflow.pipeline.preprocess import fov_mask
 from angioflow.pipeline.registration import coarse_search, register_similarity, similarity_matrix
 from PIL import Image
+from pydantic import ValidationError
 from scipy import ndimage as ndi
+from support import copy_store
 
 CONFIG = PhantomConfig(size=(384, 576), n_frames=5, max_translation=0.02, max_rotation_deg=8.0)
 
@@ -157,26 +160,71 @@ def test_binarise_hysteresis_components_and_fov() -> None:
         binarise(probability, fov, low=0.7, high=0.6)
 
 
-def test_settings_round_trip_and_reject_unknown_keys() -> None:
-    settings = CurationSettings()
-    assert CurationSettings.from_dict(json.loads(json.dumps(settings.as_dict()))) == settings
+def test_settings_defaults_are_the_shipped_recipe() -> None:
     shipped = Path(__file__).parents[1] / "configs" / "curation.yaml"
-    assert CurationSettings.from_dict(yaml.safe_load(shipped.read_text())) == settings
-    changed = CurationSettings.from_dict({"hysteresis_high": 0.7, "rigid": {"iterations": 50}})
+    assert (
+        CurationSettings.model_validate(yaml.safe_load(shipped.read_text())) == CurationSettings()
+    )
+    settings = CurationSettings()
+    assert CurationSettings.model_validate(json.loads(settings.model_dump_json())) == settings
+
+
+def test_settings_are_validated_and_refuse_unknown_keys() -> None:
+    changed = CurationSettings.model_validate({"hysteresis_high": 0.7, "rigid": {"iterations": 50}})
     assert changed.hysteresis_high == 0.7 and changed.rigid.iterations == 50
-    with pytest.raises(ValueError, match="unknown curation settings: hysteresis"):
-        CurationSettings.from_dict({"hysteresis": 0.5})
+    assert changed.rigid.shrink_factors == CurationSettings().rigid.shrink_factors
+    with pytest.raises(ValidationError, match="hysteresis"):
+        CurationSettings.model_validate({"hysteresis": 0.5})
+    with pytest.raises(ValidationError, match="optimizer"):
+        CurationSettings.model_validate({"nonrigid": {"optimizer": "lbfgsb"}})
+    with pytest.raises(ValidationError, match="hysteresis_low must not exceed"):
+        CurationSettings(hysteresis_low=0.7, hysteresis_high=0.6)
+    with pytest.raises(ValidationError, match="one entry per level"):
+        CurationSettings.model_validate({"nonrigid": {"levels": 3}})
 
 
-def test_curate_flow_reaches_review_gate_caches_and_isolates_failures(
-    tmp_path: Path, secret: bytes, prefect_server: None
-) -> None:
+def test_code_version_follows_the_modules_a_stage_runs() -> None:
+    registration = stages.code_version(stages.run_registration, register_sequence)
+    binarisation = stages.code_version(stages.run_binarisation, stages.baseline_mask)
+    assert stages.code_version(stages.run_registration, register_sequence) == registration
+
+    def edited_register_sequence(*args: object, **kwargs: object) -> object:
+        return register_sequence(*args, **kwargs)
+
+    assert stages.code_version(stages.run_registration, edited_register_sequence) != registration
+    assert stages.code_version(stages.run_aggregate, register_sequence) != registration
+
+    real = stages._module_file_digest
+    stages._module_closure_digest.cache_clear()
+    try:
+        # an edit to pipeline.deformable, which pipeline.curation imports
+        stages._module_file_digest = lambda module: (
+            "edited" if module.__name__.endswith(".deformable") else real(module)
+        )
+        assert stages.code_version(stages.run_registration, register_sequence) != registration
+    finally:
+        stages._module_file_digest = real
+        stages._module_closure_digest.cache_clear()
+    assert stages.code_version(stages.run_binarisation, stages.baseline_mask) == binarisation
+
+
+@dataclass(frozen=True)
+class Curated:
+    """The curate flow's first run over three phantom exams and a dark one, one damaged."""
+
+    root: Path
+    ids: dict[int | str, str]
+    cases: dict[int, PhantomCase]
+    result: dict
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Curated:
     from angioflow.flows.curate import curate_flow
     from angioflow.flows.ingest import ingest_flow
-    from angioflow.flows.inspect import inspect_case
-    from angioflow.pipeline import curation_stages as stages
 
-    source, root = tmp_path / "raw", tmp_path / "store"
+    tmp = tmp_path_factory.mktemp("curate")
+    source, root = tmp / "raw", tmp / "store"
     cases = {}
     for index, seed in enumerate((31, 32, 33)):
         cases[index] = generate_case(seed, CONFIG)
@@ -188,64 +236,122 @@ def test_curate_flow_reaches_review_gate_caches_and_isolates_failures(
         dark = np.zeros(CONFIG.size, np.uint8)
         dark[100, 200], dark[101, 200] = 255, 128
         Image.fromarray(dark).save(frame_file)
-    summary = ingest_flow(str(source), str(root))
-    assert len(summary["ingested"]) == 4
-    store = CaseStore(root, create=False)
-    ids = {i["case"].split("_")[-1]: i["case_id"] for i in summary["ingested"]}
-    ids = {int(k) if k.isdigit() else k: v for k, v in ids.items()}
-    broken = store.path(ids[2])
-    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # a damaged disk
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ANGIOFLOW_SECRET", "test-secret-0123456789abcdef")
+        summary = ingest_flow(str(source), str(root))
+        assert len(summary["ingested"]) == 4
+        ids = {i["case"].split("_")[-1]: i["case_id"] for i in summary["ingested"]}
+        ids = {int(k) if k.isdigit() else k: v for k, v in ids.items()}
+        broken = CaseStore(root, create=False).path(ids[2])
+        broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # a damaged disk
+        result = curate_flow(str(root))
+    return Curated(root, ids, cases, result)
 
-    result = curate_flow(str(root))
-    assert sorted(c["case_id"] for c in result["curated"]) == sorted([ids[0], ids[1]])
-    failures = {f["case_id"]: f for f in result["failed"]}
-    assert set(failures) == {ids[2], ids["dark"]}
-    damaged, dark = failures[ids[2]], failures[ids["dark"]]
-    assert damaged["stage"] == "read" and "corrupt or incomplete" in damaged["reason"]
-    assert "re-ingest the case with --replace" in damaged["reason"]
-    assert dark["stage"] == "vessel_maps" and "field of view is only" in dark["reason"]
-    assert all("\n" not in f["reason"] for f in failures.values())
-    assert store.summary(ids["dark"]).stage == Stage.INGESTED  # nothing half-written
-    assert "field of view is only" in store.summary(ids["dark"]).last_error
 
+def _private_store(curated: Curated, tmp_path: Path) -> CaseStore:
+    return CaseStore(copy_store(curated.root, tmp_path / "store"), create=False)
+
+
+def _rerun_stages(
+    store: CaseStore, case_id: str, settings: CurationSettings, binarisation: CurationSettings
+) -> dict[str, bool]:
+    """Run stages 3 and 2-7 of a case again; which stages kept their stored output."""
+    before = {s: store.read_stage(case_id, s).finished for s in stages.STAGES}
+    segmenter = VesselSegmenter.load()
+    key = stages.run_vessel_maps(store, case_id, segmenter.segment, segmenter.weights_sha256)
+    for name in ("registration", "aggregate", "fundus_alignment"):
+        key = getattr(stages, f"run_{name}")(store, case_id, key, settings)
+    stages.run_binarisation(store, case_id, key, binarisation)
+    after = {s: store.read_stage(case_id, s).finished for s in stages.STAGES}
+    return {s: after[s] == before[s] for s in stages.STAGES}
+
+
+def test_curate_brings_good_cases_to_review_gate_1_with_a_baseline(curated: Curated) -> None:
+    store = CaseStore(curated.root, create=False)
+    ids = curated.ids
+    assert sorted(c["case_id"] for c in curated.result["curated"]) == sorted([ids[0], ids[1]])
     for index in (0, 1):
         case_id = ids[index]
         assert store.summary(case_id).stage == Stage.VESSEL_REVIEW
         (baseline,) = store.versions(case_id, MaskKind.VESSEL)
         assert baseline.editor == "angioflow"
         mask = store.read_version(case_id, MaskKind.VESSEL) > 0
-        truth, fov = cases[index].vessel, cases[index].fov
+        truth, fov = curated.cases[index].vessel, curated.cases[index].fov
         dice = 2 * (mask & truth & fov).sum() / ((mask & fov).sum() + (truth & fov).sum())
         assert dice > 0.75, dice
 
-    # a re-run of the stages with unchanged inputs and parameters recomputes nothing
-    case_id = ids[0]
-    before = {s: store.read_stage(case_id, s).finished for s in stages.STAGES}
-    key = stages.run_vessel_maps(
-        store, case_id, VesselSegmenter.load().segment, VesselSegmenter.load().weights_sha256
-    )
-    settings = CurationSettings()
-    for name in ("registration", "aggregate", "fundus_alignment"):
-        runner = getattr(stages, f"run_{name}")
-        key = runner(store, case_id, key, settings)
-    stricter = dataclasses.replace(settings, hysteresis_high=0.8)
-    stages.run_binarisation(store, case_id, key, stricter)
-    after = {s: store.read_stage(case_id, s).finished for s in stages.STAGES}
-    assert {s: after[s] == before[s] for s in stages.STAGES} == {
+
+def test_a_damaged_case_file_is_reported_with_its_fix(curated: Curated) -> None:
+    failures = {f["case_id"]: f for f in curated.result["failed"]}
+    assert set(failures) == {curated.ids[2], curated.ids["dark"]}
+    damaged = failures[curated.ids[2]]
+    assert damaged["stage"] == "read" and "corrupt or incomplete" in damaged["reason"]
+    assert "re-ingest the case with --replace" in damaged["reason"]
+    assert "\n" not in damaged["reason"]
+
+
+def test_a_case_failing_a_stage_is_recorded_and_left_whole(curated: Curated) -> None:
+    store = CaseStore(curated.root, create=False)
+    case_id = curated.ids["dark"]
+    (dark,) = [f for f in curated.result["failed"] if f["case_id"] == case_id]
+    assert dark["stage"] == "vessel_maps" and "field of view is only" in dark["reason"]
+    assert "\n" not in dark["reason"]
+    assert store.summary(case_id).stage == Stage.INGESTED  # nothing half-written
+    assert "field of view is only" in store.summary(case_id).last_error
+
+
+def test_an_unchanged_rerun_reuses_every_stored_stage(curated: Curated, tmp_path: Path) -> None:
+    store = _private_store(curated, tmp_path)
+    reused = _rerun_stages(store, curated.ids[0], CurationSettings(), CurationSettings())
+    assert reused == dict.fromkeys(stages.STAGES, True)
+
+
+def test_a_changed_parameter_recomputes_its_stage_not_the_baseline(
+    curated: Curated, tmp_path: Path
+) -> None:
+    store = _private_store(curated, tmp_path)
+    case_id = curated.ids[0]
+    stricter = CurationSettings(hysteresis_high=0.8)
+    reused = _rerun_stages(store, case_id, CurationSettings(), stricter)
+    assert reused == {**dict.fromkeys(stages.STAGES, True), "binarisation": False}
+    assert store.read_stage(case_id, "binarisation").params["hysteresis_high"] == 0.8
+    assert len(store.versions(case_id, MaskKind.VESSEL)) == 1  # never superseded
+
+
+def test_changed_stage_code_recomputes_that_stage_and_those_after_it(
+    curated: Curated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _private_store(curated, tmp_path)
+    case_id = curated.ids[0]
+
+    def edited_aggregate_maps(*args: object, **kwargs: object) -> dict:
+        return aggregate_maps(*args, **kwargs)  # a new version of the aggregation code
+
+    monkeypatch.setattr(stages, "aggregate_maps", edited_aggregate_maps)
+    reused = _rerun_stages(store, case_id, CurationSettings(), CurationSettings())
+    assert reused == {
         "vessel_maps": True,
         "registration": True,
-        "aggregate": True,
-        "fundus_alignment": True,
+        "aggregate": False,
+        "fundus_alignment": False,
         "binarisation": False,
     }
-    assert store.read_stage(case_id, "binarisation").params["hysteresis_high"] == 0.8
-    assert len(store.versions(case_id, MaskKind.VESSEL)) == 1  # the baseline is never superseded
+    again = _rerun_stages(store, case_id, CurationSettings(), CurationSettings())
+    assert again == dict.fromkeys(stages.STAGES, True)
 
-    written = inspect_case(store, case_id, tmp_path / "inspect")
+
+def test_inspect_writes_masks_qc_and_metrics_without_patient_ids(
+    curated: Curated, tmp_path: Path
+) -> None:
+    from angioflow.flows.inspect import inspect_case
+
+    store = CaseStore(curated.root, create=False)
+    written = inspect_case(store, curated.ids[0], tmp_path / "inspect")
     names = {p.name for p in written}
     assert {"vessel.png", "qc_registration.png", "qc_fundus.png", "metrics.json"} <= names
     vessel_png = np.asarray(Image.open(tmp_path / "inspect" / "vessel.png"))
-    assert set(np.unique(vessel_png)) <= {0, 255} and vessel_png.shape == cases[0].vessel.shape
+    assert set(np.unique(vessel_png)) <= {0, 255}
+    assert vessel_png.shape == curated.cases[0].vessel.shape
     metrics = json.loads((tmp_path / "inspect" / "metrics.json").read_text())
     assert metrics["stage"] == "vessel_review"
     assert metrics["stages"]["fundus_alignment"]["params"]["vessel_overlap_dice"] > 0.5
@@ -253,9 +359,23 @@ def test_curate_flow_reaches_review_gate_caches_and_isolates_failures(
     text = "".join(p.read_text() for p in written if p.suffix == ".json")
     assert "P-000" not in text
 
-    # review gate 1 passed: a clinician corrects case 1's mask and approves it; the next run
-    # labels arteries and veins (stage 9) and stops at review gate 2
-    case_id, case = ids[1], cases[1]
+
+@dataclass(frozen=True)
+class AVLabelled:
+    """Case 1 after a clinician corrected and approved its vessel mask and curate ran again."""
+
+    store: CaseStore
+    case_id: str
+    case: PhantomCase
+    result: dict
+
+
+@pytest.fixture(scope="module")
+def av_labelled(curated: Curated, tmp_path_factory: pytest.TempPathFactory) -> AVLabelled:
+    from angioflow.flows.curate import curate_flow
+
+    store = _private_store(curated, tmp_path_factory.mktemp("av"))
+    case_id, case = curated.ids[1], curated.cases[1]
     store.save_version(
         case_id,
         MaskKind.VESSEL,
@@ -265,21 +385,35 @@ def test_curate_flow_reaches_review_gate_caches_and_isolates_failures(
         note="fixed",
     )
     store.approve(case_id, MaskKind.VESSEL, version=2, editor="dr-a")
-    result = curate_flow(str(root))
-    assert [c["case_id"] for c in result["av_labelled"]] == [case_id]
-    assert result["curated"] == []
+    return AVLabelled(store, case_id, case, curate_flow(str(store.root)))
+
+
+def test_an_approved_vessel_mask_is_av_labelled_to_review_gate_2(av_labelled: AVLabelled) -> None:
+    store, case_id, case = av_labelled.store, av_labelled.case_id, av_labelled.case
+    assert [c["case_id"] for c in av_labelled.result["av_labelled"]] == [case_id]
+    assert av_labelled.result["curated"] == []
     assert store.summary(case_id).stage == Stage.AV_REVIEW
     (av_baseline,) = store.versions(case_id, MaskKind.AV)
     assert av_baseline.editor == "angioflow" and "vessel v2" in av_baseline.note
     labels = store.read_version(case_id, MaskKind.AV)
     assert ((labels > 0) == case.vessel).all()  # every approved vessel pixel, nothing else
-    truth = case.av_labels
-    assert av_scores(labels, truth).accuracy > 0.8  # an untrained model scores ~0.5
+    assert av_scores(labels, case.av_labels).accuracy > 0.8  # an untrained model scores ~0.5
     params = store.read_stage(case_id, "av_labelling", arrays=()).params
     assert params["vessel_version"] == 2 and len(params["weights_sha256"]) == 64
-    again = curate_flow(str(root))
-    assert again["av_labelled"] == [] and case_id in {w["case_id"] for w in again["waiting"]}
-    assert len(store.versions(case_id, MaskKind.AV)) == 1
-    inspect_case(store, case_id, tmp_path / "inspect_av")
+
+
+def test_a_case_at_review_gate_2_is_left_waiting(av_labelled: AVLabelled) -> None:
+    from angioflow.flows.curate import curate_flow
+
+    again = curate_flow(str(av_labelled.store.root))
+    assert again["av_labelled"] == []
+    assert av_labelled.case_id in {w["case_id"] for w in again["waiting"]}
+    assert len(av_labelled.store.versions(av_labelled.case_id, MaskKind.AV)) == 1
+
+
+def test_inspect_draws_av_labels_in_red_and_blue(av_labelled: AVLabelled, tmp_path: Path) -> None:
+    from angioflow.flows.inspect import inspect_case
+
+    inspect_case(av_labelled.store, av_labelled.case_id, tmp_path / "inspect_av")
     av_png = np.asarray(Image.open(tmp_path / "inspect_av" / "av.png").convert("RGB"))
-    assert {tuple(c) for c in av_png[case.vessel]} <= {(255, 0, 0), (0, 0, 255)}
+    assert {tuple(c) for c in av_png[av_labelled.case.vessel]} <= {(255, 0, 0), (0, 0, 255)}

@@ -7,33 +7,7 @@ from pathlib import Path
 import pytest
 from angioflow.flows.cli import app
 from angioflow.flows.settings_file import SettingsFileError, read_settings
-from angioflow.models.hvgn_training import HVGNTrainingConfig
-from angioflow.models.training import VesselTrainingConfig
 from typer.testing import CliRunner
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def test_shipped_variants_change_only_the_keys_they_name() -> None:
-    vessel = read_settings(CONFIGS / "vessel.yaml")
-    assert read_settings(CONFIGS / "vessel_soft_labels.yaml") == {**vessel, "soft_labels": True}
-    two_windows = read_settings(CONFIGS / "vessel_two_windows.yaml")
-    assert two_windows["model"] == {
-        **vessel["model"],
-        "in_channels": 2,
-        "contrast_windows": [0.025, 0.125],
-    }
-    assert {k: v for k, v in two_windows.items() if k not in ("model", "threads")} == {
-        k: v for k, v in vessel.items() if k != "model"
-    }
-    VesselTrainingConfig(**two_windows)
-
-    hvgn = read_settings(CONFIGS / "hvgn.yaml")
-    local = read_settings(CONFIGS / "hvgn_local.yaml")
-    assert local == {**hvgn, "model": {**hvgn["model"], "local_contrast_window": 0.05}}
-    second_stage = HVGNTrainingConfig(**read_settings(CONFIGS / "hvgn_continue.yaml"))
-    assert second_stage.model == HVGNTrainingConfig(**hvgn).model
-    assert (second_stage.steps, second_stage.init_weights) == (1800, "runs/hvgn/weights")
 
 
 def test_a_chain_of_bases_merges_nested_mappings(tmp_path: Path) -> None:
