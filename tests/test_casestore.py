@@ -415,7 +415,9 @@ def test_replacing_a_case_keeps_its_old_log_with_the_old_file(store: CaseStore) 
 
 
 def test_a_format_2_case_file_opens_and_moves_to_the_current_format(store: CaseStore) -> None:
-    # Written by the format 2 case store (failures inside /events), synthetic pixels only.
+    # Written by the format 2 case store (pipeline/casestore.py at commit 6a79d3f): synthetic
+    # pixels, a stage output, vessel versions 1-2 (2 approved), A/V version 1 rejected, and two
+    # failures inside /events.
     case_id = "pf2_OD_000001"
     path = store.path(case_id)
     path.write_bytes(gzip.decompress((DATA / "case_format2.h5.gz").read_bytes()))
