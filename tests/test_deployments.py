@@ -102,6 +102,7 @@ def test_eta_reads_as_a_person_would_say_it() -> None:
     assert format_eta(9.4) == "9 s"
 
 
+@pytest.mark.slow
 def test_ingest_and_curate_show_progress_and_json_stays_pure(
     tmp_path: Path, prefect_server: None, secret: bytes
 ) -> None:

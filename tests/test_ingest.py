@@ -309,6 +309,7 @@ def _digests(folder: Path) -> dict[str, tuple[str, int]]:
     }
 
 
+@pytest.mark.slow
 def test_batch_quarantines_bad_cases_stores_good_ones_and_touches_nothing_stored(
     tmp_path: Path, secret: bytes, prefect_server: None
 ) -> None:

@@ -244,6 +244,7 @@ def test_decode_budget_makes_a_case_wait_until_the_bytes_are_free() -> None:
 # ---- M2: one exam from two folders, or from two processes ------------------------------------
 
 
+@pytest.mark.slow
 def test_two_folders_of_one_exam_in_one_run_keep_the_first_and_quarantine_the_second(
     tmp_path: Path, secret: bytes, prefect_server: None
 ) -> None:
@@ -389,6 +390,7 @@ def test_replace_refuses_a_case_with_review_history_and_changes_nothing(
 # ---- M3: a lost or different key through the CLI ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_ingest_with_a_lost_or_different_key_is_refused_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: None
 ) -> None:
@@ -425,6 +427,7 @@ def test_ingest_with_a_lost_or_different_key_is_refused_in_one_line(
 # ---- L3: control characters in folder names ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_control_characters_in_folder_names_are_never_printed_raw(
     tmp_path: Path, secret: bytes, prefect_server: None
 ) -> None:
@@ -465,6 +468,7 @@ def _leaks(data: str | bytes) -> list[str]:
     return [n for n in (PATIENT_ID.lower(), str(NUMERIC_ID)) if n in text.lower()]
 
 
+@pytest.mark.slow
 def test_patient_ids_in_folder_names_never_reach_stdout_store_or_prefect(
     tmp_path: Path, secret: bytes, prefect_server: None
 ) -> None:
