@@ -417,3 +417,14 @@ def test_inspect_draws_av_labels_in_red_and_blue(av_labelled: AVLabelled, tmp_pa
     inspect_case(av_labelled.store, av_labelled.case_id, tmp_path / "inspect_av")
     av_png = np.asarray(Image.open(tmp_path / "inspect_av" / "av.png").convert("RGB"))
     assert {tuple(c) for c in av_png[av_labelled.case.vessel]} <= {(255, 0, 0), (0, 0, 255)}
+
+
+def test_the_flow_refuses_misspelt_settings_before_any_work(
+    tmp_path: Path, prefect_server: None
+) -> None:
+    from angioflow.flows.curate import curate_flow
+    from prefect.exceptions import ParameterTypeError
+
+    CaseStore(tmp_path / "store")
+    with pytest.raises(ParameterTypeError, match="hysteresis"):
+        curate_flow(str(tmp_path / "store"), {"hysteresis": 0.5})
