@@ -1,6 +1,7 @@
 """Framework-free processing: numpy, SciPy, SimpleITK, OpenCV and scikit-image only.
 
 One concept per module: ``io`` (safe image decoding), ``raw_case`` (the raw case contract),
+``case_json`` (validating a case's case.json), ``case_reader`` (checking and decoding a case),
 ``privacy`` (keyed pseudonyms), ``casestore`` (the HDF5 case store), ``ingest`` (stage 1),
 ``phantom`` (synthetic exams with full ground truth), ``preprocess`` (FOV masks and the
 modality-aware vessel contrast), ``metrics`` (segmentation scores), ``datasets`` (readers for
@@ -14,6 +15,8 @@ __all__ = [
     "audit",
     "av_encoding",
     "av_structure",
+    "case_json",
+    "case_reader",
     "casestore",
     "curation",
     "curation_stages",

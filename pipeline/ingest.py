@@ -27,17 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from angioflow.pipeline.case_reader import check_raw_case, load_raw_case
 from angioflow.pipeline.casestore import CaseStore, CaseStoreError, MaskKind, NewCase
 from angioflow.pipeline.privacy import case_pseudonym, patient_pseudonym, redact
-from angioflow.pipeline.raw_case import (
-    CaseLimits,
-    CaseRejected,
-    RawCase,
-    case_label,
-    check_raw_case,
-    load_raw_case,
-    peek_exam,
-)
+from angioflow.pipeline.raw_case import CaseLimits, CaseRejected, RawCase, case_label, peek_exam
 
 __all__ = [
     "DEFAULT_WORKER_BYTES",
