@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from angioflow.models.vessel_inference import VesselSegmenter  # noqa: E402
+from angioflow.models.vessel import VesselSegmenter  # noqa: E402
 from angioflow.pipeline.curation import (  # noqa: E402
     CurationSettings,
     aggregate_maps,
