@@ -78,6 +78,7 @@ def _real(pattern: str) -> list[Path]:
     return files
 
 
+@pytest.mark.slow
 def test_real_fundus_photos_and_fa_frames_are_accepted_and_told_apart() -> None:
     fundus_files = _real("DRIVE/training/images/*.tif") + _real("LES-AV/training/images/*")
     fa_files = _real("FFA/origin_data/01.phase_identification/*_phase/*.jpg")

@@ -57,6 +57,7 @@ def test_case_arrays_have_documented_shapes_and_types(case: PhantomCase) -> None
     assert red > green > blue
 
 
+@pytest.mark.slow
 def test_true_transform_brings_every_frame_onto_the_reference_vessels(case: PhantomCase) -> None:
     inside = ndi.binary_erosion(case.fa_fov, iterations=8)
     truth = case.fa_vessel * inside
@@ -167,6 +168,7 @@ def _drive_density_range() -> tuple[float, float]:
     return min(densities), max(densities)
 
 
+@pytest.mark.slow
 def test_vessel_density_inside_fov_matches_drive_manual_masks() -> None:
     low, high = _drive_density_range()
     # the default size has about DRIVE's resolution (FOV diameter ~520 vs 540 px)
@@ -177,6 +179,7 @@ def test_vessel_density_inside_fov_matches_drive_manual_masks() -> None:
         assert low <= density <= high, f"seed {seed}: {density:.3f} not in [{low:.3f}, {high:.3f}]"
 
 
+@pytest.mark.slow
 def test_phantom_set_is_byte_identical_for_a_seed_and_differs_across_seeds(
     tmp_path: Path,
 ) -> None:
@@ -236,11 +239,13 @@ def test_eye_sets_the_disc_side(eye: str) -> None:
     assert (case.fovea_xy[0] < case.disc_xy[0]) == (eye == "OD")
 
 
+@pytest.mark.slow
 def test_seed_chooses_both_eyes_when_eye_is_none() -> None:
     eyes = {generate_case(s, PhantomConfig(size=(64, 96), n_frames=1)).eye for s in range(8)}
     assert eyes == {"OD", "OS"}
 
 
+@pytest.mark.slow
 def test_bad_frames_are_recorded_and_never_the_reference() -> None:
     config = PhantomConfig(size=(128, 192), n_frames=4, bad_frame_probability=1.0, fa_bit_depth=16)
     case = generate_case(4, config)
@@ -260,6 +265,7 @@ def test_fa_frames_show_dye_filling_then_washout(case: PhantomCase) -> None:
     assert late.frame_phases[0] in ("choroidal", "arterial") and late.frame_phases[-1] == "late"
 
 
+@pytest.mark.slow
 def test_semi_synthetic_sequence_transforms_register_back(case: PhantomCase) -> None:
     image = case.fa_frames[-2]
     sequence = semi_synthetic_sequence(
@@ -280,6 +286,7 @@ def test_semi_synthetic_sequence_transforms_register_back(case: PhantomCase) -> 
     assert colour.frames[1].shape == case.fundus.shape
 
 
+@pytest.mark.slow
 def test_semi_synthetic_sequence_from_a_real_ffa_frame_registers_back() -> None:
     phases = DRIVE.parent / "FFA" / "origin_data" / "01.phase_identification" / "venous_phase"
     if not phases.is_dir():

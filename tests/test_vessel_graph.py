@@ -20,6 +20,7 @@ def phantom_vessels() -> np.ndarray:
     return generate_case(41, PhantomConfig(size=(256, 384), n_frames=2)).vessel
 
 
+@pytest.mark.slow
 def test_edges_are_exactly_the_pixel_pairs_within_the_window(phantom_vessels: np.ndarray) -> None:
     graph = pixel_graph(phantom_vessels, window=5)
     tree = cKDTree(graph.coords)
