@@ -12,7 +12,7 @@ format                     written by                          layout documented
 ``angioflow-case``         ``angioflow ingest`` (case store)   :mod:`pipeline.casestore`
 ``angioflow-export``       ``angioflow export --out FILE.h5``  :mod:`flows.export`
 ``angioflow-synthetic``    ``angioflow generate``              :mod:`models.generation`
-``angioflow-mask-set``     ``angioflow generate-masks``        :mod:`models.ddpm_sampling`
+``angioflow-mask-set``     ``angioflow generate-masks``        :mod:`models.ddpm.sample`
 =========================  ==================================  ============================
 """
 
