@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from support import copy_store
+from support import TEST_SECRET, copy_store
 
 # Prefect binds its console log handler to whatever sys.stderr is when it first logs; under
 # CliRunner that is a buffer closed afterwards. Only warnings matter in tests.
@@ -19,9 +19,6 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 if TYPE_CHECKING:
     from angioflow.pipeline.casestore import CaseStore
-
-TEMPLATE_SECRET = "test-secret-0123456789abcdef"
-
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
@@ -35,8 +32,8 @@ def prefect_server() -> Iterator[None]:
 @pytest.fixture
 def secret(monkeypatch: pytest.MonkeyPatch) -> bytes:
     """A fixed pseudonymisation key through $ANGIOFLOW_SECRET."""
-    monkeypatch.setenv("ANGIOFLOW_SECRET", TEMPLATE_SECRET)
-    return TEMPLATE_SECRET.encode()
+    monkeypatch.setenv("ANGIOFLOW_SECRET", TEST_SECRET)
+    return TEST_SECRET.encode()
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +46,7 @@ def curated_store_template(tmp_path_factory: pytest.TempPathFactory, prefect_ser
 
     root = tmp_path_factory.mktemp("curated")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ANGIOFLOW_SECRET", TEMPLATE_SECRET)
+        patch.setenv("ANGIOFLOW_SECRET", TEST_SECRET)
         write_phantom_set(
             root / "raw", n=2, seed=11, config=PhantomConfig(size=(384, 576), n_frames=4)
         )

@@ -22,6 +22,7 @@ from PIL import Image
 __all__ = [
     "PATIENT_ID",
     "SHARED_DATA",
+    "TEST_SECRET",
     "TrainingInterrupted",
     "copy_store",
     "edit_case_json",
@@ -41,6 +42,8 @@ T = TypeVar("T")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # Distinctive, so a byte search for it cannot match by chance.
 PATIENT_ID = "MRN-7f3a91-DOE^JANE"
+# The pseudonymisation key of the tests' stores ($ANGIOFLOW_SECRET), the curated template's too.
+TEST_SECRET = "test-secret-0123456789abcdef"
 
 
 # ---- waiting ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from angioflow.flows.catalog import CatalogError, load_catalog
 from angioflow.flows.cli import app
 from angioflow.flows.progress import format_eta
-from support import free_port, wait_until
+from support import TEST_SECRET, free_port, wait_until
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def test_deployments_run_and_retry_on_a_real_process_worker(
     from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
 
     api, env = prefect_api
-    env = {**env, "ANGIOFLOW_SECRET": "test-secret-0123456789abcdef"}
+    env = {**env, "ANGIOFLOW_SECRET": TEST_SECRET}
     work = tmp_path / "project"
     work.mkdir()
     shutil.copy(ROOT / "data_catalog.yaml", work / "data_catalog.yaml")

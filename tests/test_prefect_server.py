@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import wait_until, write_case
+from support import TEST_SECRET, wait_until, write_case
 
 ANGIOFLOW = str(Path(sys.executable).parent / "angioflow")
 
@@ -26,7 +26,7 @@ def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
     environment = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect_home"),  # fresh: the server migrates its db
-        "ANGIOFLOW_SECRET": "test-secret-0123456789abcdef",
+        "ANGIOFLOW_SECRET": TEST_SECRET,
         **extra,
     }
     environment.pop("PREFECT_API_URL", None)

@@ -15,12 +15,11 @@ import pytest
 from angioflow.flows.cli import app
 from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 from angioflow.pipeline.curation_stages import STAGES
-from support import copy_store, wait_until
+from support import TEST_SECRET, copy_store, wait_until
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.slow  # dask clusters, Prefect flows, killed processes
 runner = CliRunner()
-SECRET = "test-secret-0123456789abcdef"  # the curated store template's key
 
 
 def _baselines(store: Path) -> dict[str, str]:
@@ -45,7 +44,7 @@ def test_dask_ingest_then_curate_with_a_worker_killed_mid_case(
     one busy worker is killed: the batch finishes with the thread runner's exact masks."""
     from distributed import Client, LocalCluster
 
-    monkeypatch.setenv("ANGIOFLOW_SECRET", SECRET)
+    monkeypatch.setenv("ANGIOFLOW_SECRET", TEST_SECRET)
     raw, store = curated_store_template.parent / "raw", tmp_path / "store"
     ingested = runner.invoke(
         app, ["ingest", str(raw), "--store", str(store), "--runner", "dask", "--workers", "2"]
@@ -178,7 +177,7 @@ def test_a_full_disk_quarantines_with_a_clear_error_and_leaves_no_partial_file(
 ) -> None:
     from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
 
-    monkeypatch.setenv("ANGIOFLOW_SECRET", SECRET)
+    monkeypatch.setenv("ANGIOFLOW_SECRET", TEST_SECRET)
     raw = tmp_path / "raw"
     write_phantom_set(raw, n=3, seed=5, config=PhantomConfig(size=(512, 768), n_frames=6))
     store = small_disk / "store"
