@@ -9,9 +9,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from angioflow.flows.cli import app
-from conftest import copy_store
 from PIL import Image, PngImagePlugin
+from support import copy_store
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -28,6 +29,7 @@ def _raw_with_names(template_raw: Path, destination: Path) -> tuple[Path, str]:
     return destination, document["patient_id"]
 
 
+@pytest.mark.slow
 def test_audit_passes_clean_outputs_and_finds_every_planted_identifier(
     curated_store_template: Path, tmp_path: Path
 ) -> None:
@@ -86,7 +88,7 @@ def test_audit_finds_ids_of_unparsable_cases_numeric_ids_and_other_letter_cases(
 ) -> None:
     """What ingestion used to leak (issue 30, M4): a folder named after its patient whose
     case.json does not parse, a numeric id naming its folder, an id in another letter case."""
-    from conftest import PATIENT_ID, edit_case_json, write_case
+    from support import PATIENT_ID, edit_case_json, write_case
 
     raw, outputs, numeric = tmp_path / "raw", tmp_path / "outputs", 738291046
     unparsable = write_case(raw / f"{PATIENT_ID}_2024", seed=1)

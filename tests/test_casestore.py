@@ -243,6 +243,7 @@ def _read_versions(
     return printed
 
 
+@pytest.mark.slow
 def test_kill_9_during_writes_leaves_a_readable_store(store: CaseStore) -> None:
     store.create(new_case(shape=(768, 1024)))  # noise pixels: each commit copies ~10 MB
     rng = np.random.default_rng(0)

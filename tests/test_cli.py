@@ -30,6 +30,7 @@ def angioflow(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+@pytest.mark.slow
 def test_ingest_json_summary_exit_codes_and_status(
     tmp_path: Path, secret: bytes, prefect_server: None
 ) -> None:
@@ -71,6 +72,7 @@ def test_ingest_json_summary_exit_codes_and_status(
     assert {c["stage"] for c in status["cases"]} == {"ingested"}
 
 
+@pytest.mark.slow
 def test_status_table_shows_review_queue_errors_and_quarantine(
     tmp_path: Path, secret: bytes, prefect_server: None
 ) -> None:
@@ -128,6 +130,7 @@ def test_user_errors_are_one_line_with_exit_code_2(
     assert not (tmp_path / "typo").exists()  # a mistyped store is never created
 
 
+@pytest.mark.slow
 def test_raw_patient_id_appears_in_no_output_byte(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -186,6 +189,7 @@ def test_raw_patient_id_appears_in_no_output_byte(
     assert (store / "secret.key").stat().st_mode & 0o077 == 0
 
 
+@pytest.mark.slow
 def test_phantom_then_demo_run_end_to_end(tmp_path: Path, prefect_server: None) -> None:
     code, out, _ = angioflow(
         "phantom", str(tmp_path / "ph"), "--n", "2", "--size", "128", "192", "--frames", "2"

@@ -57,6 +57,7 @@ def _inside(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     )
 
 
+@pytest.mark.slow
 def test_sequence_registration_recovers_phantom_motion(exam: tuple) -> None:
     case, maps, apertures = exam
     result = register_sequence(maps, apertures)
@@ -78,6 +79,7 @@ def test_sequence_registration_recovers_phantom_motion(exam: tuple) -> None:
         assert frame.kept == (frame.reason == "")
 
 
+@pytest.mark.slow
 def test_a_frame_without_vessels_is_dropped_with_a_reason(exam: tuple) -> None:
     _, maps, apertures = exam
     blank = [*maps[:-1], np.zeros_like(maps[-1])]
@@ -89,6 +91,7 @@ def test_a_frame_without_vessels_is_dropped_with_a_reason(exam: tuple) -> None:
     assert aggregate["count"].max() == len(result.aggregated)
 
 
+@pytest.mark.slow
 def test_coarse_search_and_refinement_find_large_motion(exam: tuple) -> None:
     case, _, _ = exam
     fixed = ndi.gaussian_filter(case.fa_vessel.astype(np.float32), 1.0)
@@ -112,6 +115,7 @@ def test_coarse_search_and_refinement_find_large_motion(exam: tuple) -> None:
     assert np.median(np.linalg.norm(moved - expected, axis=1)) < 0.3
 
 
+@pytest.mark.slow
 def test_nonrigid_transform_round_trips_through_text(exam: tuple) -> None:
     case, maps, apertures = exam
     mask = ndi.binary_erosion(apertures[0], iterations=10)
@@ -124,6 +128,7 @@ def test_nonrigid_transform_round_trips_through_text(exam: tuple) -> None:
     )
 
 
+@pytest.mark.slow
 def test_fa_aggregate_aligns_to_the_fundus(exam: tuple, segmenter: VesselSegmenter) -> None:
     case, maps, apertures = exam
     registration = register_sequence(maps, apertures)
@@ -266,6 +271,7 @@ def _rerun_stages(
     return {s: after[s] == before[s] for s in stages.STAGES}
 
 
+@pytest.mark.slow
 def test_curate_brings_good_cases_to_review_gate_1_with_a_baseline(curated: Curated) -> None:
     store = CaseStore(curated.root, create=False)
     ids = curated.ids
@@ -281,6 +287,7 @@ def test_curate_brings_good_cases_to_review_gate_1_with_a_baseline(curated: Cura
         assert dice > 0.75, dice
 
 
+@pytest.mark.slow
 def test_a_damaged_case_file_is_reported_with_its_fix(curated: Curated) -> None:
     failures = {f["case_id"]: f for f in curated.result["failed"]}
     assert set(failures) == {curated.ids[2], curated.ids["dark"]}
@@ -290,6 +297,7 @@ def test_a_damaged_case_file_is_reported_with_its_fix(curated: Curated) -> None:
     assert "\n" not in damaged["reason"]
 
 
+@pytest.mark.slow
 def test_a_case_failing_a_stage_is_recorded_and_left_whole(curated: Curated) -> None:
     store = CaseStore(curated.root, create=False)
     case_id = curated.ids["dark"]
@@ -300,12 +308,14 @@ def test_a_case_failing_a_stage_is_recorded_and_left_whole(curated: Curated) -> 
     assert "field of view is only" in store.summary(case_id).last_error
 
 
+@pytest.mark.slow
 def test_an_unchanged_rerun_reuses_every_stored_stage(curated: Curated, tmp_path: Path) -> None:
     store = _private_store(curated, tmp_path)
     reused = _rerun_stages(store, curated.ids[0], CurationSettings(), CurationSettings())
     assert reused == dict.fromkeys(stages.STAGES, True)
 
 
+@pytest.mark.slow
 def test_a_changed_parameter_recomputes_its_stage_not_the_baseline(
     curated: Curated, tmp_path: Path
 ) -> None:
@@ -318,6 +328,7 @@ def test_a_changed_parameter_recomputes_its_stage_not_the_baseline(
     assert len(store.versions(case_id, MaskKind.VESSEL)) == 1  # never superseded
 
 
+@pytest.mark.slow
 def test_changed_stage_code_recomputes_that_stage_and_those_after_it(
     curated: Curated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -340,6 +351,7 @@ def test_changed_stage_code_recomputes_that_stage_and_those_after_it(
     assert again == dict.fromkeys(stages.STAGES, True)
 
 
+@pytest.mark.slow
 def test_inspect_writes_masks_qc_and_metrics_without_patient_ids(
     curated: Curated, tmp_path: Path
 ) -> None:
@@ -388,6 +400,7 @@ def av_labelled(curated: Curated, tmp_path_factory: pytest.TempPathFactory) -> A
     return AVLabelled(store, case_id, case, curate_flow(str(store.root)))
 
 
+@pytest.mark.slow
 def test_an_approved_vessel_mask_is_av_labelled_to_review_gate_2(av_labelled: AVLabelled) -> None:
     store, case_id, case = av_labelled.store, av_labelled.case_id, av_labelled.case
     assert [c["case_id"] for c in av_labelled.result["av_labelled"]] == [case_id]
@@ -402,6 +415,7 @@ def test_an_approved_vessel_mask_is_av_labelled_to_review_gate_2(av_labelled: AV
     assert params["vessel_version"] == 2 and len(params["weights_sha256"]) == 64
 
 
+@pytest.mark.slow
 def test_a_case_at_review_gate_2_is_left_waiting(av_labelled: AVLabelled) -> None:
     from angioflow.flows.curate import curate_flow
 
@@ -411,6 +425,7 @@ def test_a_case_at_review_gate_2_is_left_waiting(av_labelled: AVLabelled) -> Non
     assert len(av_labelled.store.versions(av_labelled.case_id, MaskKind.AV)) == 1
 
 
+@pytest.mark.slow
 def test_inspect_draws_av_labels_in_red_and_blue(av_labelled: AVLabelled, tmp_path: Path) -> None:
     from angioflow.flows.inspect import inspect_case
 
@@ -419,6 +434,7 @@ def test_inspect_draws_av_labels_in_red_and_blue(av_labelled: AVLabelled, tmp_pa
     assert {tuple(c) for c in av_png[av_labelled.case.vessel]} <= {(255, 0, 0), (0, 0, 255)}
 
 
+@pytest.mark.slow
 def test_the_flow_refuses_misspelt_settings_before_any_work(
     tmp_path: Path, prefect_server: None
 ) -> None:

@@ -104,6 +104,7 @@ def test_vessel_weighted_loss_is_exactly_exp_c_x0() -> None:
     assert torch.allclose(ratio[x0 == 1] / ratio[x0 == 0].mean(), torch.tensor(np.exp(c)).double())
 
 
+@pytest.mark.slow
 def test_a_tiny_model_overfits_four_masks(phantom_masks: np.ndarray, tmp_path: Path) -> None:
     from angioflow.models.ddpm import make_scheduler
 
@@ -140,6 +141,7 @@ def test_a_tiny_model_overfits_four_masks(phantom_masks: np.ndarray, tmp_path: P
     assert reloaded.config.data_mean == pytest.approx(phantom_masks.mean(axis=(0, 2, 3)))
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_for_bit(phantom_masks: np.ndarray, tmp_path: Path) -> None:
     config = _config()
     straight = train_ddpm(config, phantom_masks, tmp_path / "straight")
@@ -171,6 +173,7 @@ _DISTRIBUTED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_train_in_step_with_gloo(phantom_masks: np.ndarray, tmp_path: Path) -> None:
     config = _config(steps=4, checkpoint_every=2, threads=1)
     (tmp_path / "config.json").write_text(config.model_dump_json())
@@ -209,6 +212,7 @@ def test_two_processes_train_in_step_with_gloo(phantom_masks: np.ndarray, tmp_pa
     assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [2, 4]
 
 
+@pytest.mark.slow
 def test_samplers_give_reproducible_masks_in_range(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = MaskDDPM(TINY).eval()
@@ -235,6 +239,7 @@ def test_samplers_give_reproducible_masks_in_range(tmp_path: Path) -> None:
     assert (tmp_path / "png" / "masks_00000.png").is_file()
 
 
+@pytest.mark.slow
 def test_terminal_mean_stops_the_shipped_model_over_filling() -> None:
     model = MaskDDPM.load(DEFAULT_DDPM_WEIGHTS).eval()
     assert model.config.data_mean is not None  # recorded by training, used by default
@@ -297,6 +302,7 @@ def test_binarisation_keeps_classes_apart_except_at_crossings() -> None:
     assert stats.artery_components == stats.vein_components == 1 and stats.branch_points >= 1
 
 
+@pytest.mark.slow
 def test_export_then_train_masks_and_generate_command(
     curated_store_template: Path, tmp_path: Path
 ) -> None:

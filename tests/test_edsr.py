@@ -49,6 +49,7 @@ def _config(**changes: object) -> EDSRTrainingConfig:
     return EDSRTrainingConfig(**{**values, **changes})
 
 
+@pytest.mark.slow
 def test_a_tiny_edsr_learns_to_upsample_phantom_photos(
     photos: list[np.ndarray], tmp_path: Path
 ) -> None:
@@ -73,6 +74,7 @@ def test_a_tiny_edsr_learns_to_upsample_phantom_photos(
     assert _psnr(upscale(residual, low), high) > max(after, bicubic)  # same budget, past bicubic
 
 
+@pytest.mark.slow
 def test_training_resumes_exactly(photos: list[np.ndarray], tmp_path: Path) -> None:
     straight = train_edsr(_config(), photos, tmp_path / "straight")
 
@@ -85,6 +87,7 @@ def test_training_resumes_exactly(photos: list[np.ndarray], tmp_path: Path) -> N
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bicubic_skip", [False, True])
 def test_tiles_join_without_seams(photos: list[np.ndarray], bicubic_skip: bool) -> None:
     torch.manual_seed(1)
@@ -97,6 +100,7 @@ def test_tiles_join_without_seams(photos: list[np.ndarray], bicubic_skip: bool) 
     assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_crops_stay_inside_the_retina_and_pair_up(photos: list[np.ndarray]) -> None:
     low, high = PhotoCrops(photos, 16, 4, np.random.default_rng(0)).batch(6)
     assert low.shape == (6, 3, 16, 16) and high.shape == (6, 3, 64, 64)
@@ -105,6 +109,7 @@ def test_crops_stay_inside_the_retina_and_pair_up(photos: list[np.ndarray]) -> N
     assert torch.abs(again - low).mean() < 0.02  # the low image is the high one, down-sampled
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "DRIVE").is_dir(), reason="../shared/data/DRIVE is absent")
 def test_train_edsr_command_on_drive_training_photos(tmp_path: Path) -> None:
     config = tmp_path / "edsr.json"

@@ -22,8 +22,8 @@ from angioflow.pipeline.feature_distance import frechet_distance, kernel_distanc
 from angioflow.pipeline.h5_formats import EXPORT, SYNTHETIC_SET
 from angioflow.pipeline.metrics import vessel_scores
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
-from conftest import copy_store, headless_chromium, needs_chromium
 from PIL import Image
+from support import copy_store, headless_chromium, needs_chromium
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,9 +137,10 @@ def test_drive_second_observer_matches_the_published_accuracy() -> None:
     assert np.mean(accuracies) == pytest.approx(0.9473, abs=0.0005)
 
 
+@pytest.mark.slow
 def test_vessel_cnn_features_separate_blurred_photos() -> None:
     import cv2
-    from angioflow.models.image_features import VesselFeatureExtractor
+    from angioflow.models.vessel import VesselFeatureExtractor
 
     extractor = VesselFeatureExtractor.load()
     cases = [generate_case(seed, PhantomConfig(size=(256, 384), n_frames=2)) for seed in range(8)]
@@ -156,7 +157,7 @@ def test_vessel_cnn_features_separate_blurred_photos() -> None:
 
 def _phantom_set(path: Path, seeds: range, size: int = 128) -> None:
     """A set in `angioflow generate`'s format from phantom photos and their A/V truth."""
-    from angioflow.models.pix2pixhd_training import make_pair
+    from angioflow.models.pix2pixhd import make_pair
     from angioflow.pipeline.mask_structure import labels_from_channels
 
     images, av = [], []
@@ -209,6 +210,7 @@ def _broken_images(report: Path) -> tuple[int, int]:
         driver.quit()
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_reports_render_in_headless_chromium_without_broken_images(
     curated_store_template: Path, tmp_path: Path
@@ -257,6 +259,7 @@ def test_reports_render_in_headless_chromium_without_broken_images(
     assert _same(json.loads(realism.stdout), metrics["realism"])
 
 
+@pytest.mark.slow
 @needs_data
 def test_downstream_experiment_runs_every_setting_and_resumes(tmp_path: Path) -> None:
     config = tmp_path / "tiny.yaml"
@@ -295,6 +298,7 @@ def test_downstream_experiment_runs_every_setting_and_resumes(tmp_path: Path) ->
     assert (tmp_path / "work" / "downstream.png").is_file()
 
 
+@pytest.mark.slow
 def test_inception_features_from_a_user_supplied_weights_file(tmp_path: Path) -> None:
     import torch
     from angioflow.models.inception import FIDInceptionV3, InceptionFeatureExtractor

@@ -20,8 +20,8 @@ from angioflow.pipeline.casestore import CaseStore
 from angioflow.pipeline.h5_formats import EXPORT, SYNTHETIC_SET, UnsupportedFileFormat
 from angioflow.pipeline.ingest import ingest_case
 from angioflow.pipeline.splits import SPLITS, patient_splits, split_of_patient
-from conftest import PATIENT_ID, write_case
 from PIL import Image
+from support import PATIENT_ID, write_case
 from test_generation import _generators, tiny_weights  # noqa: F401 - a shared fixture
 from typer.testing import CliRunner
 
@@ -100,6 +100,7 @@ def test_split_fractions_are_validated(fractions: tuple, match: str) -> None:
         split_of_patient("p", fractions=fractions)
 
 
+@pytest.mark.slow
 def test_folder_export_writes_pngs_legend_and_a_patient_split_datalist(
     done_store: CaseStore, tmp_path: Path
 ) -> None:
@@ -155,6 +156,7 @@ def test_folder_export_writes_pngs_legend_and_a_patient_split_datalist(
         export_folder(done_store, out)
 
 
+@pytest.mark.slow
 def test_hdf5_export_is_stamped_and_carries_the_same_splits(
     done_store: CaseStore, tmp_path: Path
 ) -> None:
@@ -172,6 +174,7 @@ def test_hdf5_export_is_stamped_and_carries_the_same_splits(
     assert h5_split == folder_split
 
 
+@pytest.mark.slow
 def test_dataset_reads_folder_and_hdf5_exports_alike(done_store: CaseStore, tmp_path: Path) -> None:
     export_folder(done_store, tmp_path / "folder", fractions=(0.5, 0.25, 0.25))
     export_approved(done_store, tmp_path / "approved.h5", fractions=(0.5, 0.25, 0.25))
@@ -208,6 +211,7 @@ def test_dataset_reads_folder_and_hdf5_exports_alike(done_store: CaseStore, tmp_
     assert torch.equal(flipped[0]["image"], h5[0]["image"].flip(-1))
 
 
+@pytest.mark.slow
 def test_cli_export_writes_a_folder_or_a_file_by_its_name(
     done_store: CaseStore, tmp_path: Path
 ) -> None:
@@ -258,6 +262,7 @@ def test_readers_refuse_unstamped_foreign_and_newer_files(tmp_path: Path) -> Non
         ExportDataset(tmp_path / "plain", split="train")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_dataset_reads_a_synthetic_set_and_its_folder_copy(
     tiny_weights: dict[str, Path],  # noqa: F811 - the fixture imported above
     tmp_path: Path,
@@ -292,7 +297,7 @@ def test_dataset_reads_a_synthetic_set_and_its_folder_copy(
 
 
 def test_mask_sets_are_stamped(tmp_path: Path) -> None:
-    from angioflow.models.ddpm_sampling import write_mask_set
+    from angioflow.models.ddpm import write_mask_set
     from angioflow.pipeline.h5_formats import MASK_SET
 
     maps = np.zeros((2, 2, 16, 16), np.float32)

@@ -11,8 +11,8 @@ import pytest
 from angioflow.flows.cli import app
 from angioflow.pipeline.av_encoding import av_labels_from_rgb
 from angioflow.pipeline.metrics import vessel_scores
-from conftest import SHARED_DATA
 from PIL import Image
+from support import SHARED_DATA
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -59,6 +59,7 @@ def test_evaluate_vessel_reads_drive_gif_truth() -> None:
     assert report["mean"]["accuracy"] == pytest.approx(0.947, abs=0.01)
 
 
+@pytest.mark.slow
 def test_label_av_writes_class_indices_on_request(tmp_path: Path) -> None:
     from angioflow.pipeline.phantom import PhantomConfig, generate_case
 

@@ -23,6 +23,8 @@ from angioflow.models.pix2pixhd import GlobalGenerator, Pix2PixHDConfig
 from PIL import Image
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.slow  # DDPM sampling and a killed generate process
+
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 

@@ -54,6 +54,7 @@ class _Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, phantom_images) -> None:
     config = _config()
     whole = train_hvgn(config, phantom_images, tmp_path / "whole")
@@ -77,6 +78,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, phantom_
         train_hvgn(_config(steps=9), phantom_images, tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(tmp_path: Path, phantom_images) -> None:
     losses: list[float] = []
     config = _config(steps=60, checkpoint_every=60, batch_size=2, crop=96)
@@ -86,6 +88,7 @@ def test_training_lowers_the_loss(tmp_path: Path, phantom_images) -> None:
     assert np.mean(losses[-10:]) < 0.9 * losses[0]
 
 
+@pytest.mark.slow
 def test_saved_weights_round_trip_in_half_precision(tmp_path: Path, phantom_images) -> None:
     torch.manual_seed(0)
     model = HVGN(TINY).eval()
@@ -118,6 +121,7 @@ def labeller() -> AVLabeller:
     return AVLabeller.load()
 
 
+@pytest.mark.slow
 def test_shipped_weights_label_an_unseen_phantom_case(labeller: AVLabeller) -> None:
     case = generate_case(8899, PhantomConfig(size=(584, 876), n_frames=2))
     truth = case.av_labels
@@ -128,6 +132,7 @@ def test_shipped_weights_label_an_unseen_phantom_case(labeller: AVLabeller) -> N
     assert av_scores(labels, truth).accuracy >= 0.8  # an untrained model scores ~0.5
 
 
+@pytest.mark.slow
 def test_a_mirrored_photo_gets_the_mirrored_labels(labeller: AVLabeller) -> None:
     case = generate_case(8897, PhantomConfig(size=(584, 876), n_frames=2))
 
@@ -141,6 +146,7 @@ def test_a_mirrored_photo_gets_the_mirrored_labels(labeller: AVLabeller) -> None
     assert agreement >= 0.97  # 0.95 without the mirror averaging (flips=False)
 
 
+@pytest.mark.slow
 def test_labels_do_not_depend_on_the_callers_thread_count(labeller: AVLabeller) -> None:
     case = generate_case(8898, PhantomConfig(size=(584, 876), n_frames=2))
     before = torch.get_num_threads()
@@ -154,6 +160,7 @@ def test_labels_do_not_depend_on_the_callers_thread_count(labeller: AVLabeller) 
     np.testing.assert_array_equal(probabilities[0], probabilities[1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "RITE").is_dir(), reason="RITE is absent from ../shared/data")
 def test_shipped_weights_on_a_rite_test_image(labeller: AVLabeller) -> None:
     record = load_dataset(DATA, "rite", "test", limit=1)[0]
@@ -161,6 +168,7 @@ def test_shipped_weights_on_a_rite_test_image(labeller: AVLabeller) -> None:
     assert av_scores(av_labels(probability, record.vessel), record.av).accuracy >= 0.8
 
 
+@pytest.mark.slow
 def test_label_av_and_evaluate_av_commands(tmp_path: Path) -> None:
     case = generate_case(8898, PhantomConfig(size=(400, 600), n_frames=2))
     truth = case.av_labels
@@ -231,6 +239,7 @@ def av_labels_from_png(path: Path) -> np.ndarray:
     return av_labels_from_rgb(np.asarray(Image.open(path).convert("RGB")))
 
 
+@pytest.mark.slow
 def test_train_hvgn_command_writes_weights_that_label_av_uses(tmp_path: Path) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(
@@ -259,6 +268,7 @@ def test_train_hvgn_command_writes_weights_that_label_av_uses(tmp_path: Path) ->
     assert result.exit_code != 0 and "have no FA" in " ".join(result.stderr.split())
 
 
+@pytest.mark.slow
 def test_training_continues_from_saved_weights(tmp_path: Path, phantom_images) -> None:
     first = train_hvgn(_config(), phantom_images, tmp_path / "first")
     weights = tmp_path / "first" / "weights"

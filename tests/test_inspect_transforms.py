@@ -15,9 +15,10 @@ from angioflow.pipeline.casestore import CaseStore
 from angioflow.pipeline.curation import CurationSettings, metric_mask
 from angioflow.pipeline.curation_stages import run_aggregate, run_registration
 from angioflow.pipeline.transform_files import RegistrationFiles, read_registration_files, resample
-from conftest import copy_store
 from PIL import Image
 from typer.testing import CliRunner
+
+pytestmark = pytest.mark.slow  # every test starts from the curated store (a Prefect server)
 
 
 def _read(path: Path) -> np.ndarray:
@@ -73,11 +74,6 @@ def _check_registered_frames(folder: Path, manifest: dict) -> int:
         )
         nonrigid += entry["nonrigid"] is not None
     return nonrigid
-
-
-@pytest.fixture
-def store(curated_store_template: Path, tmp_path: Path) -> CaseStore:
-    return CaseStore(copy_store(curated_store_template, tmp_path / "store"), create=False)
 
 
 def test_inspect_writes_transforms_that_reproduce_the_fundus_alignment(

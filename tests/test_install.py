@@ -103,6 +103,7 @@ def _imports(path: Path) -> list[tuple[str, bool, int]]:
     return found
 
 
+@pytest.mark.slow
 def test_every_imported_distribution_is_declared() -> None:
     declared = _declared()
     distributions = packages_distributions()
@@ -185,6 +186,7 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_the_blocker_blocks(headless_env: dict[str, str]) -> None:
     for module in (*GUI, *POSIX_ONLY):
         result = subprocess.run(

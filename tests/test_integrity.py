@@ -19,17 +19,13 @@ from angioflow.flows.cli import app
 from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 from angioflow.pipeline.qc import av_to_rgb
 from angioflow.pipeline.review import review_queue
-from conftest import copy_store
 from PIL import Image
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.slow  # every test starts from the curated store (a Prefect server)
+
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-@pytest.fixture
-def store(curated_store_template: Path, tmp_path: Path) -> CaseStore:
-    return CaseStore(copy_store(curated_store_template, tmp_path / "store"), create=False)
 
 
 def _cli(*args: str | Path) -> tuple[int, str, str]:

@@ -71,6 +71,7 @@ def _psnr(model: GlobalGenerator, masks: np.ndarray, photos: np.ndarray) -> floa
     return float(10 * np.log10(255.0**2 / np.mean(error**2)))
 
 
+@pytest.mark.slow
 def test_pairs_put_masks_and_photo_in_register(pairs: tuple[np.ndarray, np.ndarray]) -> None:
     masks, photos = pairs
     assert masks.shape == (3, 3, 32, 32) and photos.shape == (3, 32, 32, 3)
@@ -79,6 +80,7 @@ def test_pairs_put_masks_and_photo_in_register(pairs: tuple[np.ndarray, np.ndarr
     assert set(np.unique(masks)) <= {0.0, 1.0} and masks[:, :2].any()
 
 
+@pytest.mark.slow
 def test_a_tiny_pix2pixhd_learns_its_pairs(
     pairs: tuple[np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
@@ -97,6 +99,7 @@ def test_a_tiny_pix2pixhd_learns_its_pairs(
     )
 
 
+@pytest.mark.slow
 def test_the_l1_term_brings_generated_photos_closer_to_the_real_ones(
     pairs: tuple[np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
@@ -127,6 +130,7 @@ def test_reconstruction_loss_counts_pixels_near_vessels_more() -> None:
     assert reconstruction_loss(on_vessel, real, masks, 9.0) == pytest.approx(10 * float(plain))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "RITE").is_dir(), reason=f"RITE not found at {SHARED_DATA}")
 def test_the_input_skip_lets_the_generator_draw_the_vessels(tmp_path: Path) -> None:
     pairs = [
@@ -161,6 +165,7 @@ def test_the_input_skip_lets_the_generator_draw_the_vessels(tmp_path: Path) -> N
     assert drawn[True] > 1.5 and drawn[False] < 0, drawn
 
 
+@pytest.mark.slow
 def test_training_resumes_exactly(pairs: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
     masks, photos = pairs
     straight = train_pix2pixhd(_config(), masks, photos, tmp_path / "straight")
@@ -180,6 +185,7 @@ def test_discriminators_score_patches_at_every_scale() -> None:
     assert scores[0][-1].shape[-1] > scores[1][-1].shape[-1]  # the second sees half resolution
 
 
+@pytest.mark.slow
 def test_vgg_loss_needs_a_local_features_file(tmp_path: Path) -> None:
     torch.save({"0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "partial.pt")
     with pytest.raises(ValueError, match="not a VGG-19 features state dict"):

@@ -11,6 +11,8 @@ from angioflow.flows.reports import curation_report
 from angioflow.pipeline.casestore import CaseStore
 from support import copy_store, headless_chromium, needs_chromium
 
+pytestmark = pytest.mark.slow  # the curated store and headless Chromium
+
 # Counts what runs off the page at the window's width: the document's scroll width beyond its
 # client width, and every table wider than the element holding it.
 _OVERFLOW = """

@@ -15,17 +15,11 @@ from angioflow.flows.cli import app
 from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 from angioflow.pipeline.qc import av_to_rgb
 from angioflow.pipeline.review import MaskImportError, merge_edits, read_mask_file, review_queue
-from conftest import copy_store
 from PIL import Image
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-@pytest.fixture
-def store(curated_store_template: Path, tmp_path: Path) -> CaseStore:
-    return CaseStore(copy_store(curated_store_template, tmp_path / "store"), create=False)
 
 
 def test_merge_keeps_both_reviewers_edits_and_reports_conflicts() -> None:
@@ -40,6 +34,7 @@ def test_merge_keeps_both_reviewers_edits_and_reports_conflicts() -> None:
     assert merged.mask[2, 2] == 1  # the merging reviewer's label, flagged as a conflict
 
 
+@pytest.mark.slow
 def test_rejection_leaves_the_queue_until_a_new_version(store: CaseStore) -> None:
     first, second = store.case_ids()
     assert [e.case_id for e in review_queue(store)] == [first, second]
@@ -55,6 +50,7 @@ def test_rejection_leaves_the_queue_until_a_new_version(store: CaseStore) -> Non
     assert store.summary(first).stage == Stage.VESSEL_REVIEW  # a fixed version is reviewed again
 
 
+@pytest.mark.slow
 def test_autosave_round_trip_is_per_editor_and_cleared_by_saving(store: CaseStore) -> None:
     case_id = store.case_ids()[0]
     mask = store.read_version(case_id, "vessel")
@@ -105,6 +101,7 @@ def test_masks_from_other_tools_are_read_or_refused_with_the_fix(tmp_path: Path)
         read_mask_file(tmp_path / "av_as_vessel.png", MaskKind.VESSEL, shape)
 
 
+@pytest.mark.slow
 def test_approve_history_inspect_and_status_commands(store: CaseStore, tmp_path: Path) -> None:
     first, second = store.case_ids()
     root = str(store.root)
@@ -226,6 +223,7 @@ _REVIEWER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_reviewers_saving_concurrently_lose_no_version_and_no_edit(store: CaseStore) -> None:
     case_id = store.case_ids()[0]
     mask = store.read_version(case_id, "vessel")
@@ -249,6 +247,7 @@ def test_two_reviewers_saving_concurrently_lose_no_version_and_no_edit(store: Ca
         assert final[10:34:3, column].tolist() == [1] * 8
 
 
+@pytest.mark.slow
 def test_curate_continues_from_the_gate_without_recomputing(
     store: CaseStore, prefect_server: None
 ) -> None:
@@ -274,6 +273,7 @@ def test_curate_continues_from_the_gate_without_recomputing(
     assert curate_flow(str(store.root))["av_labelled"] == []
 
 
+@pytest.mark.slow
 def test_review_command_refuses_before_opening_napari(store: CaseStore) -> None:
     root = str(store.root)
     no_editor = runner.invoke(app, ["review", "--store", root], env={"ANGIOFLOW_EDITOR": ""})

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 
+pytestmark = pytest.mark.slow  # napari viewers under Xvfb on the curated store
+
 pytest.importorskip("napari")
 
 ROOT = Path(__file__).resolve().parents[1]

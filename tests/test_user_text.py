@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from angioflow.flows.cli import app
 from angioflow.pipeline.casestore import CaseStore
-from conftest import copy_store
+from support import copy_store
 from typer.testing import CliRunner
+
+pytestmark = pytest.mark.slow  # starts from the curated store (a Prefect server)
 
 runner = CliRunner()
 

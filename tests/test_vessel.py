@@ -176,6 +176,7 @@ def _tiny_images() -> list:
     return images
 
 
+@pytest.mark.slow
 def test_seeded_training_learns_and_resumes(tmp_path: Path) -> None:
     config = VesselTrainingConfig(
         model=TINY,
@@ -237,6 +238,7 @@ def test_tiled_inference_equals_whole_image_inference() -> None:
 # ---- shipped weights and CLI -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_shipped_weights_segment_a_drive_test_image(tmp_path: Path) -> None:
     record = drive("test", 1)[0]
     if not DEFAULT_WEIGHTS.is_dir():
@@ -272,6 +274,7 @@ def test_shipped_weights_segment_a_drive_test_image(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
     torch.manual_seed(3)
     VesselUNet(TINY).save(tmp_path / "start", half=False)
@@ -295,6 +298,7 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
         train_vessel(other, _tiny_images(), tmp_path / "other")
 
 
+@pytest.mark.slow
 def test_segment_skips_bad_inputs_but_writes_the_rest(tmp_path: Path) -> None:
     image, _ = synthetic_vessels((96, 128))
     Image.fromarray(np.round(image * 255).astype(np.uint8)).save(tmp_path / "frame.png")
@@ -323,6 +327,7 @@ def test_segment_skips_bad_inputs_but_writes_the_rest(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "oct" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [3, 20, 39])
 def test_short_runs_train_to_their_last_step(tmp_path: Path, steps: int) -> None:
     config = VesselTrainingConfig(

@@ -57,6 +57,7 @@ def test_every_shipped_weights_folder_matches_its_recorded_sha256() -> None:
         assert (folder / checkpoints.MANIFEST_FILE).is_file()
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_in_the_tensors_is_refused(tmp_path: Path) -> None:
     folder = _copy(DEFAULT_EDSR_WEIGHTS, tmp_path)
     EDSR.load(folder)
@@ -116,6 +117,7 @@ def test_damaged_weights_are_one_line_errors(tmp_path: Path, damage: str, messag
     assert message in _one_line_error(result)
 
 
+@pytest.mark.slow
 def test_generate_refuses_an_unbounded_count_at_once(tmp_path: Path) -> None:
     for command in ("generate", "generate-masks"):
         result = subprocess.run(
@@ -129,6 +131,7 @@ def test_generate_refuses_an_unbounded_count_at_once(tmp_path: Path) -> None:
         assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_generate_checks_free_disk_space_first(tmp_path: Path) -> None:
     from angioflow.flows.generation import MAX_SAMPLES
     from angioflow.models.generation import DiskSpaceError, SetRequest, check_disk_space
@@ -176,6 +179,7 @@ def _read(recipe: type[TrainingConfig], file: str) -> TrainingConfig:
     return recipe.model_validate(yaml.safe_load((CONFIGS / file).read_text()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("recipe", "file", "model_class", "weights"), SHIPPED_RECIPES)
 def test_each_training_default_is_the_recipe_of_the_shipped_weights(
     recipe: type[TrainingConfig], file: str, model_class: type, weights: str
@@ -203,6 +207,7 @@ def test_the_shipped_hvgn_is_its_recipe_continued_and_every_recipe_file_validate
     assert {p.name for p in CONFIGS.glob("*.yaml")} == listed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("model_class", "weights"), [(model, weights) for _, _, model, weights in SHIPPED_RECIPES]
 )
