@@ -153,7 +153,8 @@ class Catalog(BaseModel):
 def find_catalog(path: Path | None = None) -> Catalog:
     """The catalog a command uses: ``path`` (``--catalog FILE``) when given, else
     ``./data_catalog.yaml`` when the working folder has one, else the catalog shipped with
-    angioflow (its relative paths resolve against the installed package's folder).
+    angioflow, whose relative paths resolve against the working folder (so outputs never land
+    inside the installed package).
 
     Raises
     ------
@@ -164,7 +165,7 @@ def find_catalog(path: Path | None = None) -> Catalog:
         return load_catalog(path)
     if LOCAL_CATALOG.is_file():
         return load_catalog(LOCAL_CATALOG)
-    return load_catalog(packaged_file("data_catalog.yaml"))
+    return load_catalog(packaged_file("data_catalog.yaml"), root=Path.cwd())
 
 
 def public_data_folder(catalog: Catalog, given: Path | None = None) -> Path:
@@ -186,13 +187,15 @@ def public_data_folder(catalog: Catalog, given: Path | None = None) -> Path:
     return catalog.path("public_datasets")
 
 
-def load_catalog(path: Path) -> Catalog:
+def load_catalog(path: Path, *, root: Path | None = None) -> Catalog:
     """Read and validate a catalog file.
 
     Parameters
     ----------
     path : Path
-        The YAML file (``yaml.safe_load``). Relative dataset paths resolve against its folder.
+        The YAML file (``yaml.safe_load``).
+    root : Path, optional
+        The folder relative dataset paths resolve against; default: the file's folder.
 
     Returns
     -------
@@ -225,7 +228,7 @@ def load_catalog(path: Path) -> Catalog:
         raise CatalogError(f"{path}: must be a mapping with 'version' and 'datasets'")
     document = {k: v for k, v in document.items() if not str(k).startswith("_")}
     try:
-        catalog = Catalog(**document, root=path.parent.resolve())
+        catalog = Catalog(**document, root=(root or path.parent).resolve())
     except ValidationError as error:
         raise CatalogError(f"{path}: {_describe(error)}") from None
     except TypeError as error:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from angioflow.flows.catalog import CatalogError, load_catalog
+from angioflow.flows.catalog import CatalogError, find_catalog, load_catalog
+from angioflow.flows.resources import packaged_file
 
 REPO_CATALOG = Path(__file__).resolve().parents[1] / "data_catalog.yaml"
 
@@ -88,3 +89,21 @@ def test_invalid_catalog_errors_name_the_entry(tmp_path: Path, text: str, messag
 def test_missing_catalog_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="pass --catalog FILE"):
         load_catalog(tmp_path / "absent.yaml")
+
+
+def test_the_packaged_catalog_resolves_against_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a project folder the shipped catalog is used, and what commands write (weights,
+    stores, reports) lands under the working folder, never inside the installed package."""
+    monkeypatch.chdir(tmp_path)
+    catalog = find_catalog()
+    package = packaged_file("data_catalog.yaml").parent.resolve()
+    weights = catalog.path("model_weights", model="vessel")
+    assert weights.is_relative_to(tmp_path.resolve()), weights
+    assert not weights.is_relative_to(package)
+    assert catalog.path("case_store") == tmp_path.resolve() / "data" / "02_cases"
+    (tmp_path / "data_catalog.yaml").write_text(
+        "version: 1\ndatasets:\n  case_store:\n    type: case_store\n    filepath: mine\n"
+    )
+    assert find_catalog().path("case_store") == tmp_path.resolve() / "mine"
