@@ -8,7 +8,7 @@ Trains the recipe in CONFIG (a `angioflow train vessel` config) without DRIVE tr
 clDice (threshold 0.5, inside the FOV masks) on those five images, and the mean accuracy at
 thresholds 0.30-0.70 (`accuracy_by_threshold`, `best_threshold`). A run resumes from RUN_DIR;
 a finished run is only evaluated.
-The held-out numbers of docs/guide.md (configs/vessel.yaml 0.9545) and of the options tried and
+The held-out numbers of docs/models/vessel.md (configs/vessel.yaml 0.9545) and of the options tried and
 removed (docs/experiments.md) come from this script, CPU, 6000 steps.
 """
 
