@@ -280,6 +280,12 @@ def evaluate_synthetic(
         }
     if "realism" not in measures:
         return result
+    if min(len(reference.photos), len(synthetic["images"])) < 2:
+        raise EvaluationInputError(
+            "image realism needs at least 2 real and 2 synthetic images; the reference has "
+            f"{len(reference.photos)}, the set {len(synthetic['images'])}: pass --data with the "
+            "public datasets folder or --export with more approved cases"
+        )
     features = VesselFeatureExtractor(segmenter.model, segmenter.weights_sha256)
     result["realism"] = {
         "vessel_cnn": _realism(

@@ -281,15 +281,20 @@ def add_synthetic_sections(
         page.images(
             [("real vs synthetic", figure_uri(structure_figure(result["stats"])))], width=1100
         )
-        page.section("Image realism")
-        page.paragraph(
-            "Fréchet distance, KID and k-NN precision/recall (k = 3) per feature space; "
-            "real_halves_frechet_distance is the distance between two halves of the real set, "
-            "the floor a synthetic set of this size can reach."
-        )
-        page.table([{"features": space} | values for space, values in result["realism"].items()])
         summary |= {"structure": structure["combined"] | structure["near_empty"]}
-        summary |= {f"realism ({k})": v for k, v in result["realism"].items()}
+        page.section("Image realism")
+        if "realism" not in result:
+            page.paragraph("Not measured: it needs at least 2 real and 2 synthetic images.")
+        else:
+            page.paragraph(
+                "Fréchet distance, KID and k-NN precision/recall (k = 3) per feature space; "
+                "real_halves_frechet_distance is the distance between two halves of the real "
+                "set, the floor a synthetic set of this size can reach."
+            )
+            page.table(
+                [{"features": space} | values for space, values in result["realism"].items()]
+            )
+            summary |= {f"realism ({k})": v for k, v in result["realism"].items()}
     page.section("Synthetic samples")
     page.images(
         _sample_grid(synthetic["images"], synthetic["av"], grid, thumbnail_px=thumbnail_px),

@@ -5,6 +5,7 @@ from any folder."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,10 +20,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _git_commit() -> str:
+    return _git("rev-parse", "--short", "HEAD").strip()
+
+
+def _git(*args: str, cwd: Path = ROOT) -> str:
     return subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.strip()
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _checkout_copy(folder: Path) -> Path:
+    """This checkout as it is now (committed, changed and new files, deletions) in a fresh
+    clone: an in-tree build would package stale modules left in ./build by earlier builds."""
+    _git("clone", "--quiet", "--shared", str(ROOT), str(folder))
+    for name in _git("ls-files", "-z", "--deleted").split("\0"):
+        if name:
+            (folder / name).unlink(missing_ok=True)
+    for name in _git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0"):
+        if name and (ROOT / name).is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, folder / name)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +52,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), str(ROOT)],
+         "--wheel-dir", str(out), str(_checkout_copy(tmp_path_factory.mktemp("src") / "src"))],
         check=True, capture_output=True, text=True,
     )
     (built,) = out.glob("angioflow-*.whl")
@@ -80,6 +98,15 @@ def test_the_wheel_holds_one_angioflow_package_with_configs_and_catalog(wheel: P
                    "angioflow/models/weights/vessel/config.json"):
         assert needed in names, needed
     assert not any(name.startswith(("angioflow/tests/", "angioflow/benchmarks/")) for name in names)
+    modules = {
+        f"angioflow/{path.relative_to(ROOT).as_posix()}"
+        for folder in ("pipeline", "models", "flows", "annotation_tools")
+        for path in (ROOT / folder).rglob("*.py")
+    }
+    assert modules - set(names) == set(), "modules left out of the wheel (pyproject packages)"
+    assert {n for n in names if n.endswith(".py")} - modules - {
+        "angioflow/__init__.py", "angioflow/__main__.py"
+    } == set(), "stale or foreign modules in the wheel"
 
 
 def test_installed_version_comes_from_git(installed: Path, tmp_path: Path) -> None:
