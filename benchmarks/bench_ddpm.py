@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from angioflow.flows.settings_file import read_settings
+from angioflow.flows.settings_file import load_settings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -83,7 +83,7 @@ def main() -> None:
     from angioflow.pipeline.av_structure import compare_structure
 
     torch.set_num_threads(2)
-    base = DDPMTrainingConfig(**read_settings(args.config))
+    base = load_settings(DDPMTrainingConfig, args.config)
     masks = load_public_masks(DATA, base.datasets, base.model.image_size, coverage=base.coverage)
     real_labels = _labels(masks)
     real = _stats(real_labels)

@@ -65,7 +65,7 @@ def mask_model_task(
 
     if not retrain:
         return weights or str(DEFAULT_DDPM_WEIGHTS)
-    from angioflow.flows.settings_file import read_settings
+    from angioflow.flows.settings_file import load_settings
     from angioflow.models.ddpm import (
         DDPMTrainingConfig,
         load_exported_masks,
@@ -73,7 +73,7 @@ def mask_model_task(
         train_ddpm,
     )
 
-    settings = DDPMTrainingConfig(**read_settings(Path(config)))
+    settings = load_settings(DDPMTrainingConfig, Path(config))
     size = settings.model.image_size
     parts = [load_exported_masks(Path(export), size)] if export else []
     if Path(data).is_dir():

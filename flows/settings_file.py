@@ -1,10 +1,10 @@
 """Settings files: YAML (or JSON) mappings that may extend another file with ``base:``.
 
-A variant of a training recipe names the recipe it changes and only the keys it changes::
+A variant of a recipe names the recipe it changes and only the keys it changes::
 
-    # configs/vessel_soft_labels.yaml
+    # configs/vessel_longer.yaml
     base: vessel.yaml
-    soft_labels: true
+    steps: 12000
 
 Nested mappings (``model:``) merge key by key; any other value (lists included) replaces the
 base's. ``base`` is a path relative to the file's own folder and must stay inside it.
