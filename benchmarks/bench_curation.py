@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import SimpleITK as sitk  # noqa: N813 - the library's own convention
 import torch
+from angioflow.flows.catalog import find_catalog, public_data_folder
 from angioflow.models.vessel import VesselSegmenter
 from angioflow.pipeline.curation import (
     CurationSettings,
@@ -277,7 +278,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--reference-cases", type=int, default=1)
     parser.add_argument("--ffa-images", type=int, default=4)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=public_data_folder(find_catalog()))
     args = parser.parse_args()
     torch.set_num_threads(2)
     settings = CurationSettings()

@@ -33,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from angioflow.flows.catalog import find_catalog, public_data_folder
 from angioflow.flows.settings_file import load_settings
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = public_data_folder(find_catalog())  # the catalog's public_datasets
 
 
 def _train(config, masks: np.ndarray, folder: Path):  # noqa: ANN001, ANN202

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from angioflow.flows.catalog import find_catalog, public_data_folder
 from PIL import Image
 from scipy import ndimage
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = public_data_folder(find_catalog())  # the catalog's public_datasets
 
 
 def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:

@@ -25,8 +25,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from angioflow.flows.catalog import find_catalog, public_data_folder
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = public_data_folder(find_catalog())  # the catalog's public_datasets
 
 
 def main() -> None:

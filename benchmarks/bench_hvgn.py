@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from angioflow.flows.catalog import find_catalog, public_data_folder
 from angioflow.models.hvgn import DEFAULT_AV_WEIGHTS, AVLabeller
 from angioflow.pipeline.datasets import LabelledImage, load_dataset
 from angioflow.pipeline.metrics import av_scores
@@ -86,7 +87,7 @@ def _hrf_native_graph(record: LabelledImage) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--weights", type=Path, default=DEFAULT_AV_WEIGHTS)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=public_data_folder(find_catalog()))
     parser.add_argument("--phantom-cases", type=int, default=5)
     parser.add_argument("--phantom-seed", type=int, default=PHANTOM_SEED)
     parser.add_argument(

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from angioflow.flows.catalog import find_catalog, public_data_folder
 from angioflow.models.vessel import DEFAULT_WEIGHTS, VesselSegmenter, phantom_fa_frames
 from angioflow.pipeline.datasets import load_dataset
 from angioflow.pipeline.metrics import vessel_scores
@@ -39,7 +40,7 @@ PHANTOM_FUNDUS_SEED = 9100
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=public_data_folder(find_catalog()))
     parser.add_argument("--phantom-cases", type=int, default=8)
     args = parser.parse_args()
     torch.set_num_threads(2)

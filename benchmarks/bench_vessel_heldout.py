@@ -8,8 +8,8 @@ Trains the recipe in CONFIG (a `angioflow train vessel` config) without DRIVE tr
 clDice (threshold 0.5, inside the FOV masks) on those five images, and the mean accuracy at
 thresholds 0.30-0.70 (`accuracy_by_threshold`, `best_threshold`). A run resumes from RUN_DIR;
 a finished run is only evaluated.
-The held-out numbers of docs/models/vessel.md (configs/vessel.yaml 0.9545) and of the options tried and
-removed (docs/experiments.md) come from this script, CPU, 6000 steps.
+The held-out numbers of docs/models/vessel.md (configs/vessel.yaml 0.9545) and of the options
+tried and removed (docs/experiments.md) come from this script, CPU, 6000 steps.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from angioflow.flows.catalog import find_catalog, public_data_folder
 from angioflow.flows.settings_file import read_settings
 from angioflow.models.vessel import (
     VesselSegmenter,
@@ -39,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("config", type=Path)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=public_data_folder(find_catalog()))
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     raw = read_settings(args.config)

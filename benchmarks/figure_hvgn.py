@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from angioflow.flows.catalog import find_catalog, public_data_folder
 from angioflow.models.hvgn import AVLabeller  # noqa: E402
 from angioflow.pipeline.datasets import LabelledImage, load_dataset  # noqa: E402
 from angioflow.pipeline.metrics import av_scores  # noqa: E402
@@ -27,7 +28,7 @@ from angioflow.pipeline.vessel_graph import av_labels  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=public_data_folder(find_catalog()))
     parser.add_argument("--out", type=Path, default=Path("docs/hvgn"))
     args = parser.parse_args()
     labeller = AVLabeller.load()

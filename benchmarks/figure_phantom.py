@@ -14,11 +14,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from angioflow.flows.catalog import find_catalog, public_data_folder
 from angioflow.pipeline.phantom import PhantomConfig, generate_case  # noqa: E402
 from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = public_data_folder(find_catalog())
 DRIVE_IMAGE = DATA / "DRIVE" / "training" / "images" / "21_training.tif"
 RITE_LABEL = DATA / "RITE" / "training" / "1st_manual" / "21_training.png"
 FFA = DATA / "FFA" / "origin_data" / "01.phase_identification"
@@ -52,7 +53,9 @@ def main() -> None:
     real = (DRIVE_IMAGE, RITE_LABEL, DRIVE_MANUAL, FFA_ARTERIAL, FFA_VENOUS, FFA_VENOUS_2)
     missing = [p for p in real if not p.exists()]
     if missing:
-        raise SystemExit(f"real data absent ({missing[0]}); the figure needs ../shared/data")
+        raise SystemExit(
+            f"real data absent ({missing[0]}); the figure needs the catalog's public_datasets"
+        )
 
     case = generate_case(args.seed, PhantomConfig(n_frames=10, eye="OS"))
     arterial = _first_frame(case, ("arterial",), last=True)

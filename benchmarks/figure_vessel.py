@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from angioflow.flows.catalog import find_catalog, public_data_folder
 from angioflow.models.vessel import (
     VesselSegmenter,  # noqa: E402
     phantom_fa_frames,  # noqa: E402
@@ -22,7 +23,7 @@ from angioflow.pipeline.io import as_fa_frame, read_image  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=public_data_folder(find_catalog()))
     parser.add_argument("--out", type=Path, default=Path("docs/vessel/examples.png"))
     args = parser.parse_args()
     segmenter = VesselSegmenter.load()

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 import pytest
+from angioflow.flows.catalog import load_catalog, public_data_folder
 from PIL import Image
 
 __all__ = [
@@ -39,7 +40,10 @@ __all__ = [
 
 T = TypeVar("T")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The public datasets folder the project's catalog names (DRIVE/, RITE/, LES-AV/, HRF-AV/).
+SHARED_DATA = public_data_folder(
+    load_catalog(Path(__file__).resolve().parents[1] / "data_catalog.yaml")
+)
 # Distinctive, so a byte search for it cannot match by chance.
 PATIENT_ID = "MRN-7f3a91-DOE^JANE"
 # The pseudonymisation key of the tests' stores ($ANGIOFLOW_SECRET), the curated template's too.

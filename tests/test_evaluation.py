@@ -23,11 +23,11 @@ from angioflow.pipeline.h5_formats import EXPORT, SYNTHETIC_SET
 from angioflow.pipeline.metrics import vessel_scores
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
 from PIL import Image
-from support import copy_store, headless_chromium, needs_chromium
+from support import SHARED_DATA, copy_store, headless_chromium, needs_chromium
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = SHARED_DATA
 needs_data = pytest.mark.skipif(
     not (DATA / "DRIVE").is_dir(), reason=f"public datasets not found at {DATA} (../shared/data)"
 )

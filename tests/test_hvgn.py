@@ -25,9 +25,10 @@ from angioflow.pipeline.phantom import PhantomConfig, generate_case
 from angioflow.pipeline.qc import av_to_rgb
 from angioflow.pipeline.vessel_graph import av_labels
 from PIL import Image
+from support import SHARED_DATA
 from typer.testing import CliRunner
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 TINY = HVGNConfig(base_channels=4, depth=2, features=8, hidden=8, cells=(2, 2), fov_diameter_px=180)
 
 

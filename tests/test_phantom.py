@@ -24,8 +24,9 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 from skimage.morphology import disk, white_tophat
 from skimage.registration import phase_cross_correlation
+from support import SHARED_DATA
 
-DRIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "DRIVE"
+DRIVE = SHARED_DATA / "DRIVE"
 SMALL = PhantomConfig(size=(256, 384), n_frames=6, bad_frame_probability=0.0)
 
 

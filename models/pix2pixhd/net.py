@@ -38,9 +38,8 @@ class Pix2PixHDConfig(BaseModel):
 
     ``input_skip`` feeds the input masks to the generator's output convolution beside its
     up-sampled features (the outermost skip of pix2pix's U-Net). Without it every vessel
-    has to pass the down-sampled bottleneck, and CPU-length runs drew none (docs/models/pix2pixhd.md;
-    ``tests/test_pix2pixhd.py`` checks the difference on RITE
-    pairs).
+    has to pass the down-sampled bottleneck, and CPU-length runs drew none
+    (docs/models/pix2pixhd.md; ``tests/test_pix2pixhd.py`` checks the difference on RITE pairs).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
