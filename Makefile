@@ -36,7 +36,7 @@ demo: $(STAMP)
 
 test: $(STAMP) system-packages
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast: $(STAMP) system-packages
 	$(BIN)/ruff check .

@@ -20,6 +20,22 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 if TYPE_CHECKING:
     from angioflow.pipeline.casestore import CaseStore
 
+# `make test` runs two pytest-xdist workers that take whole files in collection order; the files
+# with the longest tests (each over a minute: the installed demo, the CLI demo, kill-and-rerun
+# loops) go first, so neither worker is left running one long file alone at the end.
+LONGEST_FILES_FIRST = (
+    "test_wheel.py",
+    "test_cli.py",
+    "test_fault_injection.py",
+    "test_ingest_soak.py",
+    "test_evaluation.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
     """One temporary Prefect API for every flow test of the session (it takes ~10 s to start)."""
