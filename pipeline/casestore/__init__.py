@@ -37,38 +37,8 @@ The package is split by concern: :mod:`._file` (manifest, atomic files, lock, co
 :mod:`.store`, the :class:`CaseStore` every caller uses.
 """
 
-from .records import (
-    PIPELINE_EDITOR,
-    Autosave,
-    Baseline,
-    CaseStoreError,
-    CaseSummary,
-    MaskKind,
-    NewCase,
-    RawImages,
-    Rejection,
-    Stage,
-    StageOutput,
-    StaleVersionError,
-    VersionInfo,
-    software_version,
-)
+from . import records
+from .records import *  # noqa: F403  (the records are the package's names, listed once there)
 from .store import CaseStore
 
-__all__ = [
-    "PIPELINE_EDITOR",
-    "Autosave",
-    "Baseline",
-    "CaseStore",
-    "CaseStoreError",
-    "CaseSummary",
-    "MaskKind",
-    "NewCase",
-    "RawImages",
-    "Rejection",
-    "Stage",
-    "StageOutput",
-    "StaleVersionError",
-    "VersionInfo",
-    "software_version",
-]
+__all__ = ["CaseStore", *records.__all__]
