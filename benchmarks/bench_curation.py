@@ -30,7 +30,6 @@ import statistics
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import SimpleITK as sitk  # noqa: N813 - the library's own convention
 import torch
@@ -45,7 +44,7 @@ from angioflow.pipeline.curation import (
     nonrigid_mask,
     register_sequence,
 )
-from angioflow.pipeline.deformable import Deformation, register_bspline, sampling_maps
+from angioflow.pipeline.deformable import Deformation, execute_bspline, register_bspline
 from angioflow.pipeline.phantom import (
     PhantomConfig,
     case_seed,
@@ -53,7 +52,7 @@ from angioflow.pipeline.phantom import (
     semi_synthetic_sequence,
 )
 from angioflow.pipeline.preprocess import fov_mask
-from angioflow.pipeline.registration import masked_correlation, matrix_to_similarity, sitk_image
+from angioflow.pipeline.registration import matrix_to_similarity, sitk_image
 from PIL import Image
 
 SEED = 7000
@@ -97,11 +96,9 @@ def reference_bspline(
     method.SetShrinkFactorsPerLevel([1])
     method.SetSmoothingSigmasPerLevel([0.0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.Execute(fixed_image, moving_image)
-    composite = sitk.CompositeTransform([start, bspline])
-    map_x, map_y = sampling_maps(composite, fixed.shape)
-    warped = cv2.remap(np.asarray(moving, np.float32), map_x, map_y, cv2.INTER_LINEAR)
-    return Deformation(composite, masked_correlation(fixed, warped, fixed_mask))
+    return execute_bspline(
+        method, (fixed_image, moving_image), start, bspline, fixed, moving, fixed_mask
+    )
 
 
 def _inside(points: np.ndarray, shape: tuple[int, int], margin: float = 2.0) -> np.ndarray:

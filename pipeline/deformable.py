@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt
 __all__ = [
     "BSplineSettings",
     "Deformation",
+    "execute_bspline",
     "register_bspline",
 ]
 
@@ -191,7 +192,40 @@ def register_bspline(
     method.SetShrinkFactorsPerLevel(list(settings.shrink_factors))
     method.SetSmoothingSigmasPerLevel(list(settings.smoothing_sigmas))
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.Execute(fixed_image, moving_image)
+    return execute_bspline(
+        method, (fixed_image, moving_image), start, bspline, fixed, moving, fixed_mask
+    )
+
+
+def execute_bspline(
+    method: sitk.ImageRegistrationMethod,
+    images: tuple[sitk.Image, sitk.Image],
+    start: sitk.Transform,
+    bspline: sitk.BSplineTransform,
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    fixed_mask: np.ndarray,
+) -> Deformation:
+    """Run a configured B-spline registration and score the warped moving map.
+
+    Parameters
+    ----------
+    method : sitk.ImageRegistrationMethod
+        Set up with ``start`` as its moving initial transform and ``bspline`` optimised in place.
+    images : (sitk.Image, sitk.Image)
+        ``fixed`` and ``moving`` as SimpleITK images.
+    start : sitk.Transform
+        The rigid/affine start the B-spline refines.
+    bspline : sitk.BSplineTransform
+    fixed, moving : (H, W) / (h, w) float ndarrays, vessel probability maps
+    fixed_mask : (H, W) bool ndarray
+
+    Returns
+    -------
+    Deformation
+        ``transform`` = start(bspline(p)), scored by masked correlation with ``fixed``.
+    """
+    method.Execute(*images)
     composite = sitk.CompositeTransform([start, bspline])
     map_x, map_y = sampling_maps(composite, fixed.shape)
     warped = cv2.remap(np.asarray(moving, np.float32), map_x, map_y, cv2.INTER_LINEAR)
