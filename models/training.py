@@ -28,6 +28,7 @@ __all__ = [
     "adamw_one_cycle",
     "continue_from",
     "ema_model",
+    "train_supervised",
 ]
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -187,3 +188,51 @@ class RunFolder:
         }
         with open(self.folder / LOG_FILE, "a", encoding="utf-8") as log:
             log.write(json.dumps(entry) + "\n")
+
+
+def train_supervised(
+    model_class: Any,
+    config: Any,
+    new_sampler: Callable[[], Any],
+    batch_loss: Callable[[nn.Module, Any, torch.device], torch.Tensor],
+    out_dir: Path,
+    *,
+    resume: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> nn.Module:
+    """The supervised loop of the vessel U-Net and the HVGN: AdamW, one-cycle, run folder.
+
+    ``model_class(config.model)`` is built (from ``config.init_weights`` when given), then
+    ``new_sampler()`` (whose ``rng`` the checkpoints carry); each step minimises
+    ``batch_loss(model, sampler, device)``. ``on_step(step, loss)`` gets the loss smoothed over
+    about 50 steps. The fp16 weights land in ``out_dir / "weights"``; returns the model in eval
+    mode, on the CPU.
+    """
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model_class(config.model)
+    continue_from(model, config.init_weights, model_class.load)
+    model = model.to(device)
+    optimiser, schedule = adamw_one_cycle(
+        model, config.learning_rate, config.weight_decay, config.steps
+    )
+    sampler = new_sampler()
+    run = RunFolder(out_dir, config, device)
+    start = run.resume(model, optimiser, schedule, sampler.rng, enabled=resume)
+    model.train()
+    running = 0.0
+    for step in range(start + 1, config.steps + 1):
+        loss = batch_loss(model, sampler, device)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        running = 0.98 * running + 0.02 * loss.item() if step > start + 1 else loss.item()
+        if on_step is not None:
+            on_step(step, running)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            run.checkpoint(step, running, model, optimiser, schedule, sampler.rng)
+    model.eval()
+    model.cpu().save(out_dir / "weights")
+    return model

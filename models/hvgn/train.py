@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from angioflow.models.hvgn.data import AVTrainingImage, CropSampler
 from angioflow.models.hvgn.net import HVGN, HVGNConfig, graph_batch
-from angioflow.models.training import RunFolder, TrainingConfig, adamw_one_cycle, continue_from
+from angioflow.models.training import TrainingConfig, train_supervised
 from pydantic import Field
 from torch.nn import functional as F  # noqa: N812
 
@@ -75,37 +75,19 @@ def train_hvgn(
     -------
     HVGN in eval mode.
     """
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = HVGN(config.model)
-    continue_from(model, config.init_weights, HVGN.load)
-    model = model.to(device)
-    optimiser, schedule = adamw_one_cycle(
-        model, config.learning_rate, config.weight_decay, config.steps
-    )
-    sampler = CropSampler(images, crop=config.crop, seed=config.seed)
-    run = RunFolder(out_dir, config, device)
-    start = run.resume(model, optimiser, schedule, sampler.rng, enabled=resume)
-    model.train()
-    running = 0.0
-    for step in range(start + 1, config.steps + 1):
+
+    def batch_loss(model: HVGN, sampler: CropSampler, device: torch.device) -> torch.Tensor:
         x, vessels, labels = sampler.batch(config.batch_size)
         graph = graph_batch(vessels, config.model)
         coords, image_index = graph.coords.numpy(), graph.image_index.numpy()
         node_labels = np.stack(labels)[image_index, coords[:, 0], coords[:, 1]]
         target = torch.from_numpy(node_labels.astype(np.int64)).to(device)
         logits, pixel_logits = model(torch.from_numpy(x).to(device), graph.to(device))
-        loss = av_loss(logits, target) + config.pixel_loss_weight * av_loss(pixel_logits, target)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        running = 0.98 * running + 0.02 * loss.item() if step > start + 1 else loss.item()
-        if on_step is not None:
-            on_step(step, running)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            run.checkpoint(step, running, model, optimiser, schedule, sampler.rng)
-    model.eval()
-    model.cpu().save(out_dir / "weights")
-    return model
+        return av_loss(logits, target) + config.pixel_loss_weight * av_loss(pixel_logits, target)
+
+    def new_sampler() -> CropSampler:
+        return CropSampler(images, crop=config.crop, seed=config.seed)
+
+    return train_supervised(  # type: ignore[return-value]
+        HVGN, config, new_sampler, batch_loss, out_dir, resume=resume, on_step=on_step
+    )

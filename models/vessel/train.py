@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from angioflow.models.training import RunFolder, TrainingConfig, adamw_one_cycle, continue_from
+from angioflow.models.training import TrainingConfig, train_supervised
 from angioflow.models.vessel.data import PatchSampler, TrainingImage
 from angioflow.models.vessel.net import VesselUNet, VesselUNetConfig
 from pydantic import Field
@@ -108,34 +108,16 @@ def train_vessel(
     model : VesselUNet
         The trained model in eval mode.
     """
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = VesselUNet(config.model)
-    continue_from(model, config.init_weights, VesselUNet.load)
-    model = model.to(device)
-    optimiser, schedule = adamw_one_cycle(
-        model, config.learning_rate, config.weight_decay, config.steps
-    )
-    sampler = PatchSampler(
-        images, patch=config.patch, scale_range=config.scale_range, seed=config.seed
-    )
-    run = RunFolder(out_dir, config, device)
-    start = run.resume(model, optimiser, schedule, sampler.rng, enabled=resume)
-    model.train()
-    running = 0.0
-    for step in range(start + 1, config.steps + 1):
+
+    def batch_loss(model: VesselUNet, sampler: PatchSampler, device: torch.device) -> torch.Tensor:
         x, y, w = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
-        loss = _loss(model(x), y, w, config.cl_dice_weight)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        running = 0.98 * running + 0.02 * loss.item() if step > start + 1 else loss.item()
-        if on_step is not None:
-            on_step(step, running)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            run.checkpoint(step, running, model, optimiser, schedule, sampler.rng)
-    model.eval()
-    model.cpu().save(out_dir / "weights")
-    return model
+        return _loss(model(x), y, w, config.cl_dice_weight)
+
+    def new_sampler() -> PatchSampler:
+        return PatchSampler(
+            images, patch=config.patch, scale_range=config.scale_range, seed=config.seed
+        )
+
+    return train_supervised(  # type: ignore[return-value]
+        VesselUNet, config, new_sampler, batch_loss, out_dir, resume=resume, on_step=on_step
+    )
