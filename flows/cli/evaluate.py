@@ -151,6 +151,38 @@ def evaluate_downstream(
     say(f"report: {run.report}")
 
 
+def _evaluate_set(
+    synthetic: Path,
+    measure: str,
+    *,
+    data: Path | None,
+    datasets: list[str],
+    export: list[Path] | None,
+    limit: int,
+    catalog: Path | None,
+    inception_weights: Path | None = None,
+) -> dict[str, Any]:
+    """One measure of the set against the real reference; its notes go to stderr."""
+    from angioflow.flows.set_evaluation import evaluate_set  # torch: these commands only
+
+    done = evaluate_set(
+        synthetic,
+        measures=(measure,),
+        data=data,
+        datasets=datasets,
+        exports=export,
+        limit=limit,
+        inception_weights=inception_weights,
+        catalog=catalog,
+    )
+    _notes(done.notes)
+    return done.result
+
+
+def _versus(synthetic: Path, result: dict[str, Any], what: str) -> str:
+    return f"{synthetic.name}: {result['samples']} {what} vs {result['reference']['samples']} real"
+
+
 @evaluate_app.command("structure")
 @user_errors
 def evaluate_structure(
@@ -164,25 +196,14 @@ def evaluate_structure(
 ) -> None:
     """Structural statistics of the set's A/V masks against real ones: per statistic the means
     and the Wasserstein distance in real standard deviations, their mean, near-empty rate."""
-    from angioflow.flows.set_evaluation import evaluate_set  # torch: this command only
-
-    done = evaluate_set(
-        synthetic,
-        measures=("structure",),
-        data=data,
-        datasets=datasets,
-        exports=export,
-        limit=limit,
+    result = _evaluate_set(
+        synthetic, "structure", data=data, datasets=datasets, export=export, limit=limit,
         catalog=catalog,
-    )
-    result = done.result
+    )  # fmt: skip
     if as_json:
         print_json(result["structure"])
         return
-    table = Table(
-        title=f"{synthetic.name}: {result['samples']} masks vs "
-        f"{result['reference']['samples']} real"
-    )
+    table = Table(title=_versus(synthetic, result, "masks"))
     for column in ("statistic", "real mean", "synthetic mean", "Wasserstein / real sd"):
         table.add_column(column, justify="left" if column == "statistic" else "right")
     for name, values in result["structure"].items():
@@ -216,28 +237,15 @@ def evaluate_realism(
 ) -> None:
     """Fréchet distance, KID and precision/recall of the set's photos against real photos in
     the vessel CNN's feature space (and Inception-v3's, given its weights file)."""
-    from angioflow.flows.set_evaluation import evaluate_set  # torch: this command only
-
-    done = evaluate_set(
-        synthetic,
-        measures=("realism",),
-        data=data,
-        datasets=datasets,
-        exports=export,
-        limit=limit,
-        inception_weights=inception_weights,
-        catalog=catalog,
-    )
-    _notes(done.notes)
-    result = done.result
+    result = _evaluate_set(
+        synthetic, "realism", data=data, datasets=datasets, export=export, limit=limit,
+        catalog=catalog, inception_weights=inception_weights,
+    )  # fmt: skip
     if as_json:
         print_json(result["realism"])
         return
     names = ("frechet_distance", "real_halves_frechet_distance", "kid_mean", "precision", "recall")
-    table = Table(
-        title=f"{synthetic.name}: {result['samples']} photos vs "
-        f"{result['reference']['samples']} real"
-    )
+    table = Table(title=_versus(synthetic, result, "photos"))
     table.add_column("features")
     for name in names:
         table.add_column(name, justify="right")
