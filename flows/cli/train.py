@@ -62,30 +62,29 @@ def _train(model: str, **options: object) -> None:
         console.print(f"weights written to {weights}")
 
 
-@train_app.command("vessel")
-@user_errors
-def train_vessel(
-    config: TrainConfigOption = None,
-    out: RunOption = None,
-    data: DataOption = None,
-    resume: ResumeOption = True,
-    catalog: CatalogOption = None,
-) -> None:
-    """Train the vessel U-Net on the public training splits (never DRIVE test)."""
-    _train("vessel", config=config, data=data, out=out, catalog=catalog, resume=resume)
+def _add_command(model: str, summary: str) -> None:
+    """``angioflow train <model>`` with the options every model takes, and nothing else."""
+
+    def command(
+        config: TrainConfigOption = None,
+        out: RunOption = None,
+        data: DataOption = None,
+        resume: ResumeOption = True,
+        catalog: CatalogOption = None,
+    ) -> None:
+        _train(model, config=config, data=data, out=out, catalog=catalog, resume=resume)
+
+    command.__doc__ = summary
+    command.__name__ = command.__qualname__ = f"train_{model}"
+    train_app.command(model)(user_errors(command))
 
 
-@train_app.command("hvgn")
-@user_errors
-def train_hvgn(
-    config: TrainConfigOption = None,
-    out: RunOption = None,
-    data: DataOption = None,
-    resume: ResumeOption = True,
-    catalog: CatalogOption = None,
-) -> None:
-    """Train the artery/vein graph network on RITE, LES-AV, HRF-AV training and phantom cases."""
-    _train("hvgn", config=config, data=data, out=out, catalog=catalog, resume=resume)
+# --help lists the models in the order they are registered here.
+_add_command("vessel", "Train the vessel U-Net on the public training splits (never DRIVE test).")
+_add_command(
+    "hvgn",
+    "Train the artery/vein graph network on RITE, LES-AV, HRF-AV training and phantom cases.",
+)
 
 
 @train_app.command("ddpm")
@@ -114,17 +113,7 @@ def train_ddpm(
     )
 
 
-@train_app.command("edsr")
-@user_errors
-def train_edsr(
-    config: TrainConfigOption = None,
-    out: RunOption = None,
-    data: DataOption = None,
-    resume: ResumeOption = True,
-    catalog: CatalogOption = None,
-) -> None:
-    """Train EDSR x4 super-resolution on real fundus photos (training splits)."""
-    _train("edsr", config=config, data=data, out=out, catalog=catalog, resume=resume)
+_add_command("edsr", "Train EDSR x4 super-resolution on real fundus photos (training splits).")
 
 
 @train_app.command("pix2pixhd")
