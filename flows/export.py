@@ -201,11 +201,7 @@ def export_folder(
     store : CaseStore
     out : Path
         The folder to create (it must not exist).
-    fractions : (3,) tuple of float
-        Expected shares of patients in training, validation and test; sum to 1.
-    seed : int
-        Seed of the patient-level split.
-    skip_unreadable : bool
+    fractions, seed, skip_unreadable
         As :func:`export_approved`.
 
     Returns

@@ -42,12 +42,8 @@ def read_raw_case(case_dir: Path, *, root: Path, limits: CaseLimits = CaseLimits
 
     Parameters
     ----------
-    case_dir : Path
-        The case folder.
-    root : Path
-        The ingestion source folder; ``case_dir`` (after resolving links) must lie inside it.
-    limits : CaseLimits
-        Image size, frame count, time and decoded-size limits.
+    case_dir, root, limits
+        As :func:`check_raw_case`.
 
     Returns
     -------
