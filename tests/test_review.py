@@ -16,7 +16,7 @@ from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 from angioflow.pipeline.qc import av_to_rgb
 from angioflow.pipeline.review import MaskImportError, merge_edits, read_mask_file, review_queue
 from PIL import Image
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -109,45 +109,18 @@ def test_approve_history_inspect_and_status_commands(store: CaseStore, tmp_path:
     edited = store.read_version(first, "vessel").astype(np.uint8) * 255
     edited[5:9, 5:9] = 255
     Image.fromarray(edited).save(tmp_path / "edited.png")
-    result = runner.invoke(
-        app,
-        [
-            "approve",
-            first,
-            "--store",
-            root,
-            "--stage",
-            "vessel",
-            "--editor",
-            "dr_a",
-            "--mask",
-            str(tmp_path / "edited.png"),
-            "--parent",
-            "1",
-        ],
-    )
+
+    def approve_vessel(case: str, mask: str) -> Result:
+        arguments = ["approve", case, "--store", root, "--stage", "vessel", "--editor", "dr_a"]
+        return runner.invoke(app, [*arguments, "--mask", str(tmp_path / mask), "--parent", "1"])
+
+    result = approve_vessel(first, "edited.png")
     assert result.exit_code == 0, result.output + result.stderr
     assert "approved vessel version 2" in result.output and "vessel_approved" in result.output
     assert store.read_version(first, "vessel")[5:9, 5:9].all()
 
     Image.fromarray(np.zeros((shape[0], shape[1] + 1), np.uint8)).save(tmp_path / "wide.png")
-    refused = runner.invoke(
-        app,
-        [
-            "approve",
-            second,
-            "--store",
-            root,
-            "--stage",
-            "vessel",
-            "--editor",
-            "dr_a",
-            "--mask",
-            str(tmp_path / "wide.png"),
-            "--parent",
-            "1",
-        ],
-    )
+    refused = approve_vessel(second, "wide.png")
     assert refused.exit_code == 2 and "wide.png: is" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     assert len(store.versions(second, "vessel")) == 1  # nothing stored
