@@ -48,6 +48,7 @@ def read_raw_case(case_dir: Path, *, root: Path, limits: CaseLimits = CaseLimits
     Returns
     -------
     case : RawCase
+        The validated exam, its images decoded.
 
     Raises
     ------
