@@ -11,7 +11,7 @@ page of a small study of phantom photos as "real" and SET.h5 as "synthetic"; no 
 from __future__ import annotations
 
 import argparse
-import shutil
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -20,20 +20,10 @@ from PIL import Image
 
 
 def _driver(width: int, height: int):  # noqa: ANN202 - a selenium WebDriver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support import headless_chromium
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        f"--window-size={width},{height}",
-    ):
-        options.add_argument(argument)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    return headless_chromium(width, height, "--hide-scrollbars")
 
 
 def main() -> None:

@@ -196,9 +196,11 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def headless_chromium(width: int = 1280, height: int = 900):  # noqa: ANN201 - a WebDriver
+def headless_chromium(  # noqa: ANN201 - a WebDriver
+    width: int = 1280, height: int = 900, *arguments: str
+):
     """Debian's Chromium under selenium, headless, through the system chromedriver (selenium
-    never downloads a driver when given one)."""
+    never downloads a driver when given one); ``arguments`` are further Chromium switches."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -210,6 +212,7 @@ def headless_chromium(width: int = 1280, height: int = 900):  # noqa: ANN201 - a
         "--disable-gpu",
         "--disable-dev-shm-usage",
         f"--window-size={width},{height}",
+        *arguments,
     ):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
