@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -23,6 +24,7 @@ from torch import nn
 __all__ = [
     "CONFIG_FILE",
     "MANIFEST_FILE",
+    "LoadedModel",
     "SHIPPED_WEIGHTS",
     "WEIGHTS_FILE",
     "SavedWeights",
@@ -178,3 +180,30 @@ class SavedWeights:
                 f"{_restore_hint(folder)}"
             ) from error
         return model.eval()  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model loaded for inference plus the sha256 of its weights file (recorded with every
+    output), run with ``threads`` torch threads. Subclasses name ``model_class`` (a
+    :class:`SavedWeights` module) and ``default_weights`` (its shipped folder)."""
+
+    model_class: ClassVar[type[SavedWeights]]
+    default_weights: ClassVar[Path]
+
+    model: Any
+    weights_sha256: str
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        # oneDNN's CPU convolutions run ~1.6x faster on channels-last tensors (same
+        # outputs to within 1e-6); the saved weights are unaffected.
+        self.model.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def load(cls, folder: Path | None = None) -> Self:
+        """Load weights saved by ``model_class.save`` (default: the shipped weights)."""
+        folder = cls.default_weights if folder is None else folder
+        model = cls.model_class.load(folder)
+        digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
+        return cls(model, digest)

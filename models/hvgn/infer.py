@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 import torch
-from angioflow.models.checkpoints import SHIPPED_WEIGHTS, WEIGHTS_FILE
+from angioflow.models.checkpoints import SHIPPED_WEIGHTS, LoadedModel
 from angioflow.models.hvgn.data import fundus_input
 from angioflow.models.hvgn.net import HVGN, graph_batch
 from angioflow.models.vessel.data import rescale_to_fov
@@ -25,7 +23,7 @@ DEFAULT_AV_WEIGHTS = SHIPPED_WEIGHTS / "hvgn"
 
 
 @dataclass(frozen=True)
-class AVLabeller:
+class AVLabeller(LoadedModel):
     """A loaded HVGN plus the sha256 of its weights file (recorded with every output).
 
     Labelling runs with ``threads`` torch threads (set process-wide), for the reason given in
@@ -38,20 +36,10 @@ class AVLabeller:
     >>> labels = av_labels(labeller.artery_probability(photo, vessel), vessel)  # doctest: +SKIP
     """
 
+    model_class = HVGN
+    default_weights = DEFAULT_AV_WEIGHTS
+
     model: HVGN
-    weights_sha256: str
-    threads: int = 2
-
-    def __post_init__(self) -> None:
-        # channels-last convolutions: faster on CPU (see VesselSegmenter), same labels
-        self.model.to(memory_format=torch.channels_last)
-
-    @classmethod
-    def load(cls, folder: Path = DEFAULT_AV_WEIGHTS) -> AVLabeller:
-        """Load weights saved by :meth:`HVGN.save` (default: the shipped weights)."""
-        model = HVGN.load(folder)
-        digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
-        return cls(model, digest)
 
     def artery_probability(
         self,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from angioflow.models.checkpoints import SHIPPED_WEIGHTS, WEIGHTS_FILE
+from angioflow.models.checkpoints import SHIPPED_WEIGHTS, LoadedModel
 from angioflow.models.vessel.data import rescale_to_fov
 from angioflow.models.vessel.net import VesselUNet
 from angioflow.pipeline.preprocess import Modality, fov_diameter, fov_mask, vessel_contrast
@@ -31,7 +29,7 @@ def _ramp(size: int, overlap: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class VesselSegmenter:
+class VesselSegmenter(LoadedModel):
     """A loaded vessel model plus the sha256 of its weights file (recorded with every output).
 
     Inference runs with ``threads`` torch threads (set process-wide, as SimpleITK's are for
@@ -45,21 +43,10 @@ class VesselSegmenter:
     >>> probability = segmenter.segment(fundus, modality="fundus")  # doctest: +SKIP
     """
 
+    model_class = VesselUNet
+    default_weights = DEFAULT_WEIGHTS
+
     model: VesselUNet
-    weights_sha256: str
-    threads: int = 2
-
-    def __post_init__(self) -> None:
-        # oneDNN's CPU convolutions run ~1.6x faster on channels-last tensors (same
-        # probabilities to within 1e-6); the saved weights are unaffected.
-        self.model.to(memory_format=torch.channels_last)
-
-    @classmethod
-    def load(cls, folder: Path = DEFAULT_WEIGHTS) -> VesselSegmenter:
-        """Load weights saved by :meth:`VesselUNet.save` (default: the shipped weights)."""
-        model = VesselUNet.load(folder)
-        digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
-        return cls(model, digest)
 
     def segment(
         self,
