@@ -33,6 +33,7 @@ __all__ = [
     "headless_chromium",
     "interrupt_at",
     "needs_chromium",
+    "one_line_error",
     "retina_like",
     "wait_until",
     "write_case",
@@ -194,6 +195,15 @@ needs_chromium = pytest.mark.skipif(
     shutil.which("chromium") is None or shutil.which("chromedriver") is None,
     reason="Debian's chromium and chromium-driver are not installed (make system-packages)",
 )
+
+
+def one_line_error(result) -> str:  # noqa: ANN001 - a click Result
+    """The one stderr line of a command that failed with a user error (exit code 2)."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
 
 
 def headless_chromium(  # noqa: ANN201 - a WebDriver

@@ -23,7 +23,7 @@ from angioflow.pipeline.h5_formats import EXPORT, SYNTHETIC_SET
 from angioflow.pipeline.metrics import vessel_scores
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
 from PIL import Image
-from support import SHARED_DATA, copy_store, headless_chromium, needs_chromium
+from support import SHARED_DATA, copy_store, headless_chromium, needs_chromium, one_line_error
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,25 +358,18 @@ def test_evaluate_vessel_says_what_it_scored_and_refuses_ambiguous_input(tmp_pat
     table = runner.invoke(app, args)
     assert table.exit_code == 0 and "n=2 of 3" in table.stdout
 
-    def one_line(result) -> str:  # noqa: ANN001 - a click Result
-        assert result.exit_code == 2, result.output
-        assert "Traceback" not in result.output
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1, result.stderr
-        return lines[0]
-
     # two predictions for one case: which one was meant cannot be guessed
     Image.open(pred / "01_vessel.png").save(pred / "01_other.png")
-    message = one_line(runner.invoke(app, args))
+    message = one_line_error(runner.invoke(app, args))
     assert "01_vessel.png" in message and "01_other.png" in message
     (pred / "01_other.png").unlink()
 
     # a prediction of another size
     Image.fromarray(np.zeros((64, 100), np.uint8)).save(pred / "03_vessel.png")
-    message = one_line(runner.invoke(app, args))
+    message = one_line_error(runner.invoke(app, args))
     assert "03_vessel.png" in message and "100x64" in message and "80x64" in message
 
     # an FOV folder that lacks a scored case's mask would mix FOV and whole-image scores
     Image.open(pred / "01_vessel.png").save(pred / "03_vessel.png")
     (fov / "03_mask.gif").unlink()
-    assert "03" in one_line(runner.invoke(app, args))
+    assert "03" in one_line_error(runner.invoke(app, args))

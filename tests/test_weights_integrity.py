@@ -22,6 +22,7 @@ from angioflow.models.hvgn import HVGN, HVGNTrainingConfig
 from angioflow.models.pix2pixhd import GlobalGenerator, Pix2PixHDTrainingConfig
 from angioflow.models.training import CONFIGS, TrainingConfig
 from angioflow.models.vessel import VesselTrainingConfig, VesselUNet
+from support import one_line_error
 from typer.testing import CliRunner
 
 ANGIOFLOW = str(Path(sys.executable).parent / "angioflow")
@@ -39,14 +40,6 @@ def _flip_tensor_byte(folder: Path) -> None:
     header = int.from_bytes(data[:8], "little")
     data[8 + header + 1001] ^= 0x10
     path.write_bytes(bytes(data))
-
-
-def _one_line_error(result) -> str:  # noqa: ANN001 - a click Result
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def test_every_shipped_weights_folder_matches_its_recorded_sha256() -> None:
@@ -69,7 +62,7 @@ def test_a_flipped_byte_in_the_tensors_is_refused(tmp_path: Path) -> None:
         ["generate", "--n", "1", "--steps", "2", "--edsr", str(folder)]
         + ["--out", str(tmp_path / "set.h5")],
     )
-    assert "model.safetensors does not match" in _one_line_error(result)
+    assert "model.safetensors does not match" in one_line_error(result)
     assert not (tmp_path / "set.h5").exists()
 
 
@@ -114,7 +107,7 @@ def test_damaged_weights_are_one_line_errors(tmp_path: Path, damage: str, messag
         app,
         ["generate-masks", "--n", "1", "--weights", str(folder), "--out", str(tmp_path / "m.h5")],
     )
-    assert message in _one_line_error(result)
+    assert message in one_line_error(result)
 
 
 @pytest.mark.slow
