@@ -15,6 +15,7 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,7 +24,7 @@ import numpy as np
 from angioflow.pipeline.av_encoding import av_labels_from_rgb
 from PIL import Image
 
-__all__ = ["LabelledImage", "av_labels_from_rgb", "load_dataset", "DATASETS"]
+__all__ = ["LabelledImage", "av_labels_from_rgb", "load_dataset", "training_records", "DATASETS"]
 
 DATASETS = ("drive", "rite", "les-av", "hrf-av")
 Split = Literal["training", "test"]
@@ -90,6 +91,33 @@ def load_dataset(
         raise ValueError(f"split must be 'training' or 'test', got {split!r}")
     loader = {"drive": _drive, "rite": _rite, "les-av": _les_av, "hrf-av": _hrf_av}[name]
     return loader(root, split, limit)
+
+
+def training_records(
+    root: Path, names: Sequence[str], *, allowed: Sequence[str], purpose: str, listing: str
+) -> Iterator[LabelledImage]:
+    """The training splits of ``names``, dataset by dataset (never a test split).
+
+    Parameters
+    ----------
+    root : Path
+        As :func:`load_dataset`.
+    names : sequence of str
+        The datasets asked for.
+    allowed : sequence of str
+        The datasets this training may use.
+    purpose, listing : str
+        What the training is and how ``allowed`` reads, for the error message.
+
+    Raises
+    ------
+    ValueError
+        When a name is not in ``allowed`` (raised as that dataset's turn comes).
+    """
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"{purpose} training datasets are {listing}; got {name!r}")
+        yield from load_dataset(root, name, "training")
 
 
 def _drive(root: Path, split: Split, limit: int | None) -> list[LabelledImage]:

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from angioflow.models.hvgn.net import HVGNConfig
 from angioflow.models.vessel.data import rescale_to_fov
-from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.datasets import training_records
 
 __all__ = [
     "AV_DATASETS",
@@ -121,22 +121,10 @@ def load_av_training_images(
     data_root: Path, datasets: Sequence[str], *, model: HVGNConfig
 ) -> list[AVTrainingImage]:
     """Training splits of RITE, LES-AV and HRF-AV at the working scale (never a test split)."""
-    images = []
-    for name in datasets:
-        if name not in AV_DATASETS:
-            raise ValueError(f"A/V training datasets are {AV_DATASETS}; got {name!r}")
-        for record in load_dataset(data_root, name, "training"):
-            images.append(
-                prepare_av_image(
-                    record.name,
-                    record.image,
-                    record.vessel,
-                    record.av,
-                    record.fov,
-                    model=model,
-                )
-            )
-    return images
+    records = training_records(
+        data_root, datasets, allowed=AV_DATASETS, purpose="A/V", listing=str(AV_DATASETS)
+    )
+    return [prepare_av_image(r.name, r.image, r.vessel, r.av, r.fov, model=model) for r in records]
 
 
 def phantom_av_training_images(

@@ -10,7 +10,7 @@ from typing import Literal
 import cv2
 import numpy as np
 from angioflow.models.vessel.net import VesselUNetConfig
-from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.datasets import training_records
 from angioflow.pipeline.preprocess import fov_diameter, vessel_contrast
 
 __all__ = [
@@ -192,22 +192,14 @@ def load_training_images(
     model : VesselUNetConfig
         The model to train: its working scale.
     """
-    images = []
-    for name in datasets:
-        if name not in ("drive", "les-av", "hrf-av"):
-            raise ValueError(f"vessel training datasets are drive, les-av, hrf-av; got {name!r}")
-        for record in load_dataset(data_root, name, "training"):
-            images.append(
-                prepare_training_image(
-                    record.name,
-                    record.image,
-                    record.vessel,
-                    record.fov,
-                    modality="fundus",
-                    model=model,
-                )
-            )
-    return images
+    allowed = ("drive", "les-av", "hrf-av")
+    records = training_records(
+        data_root, datasets, allowed=allowed, purpose="vessel", listing=", ".join(allowed)
+    )
+    return [
+        prepare_training_image(r.name, r.image, r.vessel, r.fov, modality="fundus", model=model)
+        for r in records
+    ]
 
 
 def phantom_fa_frames(
