@@ -63,7 +63,6 @@ __all__ = [
     "ExportError",
     "ExportExists",
     "export_approved",
-    "export_folder",
     "export_store",
 ]
 
@@ -89,8 +88,8 @@ def export_store(
     seed: int = 0,
     skip_unreadable: bool = False,
 ) -> dict[str, list[str]]:
-    """Export the done cases of the store at ``root``: one HDF5 file when ``out`` ends in
-    ``.h5``/``.hdf5`` (:func:`export_approved`), else a folder (:func:`export_folder`).
+    """Export the done cases of the store at ``root`` (:func:`export_approved`), the training
+    share being what the validation and test shares leave.
 
     Raises
     ------
@@ -107,9 +106,10 @@ def export_store(
             "lower one of them"
         )
     fractions = (1.0 - val_fraction - test_fraction, val_fraction, test_fraction)
-    write = export_approved if out.suffix.lower() in (".h5", ".hdf5") else export_folder
     store = CaseStore(root, create=False)
-    return write(store, out, fractions=fractions, seed=seed, skip_unreadable=skip_unreadable)
+    return export_approved(
+        store, out, fractions=fractions, seed=seed, skip_unreadable=skip_unreadable
+    )
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,23 @@ class _ApprovedCase:
     sha256: dict[str, str]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What an export writes: the done cases' (patient pseudonym, split), and the summary that
+    the writer fills in as it reads them."""
+
+    store: CaseStore
+    fractions: tuple[float, float, float]
+    seed: int
+    skip_unreadable: bool
+    summary: dict[str, list[str]]
+    cases: dict[str, tuple[str, str]]
+
+    @property
+    def split_fractions(self) -> dict[str, float]:
+        return dict(zip(SPLITS, self.fractions, strict=True))
+
+
 def export_approved(
     store: CaseStore,
     out: Path,
@@ -131,13 +148,15 @@ def export_approved(
     seed: int = 0,
     skip_unreadable: bool = False,
 ) -> dict[str, list[str]]:
-    """Write every done case's approved masks and photo to the HDF5 file ``out``.
+    """Write every done case's approved masks and photo to ``out``: one HDF5 file when ``out``
+    ends in ``.h5``/``.hdf5``, else a folder of PNG files with a legend and a MONAI-style
+    datalist (the layouts in this module's docstring).
 
     Parameters
     ----------
     store : CaseStore
     out : Path
-        The file to create.
+        The file or folder to create.
     fractions : (3,) tuple of float
         Expected shares of patients in training, validation and test; sum to 1.
     seed : int
@@ -154,72 +173,47 @@ def export_approved(
     Raises
     ------
     ExportExists
-        If ``out`` exists (exports are versioned: name a new file).
+        If ``out`` exists (exports are versioned: name a new one).
     ValueError
         If ``fractions`` are not three shares summing to 1.
     CaseStoreError
         If a case is unreadable (without ``skip_unreadable``) or no case is done; nothing is
         written then.
     """
-    _refuse_existing(out)
-    summary, cases = _plan(store, fractions, seed, skip_unreadable)
+    if out.exists():
+        raise ExportExists(f"{out} exists; exports are never overwritten, name a new one")
+    plan = _plan(store, fractions, seed, skip_unreadable)
+    write = _write_hdf5 if out.suffix.lower() in (".h5", ".hdf5") else _write_folder
+    write(plan, out)
+    return plan.summary
+
+
+def _write_hdf5(plan: _Plan, out: Path) -> None:
+    summary = plan.summary
     temp = out.with_name(f".{out.name}.tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with h5py.File(temp, "w") as handle:
             EXPORT.stamp(handle)
-            for case in _read_cases(store, cases, summary, skip_unreadable):
+            for case in _read_cases(plan):
                 _write_group(handle, case, len(summary["exported"]))
                 summary["exported"].append(case.case_id)
-            _refuse_empty(store, summary)
+            _refuse_empty(plan.store, summary)
             handle.attrs.update(
                 created=_now(),
                 software_version=software_version(),
                 cases=len(summary["exported"]),
-                split_seed=seed,
-                split_fractions=json.dumps(dict(zip(SPLITS, fractions, strict=True))),
+                split_seed=plan.seed,
+                split_fractions=json.dumps(plan.split_fractions),
                 av_classes=json.dumps(av_legend()),
             )
         temp.replace(out)
     finally:
         temp.unlink(missing_ok=True)
-    return summary
 
 
-def export_folder(
-    store: CaseStore,
-    out: Path,
-    *,
-    fractions: tuple[float, float, float] = _DEFAULT_FRACTIONS,
-    seed: int = 0,
-    skip_unreadable: bool = False,
-) -> dict[str, list[str]]:
-    """Write every done case as PNG files with a legend and a MONAI-style datalist.
-
-    Parameters
-    ----------
-    store : CaseStore
-    out : Path
-        The folder to create (it must not exist).
-    fractions, seed, skip_unreadable
-        As :func:`export_approved`.
-
-    Returns
-    -------
-    summary : dict
-        As :func:`export_approved`.
-
-    Raises
-    ------
-    ExportExists
-        If ``out`` exists.
-    ValueError
-        If ``fractions`` are not three shares summing to 1.
-    CaseStoreError
-        As :func:`export_approved`.
-    """
-    _refuse_existing(out)
-    summary, cases = _plan(store, fractions, seed, skip_unreadable)
+def _write_folder(plan: _Plan, out: Path) -> None:
+    summary = plan.summary
     temp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(temp, ignore_errors=True)  # left by a killed export; never a user's folder
     for name in ("images", "vessel", "av", "fov"):
@@ -227,7 +221,7 @@ def export_folder(
     datalist: dict[str, list[dict]] = {name: [] for name in SPLITS}
     version = software_version()
     try:
-        for case in _read_cases(store, cases, summary, skip_unreadable):
+        for case in _read_cases(plan):
             stem = f"{len(summary['exported']):05d}.png"
             files = {
                 "image": _write_png(temp, f"images/{stem}", case.fundus),
@@ -249,7 +243,7 @@ def export_folder(
                 }
             )
             summary["exported"].append(case.case_id)
-        _refuse_empty(store, summary)
+        _refuse_empty(plan.store, summary)
         (temp / "legend.json").write_text(json.dumps(folder_legend(fov=True), indent=1) + "\n")
         document = {
             "format": FOLDER_FORMAT,
@@ -261,8 +255,8 @@ def export_folder(
             "labels": {str(c["index"]): c["name"] for c in av_legend()},
             "split": {
                 "unit": "patient",
-                "seed": seed,
-                "fractions": dict(zip(SPLITS, fractions, strict=True)),
+                "seed": plan.seed,
+                "fractions": plan.split_fractions,
             },
             "numTraining": len(datalist["training"]),
             # An empty split is left out: MONAI's load_decathlon_datalist fails on an empty
@@ -273,12 +267,6 @@ def export_folder(
         temp.rename(out)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-    return summary
-
-
-def _refuse_existing(out: Path) -> None:
-    if out.exists():
-        raise ExportExists(f"{out} exists; exports are never overwritten, name a new one")
 
 
 def _now() -> str:
@@ -304,7 +292,7 @@ def _unreadable(case_id: str, error: CaseStoreError) -> CaseStoreError:
 
 def _plan(
     store: CaseStore, fractions: tuple[float, float, float], seed: int, skip_unreadable: bool
-) -> tuple[dict[str, list[str]], dict[str, tuple[str, str]]]:
+) -> _Plan:
     """The summary so far and, for each done case, its (patient pseudonym, split)."""
     summary: dict[str, list[str]] = {"exported": [], "skipped": [], "unreadable": []}
     patients = {}
@@ -323,18 +311,15 @@ def _plan(
     if not patients:
         _refuse_empty(store, summary)
     splits = patient_splits(patients, fractions=fractions, seed=seed)
-    return summary, {case_id: (patients[case_id], splits[case_id]) for case_id in patients}
+    cases = {case_id: (patients[case_id], splits[case_id]) for case_id in patients}
+    return _Plan(store, fractions, seed, skip_unreadable, summary, cases)
 
 
-def _read_cases(
-    store: CaseStore,
-    cases: dict[str, tuple[str, str]],
-    summary: dict[str, list[str]],
-    skip_unreadable: bool,
-) -> Iterator[_ApprovedCase]:
+def _read_cases(plan: _Plan) -> Iterator[_ApprovedCase]:
     """Each planned case's pixels, one at a time; an unreadable one stops the export, or is
-    noted in ``summary`` with ``skip_unreadable``."""
-    for case_id, (patient, split) in cases.items():
+    noted in the plan's summary with ``skip_unreadable``."""
+    store = plan.store
+    for case_id, (patient, split) in plan.cases.items():
         try:
             approved = store.summary(case_id).approved_versions
             masks, versions, sha256 = {}, {}, {}
@@ -347,9 +332,9 @@ def _read_cases(
             masks["fov"] = (fov.arrays["fundus_fov"] > 0).astype(np.uint8)
             fundus = store.read_raw(case_id).fundus
         except CaseStoreError as error:
-            if not skip_unreadable:
+            if not plan.skip_unreadable:
                 raise _unreadable(case_id, error) from None
-            summary["unreadable"].append(f"{case_id}: {error}")
+            plan.summary["unreadable"].append(f"{case_id}: {error}")
             continue
         yield _ApprovedCase(case_id, patient, split, fundus, masks, versions, sha256)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from angioflow.flows.cli import app
-from angioflow.flows.export import export_approved, export_folder
+from angioflow.flows.export import export_approved
 from angioflow.models.export_dataset import ExportDataset
 from angioflow.pipeline.av_encoding import AV_CLASSES, av_to_rgb
 from angioflow.pipeline.casestore import CaseStore
@@ -105,7 +105,7 @@ def test_folder_export_writes_pngs_legend_and_a_patient_split_datalist(
     done_store: CaseStore, tmp_path: Path
 ) -> None:
     out = tmp_path / "approved"
-    summary = export_folder(done_store, out, fractions=(0.5, 0.25, 0.25), seed=3)
+    summary = export_approved(done_store, out, fractions=(0.5, 0.25, 0.25), seed=3)
     assert len(summary["exported"]) == 9 and len(summary["skipped"]) == 1
     assert not list(tmp_path.glob(".approved*"))  # the temporary folder is gone
     datalist = json.loads((out / "datalist.json").read_text())
@@ -153,14 +153,14 @@ def test_folder_export_writes_pngs_legend_and_a_patient_split_datalist(
     written = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
     assert PATIENT_ID.encode() not in written  # pseudonyms only
     with pytest.raises(FileExistsError, match="never overwritten"):
-        export_folder(done_store, out)
+        export_approved(done_store, out)
 
 
 @pytest.mark.slow
 def test_hdf5_export_is_stamped_and_carries_the_same_splits(
     done_store: CaseStore, tmp_path: Path
 ) -> None:
-    export_folder(done_store, tmp_path / "folder", seed=5)
+    export_approved(done_store, tmp_path / "folder", seed=5)
     summary = export_approved(done_store, tmp_path / "approved.h5", seed=5)
     assert len(summary["exported"]) == 9
     datalist = json.loads((tmp_path / "folder" / "datalist.json").read_text())
@@ -176,7 +176,7 @@ def test_hdf5_export_is_stamped_and_carries_the_same_splits(
 
 @pytest.mark.slow
 def test_dataset_reads_folder_and_hdf5_exports_alike(done_store: CaseStore, tmp_path: Path) -> None:
-    export_folder(done_store, tmp_path / "folder", fractions=(0.5, 0.25, 0.25))
+    export_approved(done_store, tmp_path / "folder", fractions=(0.5, 0.25, 0.25))
     export_approved(done_store, tmp_path / "approved.h5", fractions=(0.5, 0.25, 0.25))
     folder = ExportDataset(tmp_path / "folder")
     h5 = ExportDataset(tmp_path / "approved.h5")
