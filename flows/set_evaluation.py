@@ -4,14 +4,21 @@ weights found, and the metrics and report written."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from angioflow.flows.catalog import find_catalog, public_data_folder
 from angioflow.flows.evaluation import EvaluationInputError
+from pydantic import BaseModel, ConfigDict, field_validator
 
-__all__ = ["SetEvaluation", "evaluate_set", "inception_weights_file", "report_on_set"]
+__all__ = [
+    "SetEvaluation",
+    "SetEvaluationRequest",
+    "evaluate_set",
+    "inception_weights_file",
+    "report_on_set",
+]
 
 
 @dataclass(frozen=True)
@@ -44,84 +51,98 @@ def inception_weights_file(given: Path | None, catalog: Path | None) -> tuple[Pa
     return None, f"no Inception weights at {path}: vessel CNN features only"
 
 
-def _inputs(
-    synthetic: Path,
-    data: Path | None,
-    datasets: list[str],
-    exports: list[Path] | None,
-    limit: int,
-    catalog: Path | None,
-) -> tuple[dict[str, Any], Any]:
+class SetEvaluationRequest(BaseModel):
+    """A synthetic set and the real data to judge it against.
+
+    Attributes
+    ----------
+    synthetic : Path
+        The set (HDF5) written by ``angioflow generate``; its first ``limit`` samples are judged.
+    data : Path or None
+        The public datasets folder [default: the catalog's ``public_datasets``].
+    datasets : tuple of str
+        Public A/V sets whose training splits are real reference.
+    exports : tuple of Path
+        Exports of approved cases, also real reference (None: none).
+    limit : int
+    inception_weights : Path or None
+        Inception-v3 FID weights file [default: the catalog's, when that file exists].
+    catalog : Path or None
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    synthetic: Path
+    data: Path | None = None
+    datasets: tuple[str, ...] = ("rite", "les-av")
+    exports: tuple[Path, ...] = ()
+    limit: int = 64
+    inception_weights: Path | None = None
+    catalog: Path | None = None
+
+    @field_validator("exports", mode="before")
+    @classmethod
+    def _none_is_no_export(cls, value: Any) -> Any:
+        return () if value is None else value
+
+
+def _evaluate(
+    request: SetEvaluationRequest, measures: tuple[str, ...]
+) -> tuple[SetEvaluation, dict[str, Any], Any]:
+    """The measures of the request's set; also the sample and the reference they were taken on.
+
+    Realism asked for here is what the user asked for: where it cannot be measured that is their
+    error, with the way to more real images.
+    """
     import torch
-    from angioflow.flows.evaluation import load_real_reference, read_synthetic
+    from angioflow.flows.evaluation import evaluate_synthetic, load_real_reference, read_synthetic
 
     torch.set_num_threads(2)
-    if not synthetic.is_file():
+    if not request.synthetic.is_file():
         raise EvaluationInputError(
-            f"synthetic set {synthetic} does not exist; write one with `angioflow generate`"
+            f"synthetic set {request.synthetic} does not exist; write one with `angioflow generate`"
         )
-    data = public_data_folder(find_catalog(catalog), data)
-    sample = read_synthetic(synthetic, limit)
+    data = public_data_folder(find_catalog(request.catalog), request.data)
+    sample = read_synthetic(request.synthetic, request.limit)
     reference = load_real_reference(
-        sample["images"].shape[1], data=data, datasets=tuple(datasets), exports=tuple(exports or ())
+        sample["images"].shape[1], data=data, datasets=request.datasets, exports=request.exports
     )
-    return sample, reference
+    weights, note = (None, "")
+    if "realism" in measures:
+        weights, note = inception_weights_file(request.inception_weights, request.catalog)
+    result = evaluate_synthetic(
+        sample, reference, name=request.synthetic.name, inception_weights=weights, measures=measures
+    )
+    if "realism" in result.get("not_measured", {}):
+        raise EvaluationInputError(
+            f"{result['not_measured']['realism']}: pass --data with the public datasets folder or "
+            "--export with more approved cases"
+        )
+    return SetEvaluation(result, [note] if note else []), sample, reference
 
 
-def evaluate_set(
-    synthetic: Path,
-    *,
-    measures: tuple[str, ...],
-    data: Path | None = None,
-    datasets: list[str] = ("rite", "les-av"),  # type: ignore[assignment]
-    exports: list[Path] | None = None,
-    limit: int = 64,
-    inception_weights: Path | None = None,
-    catalog: Path | None = None,
-) -> SetEvaluation:
-    """``measures`` ('structure', 'realism') of the first ``limit`` samples of ``synthetic``
-    against the training splits of ``datasets`` under ``data`` and the ``exports``.
+def evaluate_set(request: SetEvaluationRequest, measures: tuple[str, ...]) -> SetEvaluation:
+    """``measures`` ('structure', 'realism') of the request's set against its real reference.
 
     Raises
     ------
     EvaluationInputError, ReferenceDataMissing, UnsupportedFileFormat
-        The set is missing or not a synthetic set, or there is no real data to compare with.
+        The set is missing or not a synthetic set, or there is no real data to compare with
+        (for realism: fewer than 2 real or 2 synthetic images).
     """
-    from angioflow.flows.evaluation import evaluate_synthetic
-
-    sample, reference = _inputs(synthetic, data, list(datasets), exports, limit, catalog)
-    weights, note = (None, "")
-    if "realism" in measures:
-        weights, note = inception_weights_file(inception_weights, catalog)
-    result = evaluate_synthetic(
-        sample, reference, name=synthetic.name, inception_weights=weights, measures=measures
-    )
-    return SetEvaluation(result, [note] if note else [])
+    return _evaluate(request, measures)[0]
 
 
-def report_on_set(
-    synthetic: Path,
-    out: Path,
-    *,
-    data: Path | None = None,
-    datasets: list[str] = ("rite", "les-av"),  # type: ignore[assignment]
-    exports: list[Path] | None = None,
-    limit: int = 64,
-    inception_weights: Path | None = None,
-    catalog: Path | None = None,
-) -> SetEvaluation:
-    """The full evaluation of ``synthetic`` written as ``out/metrics.json`` and the HTML report
-    ``out/report.html`` (vessel recovery, structural and image realism, distributions, sample
-    grids)."""
+def report_on_set(request: SetEvaluationRequest, out: Path) -> SetEvaluation:
+    """The full evaluation of the request's set written as ``out/metrics.json`` and the HTML
+    report ``out/report.html`` (vessel recovery, structural and image realism, distributions,
+    sample grids); raises as :func:`evaluate_set`."""
     import json
 
-    from angioflow.flows.evaluation import evaluate_synthetic
     from angioflow.flows.reports import synthetic_report
 
-    sample, reference = _inputs(synthetic, data, list(datasets), exports, limit, catalog)
-    weights, note = inception_weights_file(inception_weights, catalog)
-    result = evaluate_synthetic(sample, reference, name=synthetic.name, inception_weights=weights)
+    done, sample, reference = _evaluate(request, ("recovery", "structure", "realism"))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    report = synthetic_report(result, sample, reference, out)
-    return SetEvaluation(result, [note] if note else [], report)
+    (out / "metrics.json").write_text(json.dumps(done.result, indent=2) + "\n")
+    report = synthetic_report(done.result, sample, reference, out)
+    return replace(done, report=report)

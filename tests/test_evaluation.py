@@ -260,6 +260,34 @@ def test_reports_render_in_headless_chromium_without_broken_images(
 
 
 @pytest.mark.slow
+def test_realism_against_one_real_image_is_not_measured_and_refused_when_asked_for(
+    tmp_path: Path,
+) -> None:
+    from angioflow.flows.evaluation import evaluate_synthetic, load_real_reference, read_synthetic
+
+    synthetic, real_export = tmp_path / "synthetic.h5", tmp_path / "real.h5"
+    _phantom_set(synthetic, range(100, 104))
+    _phantom_export(real_export, range(200, 201))
+    sample = read_synthetic(synthetic)
+    reference = load_real_reference(128, exports=(real_export,))
+    result = evaluate_synthetic(sample, reference, name=synthetic.name)
+    assert "realism" not in result and "structure" in result
+    assert result["not_measured"] == {
+        "realism": "image realism needs at least 2 real and 2 synthetic images; the reference "
+        "has 1, the set 4"
+    }
+    asked = runner.invoke(
+        app,
+        ["evaluate", "realism", str(synthetic), "--data", str(tmp_path / "none"), "--export",
+         str(real_export)],
+    )  # fmt: skip
+    assert one_line_error(asked).endswith(
+        "the reference has 1, the set 4: pass --data with the public datasets folder or "
+        "--export with more approved cases"
+    )
+
+
+@pytest.mark.slow
 @needs_data
 def test_downstream_experiment_runs_every_setting_and_resumes(tmp_path: Path) -> None:
     config = tmp_path / "tiny.yaml"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from angioflow.flows.catalog import find_catalog
@@ -17,6 +20,7 @@ __all__ = [
     "RunnerOption",
     "StoreOption",
     "WorkersOption",
+    "option_group",
     "store_root",
 ]
 
@@ -59,3 +63,31 @@ EditorOption = Annotated[
 def store_root(store: Path | None, catalog: Path | None) -> Path:
     """``--store``, else the catalog's ``case_store``."""
     return store if store is not None else find_catalog(catalog).path("case_store")
+
+
+def option_group(
+    name: str, options: list[tuple[str, Any, Any]]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator giving a command the ``options`` (parameter name, ``Annotated`` option type,
+    default) after its own, handed to it as one dict, the keyword-only parameter ``name``: the
+    options several commands take, declared once (Typer has no option groups of its own)."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = inspect.signature(command, eval_str=True)
+        parameters = [p for p in own.parameters.values() if p.name != name] + [
+            inspect.Parameter(
+                option, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind
+            )
+            for option, kind, default in options
+        ]
+
+        @wraps(command)
+        def with_group(**values: Any) -> Any:
+            group = {option: values.pop(option) for option, _, _ in options}
+            return command(**values, **{name: group})
+
+        with_group.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
+        with_group.__annotations__ = {p.name: p.annotation for p in parameters}
+        return with_group
+
+    return decorate

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from angioflow.flows.cli._app import user_errors
-from angioflow.flows.cli._options import CatalogOption, DataOption, JsonOption
+from angioflow.flows.cli._options import CatalogOption, DataOption, JsonOption, option_group
 from angioflow.flows.cli._render import console, fail, print_json, say, warn
 from angioflow.flows.mask_scores import score_av_folders, score_vessel_folders
 from angioflow.pipeline.casestore import CaseStore
@@ -22,14 +22,25 @@ ReferenceDatasetsOption = Annotated[
     list[str], typer.Option("--dataset", help="Public A/V sets (training splits) as real reference")
 ]
 ReferenceExportOption = Annotated[
-    list[Path] | None, typer.Option(help="Exports of approved cases, also real reference")
+    list[Path] | None,
+    typer.Option("--export", help="Exports of approved cases, also real reference"),
 ]
 LimitOption = Annotated[int, typer.Option(min=4, help="Synthetic samples to evaluate")]
 InceptionOption = Annotated[
     Path | None,
     typer.Option(help="Inception-v3 FID weights file for true FID/KID [default: catalog]"),
 ]
-REFERENCE_DATASETS = ["rite", "les-av"]
+# the real data a synthetic set is judged against: SetEvaluationRequest's fields of that name
+against_reference = option_group(
+    "reference",
+    [
+        ("data", DataOption, None),
+        ("datasets", ReferenceDatasetsOption, ["rite", "les-av"]),
+        ("exports", ReferenceExportOption, None),
+        ("limit", LimitOption, 64),
+        ("catalog", CatalogOption, None),
+    ],
+)
 
 
 def _notes(notes: list[str]) -> None:
@@ -151,30 +162,11 @@ def evaluate_downstream(
     say(f"report: {run.report}")
 
 
-def _evaluate_set(
-    synthetic: Path,
-    measure: str,
-    *,
-    data: Path | None,
-    datasets: list[str],
-    export: list[Path] | None,
-    limit: int,
-    catalog: Path | None,
-    inception_weights: Path | None = None,
-) -> dict[str, Any]:
+def _evaluate_set(measure: str, **request: Any) -> dict[str, Any]:
     """One measure of the set against the real reference; its notes go to stderr."""
-    from angioflow.flows.set_evaluation import evaluate_set  # torch: these commands only
+    from angioflow.flows.set_evaluation import SetEvaluationRequest, evaluate_set  # torch
 
-    done = evaluate_set(
-        synthetic,
-        measures=(measure,),
-        data=data,
-        datasets=datasets,
-        exports=export,
-        limit=limit,
-        inception_weights=inception_weights,
-        catalog=catalog,
-    )
+    done = evaluate_set(SetEvaluationRequest(**request), (measure,))
     _notes(done.notes)
     return done.result
 
@@ -185,21 +177,13 @@ def _versus(synthetic: Path, result: dict[str, Any], what: str) -> str:
 
 @evaluate_app.command("structure")
 @user_errors
+@against_reference
 def evaluate_structure(
-    synthetic: SyntheticArgument,
-    data: DataOption = None,
-    datasets: ReferenceDatasetsOption = REFERENCE_DATASETS,
-    export: ReferenceExportOption = None,
-    limit: LimitOption = 64,
-    catalog: CatalogOption = None,
-    as_json: JsonOption = False,
+    synthetic: SyntheticArgument, as_json: JsonOption = False, *, reference: dict[str, Any]
 ) -> None:
     """Structural statistics of the set's A/V masks against real ones: per statistic the means
     and the Wasserstein distance in real standard deviations, their mean, near-empty rate."""
-    result = _evaluate_set(
-        synthetic, "structure", data=data, datasets=datasets, export=export, limit=limit,
-        catalog=catalog,
-    )  # fmt: skip
+    result = _evaluate_set("structure", synthetic=synthetic, **reference)
     if as_json:
         print_json(result["structure"])
         return
@@ -225,22 +209,19 @@ def evaluate_structure(
 
 @evaluate_app.command("realism")
 @user_errors
+@against_reference
 def evaluate_realism(
     synthetic: SyntheticArgument,
-    data: DataOption = None,
-    datasets: ReferenceDatasetsOption = REFERENCE_DATASETS,
-    export: ReferenceExportOption = None,
-    limit: LimitOption = 64,
     inception_weights: InceptionOption = None,
-    catalog: CatalogOption = None,
     as_json: JsonOption = False,
+    *,
+    reference: dict[str, Any],
 ) -> None:
     """Fréchet distance, KID and precision/recall of the set's photos against real photos in
     the vessel CNN's feature space (and Inception-v3's, given its weights file)."""
     result = _evaluate_set(
-        synthetic, "realism", data=data, datasets=datasets, export=export, limit=limit,
-        catalog=catalog, inception_weights=inception_weights,
-    )  # fmt: skip
+        "realism", synthetic=synthetic, inception_weights=inception_weights, **reference
+    )
     if as_json:
         print_json(result["realism"])
         return
@@ -256,18 +237,16 @@ def evaluate_realism(
 
 @evaluate_app.command("report")
 @user_errors
+@against_reference
 def evaluate_report(
     out: Annotated[Path, typer.Option(help="Folder for report.html (and metrics.json)")],
     synthetic: Annotated[
         Path | None, typer.Option(help="Report on this synthetic set (full evaluation)")
     ] = None,
     store: Annotated[Path | None, typer.Option(help="Report on this case store (curation)")] = None,
-    data: DataOption = None,
-    datasets: ReferenceDatasetsOption = REFERENCE_DATASETS,
-    export: ReferenceExportOption = None,
-    limit: LimitOption = 64,
     inception_weights: InceptionOption = None,
-    catalog: CatalogOption = None,
+    *,
+    reference: dict[str, Any],
 ) -> None:
     """Self-contained HTML report. With --store: every case's stage, review state, timings, QC
     thumbnails and overlays, A/V structure. With --synthetic: vessel recovery, structural and
@@ -279,18 +258,12 @@ def evaluate_report(
 
         say(f"report: {curation_report(CaseStore(store, create=False), out)}")
         return
-    from angioflow.flows.set_evaluation import report_on_set  # torch: this command only
+    from angioflow.flows.set_evaluation import SetEvaluationRequest, report_on_set  # torch
 
-    done = report_on_set(
-        synthetic,
-        out,
-        data=data,
-        datasets=datasets,
-        exports=export,
-        limit=limit,
-        inception_weights=inception_weights,
-        catalog=catalog,
+    request = SetEvaluationRequest(
+        synthetic=synthetic, inception_weights=inception_weights, **reference
     )
+    done = report_on_set(request, out)
     _notes(done.notes)
     result = done.result
     console.print(
