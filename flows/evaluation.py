@@ -1,6 +1,6 @@
 """Evaluation of a synthetic set against real data: structural realism of its A/V masks, image
 realism of its photos in a feature space, and whether the vessel CNN finds the vessels the
-photos were asked to draw; and vessel segmentation scores of prediction files against truth.
+photos were asked to draw (scores of prediction files against truth: :mod:`flows.mask_scores`).
 
 Real reference pairs come from the training splits of the public A/V sets and/or exports of
 approved cases, brought to the synthetic set's geometry (FOV cropped, padded square, resized).
@@ -21,13 +21,9 @@ __all__ = [
     "EvaluationInputError",
     "RealReference",
     "ReferenceDataMissing",
-    "case_files",
-    "VesselPairs",
     "evaluate_synthetic",
     "load_real_reference",
-    "pair_vessel_files",
     "read_synthetic",
-    "score_vessel_pairs",
 ]
 
 
@@ -37,109 +33,6 @@ class EvaluationInputError(AngioflowError, ValueError):
 
 class ReferenceDataMissing(AngioflowError, FileNotFoundError):
     """No real data to compare a synthetic set with: neither public datasets nor an export."""
-
-
-@dataclass(frozen=True)
-class VesselPairs:
-    """Prediction, truth and optional FOV file of each case, and the files left unscored.
-
-    Attributes
-    ----------
-    cases : dict
-        Case id -> (prediction, truth, FOV or None).
-    unpaired_predictions, unpaired_truths : dict
-        Case id -> the file that has no partner.
-    """
-
-    cases: dict[str, tuple[Path, Path, Path | None]]
-    unpaired_predictions: dict[str, Path]
-    unpaired_truths: dict[str, Path]
-
-
-def case_files(folder: Path, role: str) -> dict[str, Path]:
-    """Files of ``folder`` keyed by the part of their name before the first '_' or '.'
-    (hidden files left out); EvaluationInputError when two files give one key."""
-    if not folder.is_dir():
-        raise EvaluationInputError(f"{role} folder {folder} does not exist")
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        key = path.name.split("_")[0].split(".")[0]
-        if key in files:
-            raise EvaluationInputError(
-                f"{role} folder {folder}: {files[key].name} and {path.name} are both case "
-                f"'{key}' (the name before the first '_'); keep one of them there"
-            )
-        files[key] = path
-    return files
-
-
-def pair_vessel_files(pred: Path, gt: Path, fov: Path | None = None) -> VesselPairs:
-    """Match prediction, truth and FOV files by the part of their name before the first '_'
-    ('01_test_vessel.png', '01_manual1.gif', '01_test_mask.gif').
-
-    Raises
-    ------
-    EvaluationInputError
-        If a folder is missing, two files of one folder are one case, no case has both a
-        prediction and a truth, or ``fov`` lacks the mask of a paired case.
-    """
-    predictions, truths = case_files(pred, "prediction"), case_files(gt, "truth")
-    masks = case_files(fov, "FOV") if fov is not None else {}
-    keys = sorted(set(predictions) & set(truths))
-    if not keys:
-        raise EvaluationInputError(
-            f"no file names in {pred} match those in {gt} (matched by the part before '_')"
-        )
-    if fov is not None and (missing := [k for k in keys if k not in masks]):
-        raise EvaluationInputError(
-            f"FOV folder {fov} has no mask for case(s) {', '.join(missing)}; add them or leave "
-            "--fov out (scores inside and outside an FOV do not average)"
-        )
-    return VesselPairs(
-        cases={k: (predictions[k], truths[k], masks.get(k)) for k in keys},
-        unpaired_predictions={k: p for k, p in predictions.items() if k not in truths},
-        unpaired_truths={k: p for k, p in truths.items() if k not in predictions},
-    )
-
-
-def _unit_interval(path: Path) -> np.ndarray:
-    """A mask or probability file (any accepted format, 8 or 16 bit) scaled to [0, 1]."""
-    from angioflow.pipeline.io import ImageRejected, read_mask
-
-    try:
-        values = read_mask(path)
-    except ImageRejected as error:
-        raise EvaluationInputError(f"{path}: {error}") from error
-    return values.astype(np.float32) / np.iinfo(values.dtype).max
-
-
-def score_vessel_pairs(pairs: VesselPairs, *, threshold: float = 0.5) -> dict[str, dict]:
-    """:func:`pipeline.metrics.vessel_scores` of every paired case, keyed by case id.
-
-    Raises
-    ------
-    EvaluationInputError
-        If a file cannot be read, or a case's prediction, truth and FOV differ in size.
-    """
-    from angioflow.pipeline.metrics import vessel_scores
-
-    rows = {}
-    for key, (prediction, truth, fov) in pairs.cases.items():
-        probability = _unit_interval(prediction)
-        labels = _unit_interval(truth) > 0.5
-        field = _unit_interval(fov) > 0.5 if fov is not None else None
-        shapes = [(prediction, probability.shape), (truth, labels.shape)]
-        if field is not None:
-            shapes.append((fov, field.shape))
-        if len({shape for _, shape in shapes}) > 1:
-            sizes = ", ".join(f"{path.name} is {s[1]}x{s[0]}" for path, s in shapes)
-            raise EvaluationInputError(
-                f"case {key}: {sizes} (width x height); resize the prediction to its truth"
-            )
-        rows[key] = vessel_scores(probability, labels, fov=field, threshold=threshold).as_dict()
-    return rows
 
 
 @dataclass(frozen=True)
@@ -252,7 +145,8 @@ def evaluate_synthetic(
     a reference, ``structure`` (:func:`pipeline.av_structure.compare_structure`), ``realism``
     (feature distances per feature space, plus the Fréchet distance between two halves of the
     real set as the floor to read it against) and ``stats`` (per-mask statistics of both sets,
-    for plots).
+    for plots). Realism asked for with fewer than 2 real or 2 synthetic images is not measured:
+    ``not_measured`` maps ``'realism'`` to the reason instead.
     """
     from angioflow.models.vessel import VesselFeatureExtractor, VesselSegmenter
     from angioflow.pipeline.av_structure import compare_structure, structure_stats
@@ -280,12 +174,12 @@ def evaluate_synthetic(
         }
     if "realism" not in measures:
         return result
-    if min(len(reference.photos), len(synthetic["images"])) < 2:
-        raise EvaluationInputError(
-            "image realism needs at least 2 real and 2 synthetic images; the reference has "
-            f"{len(reference.photos)}, the set {len(synthetic['images'])}: pass --data with the "
-            "public datasets folder or --export with more approved cases"
-        )
+    if min(len(reference.photos), len(synthetic["images"])) < 2:  # no distribution to compare
+        result["not_measured"] = {
+            "realism": "image realism needs at least 2 real and 2 synthetic images; the "
+            f"reference has {len(reference.photos)}, the set {len(synthetic['images'])}"
+        }
+        return result
     features = VesselFeatureExtractor(segmenter.model, segmenter.weights_sha256)
     result["realism"] = {
         "vessel_cnn": _realism(
