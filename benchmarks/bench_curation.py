@@ -24,7 +24,6 @@ no test uses (7000+). Prints one JSON object:
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import time
@@ -54,6 +53,7 @@ from angioflow.pipeline.phantom import (
 from angioflow.pipeline.preprocess import fov_mask
 from angioflow.pipeline.registration import matrix_to_similarity, sitk_image
 from PIL import Image
+from results import publish
 
 SEED = 7000
 CONFIG = PhantomConfig(
@@ -342,7 +342,7 @@ def main() -> None:
         result["semi_synthetic_ffa"] = semi_synthetic(
             args.data, segmenter, settings, args.ffa_images
         )
-    print(json.dumps(result, indent=2))
+    publish("curation", result)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ field of view (eroded by 8 px, the photo's rim), per photo and mean. Prints one 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from angioflow.flows.catalog import find_catalog, public_data_folder
 from PIL import Image
+from results import publish
 from scipy import ndimage
 
 DATA = public_data_folder(find_catalog())  # the catalog's public_datasets
@@ -99,7 +99,7 @@ def main() -> None:
     result.update(per_dataset(rows))
     result["seconds_per_photo"] = round(float(np.mean(seconds)), 2)
     result["per_image"] = rows
-    print(json.dumps(result, indent=2))
+    publish("edsr", result)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ against bicubic up-sampling) on that validation set. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from angioflow.flows.settings_file import read_settings
 from bench_edsr import DATA, against_bicubic, per_dataset
+from results import publish
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "edsr.yaml"
 HELD_OUT = {"drive": 4, "les-av": 2}  # the last photos of each training split, by name
@@ -55,7 +55,7 @@ def main() -> None:
         model = train_edsr(config, photos, out)
         rows, _ = against_bicubic(model, validation)
         result[out.name] = per_dataset(rows)
-    print(json.dumps(result, indent=2))
+    publish("edsr_selection", result)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Synthetic sets from the shipped generators: are the masks the images' ground truth?
 
-Usage: .venv/bin/python benchmarks/bench_generation.py [--n 32]
+Usage: .venv/bin/python benchmarks/bench_generation.py [--n 16]
        [--figure docs/generation/samples.png] [--ddpm DIR] [--pix2pix DIR] [--edsr DIR]
 
 Generates --n samples (DDPM masks with DDIM 50 steps -> pix2pixHD -> EDSR x4, seed 0), then
@@ -17,7 +17,6 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +25,14 @@ import h5py
 import numpy as np
 import torch
 from angioflow.flows.catalog import find_catalog, public_data_folder
+from results import publish
 
 DATA = public_data_folder(find_catalog())  # the catalog's public_datasets
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--figure", type=Path, default=None)
     for model in ("ddpm", "pix2pix", "edsr"):
         parser.add_argument(f"--{model}", type=Path, help="weights folder (default: shipped)")
@@ -59,7 +59,7 @@ def main() -> None:
         }
         if DATA.is_dir():
             result["rite_test_masks"] = _held_out_recovery(generators)
-        print(json.dumps(result, indent=2))
+        publish("generation", result)
         if args.figure is not None:
             _figure(out, args.figure)
 

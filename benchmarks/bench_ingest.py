@@ -10,7 +10,6 @@ unchanged: the no-op path), and the store's size per case against the raw folder
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -33,6 +32,7 @@ def main() -> None:
     from angioflow.flows.ingest import ingest_flow
     from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
     from prefect.testing.utilities import prefect_test_harness
+    from results import publish
 
     with tempfile.TemporaryDirectory() as scratch:
         source, store = Path(scratch) / "raw", Path(scratch) / "store"
@@ -52,24 +52,22 @@ def main() -> None:
             start = time.perf_counter()
             again = ingest_flow(str(source), str(store))
             again_s = time.perf_counter() - start
-        print(
-            json.dumps(
-                {
-                    "cases": args.cases,
-                    "fundus_size": args.size,
-                    "frames": args.frames,
-                    "ingested": len(first["ingested"]),
-                    "unchanged_on_rerun": len(again["skipped"]),
-                    "prefect_server_start_s": round(server_s, 1),
-                    "ingest_s": round(first_s, 1),
-                    "per_case_s": round(first_s / args.cases, 2),
-                    "rerun_s": round(again_s, 1),
-                    "raw_png_mb_per_case": round(raw_mb / args.cases, 1),
-                    "store_mb_per_case": round(_megabytes(store / "cases", "*.h5") / args.cases, 1),
-                    "cpu_cores": os.cpu_count(),
-                },
-                indent=2,
-            )
+        publish(
+            "ingest",
+            {
+                "cases": args.cases,
+                "fundus_size": args.size,
+                "frames": args.frames,
+                "ingested": len(first["ingested"]),
+                "unchanged_on_rerun": len(again["skipped"]),
+                "prefect_server_start_s": round(server_s, 1),
+                "ingest_s": round(first_s, 1),
+                "per_case_s": round(first_s / args.cases, 2),
+                "rerun_s": round(again_s, 1),
+                "raw_png_mb_per_case": round(raw_mb / args.cases, 1),
+                "store_mb_per_case": round(_megabytes(store / "cases", "*.h5") / args.cases, 1),
+                "cpu_cores": os.cpu_count(),
+            },
         )
 
 

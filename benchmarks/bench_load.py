@@ -13,7 +13,6 @@ here, whose peak RSS is read from every worker after the run. Prints one JSON ob
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 ANGIOFLOW = str(Path(sys.executable).parent / "angioflow")
 
 
-def _run(arguments: list[str], env: dict[str, str]) -> tuple[float, float]:
+def run_angioflow(arguments: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Seconds and peak RSS (GB) of one CLI run in a child process."""
     began = time.perf_counter()
     process = subprocess.Popen([ANGIOFLOW, *arguments], env=env, stdout=subprocess.DEVNULL)
@@ -49,6 +48,7 @@ def main() -> None:
 
     from angioflow.pipeline.phantom import PhantomConfig, write_phantom_set
     from distributed import Client, LocalCluster
+    from results import publish
 
     shutil.rmtree(args.work, ignore_errors=True)
     raw = args.work / "raw"
@@ -58,8 +58,8 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
 
     store = args.work / "store_thread"
-    ingest_s, ingest_gb = _run(["ingest", str(raw), "--store", str(store)], env)
-    curate_s, curate_gb = _run(["curate", "--store", str(store)], env)
+    ingest_s, ingest_gb = run_angioflow(["ingest", str(raw), "--store", str(store)], env)
+    curate_s, curate_gb = run_angioflow(["curate", "--store", str(store)], env)
     results["thread"] = {
         "ingest_s": round(ingest_s, 1),
         "curate_s": round(curate_s, 1),
@@ -82,8 +82,8 @@ def main() -> None:
             Client(cluster) as client,
         ):
             dask = ["--runner", "dask", "--dask-address", cluster.scheduler_address]
-            ingest_s, _ = _run(["ingest", str(raw), "--store", str(store), *dask], env)
-            curate_s, client_gb = _run(["curate", "--store", str(store), *dask], env)
+            ingest_s, _ = run_angioflow(["ingest", str(raw), "--store", str(store), *dask], env)
+            curate_s, client_gb = run_angioflow(["curate", "--store", str(store), *dask], env)
             worker_gb = max(client.run(_worker_peak_rss_gb).values())
         results[f"dask_{workers}_workers"] = {
             "ingest_s": round(ingest_s, 1),
@@ -92,17 +92,15 @@ def main() -> None:
             "peak_rss_per_worker_gb": round(worker_gb, 2),
             "flow_process_peak_rss_gb": round(client_gb, 2),
         }
-    print(
-        json.dumps(
-            {
-                "cases": args.cases,
-                "size": list(args.size),
-                "frames": args.frames,
-                "cpu_count": os.cpu_count(),
-                **results,
-            },
-            indent=2,
-        )
+    publish(
+        "load",
+        {
+            "cases": args.cases,
+            "size": list(args.size),
+            "frames": args.frames,
+            "cpu_count": os.cpu_count(),
+            **results,
+        },
     )
 
 

@@ -13,13 +13,13 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_name] = "1"
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
 import cv2  # noqa: E402
 from angioflow.pipeline.phantom import PhantomConfig, generate_case  # noqa: E402
+from results import publish  # noqa: E402
 
 TARGET_S = 10.0
 
@@ -35,24 +35,22 @@ def main() -> None:
         start = time.perf_counter()
         case = generate_case(seed, config)
         seconds.append(time.perf_counter() - start)
-    print(
-        json.dumps(
-            {
-                "benchmark": "generate_case",
-                "size": list(config.size),
-                "n_frames": config.n_frames,
-                "threads": 1,
-                "repeats": args.repeats,
-                "median_s": round(statistics.median(seconds), 3),
-                "min_s": round(min(seconds), 3),
-                "target_s": TARGET_S,
-                "meets_target": max(seconds) < TARGET_S,
-                "landmarks_last_case": len(case.landmarks.kinds),
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-            },
-            indent=2,
-        )
+    publish(
+        "phantom",
+        {
+            "benchmark": "generate_case",
+            "size": list(config.size),
+            "n_frames": config.n_frames,
+            "threads": 1,
+            "repeats": args.repeats,
+            "median_s": round(statistics.median(seconds), 3),
+            "min_s": round(min(seconds), 3),
+            "target_s": TARGET_S,
+            "meets_target": max(seconds) < TARGET_S,
+            "landmarks_last_case": len(case.landmarks.kinds),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+        },
     )
 
 

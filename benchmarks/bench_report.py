@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
-import json
 import os
 import shutil
 import statistics
@@ -42,6 +41,7 @@ import h5py
 import numpy as np
 from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case, write_case
+from results import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 9500
@@ -213,8 +213,7 @@ def main() -> None:
             "damaged": damage,
             "flagged": sum(qc.flagged for qc in cases),
             "flagged_by_severity": {
-                kind: sum(qc.severity == s for qc in cases)
-                for s, kind in enumerate(FLAG_KINDS)
+                kind: sum(qc.severity == s for qc in cases) for s, kind in enumerate(FLAG_KINDS)
             },
             "report": _measure(curation_report, store, work / "report"),
         }
@@ -223,7 +222,7 @@ def main() -> None:
             result["baseline_report"] = {"revision": args.baseline_rev} | _measure(
                 baseline.curation_report, store, work / "baseline_report"
             )
-        print(json.dumps(result, indent=2))
+        publish("report", result)
 
 
 if __name__ == "__main__":

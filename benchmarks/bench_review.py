@@ -23,13 +23,14 @@ Prints one JSON object. With --screenshot the A/V gate of the first case is draw
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from results import publish
 
 os.environ.setdefault("ANGIOFLOW_SECRET", "benchmark-secret-0123456789")
 
@@ -160,7 +161,7 @@ def main() -> None:
                 _curated_store(work, args.size, args.frames)
             copy = Path(scratch) / "measured"
             shutil.copytree(store_root, copy)  # the measurement saves versions: keep work clean
-            print(json.dumps(_measure(copy, args.screenshot), indent=2))
+            publish("review", _measure(copy, args.screenshot))
     finally:
         if display is not None:
             display.stop()

@@ -6,6 +6,7 @@ Prints one JSON object:
 - drive_test: mean AUC, accuracy, sensitivity, specificity, F1, clDice over the 20 DRIVE test
   images (1st_manual, FOV masks), threshold 0.5, shipped weights. Targets AUC >= 0.975,
   accuracy >= 0.955. DRIVE test is never used for training or tuning.
+- les_av_test: the same scores over the 11 LES-AV test images (reported, no target).
 - phantom_fa: mean F1 / clDice on venous-phase FA frames of phantom exams whose seeds training
   never saw (target F1 >= 0.85), scored inside the FA aperture.
 - phantom_fundus: mean F1 on phantom fundus photos (584x876, unseen seeds). The phantom's
@@ -17,7 +18,6 @@ Prints one JSON object:
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import time
@@ -27,14 +27,29 @@ import numpy as np
 import torch
 from angioflow.flows.catalog import find_catalog, public_data_folder
 from angioflow.models.vessel import DEFAULT_WEIGHTS, VesselSegmenter, phantom_fa_frames
-from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.datasets import LabelledImage, load_dataset
 from angioflow.pipeline.metrics import vessel_scores
 from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case
 from angioflow.pipeline.preprocess import fov_mask
+from results import publish
 
 # Seeds for phantom evaluation: far from the training seed (0), so no case is shared.
 PHANTOM_EVAL_SEED = 1000
 PHANTOM_FUNDUS_SEED = 9100
+
+
+def _fundus_scores(
+    segmenter: VesselSegmenter, images: list[LabelledImage], seconds: list[float]
+) -> list[dict[str, float]]:
+    """Each photo's scores at threshold 0.5 inside its FOV mask; its wall time appended to
+    ``seconds``."""
+    rows = []
+    for image in images:
+        start = time.perf_counter()
+        probability = segmenter.segment(image.image, modality="fundus")
+        seconds.append(time.perf_counter() - start)
+        rows.append(vessel_scores(probability, image.vessel, fov=image.fov).as_dict())
+    return rows
 
 
 def main() -> None:
@@ -46,12 +61,9 @@ def main() -> None:
     torch.set_num_threads(2)
     segmenter = VesselSegmenter.load(args.weights)
 
-    drive, drive_seconds = [], []
-    for record in load_dataset(args.data, "drive", "test"):
-        start = time.perf_counter()
-        probability = segmenter.segment(record.image, modality="fundus")
-        drive_seconds.append(time.perf_counter() - start)
-        drive.append(vessel_scores(probability, record.vessel, fov=record.fov).as_dict())
+    drive_seconds: list[float] = []
+    drive = _fundus_scores(segmenter, load_dataset(args.data, "drive", "test"), drive_seconds)
+    les_av = _fundus_scores(segmenter, load_dataset(args.data, "les-av", "test"), [])
 
     phantom = []
     for _, frame, truth, aperture in phantom_fa_frames(args.phantom_cases, seed=PHANTOM_EVAL_SEED):
@@ -77,22 +89,21 @@ def main() -> None:
     def mean(rows: list[dict[str, float]]) -> dict[str, float]:
         return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
 
-    print(
-        json.dumps(
-            {
-                "weights_sha256": segmenter.weights_sha256,
-                "drive_test": {"n": len(drive), **mean(drive)},
-                "phantom_fa": {"n": len(phantom), **mean(phantom)},
-                "phantom_fundus": {"n": len(phantom_fundus), **mean(phantom_fundus)},
-                "seconds": {
-                    "drive_565x584_median": round(statistics.median(drive_seconds), 3),
-                    "hrf_3504x2336_median": round(statistics.median(hrf_seconds), 3),
-                },
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                "threads": torch.get_num_threads(),
+    publish(
+        "vessel",
+        {
+            "weights_sha256": segmenter.weights_sha256,
+            "drive_test": {"n": len(drive), **mean(drive)},
+            "les_av_test": {"n": len(les_av), **mean(les_av)},
+            "phantom_fa": {"n": len(phantom), **mean(phantom)},
+            "phantom_fundus": {"n": len(phantom_fundus), **mean(phantom_fundus)},
+            "seconds": {
+                "drive_565x584_median": round(statistics.median(drive_seconds), 3),
+                "hrf_3504x2336_median": round(statistics.median(hrf_seconds), 3),
             },
-            indent=2,
-        )
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "threads": torch.get_num_threads(),
+        },
     )
 
 

@@ -13,22 +13,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from angioflow.models.vessel import VesselSegmenter  # noqa: E402
-from angioflow.pipeline.curation import (  # noqa: E402
+import numpy as np
+from angioflow.models.vessel import VesselSegmenter
+from angioflow.pipeline.curation import (
     CurationSettings,
     aggregate_maps,
     align_to_fundus,
     baseline_mask,
     register_sequence,
 )
-from angioflow.pipeline.phantom import PhantomConfig, generate_case  # noqa: E402
-from angioflow.pipeline.preprocess import fov_mask  # noqa: E402
-from angioflow.pipeline.qc import checkerboard, overlay  # noqa: E402
+from angioflow.pipeline.phantom import PhantomConfig, generate_case
+from angioflow.pipeline.preprocess import fov_mask
+from angioflow.pipeline.qc import checkerboard, overlay
+from figures import plt, save_figure, show_panels
 
 
 def main() -> None:
@@ -67,14 +64,8 @@ def main() -> None:
         (comparison, f"baseline mask vs truth ({dropped} frame(s) dropped)"),
     ]
     figure, axes = plt.subplots(2, 2, figsize=(12, 8.4))
-    for axis, (image, title) in zip(axes.ravel(), panels, strict=True):
-        axis.imshow(image, cmap="gray")
-        axis.set_title(title, fontsize=10)
-        axis.axis("off")
-    figure.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=80)
-    print(args.out)
+    show_panels(axes, panels, fontsize=10)
+    save_figure(figure, args.out, dpi=80)
 
 
 if __name__ == "__main__":

@@ -9,28 +9,20 @@ wrong, grey: right, on the truth's artery and vein pixels).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from angioflow.flows.catalog import find_catalog, public_data_folder
-from angioflow.models.hvgn import AVLabeller  # noqa: E402
-from angioflow.pipeline.datasets import LabelledImage, load_dataset  # noqa: E402
-from angioflow.pipeline.metrics import av_scores  # noqa: E402
-from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case  # noqa: E402
-from angioflow.pipeline.qc import av_to_rgb  # noqa: E402
-from angioflow.pipeline.vessel_graph import av_labels  # noqa: E402
+import numpy as np
+from angioflow.models.hvgn import AVLabeller
+from angioflow.pipeline.datasets import LabelledImage, load_dataset
+from angioflow.pipeline.metrics import av_scores
+from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case
+from angioflow.pipeline.qc import av_to_rgb
+from angioflow.pipeline.vessel_graph import av_labels
+from figures import figure_parser, plt, save_figure, show_panels
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=public_data_folder(find_catalog()))
-    parser.add_argument("--out", type=Path, default=Path("docs/hvgn"))
-    args = parser.parse_args()
+    args = figure_parser(__doc__, Path("docs/hvgn")).parse_args()
     labeller = AVLabeller.load()
     records = []
     if (args.data / "RITE").is_dir():
@@ -53,15 +45,8 @@ def main() -> None:
             (av_to_rgb(labels), f"HVGN + segment voting (accuracy {accuracy:.3f})"),
             (errors, "errors (white)"),
         ]
-        for axis, (picture, title) in zip(row, panels, strict=True):
-            axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
-            axis.set_title(title)
-            axis.axis("off")
-    figure.tight_layout()
-    args.out.mkdir(parents=True, exist_ok=True)
-    target = args.out / "av_labels.png"
-    figure.savefig(target, dpi=80)
-    print(target)
+        show_panels(row, panels)
+    save_figure(figure, args.out / "av_labels.png", dpi=80)
 
 
 if __name__ == "__main__":

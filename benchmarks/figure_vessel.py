@@ -5,27 +5,16 @@ Usage: .venv/bin/python benchmarks/figure_vessel.py [--data DIR] [--out PNG]
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from angioflow.flows.catalog import find_catalog, public_data_folder
-from angioflow.models.vessel import (
-    VesselSegmenter,  # noqa: E402
-    phantom_fa_frames,  # noqa: E402
-)
-from angioflow.pipeline.datasets import load_dataset  # noqa: E402
-from angioflow.pipeline.io import as_fa_frame, read_image  # noqa: E402
+from angioflow.models.vessel import VesselSegmenter, phantom_fa_frames
+from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.io import as_fa_frame, read_image
+from figures import figure_parser, plt, save_figure
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=public_data_folder(find_catalog()))
-    parser.add_argument("--out", type=Path, default=Path("docs/vessel/examples.png"))
-    args = parser.parse_args()
+    args = figure_parser(__doc__, Path("docs/vessel/examples.png")).parse_args()
     segmenter = VesselSegmenter.load()
     phases = args.data / "FFA" / "origin_data" / "01.phase_identification"
     ffa = [
@@ -69,10 +58,7 @@ def main() -> None:
         "use, not redistributed",
         fontsize=10,
     )
-    figure.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=90)
-    print(args.out)
+    save_figure(figure, args.out, dpi=90)
 
 
 if __name__ == "__main__":
