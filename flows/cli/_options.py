@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from angioflow.flows.catalog import find_catalog
+from angioflow.flows.cli._app import app, user_errors
 
 __all__ = [
+    "PUBLIC_DATA",
+    "CaseArgument",
     "CatalogOption",
     "DaskAddressOption",
     "DataOption",
@@ -20,8 +24,9 @@ __all__ = [
     "RunnerOption",
     "StoreOption",
     "WorkersOption",
+    "StoreChoice",
     "option_group",
-    "store_root",
+    "store_command",
 ]
 
 CatalogOption = Annotated[
@@ -32,6 +37,7 @@ CatalogOption = Annotated[
         dir_okay=False,
     ),
 ]
+CaseArgument = Annotated[str, typer.Argument(help="Case id as shown by `angioflow status`")]
 StoreOption = Annotated[
     Path | None,
     typer.Option("--store", help="Case store folder [default: the catalog's case_store]"),
@@ -60,17 +66,28 @@ EditorOption = Annotated[
 ]
 
 
-def store_root(store: Path | None, catalog: Path | None) -> Path:
-    """``--store``, else the catalog's ``case_store``."""
-    return store if store is not None else find_catalog(catalog).path("case_store")
+@dataclass(frozen=True)
+class StoreChoice:
+    """The case store a command works on: ``--store`` and ``--catalog`` as given."""
+
+    store: Path | None
+    catalog: Path | None
+
+    @property
+    def root(self) -> Path:
+        """``--store``, else the catalog's ``case_store``."""
+        return (
+            self.store if self.store is not None else find_catalog(self.catalog).path("case_store")
+        )
 
 
 def option_group(
-    name: str, options: list[tuple[str, Any, Any]]
+    name: str, options: list[tuple[str, Any, Any]], build: Callable[..., Any] = dict
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A decorator giving a command the ``options`` (parameter name, ``Annotated`` option type,
-    default) after its own, handed to it as one dict, the keyword-only parameter ``name``: the
-    options several commands take, declared once (Typer has no option groups of its own)."""
+    default) after its own, handed to it as one value, the keyword-only parameter ``name``:
+    ``build`` called with the options' values as keywords (a dict by default). The options
+    several commands take, declared once (Typer has no option groups of its own)."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         own = inspect.signature(command, eval_str=True)
@@ -84,10 +101,27 @@ def option_group(
         @wraps(command)
         def with_group(**values: Any) -> Any:
             group = {option: values.pop(option) for option, _, _ in options}
-            return command(**values, **{name: group})
+            return command(**values, **{name: build(**group)})
 
         with_group.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
         with_group.__annotations__ = {p.name: p.annotation for p in parameters}
         return with_group
 
     return decorate
+
+
+_in_case_store = option_group(
+    "where", [("store", StoreOption, None), ("catalog", CatalogOption, None)], build=StoreChoice
+)
+
+
+def store_command(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` registered on ``angioflow`` as a command on the case store: ``--store`` and
+    ``--catalog`` handed to it as ``where`` (a :class:`StoreChoice`), its user errors printed
+    as one line (:func:`user_errors`)."""
+    return app.command()(user_errors(_in_case_store(command)))
+
+
+# the public datasets folder and the catalog naming it, as every command reading the datasets
+# takes them (--data, --catalog)
+PUBLIC_DATA = [("data", DataOption, None), ("catalog", CatalogOption, None)]

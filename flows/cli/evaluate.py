@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from angioflow.flows.cli._app import user_errors
-from angioflow.flows.cli._options import CatalogOption, DataOption, JsonOption, option_group
+from angioflow.flows.cli._options import PUBLIC_DATA, JsonOption, option_group
 from angioflow.flows.cli._render import console, fail, print_json, say, warn
 from angioflow.flows.mask_scores import score_av_folders, score_vessel_folders
 from angioflow.pipeline.casestore import CaseStore
@@ -34,11 +34,10 @@ InceptionOption = Annotated[
 against_reference = option_group(
     "reference",
     [
-        ("data", DataOption, None),
+        *PUBLIC_DATA,
         ("datasets", ReferenceDatasetsOption, ["rite", "les-av"]),
         ("exports", ReferenceExportOption, None),
         ("limit", LimitOption, 64),
-        ("catalog", CatalogOption, None),
     ],
 )
 
@@ -117,6 +116,7 @@ def evaluate_av(
 
 @evaluate_app.command("downstream")
 @user_errors
+@option_group("public", PUBLIC_DATA)
 def evaluate_downstream(
     work: Annotated[Path, typer.Option(help="Run folders, results.json, figure and report")],
     config: Annotated[
@@ -130,8 +130,8 @@ def evaluate_downstream(
         Path | None,
         typer.Option(help="Synthetic set (HDF5) [default: generate one with the shipped weights]"),
     ] = None,
-    data: DataOption = None,
-    catalog: CatalogOption = None,
+    *,
+    public: dict[str, Any],
 ) -> None:
     """Train the vessel CNN on real only, real + k synthetic and synthetic only; score each
     on the held-out real test set (DRIVE test by default). A re-run skips finished settings."""
@@ -147,10 +147,9 @@ def evaluate_downstream(
         work,
         config=config,
         synthetic=synthetic,
-        data=data,
-        catalog=catalog,
         on_setting=show,
         on_message=console.print,
+        **public,
     )
     table = Table(title=f"Vessel CNN on {run.config.test_dataset} test, mean over seeds")
     table.add_column("training set")

@@ -2,17 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from angioflow.flows.cli._app import app, user_errors
+from angioflow.flows.cli._options import option_group
 from angioflow.flows.cli._render import console, say, warn
 from angioflow.flows.prediction import label_av_file, segment_files
 from rich.progress import Progress
 
 OutSetOption = Annotated[Path, typer.Option(help="HDF5 file to write (never overwritten)")]
+WeightsOption = Annotated[Path | None, typer.Option(help="Weights folder [default: shipped]")]
+
+
+def _sampling(
+    batch_size: int, per_batch: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The mask DDPM's sampling options, as taken by ``generate-masks`` and ``generate``."""
+    return option_group(
+        "sampling",
+        [
+            (
+                "sampler",
+                Annotated[str, typer.Option(help="Mask sampler: ddpm (T steps), ddim or dpm")],
+                "ddim",
+            ),
+            ("steps", Annotated[int, typer.Option(min=1, help="Steps for ddim / dpm")], 50),
+            ("seed", Annotated[int, typer.Option(help="Same seed and weights, same output")], 0),
+            ("batch_size", Annotated[int, typer.Option(min=1, help=per_batch)], batch_size),
+        ],
+    )
+
+
+@contextmanager
+def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar of ``total`` items; yields the ``on_batch(count)`` callback."""
+    with Progress(console=console) as progress:
+        bar = progress.add_task(label, total=total)
+        yield lambda count: progress.advance(bar, count)
 
 
 class ImageModality(StrEnum):
@@ -22,31 +53,21 @@ class ImageModality(StrEnum):
 
 @app.command("generate-masks")
 @user_errors
+@_sampling(32, "Masks per batch")
 def generate_masks(
     n: Annotated[int, typer.Option(min=1, help="Number of masks")],
     out: OutSetOption,
-    weights: Annotated[Path | None, typer.Option(help="Weights folder [default: shipped]")] = None,
-    sampler: Annotated[str, typer.Option(help="ddpm (T steps), ddim or dpm (--steps)")] = "ddim",
-    steps: Annotated[int, typer.Option(min=1, help="Steps for ddim / dpm")] = 50,
-    seed: Annotated[int, typer.Option(help="Same seed, same masks")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Masks per batch")] = 32,
+    weights: WeightsOption = None,
     previews: Annotated[Path | None, typer.Option(help="Folder for PNG grids of the masks")] = None,
+    *,
+    sampling: dict[str, Any],
 ) -> None:
     """Sample A/V masks from the mask DDPM: labels (N, S, S) + probabilities in HDF5."""
     from angioflow.flows.generation import sample_mask_set  # Prefect and torch: this command
 
-    with Progress(console=console) as progress:
-        bar = progress.add_task("sampling", total=n)
+    with _progress("sampling", n) as on_batch:
         written = sample_mask_set(
-            n,
-            out,
-            weights=weights,
-            sampler=sampler,
-            steps=steps,
-            seed=seed,
-            batch_size=batch_size,
-            previews=previews,
-            on_batch=lambda count: progress.advance(bar, count),
+            n, out, weights=weights, previews=previews, on_batch=on_batch, **sampling
         )
     console.print(
         f"{written.n} masks written to {written.out} ({written.near_empty} with under 1% "
@@ -56,13 +77,10 @@ def generate_masks(
 
 @app.command()
 @user_errors
+@_sampling(8, "Samples per batch (memory)")
 def generate(
     n: Annotated[int, typer.Option(min=1, help="Number of synthetic samples")],
     out: OutSetOption,
-    sampler: Annotated[str, typer.Option(help="Mask sampler: ddpm, ddim or dpm")] = "ddim",
-    steps: Annotated[int, typer.Option(min=1, help="Steps for ddim / dpm")] = 50,
-    seed: Annotated[int, typer.Option(help="Same seed and weights, same set")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Samples per batch (memory)")] = 8,
     export_folders: Annotated[
         Path | None, typer.Option(help="Also write images/, av/, vessel/ PNG folders here")
     ] = None,
@@ -71,6 +89,8 @@ def generate(
         Path | None, typer.Option(help="pix2pixHD weights [default: shipped]")
     ] = None,
     edsr: Annotated[Path | None, typer.Option(help="EDSR weights [default: shipped]")] = None,
+    *,
+    sampling: dict[str, Any],
 ) -> None:
     """Synthetic fundus photos with their A/V and vessel masks: DDPM -> pix2pixHD -> EDSR x4.
 
@@ -78,18 +98,10 @@ def generate(
     """
     from angioflow.flows.generation import generate_synthetic_set  # Prefect and torch
 
-    with Progress(console=console) as progress:
-        bar = progress.add_task("generating", total=n)
+    weights = {"ddpm": ddpm, "pix2pix": pix2pixhd, "edsr": edsr}
+    with _progress("generating", n) as on_batch:
         written = generate_synthetic_set(
-            n,
-            out,
-            sampler=sampler,
-            steps=steps,
-            seed=seed,
-            batch_size=batch_size,
-            export_folders=export_folders,
-            weights={"ddpm": ddpm, "pix2pix": pix2pixhd, "edsr": edsr},
-            on_batch=lambda count: progress.advance(bar, count),
+            n, out, export_folders=export_folders, weights=weights, on_batch=on_batch, **sampling
         )
     console.print(
         f"{written.n} synthetic samples of {written.size}x{written.size} written to {written.out}"
@@ -102,7 +114,7 @@ def label_av(
     image: Annotated[Path, typer.Argument(help="Colour fundus photo")],
     vessel: Annotated[Path, typer.Option(help="Vessel mask PNG (non-zero = vessel), same size")],
     out: Annotated[Path, typer.Option(help="Output PNG: red artery, blue vein, black background")],
-    weights: Annotated[Path | None, typer.Option(help="Weights folder [default: shipped]")] = None,
+    weights: WeightsOption = None,
     consistency: Annotated[
         bool, typer.Option(help="Vote labels along vessel segments between junctions")
     ] = True,
@@ -130,7 +142,7 @@ def segment(
     modality: Annotated[ImageModality, typer.Option(help="Kind of every input image")] = (
         ImageModality.FUNDUS
     ),
-    weights: Annotated[Path | None, typer.Option(help="Weights folder [default: shipped]")] = None,
+    weights: WeightsOption = None,
     scale: Annotated[float, typer.Option(min=0.25, max=4.0, help="Network scale factor")] = 1.0,
 ) -> None:
     """Write each image's vessel probability as <stem>_vessel.png (0-255, same size).

@@ -6,34 +6,29 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from angioflow.flows.cli._app import app, user_errors
-from angioflow.flows.cli._options import CatalogOption, EditorOption, StoreOption, store_root
+from angioflow.flows.cli._options import CaseArgument, EditorOption, StoreChoice, store_command
 from angioflow.flows.cli._render import say, shown
 from angioflow.flows.review import approve_case, open_review_app
 from angioflow.pipeline.casestore import MaskKind
 
 
-@app.command()
-@user_errors
+@store_command
 def review(
     case: Annotated[
         str | None, typer.Argument(help="Case id [default: the first case waiting for review]")
     ] = None,
-    store: StoreOption = None,
-    catalog: CatalogOption = None,
     editor: EditorOption = "",
+    *,
+    where: StoreChoice,
 ) -> None:
     """Open napari on a case: correct the vessel mask (gate 1) or the A/V mask (gate 2)."""
-    open_review_app(store_root(store, catalog), case, editor)
+    open_review_app(where.root, case, editor)
 
 
-@app.command()
-@user_errors
+@store_command
 def approve(
-    case: Annotated[str, typer.Argument(help="Case id as shown by `angioflow status`")],
+    case: CaseArgument,
     stage: Annotated[MaskKind, typer.Option(help="Which mask: vessel (gate 1) or av (gate 2)")],
-    store: StoreOption = None,
-    catalog: CatalogOption = None,
     editor: EditorOption = "",
     mask: Annotated[
         Path | None,
@@ -63,10 +58,12 @@ def approve(
         int | None, typer.Option(min=1, help="Version to approve [default: the latest]")
     ] = None,
     note: Annotated[str, typer.Option(help="Comment stored with an imported mask")] = "",
+    *,
+    where: StoreChoice,
 ) -> None:
     """Approve a mask version (or import an edited mask, then approve it); the case moves on."""
     done = approve_case(
-        store_root(store, catalog),
+        where.root,
         case,
         stage,
         editor=editor,

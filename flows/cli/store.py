@@ -8,15 +8,14 @@ from typing import Annotated
 import typer
 from angioflow.flows.batch import curate_store, ingest_folder, task_runner
 from angioflow.flows.catalog import find_catalog
-from angioflow.flows.cli._app import app, user_errors
 from angioflow.flows.cli._options import (
-    CatalogOption,
+    CaseArgument,
     DaskAddressOption,
     JsonOption,
     RunnerOption,
-    StoreOption,
+    StoreChoice,
     WorkersOption,
-    store_root,
+    store_command,
 )
 from angioflow.flows.cli._render import console, errors, print_json, say, shown, warn
 from angioflow.flows.export import export_store
@@ -29,12 +28,9 @@ from rich.table import Table
 __all__ = ["print_ingest_summary", "print_status"]
 
 
-@app.command()
-@user_errors
+@store_command
 def ingest(
     source: Annotated[Path, typer.Argument(help="Folder of raw case folders (or one case folder)")],
-    store: StoreOption = None,
-    catalog: CatalogOption = None,
     replace: Annotated[
         bool, typer.Option(help="Store changed cases over stored ones (old files are kept)")
     ] = False,
@@ -49,18 +45,19 @@ def ingest(
     dask_address: DaskAddressOption = None,
     workers: WorkersOption = 2,
     as_json: JsonOption = False,
+    *,
+    where: StoreChoice,
 ) -> None:
     """Validate and store raw cases; bad ones are quarantined with a reason. Exit 1 if any was."""
-    loaded = find_catalog(catalog)
+    loaded = find_catalog(where.catalog)
     limits = dict(loaded.entry("raw_exams").load_args) if "raw_exams" in loaded.datasets else {}
     if max_pixels is not None:
         limits["max_pixels"] = max_pixels
     if max_case_mb is not None:
         limits["max_case_mb"] = max_case_mb
-    root = store if store is not None else loaded.path("case_store")
     tasks = task_runner(runner, dask_address, workers, max_threads=4)
     with terminal_progress(errors, "ingest"):
-        summary = ingest_folder(source, root, limits, replace=replace, runner=tasks)
+        summary = ingest_folder(source, where.root, limits, replace=replace, runner=tasks)
     if as_json:
         print_json(summary)
     else:
@@ -78,11 +75,8 @@ def print_ingest_summary(summary: dict[str, list[dict[str, str]]]) -> None:
         say(f"[yellow]quarantined[/] {shown(item['reason'])}")
 
 
-@app.command()
-@user_errors
+@store_command
 def curate(
-    store: StoreOption = None,
-    catalog: CatalogOption = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML of curation settings [default: built-in]")
     ] = None,
@@ -93,14 +87,15 @@ def curate(
         Path | None, typer.Option(help="Also write the HTML curation report into this folder")
     ] = None,
     as_json: JsonOption = False,
+    *,
+    where: StoreChoice,
 ) -> None:
     """Run stages 2-7 (registration ... binarisation) on every ingested case, up to review
     gate 1, and A/V labelling (stage 9) on every case whose vessel mask is approved, up to
     review gate 2. Finished stages are skipped on re-runs. Exit 1 if any case failed."""
     tasks = task_runner(runner, dask_address, workers, max_threads=1)
-    root = store_root(store, catalog)
     with terminal_progress(errors, "curate"):
-        summary = curate_store(root, config, runner=tasks, report=report)
+        summary = curate_store(where.root, config, runner=tasks, report=report)
     if as_json:
         print_json(summary)
     else:
@@ -117,11 +112,8 @@ def curate(
         raise typer.Exit(1)
 
 
-@app.command()
-@user_errors
+@store_command
 def status(
-    store: StoreOption = None,
-    catalog: CatalogOption = None,
     as_json: JsonOption = False,
     verify: Annotated[
         bool,
@@ -131,9 +123,11 @@ def status(
             "exit 1 when a case is damaged",
         ),
     ] = False,
+    *,
+    where: StoreChoice,
 ) -> None:
     """Cases, their stage, who is waiting for review, and the last error; quarantined cases."""
-    result = store_status(store_root(store, catalog), verify=verify)
+    result = store_status(where.root, verify=verify)
     if as_json:
         print_json(result.as_dict())
     else:
@@ -191,16 +185,15 @@ def print_status(result: StoreStatus) -> None:
         )
 
 
-@app.command()
-@user_errors
+@store_command
 def history(
-    case: Annotated[str, typer.Argument(help="Case id as shown by `angioflow status`")],
-    store: StoreOption = None,
-    catalog: CatalogOption = None,
+    case: CaseArgument,
     as_json: JsonOption = False,
+    *,
+    where: StoreChoice,
 ) -> None:
     """Every saved mask version and approval of a case: who, when, from which parent."""
-    result = case_history(store_root(store, catalog), case)
+    result = case_history(where.root, case)
     if as_json:
         print_json(result.as_dict())
     else:
@@ -236,13 +229,10 @@ def _print_history(result: CaseHistory) -> None:
         )
 
 
-@app.command()
-@user_errors
+@store_command
 def inspect(
-    case_id: Annotated[str, typer.Argument(help="Case id (as `status` lists it)")],
+    case: CaseArgument,
     out: Annotated[Path, typer.Option(help="Folder for the PNG and JSON files")],
-    store: StoreOption = None,
-    catalog: CatalogOption = None,
     version: Annotated[
         int | None,
         typer.Option(min=1, help="Version of the --stage mask (1 = baseline) [default: latest]"),
@@ -250,24 +240,23 @@ def inspect(
     stage: Annotated[MaskKind, typer.Option(help="Which mask --version refers to")] = (
         MaskKind.VESSEL
     ),
+    *,
+    where: StoreChoice,
 ) -> None:
     """Write a case's masks (any saved version), QC images and stage metrics as PNG + JSON."""
     from angioflow.flows.inspect import inspect_case  # SimpleITK: loaded for this command only
 
-    case_store = CaseStore(store_root(store, catalog), create=False)
-    for path in inspect_case(case_store, case_id, out, version=version, kind=stage):
+    case_store = CaseStore(where.root, create=False)
+    for path in inspect_case(case_store, case, out, version=version, kind=stage):
         say(str(path))
 
 
-@app.command()
-@user_errors
+@store_command
 def export(
     out: Annotated[
         Path,
         typer.Option(help="FILE.h5 (one HDF5 file) or a new folder of PNGs + datalist.json"),
     ],
-    store: StoreOption = None,
-    catalog: CatalogOption = None,
     val_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of patients in the validation split")
     ] = 0.15,
@@ -279,6 +268,8 @@ def export(
         bool,
         typer.Option(help="Export the readable cases when some are unreadable [default: refuse]"),
     ] = False,
+    *,
+    where: StoreChoice,
 ) -> None:
     """Approved vessel and A/V masks with their photos, split by patient, for training.
 
@@ -288,7 +279,7 @@ def export(
     case is done, or when a case is unreadable (unless --skip-unreadable).
     """
     summary = export_store(
-        store_root(store, catalog),
+        where.root,
         out,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
@@ -303,11 +294,8 @@ def export(
         warn("unreadable", line)
 
 
-@app.command()
-@user_errors
+@store_command
 def audit(
-    store: StoreOption = None,
-    catalog: CatalogOption = None,
     raw: Annotated[
         Path | None, typer.Option(help="Raw case folders: their patient ids, names, birth dates")
     ] = None,
@@ -319,14 +307,15 @@ def audit(
         typer.Option(help="Further files or folders to scan: exports, sets, reports, logs"),
     ] = None,
     as_json: JsonOption = False,
+    *,
+    where: StoreChoice,
 ) -> None:
     """Privacy scan: every file of the store and of the given paths (the --raw folder itself
     excepted) is searched for the raw cases' patient ids, names and birth dates and for image
     metadata (EXIF, PNG text). Exit 1 when anything is found; findings name the file and
     place, never the identifier."""
-    loaded = find_catalog(catalog)
-    roots = [store if store is not None else loaded.path("case_store"), *(path or [])]
-    result = audit_outputs(roots + catalog_outputs(loaded), raw=raw, identifiers=identifiers)
+    roots = [where.root, *(path or []), *catalog_outputs(find_catalog(where.catalog))]
+    result = audit_outputs(roots, raw=raw, identifiers=identifiers)
     if result.metadata_only:
         errors.print(
             "[yellow]no --raw folder or --identifiers file: only image metadata is checked[/]"

@@ -16,6 +16,8 @@ from rich.table import Table
 
 study_app = typer.Typer(help="Blinded real-vs-synthetic reading study.", no_args_is_help=True)
 
+StudyArgument = Annotated[Path, typer.Argument(help="Study folder")]
+
 
 @study_app.command("create")
 @user_errors
@@ -42,7 +44,7 @@ def study_create(
 @study_app.command("read")
 @user_errors
 def study_read(
-    study: Annotated[Path, typer.Argument(help="Study folder")],
+    study: StudyArgument,
     reader: Annotated[str, typer.Option(help="Reader name (letters, digits, '_', '-', '.')")],
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: any)")] = 0,
     browser: Annotated[bool, typer.Option(help="Open the page in the default browser")] = True,
@@ -62,7 +64,7 @@ def study_read(
 @study_app.command("report")
 @user_errors
 def study_report(
-    study: Annotated[Path, typer.Argument(help="Study folder")],
+    study: StudyArgument,
     key: Annotated[
         Path | None, typer.Option(help="Answer key folder [default: <study>.key]")
     ] = None,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from angioflow.flows.cli._app import user_errors
-from angioflow.flows.cli._options import CatalogOption, DataOption
+from angioflow.flows.cli._options import PUBLIC_DATA, option_group
 from angioflow.flows.cli._render import console
 from angioflow.flows.training import prepare_training
 
@@ -62,21 +62,27 @@ def _train(model: str, **options: object) -> None:
         console.print(f"weights written to {weights}")
 
 
+# what every model's training takes
+training_options = option_group(
+    "options",
+    [
+        ("config", TrainConfigOption, None),
+        ("out", RunOption, None),
+        ("resume", ResumeOption, True),
+        *PUBLIC_DATA,
+    ],
+)
+
+
 def _add_command(model: str, summary: str) -> None:
     """``angioflow train <model>`` with the options every model takes, and nothing else."""
 
-    def command(
-        config: TrainConfigOption = None,
-        out: RunOption = None,
-        data: DataOption = None,
-        resume: ResumeOption = True,
-        catalog: CatalogOption = None,
-    ) -> None:
-        _train(model, config=config, data=data, out=out, catalog=catalog, resume=resume)
+    def command(*, options: dict[str, Any]) -> None:
+        _train(model, **options)
 
     command.__doc__ = summary
     command.__name__ = command.__qualname__ = f"train_{model}"
-    train_app.command(model)(user_errors(command))
+    train_app.command(model)(user_errors(training_options(command)))
 
 
 # --help lists the models in the order they are registered here.
@@ -89,28 +95,17 @@ _add_command(
 
 @train_app.command("ddpm")
 @user_errors
+@training_options
 def train_ddpm(
-    config: TrainConfigOption = None,
-    out: RunOption = None,
-    data: DataOption = None,
     export: ExportOption = None,
     loss: Annotated[
         str | None, typer.Option(help="weighted (exp(c*x0)) or simple (L_simple, the ablation)")
     ] = None,
-    resume: ResumeOption = True,
-    catalog: CatalogOption = None,
+    *,
+    options: dict[str, Any],
 ) -> None:
     """Train the A/V mask diffusion model (several processes: launch with torchrun)."""
-    _train(
-        "ddpm",
-        config=config,
-        data=data,
-        out=out,
-        catalog=catalog,
-        resume=resume,
-        exports=export,
-        loss=loss,
-    )
+    _train("ddpm", exports=export, loss=loss, **options)
 
 
 _add_command("edsr", "Train EDSR x4 super-resolution on real fundus photos (training splits).")
@@ -118,21 +113,7 @@ _add_command("edsr", "Train EDSR x4 super-resolution on real fundus photos (trai
 
 @train_app.command("pix2pixhd")
 @user_errors
-def train_pix2pixhd(
-    config: TrainConfigOption = None,
-    out: RunOption = None,
-    data: DataOption = None,
-    export: ExportOption = None,
-    resume: ResumeOption = True,
-    catalog: CatalogOption = None,
-) -> None:
+@training_options
+def train_pix2pixhd(export: ExportOption = None, *, options: dict[str, Any]) -> None:
     """Train pix2pixHD (A/V mask -> fundus photo) on RITE, LES-AV, HRF-AV and exports."""
-    _train(
-        "pix2pixhd",
-        config=config,
-        data=data,
-        out=out,
-        catalog=catalog,
-        resume=resume,
-        exports=export,
-    )
+    _train("pix2pixhd", exports=export, **options)
