@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -23,18 +23,20 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 __all__ = [
     "CONFIGS",
     "RunFolder",
+    "SupervisedTrainer",
     "TrainingConfig",
     "TrainingRunError",
     "adamw_one_cycle",
     "continue_from",
     "ema_model",
-    "train_supervised",
 ]
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
 RUN_CONFIG_FILE = "training_config.json"
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 class TrainingRunError(AngioflowError, ValueError):
@@ -90,13 +92,27 @@ class RunFolder:
     """A training run's folder: its config, the latest checkpoint and a JSON-lines log.
 
     A checkpoint holds the model, optimiser, schedule, step, the sampler's numpy RNG and torch's
-    RNG, so a resumed run continues exactly where the interrupted one would have gone.
+    RNG, so a resumed run continues exactly where the interrupted one would have gone. The log
+    records the loss smoothed over about 50 steps (:meth:`record`).
     """
 
-    def __init__(self, folder: Path, config: BaseModel, device: torch.device) -> None:
+    def __init__(self, folder: Path, config: TrainingConfig, device: torch.device) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.config, self.device = folder, config, device
         self.started = time.perf_counter()
+        self.smoothed: float | None = None
+
+    def record(self, loss: torch.Tensor) -> float:
+        """Fold one step's loss into the smoothed loss the log records (the first step of this
+        process starts it); returns the step's own loss."""
+        value = float(loss.detach())
+        self.smoothed = value if self.smoothed is None else 0.98 * self.smoothed + 0.02 * value
+        return value
+
+    def due(self, step: int, every: int) -> bool:
+        """Whether ``step`` (counted from 1) is a multiple of ``every`` or the recipe's last
+        (every recipe has ``steps``): the steps that checkpoint or draw samples."""
+        return step % every == 0 or step == self.config.steps  # type: ignore[attr-defined]
 
     @property
     def checkpoint_path(self) -> Path:
@@ -157,7 +173,6 @@ class RunFolder:
     def checkpoint(
         self,
         step: int,
-        loss: float,
         model: nn.Module,
         optimiser: torch.optim.Optimizer,
         schedule: torch.optim.lr_scheduler.LRScheduler,
@@ -166,7 +181,7 @@ class RunFolder:
         extras: dict[str, Any] | None = None,
     ) -> None:
         """Save the checkpoint (written to a temp file, then renamed) and append one log line
-        (step, smoothed loss, lr, seconds)."""
+        (step, the smoothed loss of the steps :meth:`record` was given, lr, seconds)."""
         state = {
             "model": model.state_dict(),
             "optimiser": optimiser.state_dict(),
@@ -181,7 +196,7 @@ class RunFolder:
         temp.replace(self.checkpoint_path)
         entry = {
             "step": step,
-            "loss": round(loss, 5),
+            "loss": round(self.smoothed, 5),
             "lr": schedule.get_last_lr()[0],
             "seconds": round(time.perf_counter() - self.started, 1),
             "device": self.device.type,
@@ -190,49 +205,73 @@ class RunFolder:
             log.write(json.dumps(entry) + "\n")
 
 
-def train_supervised(
-    model_class: Any,
-    config: Any,
-    new_sampler: Callable[[], Any],
-    batch_loss: Callable[[nn.Module, Any, torch.device], torch.Tensor],
-    out_dir: Path,
-    *,
-    resume: bool = True,
-    on_step: Callable[[int, float], None] | None = None,
-) -> nn.Module:
-    """The supervised loop of the vessel U-Net and the HVGN: AdamW, one-cycle, run folder.
+class SupervisedTrainer(Generic[ModelT]):
+    """The supervised training loop of one model (the vessel U-Net, the HVGN): AdamW,
+    one-cycle schedule, run folder. A model's module binds its recipe's parts once, as in
+    ``train_vessel = SupervisedTrainer(VesselUNet, patch_sampler, batch_loss)``, and callers
+    run ``train_vessel(config, images, out_dir)``.
 
-    ``model_class(config.model)`` is built (from ``config.init_weights`` when given), then
-    ``new_sampler()`` (whose ``rng`` the checkpoints carry); each step minimises
-    ``batch_loss(model, sampler, device)``. ``on_step(step, loss)`` gets the loss smoothed over
-    about 50 steps. The fp16 weights land in ``out_dir / "weights"``; returns the model in eval
-    mode, on the CPU.
+    Parameters
+    ----------
+    model_class : type
+        Built as ``model_class(config.model)``, from ``config.init_weights`` when given.
+    new_sampler : callable
+        ``new_sampler(config, images)``: the batch sampler, whose ``rng`` the checkpoints carry.
+    batch_loss : callable
+        ``batch_loss(config, model, sampler, device)``: the loss of one batch, minimised at
+        every step.
     """
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model_class(config.model)
-    continue_from(model, config.init_weights, model_class.load)
-    model = model.to(device)
-    optimiser, schedule = adamw_one_cycle(
-        model, config.learning_rate, config.weight_decay, config.steps
-    )
-    sampler = new_sampler()
-    run = RunFolder(out_dir, config, device)
-    start = run.resume(model, optimiser, schedule, sampler.rng, enabled=resume)
-    model.train()
-    running = 0.0
-    for step in range(start + 1, config.steps + 1):
-        loss = batch_loss(model, sampler, device)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        running = 0.98 * running + 0.02 * loss.item() if step > start + 1 else loss.item()
-        if on_step is not None:
-            on_step(step, running)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            run.checkpoint(step, running, model, optimiser, schedule, sampler.rng)
-    model.eval()
-    model.cpu().save(out_dir / "weights")
-    return model
+
+    def __init__(
+        self,
+        model_class: type[ModelT],
+        new_sampler: Callable[[Any, Any], Any],
+        batch_loss: Callable[[Any, ModelT, Any, torch.device], torch.Tensor],
+    ) -> None:
+        self.model_class, self.new_sampler, self.batch_loss = model_class, new_sampler, batch_loss
+
+    def __call__(
+        self,
+        config: Any,
+        images: Any,
+        out_dir: Path,
+        *,
+        resume: bool = True,
+        on_step: Callable[[int, float], None] | None = None,
+    ) -> ModelT:
+        """Train on ``images`` (the model's training images at its working scale) with the
+        recipe ``config``; returns the model in eval mode, on the CPU.
+
+        ``out_dir`` receives ``training_config.json``, ``checkpoint.pt`` (every
+        ``checkpoint_every`` steps), ``log.jsonl`` and, at the end, the fp16 weights in
+        ``weights/``; with ``resume`` a run continues from its ``checkpoint.pt`` (whose config
+        must match). ``on_step(step, loss)`` gets the loss smoothed over about 50 steps after
+        every step (progress bars).
+        """
+        torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = self.model_class(config.model)
+        continue_from(model, config.init_weights, self.model_class.load)
+        model = model.to(device)
+        optimiser, schedule = adamw_one_cycle(
+            model, config.learning_rate, config.weight_decay, config.steps
+        )
+        sampler = self.new_sampler(config, images)
+        run = RunFolder(out_dir, config, device)
+        start = run.resume(model, optimiser, schedule, sampler.rng, enabled=resume)
+        model.train()
+        for step in range(start + 1, config.steps + 1):
+            loss = self.batch_loss(config, model, sampler, device)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            run.record(loss)
+            if on_step is not None:
+                on_step(step, run.smoothed)
+            if run.due(step, config.checkpoint_every):
+                run.checkpoint(step, model, optimiser, schedule, sampler.rng)
+        model.eval()
+        model.cpu().save(out_dir / "weights")
+        return model

@@ -132,7 +132,6 @@ def train_ddpm(
         else nullcontext()
     )
     c = config.c if config.loss == "weighted" else 0.0
-    smoothed = None
     for step in range(start, config.steps):
         seeds = [config.seed, rank, step]
         batches = MaskBatches(masks, config.batch_size, np.random.default_rng(seeds))
@@ -154,16 +153,13 @@ def train_ddpm(
         scaler.update()
         schedule.step()
         ema.update_parameters(model)
-        value = float(loss.detach())
-        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+        value = run.record(loss)
         done = step + 1
         if rank != 0:
             continue
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            run.checkpoint(
-                done, smoothed, model, optimiser, schedule, state_rng, extras={"ema": ema}
-            )
-        if done % config.sample_every == 0 or done == config.steps:
+        if run.due(done, config.checkpoint_every):
+            run.checkpoint(done, model, optimiser, schedule, state_rng, extras={"ema": ema})
+        if run.due(done, config.sample_every):
             _sample_grid(ema.module, config, out_dir / "samples" / f"step_{done:06d}.png")
         if on_step is not None:
             on_step(done, value)

@@ -49,7 +49,6 @@ def train_edsr(
     run = RunFolder(out_dir, config, device)
     start = run.resume(model, optimiser, schedule, rng, enabled=resume)
     crops = PhotoCrops(photos, config.low_patch, config.model.scale, rng)
-    smoothed = None
     model.train()
     for step in range(start, config.steps):
         low, high = (t.to(device) for t in crops.batch(config.batch_size))
@@ -58,11 +57,10 @@ def train_edsr(
         loss.backward()
         optimiser.step()
         schedule.step()
-        value = float(loss.detach())
-        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+        value = run.record(loss)
         done = step + 1
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            run.checkpoint(done, smoothed, model, optimiser, schedule, rng)
+        if run.due(done, config.checkpoint_every):
+            run.checkpoint(done, model, optimiser, schedule, rng)
         if on_step is not None:
             on_step(done, value)
     model.eval()

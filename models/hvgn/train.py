@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 import torch
 from angioflow.models.hvgn.data import AVTrainingImage, CropSampler
 from angioflow.models.hvgn.net import HVGN, HVGNConfig, graph_batch
-from angioflow.models.training import TrainingConfig, train_supervised
+from angioflow.models.training import SupervisedTrainer, TrainingConfig
 from pydantic import Field
 from torch.nn import functional as F  # noqa: N812
 
@@ -48,46 +45,24 @@ def av_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[known], target[known])
 
 
-def train_hvgn(
-    config: HVGNTrainingConfig,
-    images: list[AVTrainingImage],
-    out_dir: Path,
-    *,
-    resume: bool = True,
-    on_step: Callable[[int, float], None] | None = None,
-) -> HVGN:
-    """Train the HVGN end to end (CNN and graph U-Net) on random crops.
+def _crop_sampler(config: HVGNTrainingConfig, images: list[AVTrainingImage]) -> CropSampler:
+    return CropSampler(images, crop=config.crop, seed=config.seed)
 
-    Parameters
-    ----------
-    config : HVGNTrainingConfig
-    images : list of AVTrainingImage
-        Training photos at the working scale (see :mod:`models.hvgn.data`).
-    out_dir : Path
-        Receives ``training_config.json``, ``checkpoint.pt`` (every ``checkpoint_every``
-        steps), ``log.jsonl`` and, at the end, the fp16 weights in ``weights/``.
-    resume : bool
-        Continue from ``checkpoint.pt`` when present (its config must match).
-    on_step : callable, optional
-        Called with (step, smoothed loss) after every step.
 
-    Returns
-    -------
-    HVGN in eval mode.
-    """
+def _batch_loss(
+    config: HVGNTrainingConfig, model: HVGN, sampler: CropSampler, device: torch.device
+) -> torch.Tensor:
+    """The graph U-Net's node loss plus ``pixel_loss_weight`` times the CNN's own."""
+    x, vessels, labels = sampler.batch(config.batch_size)
+    graph = graph_batch(vessels, config.model)
+    coords, image_index = graph.coords.numpy(), graph.image_index.numpy()
+    node_labels = np.stack(labels)[image_index, coords[:, 0], coords[:, 1]]
+    target = torch.from_numpy(node_labels.astype(np.int64)).to(device)
+    logits, pixel_logits = model(torch.from_numpy(x).to(device), graph.to(device))
+    return av_loss(logits, target) + config.pixel_loss_weight * av_loss(pixel_logits, target)
 
-    def batch_loss(model: HVGN, sampler: CropSampler, device: torch.device) -> torch.Tensor:
-        x, vessels, labels = sampler.batch(config.batch_size)
-        graph = graph_batch(vessels, config.model)
-        coords, image_index = graph.coords.numpy(), graph.image_index.numpy()
-        node_labels = np.stack(labels)[image_index, coords[:, 0], coords[:, 1]]
-        target = torch.from_numpy(node_labels.astype(np.int64)).to(device)
-        logits, pixel_logits = model(torch.from_numpy(x).to(device), graph.to(device))
-        return av_loss(logits, target) + config.pixel_loss_weight * av_loss(pixel_logits, target)
 
-    def new_sampler() -> CropSampler:
-        return CropSampler(images, crop=config.crop, seed=config.seed)
-
-    return train_supervised(  # type: ignore[return-value]
-        HVGN, config, new_sampler, batch_loss, out_dir, resume=resume, on_step=on_step
-    )
+train_hvgn = SupervisedTrainer(HVGN, _crop_sampler, _batch_loss)
+"""Train the HVGN end to end (CNN and graph U-Net) on random crops of training photos at the
+working scale (:mod:`models.hvgn.data`): ``train_hvgn(config, images, out_dir, *, resume,
+on_step)``, as :class:`models.training.SupervisedTrainer` describes."""

@@ -2,7 +2,7 @@
 
 ``net`` (the global generator, multi-scale discriminators and losses), ``data`` (training pairs
 and the generator's input/output conversions), ``train`` (the training loop and its recipe,
-``configs/pix2pixhd256.yaml``).
+``configs/pix2pixhd256.yaml``). The GAN losses only the training loop uses stay in ``net``.
 """
 
 from angioflow.models.pix2pixhd.data import generator_input, load_pairs, make_pair, photo_uint8
@@ -12,8 +12,6 @@ from angioflow.models.pix2pixhd.net import (
     MultiscaleDiscriminator,
     Pix2PixHDConfig,
     VGGPerceptualLoss,
-    feature_matching_loss,
-    lsgan_loss,
     reconstruction_loss,
 )
 from angioflow.models.pix2pixhd.train import Pix2PixHDTrainingConfig, train_pix2pixhd
@@ -25,10 +23,8 @@ __all__ = [
     "Pix2PixHDConfig",
     "Pix2PixHDTrainingConfig",
     "VGGPerceptualLoss",
-    "feature_matching_loss",
     "generator_input",
     "load_pairs",
-    "lsgan_loss",
     "make_pair",
     "photo_uint8",
     "reconstruction_loss",

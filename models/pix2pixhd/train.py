@@ -85,7 +85,6 @@ def train_pix2pixhd(
     start = run.resume(generator, g_optimiser, schedule, rng, enabled=resume, extras=extras)
     targets = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 127.5 - 1
     inputs = generator_input(masks)
-    smoothed = None
     for step in range(start, config.steps):
         picked = rng.integers(0, len(inputs), config.batch_size)
         x, y = inputs[picked], targets[picked]
@@ -117,12 +116,11 @@ def train_pix2pixhd(
         g_optimiser.step()
         schedule.step()
         ema.update_parameters(generator)
-        value = float(g_loss.detach())
-        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+        value = run.record(g_loss)
         done = step + 1
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            run.checkpoint(done, smoothed, generator, g_optimiser, schedule, rng, extras=extras)
-        if done % config.sample_every == 0 or done == config.steps:
+        if run.due(done, config.checkpoint_every):
+            run.checkpoint(done, generator, g_optimiser, schedule, rng, extras=extras)
+        if run.due(done, config.sample_every):
             _sample_grid(
                 ema.module, inputs[:4], targets[:4], out_dir / "samples" / f"step_{done:06d}.png"
             )

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import torch
-from angioflow.models.training import TrainingConfig, train_supervised
+from angioflow.models.training import SupervisedTrainer, TrainingConfig
 from angioflow.models.vessel.data import PatchSampler, TrainingImage
 from angioflow.models.vessel.net import VesselUNet, VesselUNetConfig
 from pydantic import Field
@@ -80,44 +77,20 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor, cl_weight: flo
     return bce + cl_weight * soft_cl_dice_loss(torch.sigmoid(logits), y, w)
 
 
-def train_vessel(
-    config: VesselTrainingConfig,
-    images: list[TrainingImage],
-    out_dir: Path,
-    *,
-    resume: bool = True,
-    on_step: Callable[[int, float], None] | None = None,
-) -> VesselUNet:
-    """Train the vessel U-Net on augmented patches; checkpoint, resume and log as it goes.
-
-    Parameters
-    ----------
-    config : VesselTrainingConfig
-    images : list of TrainingImage
-        Training images at the working scale (see :mod:`models.vessel.data`).
-    out_dir : Path
-        Receives ``training_config.json``, ``checkpoint.pt`` (every ``checkpoint_every``
-        steps), ``log.jsonl`` and, at the end, the fp16 weights in ``weights/``.
-    resume : bool
-        Continue from ``checkpoint.pt`` when present (its config must match).
-    on_step : callable, optional
-        Called with (step, loss) after every step (progress bars).
-
-    Returns
-    -------
-    model : VesselUNet
-        The trained model in eval mode.
-    """
-
-    def batch_loss(model: VesselUNet, sampler: PatchSampler, device: torch.device) -> torch.Tensor:
-        x, y, w = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
-        return _loss(model(x), y, w, config.cl_dice_weight)
-
-    def new_sampler() -> PatchSampler:
-        return PatchSampler(
-            images, patch=config.patch, scale_range=config.scale_range, seed=config.seed
-        )
-
-    return train_supervised(  # type: ignore[return-value]
-        VesselUNet, config, new_sampler, batch_loss, out_dir, resume=resume, on_step=on_step
+def _patch_sampler(config: VesselTrainingConfig, images: list[TrainingImage]) -> PatchSampler:
+    return PatchSampler(
+        images, patch=config.patch, scale_range=config.scale_range, seed=config.seed
     )
+
+
+def _batch_loss(
+    config: VesselTrainingConfig, model: VesselUNet, sampler: PatchSampler, device: torch.device
+) -> torch.Tensor:
+    x, y, w = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
+    return _loss(model(x), y, w, config.cl_dice_weight)
+
+
+train_vessel = SupervisedTrainer(VesselUNet, _patch_sampler, _batch_loss)
+"""Train the vessel U-Net on augmented patches of training images at the working scale
+(:mod:`models.vessel.data`): ``train_vessel(config, images, out_dir, *, resume, on_step)``, as
+:class:`models.training.SupervisedTrainer` describes."""
