@@ -182,8 +182,9 @@ class GenerationInputError(AngioflowError, ValueError):
 SAMPLERS = ("ddpm", "ddim", "dpm")
 
 
-def _check_request(n: int, sampler: str, what: str) -> None:
-    if sampler not in SAMPLERS:
+def _check_request(n: int, sampler: str | None, what: str) -> None:
+    """Refuse an unknown sampler (None: the default one) or too many samples."""
+    if sampler is not None and sampler not in SAMPLERS:
         raise GenerationInputError(f"--sampler must be ddpm, ddim or dpm, not {sampler!r}")
     if n > MAX_SAMPLES:
         raise GenerationInputError(
@@ -271,14 +272,11 @@ def generate_synthetic_set(
     n: int,
     out: Path,
     *,
-    sampler: str = "ddim",
-    steps: int = 50,
-    seed: int = 0,
-    batch_size: int = 8,
     export_folders: Path | None = None,
     weights: dict[str, Path | None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     threads: int = 2,
+    **sampling: Any,
 ) -> SyntheticSet:
     """Synthetic fundus photos with their A/V and vessel masks (DDPM -> pix2pixHD -> EDSR x4)
     in ``out``; a killed run continues where it stopped when started again the same way.
@@ -287,6 +285,9 @@ def generate_synthetic_set(
     ----------
     weights : dict, optional
         ``{"ddpm", "pix2pix", "edsr"}`` weights folders; a missing or None one: the shipped.
+    **sampling
+        ``sampler``, ``steps``, ``seed`` and ``batch_size`` of the
+        :class:`models.generation.SetRequest` (its defaults for those not given).
 
     Raises
     ------
@@ -299,14 +300,14 @@ def generate_synthetic_set(
     import torch
     from angioflow.models.generation import Generators, SetRequest, generate_set
 
-    _check_request(n, sampler, "samples")
+    _check_request(n, sampling.get("sampler"), "samples")
     torch.set_num_threads(threads)
     chosen = {name: folder for name, folder in (weights or {}).items() if folder is not None}
     try:
         generators = Generators.load(**chosen)
     except FileNotFoundError as error:
         raise GenerationInputError(str(error)) from None
-    request = SetRequest(n=n, seed=seed, sampler=sampler, steps=steps, batch_size=batch_size)
+    request = SetRequest(n=n, **sampling)
     try:
         generate_set(generators, request, out, export_folders=export_folders, on_batch=on_batch)
     except FileExistsError as error:  # the set, or an unfinished run with other settings

@@ -37,6 +37,7 @@ from angioflow.pipeline.mask_structure import (
     thin_av_labels,
 )
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F  # noqa: N812
 
 __all__ = [
@@ -83,15 +84,16 @@ class Generators:
         return self.pix2pix.config.image_size * self.edsr.config.scale
 
 
-@dataclass(frozen=True)
-class SetRequest:
+class SetRequest(BaseModel):
     """What to generate; recorded as the set's provenance (with the weights' sha256)."""
 
-    n: int
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int = Field(ge=1)
     seed: int = 0
     sampler: Sampler = "ddim"
-    steps: int = 50
-    batch_size: int = 8
+    steps: int = Field(50, ge=1)
+    batch_size: int = Field(8, ge=1)
 
 
 def field_of_view(size: int) -> np.ndarray:
