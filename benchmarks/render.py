@@ -34,24 +34,41 @@ re-measured after the redesign: [benchmarks_notes.md](benchmarks_notes.md).
 """
 
 
+_MISSING = object()
+
+
+def _find(value: object, path: str) -> object:
+    """``value`` at ``path``, its keys joined by dots, the longest key first; or _MISSING."""
+    if not isinstance(value, dict):
+        return _MISSING
+    if path in value:
+        return value[path]
+    dots = [i for i, character in enumerate(path) if character == "."]
+    for dot in reversed(dots):
+        if path[:dot] in value:
+            found = _find(value[path[:dot]], path[dot + 1 :])
+            if found is not _MISSING:
+                return found
+    return _MISSING
+
+
 class RenderError(Exception):
     """A result file the page cannot be built from; the message is one line."""
 
 
 class Fields:
-    """A result's values by dotted path (``"drive_test.auc"``); a missing one is a
-    :class:`RenderError` naming the file and the path."""
+    """A result's values by dotted path (``"drive_test.auc"``; a key may hold dots itself, as
+    ``"weighted_terminal_mean_undone_0.15"``); a missing one is a :class:`RenderError` naming
+    the file and the path."""
 
     def __init__(self, source: str, values: dict) -> None:
         self.source, self.values = source, values
 
     def __getitem__(self, path: str):  # noqa: ANN204 - a JSON value of any type
-        value = self.values
-        for key in path.split("."):
-            if not isinstance(value, dict) or key not in value:
-                raise RenderError(f"{self.source}: no field {path!r}")
-            value = value[key]
-        return value
+        found = _find(self.values, path)
+        if found is _MISSING:
+            raise RenderError(f"{self.source}: no field {path!r}")
+        return found
 
     def points(self, better: str, worse: str) -> str:
         """The difference of two fractions in percentage points, signed (``+14.6``)."""

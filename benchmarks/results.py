@@ -23,28 +23,31 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "benchmarks" / "results"
 # A trial run (a short budget, another revision) writes its result here instead.
 RESULTS_ELSEWHERE = "BENCH_RESULTS"
-# The load when the benchmark module was imported: the run's start, near enough.
-_LOAD_AT_START = os.getloadavg()
-_STARTED = time.time()
 
 
 def _git(*arguments: str) -> str:
     return subprocess.run(
         ["git", *arguments], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    ).stdout.rstrip("\n")
+
+
+def _checkout() -> dict:
+    """The commit checked out and the tracked files edited from it (result files aside)."""
+    changed = _git("status", "--porcelain", "--untracked-files=no").splitlines()
+    return {
+        "commit": _git("rev-parse", "--short=7", "HEAD"),
+        "uncommitted": sorted(
+            line[3:] for line in changed if not line[3:].startswith("docs/benchmarks/")
+        ),
+    }
 
 
 def provenance() -> dict:
     """Where, when and how this run measured: the fields every result file carries."""
-    changed = _git("status", "--porcelain", "--untracked-files=no").splitlines()
     script = Path(sys.argv[0]).resolve().relative_to(ROOT)
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _git("rev-parse", "--short=7", "HEAD"),
-        # Measured with these tracked files edited (results files themselves aside).
-        "uncommitted": sorted(
-            line[3:] for line in changed if not line[3:].startswith("docs/benchmarks/")
-        ),
+        **_CHECKOUT,
         "command": shlex.join(["python", str(script), *sys.argv[1:]]),
         "machine": {
             "cores": os.cpu_count(),
@@ -56,6 +59,12 @@ def provenance() -> dict:
         },
         "wall_seconds": round(time.time() - _STARTED),
     }
+
+
+# The code measured and the load when it started: taken when the benchmark imports this module.
+_CHECKOUT = _checkout()
+_LOAD_AT_START = os.getloadavg()
+_STARTED = time.time()
 
 
 def publish(name: str, result: dict) -> None:
