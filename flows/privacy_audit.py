@@ -13,7 +13,7 @@ from typing import Any
 
 from angioflow.flows.catalog import Catalog
 from angioflow.pipeline.audit import Finding, audit_paths, identifiers_from_raw
-from angioflow.pipeline.errors import AngioflowError
+from angioflow.pipeline.errors import AngioflowError, read_text
 
 __all__ = ["AuditInputError", "AuditResult", "audit_outputs", "catalog_outputs"]
 
@@ -89,13 +89,14 @@ def audit_outputs(
         )
     extra: list[str] = []
     if identifiers is not None:
-        try:
-            extra = identifiers.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            raise AuditInputError(
+        extra = read_text(
+            identifiers,
+            "utf-8",
+            lambda error: AuditInputError(
                 f"identifier file {identifiers} cannot be read ({error.__class__.__name__}); "
                 "pass a UTF-8 text file, one identifier per line"
-            ) from None
+            ),
+        ).splitlines()
     missing = [r for r in paths if not r.exists()]
     roots = [r for r in paths if r.exists()]
     searched = identifiers_from_raw(raw, extra) if raw is not None else []

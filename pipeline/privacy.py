@@ -25,6 +25,7 @@ import stat
 from pathlib import Path
 
 from angioflow.pipeline.casestore import CaseStoreError
+from angioflow.pipeline.errors import read_text
 
 __all__ = [
     "KEY_CHECK_NAME",
@@ -145,13 +146,14 @@ def _check_key(store_root: Path, key: bytes, origin: str) -> None:
         # A store made before key check values existed gets one from the key in use now.
         store_root.mkdir(parents=True, exist_ok=True)
         _write_once(check_path, expected.encode("ascii"), mode=0o644)
-    try:
-        stored = check_path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        raise StoreKeyError(
+    stored = read_text(
+        check_path,
+        "ascii",
+        lambda error: StoreKeyError(
             f"{check_path} cannot be read ({getattr(error, 'strerror', None) or 'not text'}); "
             "restore it from your backup of the store"
-        ) from None
+        ),
+    ).strip()
     if not hmac.compare_digest(stored, expected):
         restore = (
             f"set ${KEY_ENV} to the secret this store was made with, or unset it to use "

@@ -18,6 +18,7 @@ from typing import Any
 
 import h5py
 
+from ..errors import read_text
 from ._file import now, write_atomically
 from .records import CaseStoreError
 
@@ -59,10 +60,12 @@ def _damaged_log(path: Path, what: str) -> str:
 
 def _read_log(path: Path, case_id: str) -> tuple[list[dict[str, Any]], list[str], str]:
     """The log's events, its lines and the digest of the last one (checked link by link)."""
-    try:
-        lines = path.read_text("utf-8").splitlines() if path.is_file() else []
-    except (OSError, UnicodeDecodeError) as error:
-        raise CaseStoreError(_damaged_log(path, type(error).__name__)) from None
+    text = ""
+    if path.is_file():
+        text = read_text(
+            path, "utf-8", lambda error: CaseStoreError(_damaged_log(path, type(error).__name__))
+        )
+    lines = text.splitlines()
     events, chain = [], _seed(case_id)
     for number, line in enumerate(lines, start=1):
         try:
