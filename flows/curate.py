@@ -77,34 +77,24 @@ def vessel_maps_task(store: str, case_id: str, weights: str) -> str:
         )
 
 
-@task(name="registration", **_STAGE_TASK)
-def registration_task(store: str, case_id: str, upstream: str, settings: CurationSettings) -> str:
-    """Stages 2 and 4: rigid then non-rigid registration of the frames' vessel maps."""
-    with _recorded(store, case_id, "registration") as case_store:
-        return stages.run_registration(case_store, case_id, upstream, settings)
+# Stages 2 and 4 (registration), 5 (mean and maximum of the registered vessel maps), 6 (the FA
+# aggregate aligned to the fundus photo) and 7 (the baseline vessel mask, offered at review
+# gate 1), in order: each starts from the cache key of the one before and the settings.
+_SETTINGS_STAGES = {
+    "registration": stages.run_registration,
+    "aggregate": stages.run_aggregate,
+    "fundus_alignment": stages.run_fundus_alignment,
+    "binarisation": stages.run_binarisation,
+}
 
 
-@task(name="aggregate", **_STAGE_TASK)
-def aggregate_task(store: str, case_id: str, upstream: str, settings: CurationSettings) -> str:
-    """Stage 5: mean and maximum of the registered vessel maps."""
-    with _recorded(store, case_id, "aggregate") as case_store:
-        return stages.run_aggregate(case_store, case_id, upstream, settings)
-
-
-@task(name="fundus_alignment", **_STAGE_TASK)
-def fundus_alignment_task(
-    store: str, case_id: str, upstream: str, settings: CurationSettings
+@task(**_STAGE_TASK)
+def settings_stage_task(
+    store: str, case_id: str, stage: str, upstream: str, settings: CurationSettings
 ) -> str:
-    """Stage 6: the FA aggregate aligned to the fundus photo."""
-    with _recorded(store, case_id, "fundus_alignment") as case_store:
-        return stages.run_fundus_alignment(case_store, case_id, upstream, settings)
-
-
-@task(name="binarisation", **_STAGE_TASK)
-def binarisation_task(store: str, case_id: str, upstream: str, settings: CurationSettings) -> str:
-    """Stage 7: the baseline vessel mask, offered at review gate 1."""
-    with _recorded(store, case_id, "binarisation") as case_store:
-        return stages.run_binarisation(case_store, case_id, upstream, settings)
+    """The stage named ``stage`` of :data:`_SETTINGS_STAGES` on one case."""
+    with _recorded(store, case_id, stage) as case_store:
+        return _SETTINGS_STAGES[stage](case_store, case_id, upstream, settings)
 
 
 @task(name="av_labelling", **_STAGE_TASK)
@@ -121,8 +111,10 @@ def av_labelling_task(store: str, case_id: str, weights: str) -> str:
         )
 
 
-def _named(stage: Any, case_id: str) -> Any:
-    return stage.with_options(task_run_name=f"{stage.name} {case_id}")
+def _named(stage: Any, case_id: str, name: str | None = None) -> Any:
+    """The task named ``name`` (by default its own name), its run named after the case too."""
+    name = name or stage.name
+    return stage.with_options(name=name, task_run_name=f"{name} {case_id}")
 
 
 def _submit_curation(
@@ -131,9 +123,9 @@ def _submit_curation(
     """Stages 3 and 2-7 of one case, each waiting for the one before (its cache key)."""
     key = _named(vessel_maps_task, case_id).submit(store, case_id, weights)
     futures = [("vessel_maps", key)]
-    for stage in (registration_task, aggregate_task, fundus_alignment_task, binarisation_task):
-        key = _named(stage, case_id).submit(store, case_id, key, settings)
-        futures.append((stage.name, key))
+    for name in _SETTINGS_STAGES:
+        key = _named(settings_stage_task, case_id, name).submit(store, case_id, name, key, settings)
+        futures.append((name, key))
     return futures
 
 
