@@ -8,69 +8,19 @@ from typing import Any
 
 from angioflow.flows.progress import CaseProgress
 from angioflow.pipeline.casestore import CaseStore
-from angioflow.pipeline.ingest import (
-    DEFAULT_WORKER_BYTES,
-    IngestOutcome,
-    exam_case_id,
-    ingest_case,
-    worker_budget,
-)
-from angioflow.pipeline.io import ImageLimits
+from angioflow.pipeline.ingest import IngestOutcome, exam_case_id, ingest_case, worker_budget
 from angioflow.pipeline.privacy import load_or_create_key
 from angioflow.pipeline.raw_case import CaseLimits, case_label, find_case_folders
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
-from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "RawExamLimits",
-    "case_limits",
     "ingest_case_task",
     "ingest_flow",
     "retry_on_io_error",
 ]
-
-
-class RawExamLimits(BaseModel):
-    """Sanity limits of raw exams (the catalog's ``raw_exams.load_args``); unset -> default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_pixels: int | None = Field(None, ge=1, description="largest width*height of an image")
-    min_side_px: int | None = Field(None, ge=1, description="smallest image side, pixels")
-    max_aspect: float | None = Field(None, ge=1.0, description="largest long/short side ratio")
-    max_frames: int | None = Field(None, ge=1, description="most FA frames in one exam")
-    max_time_s: float | None = Field(None, gt=0, description="latest FA frame time, seconds")
-    max_case_mb: int | None = Field(
-        None, ge=1, description="largest size of one exam's images once decoded, MiB"
-    )
-    max_worker_mb: int | None = Field(
-        None, ge=1, description="decoded image MiB one ingest process holds at once"
-    )
-
-
-def case_limits(limits: RawExamLimits | dict[str, Any]) -> CaseLimits:
-    """Build :class:`CaseLimits` from the catalog's ``raw_exams.load_args``.
-
-    Raises
-    ------
-    ValueError
-        An unknown option or a value out of range (pydantic's message, naming the option).
-    """
-    given = RawExamLimits.model_validate(limits).model_dump(exclude_none=True)
-    given.pop("max_worker_mb", None)
-    if "max_case_mb" in given:
-        given["max_case_bytes"] = given.pop("max_case_mb") << 20
-    image_fields = {"max_pixels", "min_side_px", "max_aspect"}
-    image = ImageLimits(**{k: v for k, v in given.items() if k in image_fields})
-    return CaseLimits(image=image, **{k: v for k, v in given.items() if k not in image_fields})
-
-
-def _worker_bytes(limits: dict[str, Any]) -> int:
-    megabytes = RawExamLimits.model_validate(limits).max_worker_mb
-    return DEFAULT_WORKER_BYTES if megabytes is None else megabytes << 20
 
 
 def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -95,7 +45,7 @@ def ingest_case_task(
     case_dir: str,
     store: str,
     source_root: str,
-    limits: dict[str, Any],
+    limits: CaseLimits,
     replace: bool,
     earlier: list[dict[str, str]] | None = None,
 ) -> dict[str, str]:
@@ -111,9 +61,9 @@ def ingest_case_task(
         CaseStore(store_root),
         source_root=Path(source_root),
         key=load_or_create_key(store_root),
-        limits=case_limits(limits),
+        limits=limits,
         replace=replace,
-        budget=worker_budget(_worker_bytes(limits)),
+        budget=worker_budget(limits.max_worker_bytes),
         claimed=claimed,
     )
     logger = get_run_logger()
@@ -126,7 +76,7 @@ def ingest_case_task(
 
 @flow(name="ingest")
 def ingest_flow(
-    source: str, store: str, limits: RawExamLimits | None = None, replace: bool = False
+    source: str, store: str, limits: CaseLimits | None = None, replace: bool = False
 ) -> dict[str, list[dict[str, str]]]:
     """Validate and store every case folder of ``source``; bad cases are quarantined.
 
@@ -136,8 +86,9 @@ def ingest_flow(
         Folder of raw case folders (DESIGN.md's contract), or one case folder.
     store : str
         Case store root (created when missing).
-    limits : RawExamLimits, optional
-        Size and count limits of raw exams; the built-in ones by default.
+    limits : CaseLimits, optional
+        Size and count limits of raw exams (a dict of the catalog's ``raw_exams.load_args`` is
+        read into it when the flow is called); the built-in ones by default.
     replace : bool
         Store changed cases over stored ones (the old files are kept).
 
@@ -151,7 +102,7 @@ def ingest_flow(
     store_root = Path(store)
     CaseStore(store_root)
     key = load_or_create_key(store_root)  # create the key once, before tasks run in parallel
-    limit_values = RawExamLimits.model_validate(limits or {}).model_dump(exclude_none=True)
+    limits = limits or CaseLimits()
     folders = find_case_folders(Path(source))
     progress = CaseProgress("ingest-progress", len(folders), "ingested")
     # Folders naming one exam run one after another, in name order, so the first valid one
@@ -162,7 +113,7 @@ def ingest_flow(
         exam = exam_case_id(folder, key=key)
         earlier = same_exam.setdefault(exam, []) if exam else []
         future = ingest_case_task.with_options(task_run_name=f"ingest {case_label(folder)}").submit(
-            str(folder), store, source, limit_values, replace, list(earlier)
+            str(folder), store, source, limits, replace, list(earlier)
         )
         earlier.append(future)
         futures[future] = folder

@@ -14,10 +14,11 @@ References
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 from angioflow.pipeline.mask_structure import av_channels
+from angioflow.pipeline.metrics import Scores
 from scipy import ndimage
 from scipy.stats import wasserstein_distance
 from skimage.morphology import skeletonize
@@ -36,7 +37,7 @@ _SQRT2 = float(np.sqrt(2.0))
 
 
 @dataclass(frozen=True)
-class StructureStats:
+class StructureStats(Scores):
     """Structural statistics of one A/V label mask.
 
     Attributes
@@ -77,9 +78,6 @@ class StructureStats:
     calibre_sd_px: float
     tortuosity: float
     fractal_dimension: float
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 STATISTICS: tuple[str, ...] = tuple(f.name for f in fields(StructureStats))

@@ -37,8 +37,13 @@ class CaseDocument:
 
     Attributes
     ----------
-    patient_id, eye, acquired, camera : str
-        As in :class:`pipeline.raw_case.RawCase`.
+    patient_id : str
+        Raw patient id. Only ingestion may read it; it is never stored.
+    eye : {'OD', 'OS'}
+    acquired : str
+        ISO date as given, or ``''``. Only used for the pseudonym; only the year is stored.
+    camera : str
+        Camera model as given, or ``''``.
     fundus_file : str
         Fundus photo's name relative to the case folder (POSIX).
     fa_files : tuple of str
@@ -262,5 +267,3 @@ def require_regular_file(path: Path, name: str, label: str, when_missing: str) -
         raise CaseRejected(
             label, name, "cannot be read (permission denied); make it readable (chmod a+r)"
         )
-
-

@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from angioflow.pipeline.case_json import read_case_json, require_regular_file
+from angioflow.pipeline.case_json import CaseDocument, read_case_json, require_regular_file
 from angioflow.pipeline.io import (
     ImageHeader,
     ImageRejected,
@@ -24,14 +25,56 @@ from angioflow.pipeline.io import (
 from angioflow.pipeline.privacy import contains_id, redact
 from angioflow.pipeline.raw_case import (
     CaseLimits,
-    CasePlan,
     CaseRejected,
-    RawCase,
     case_label,
     peek_exam,
 )
 
-__all__ = ["check_raw_case", "load_raw_case", "read_raw_case"]
+__all__ = ["CasePlan", "RawCase", "check_raw_case", "load_raw_case", "read_raw_case"]
+
+
+@dataclass(frozen=True)
+class CasePlan:
+    """A raw case whose case.json and image headers passed the contract; nothing decoded.
+
+    Attributes
+    ----------
+    label : str
+        Display label of the case folder (never the patient id).
+    folder : Path
+        The case folder, links resolved.
+    document : CaseDocument
+        case.json's contract fields, checked.
+    decoded_bytes : int
+        Memory the decoded images will take, bytes (from the headers).
+    """
+
+    label: str
+    folder: Path
+    document: CaseDocument
+    decoded_bytes: int
+
+
+@dataclass(frozen=True)
+class RawCase:
+    """One validated exam, pixels loaded.
+
+    Attributes
+    ----------
+    plan : CasePlan
+        The checked case: its label, its folder and case.json's contract fields.
+    fundus : (H, W, 3) uint8 ndarray
+    fa_frames : tuple of (h, w) uint8 or uint16 ndarray
+        In the order of ``plan.document.fa_files``; all frames share one shape.
+    source_sha256 : str
+        Digest of case.json's contract fields and every image file's bytes; equal digests mean
+        an unchanged case.
+    """
+
+    plan: CasePlan
+    fundus: np.ndarray
+    fa_frames: tuple[np.ndarray, ...]
+    source_sha256: str
 
 
 def read_raw_case(case_dir: Path, *, root: Path, limits: CaseLimits = CaseLimits()) -> RawCase:
@@ -99,7 +142,7 @@ def load_raw_case(plan: CasePlan, *, limits: CaseLimits = CaseLimits()) -> RawCa
         Truncated or corrupt pixels, the wrong modality, a blank image, frames whose decoded
         sizes differ, or files changed since the check.
     """
-    with _redacted(plan.patient_id, plan.label):
+    with _redacted(plan.document.patient_id, plan.label):
         return _load_pixels(plan, limits)
 
 
@@ -144,19 +187,7 @@ def _check(case_dir: Path, label: str, root: Path, limits: CaseLimits) -> CasePl
             "genuine, raise the limit (ingest --max-case-mb, or max_case_mb in the catalog's "
             "raw_exams)",
         )
-    return CasePlan(
-        label=label,
-        folder=folder,
-        patient_id=document.patient_id,
-        eye=document.eye,
-        acquired=document.acquired,
-        camera=document.camera,
-        fundus_file=document.fundus_file,
-        fa_files=document.fa_files,
-        fa_times_s=document.fa_times_s,
-        decoded_bytes=decoded,
-        document_bytes=document.canonical_bytes,
-    )
+    return CasePlan(label=label, folder=folder, document=document, decoded_bytes=decoded)
 
 
 def _mib(size: int) -> str:
@@ -171,16 +202,16 @@ def _size_differs(width: int, height: int, first_width: int, first_height: int) 
 
 
 def _load_pixels(plan: CasePlan, limits: CaseLimits) -> RawCase:
-    label, folder = plan.label, plan.folder
-    digest = hashlib.sha256(plan.document_bytes)
-    fundus_pixels = _load(folder, plan.fundus_file, label, limits, digest)
+    label, folder, document = plan.label, plan.folder, plan.document
+    digest = hashlib.sha256(document.canonical_bytes)
+    fundus_pixels = _load(folder, document.fundus_file, label, limits, digest)
     try:
         fundus = as_fundus(fundus_pixels)
     except ImageRejected as error:
-        raise CaseRejected(label, plan.fundus_file, str(error)) from None
+        raise CaseRejected(label, document.fundus_file, str(error)) from None
 
     frames: list[np.ndarray] = []
-    for name in plan.fa_files:
+    for name in document.fa_files:
         try:
             frame = as_fa_frame(_load(folder, name, label, limits, digest))
         except ImageRejected as error:
@@ -189,18 +220,7 @@ def _load_pixels(plan: CasePlan, limits: CaseLimits) -> RawCase:
             (height, width), (first_height, first_width) = frame.shape, frames[0].shape
             raise CaseRejected(label, name, _size_differs(width, height, first_width, first_height))
         frames.append(frame)
-    return RawCase(
-        label=label,
-        patient_id=plan.patient_id,
-        eye=plan.eye,
-        acquired=plan.acquired,
-        camera=plan.camera,
-        fundus=fundus,
-        fa_frames=tuple(frames),
-        fa_times_s=plan.fa_times_s,
-        fa_files=plan.fa_files,
-        source_sha256=digest.hexdigest(),
-    )
+    return RawCase(plan, fundus, tuple(frames), digest.hexdigest())
 
 
 def _inside(folder: Path, name: str, label: str) -> Path:

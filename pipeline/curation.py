@@ -386,10 +386,7 @@ def align_to_fundus(
 def binarise(
     probability: np.ndarray,
     fov: np.ndarray,
-    *,
-    low: float = 0.3,
-    high: float = 0.6,
-    min_component_px: int = 30,
+    settings: CurationSettings = CurationSettings(),  # noqa: B008 - frozen
 ) -> np.ndarray:
     """Vessel mask from a probability map: hysteresis, small-piece removal, FOV.
 
@@ -397,10 +394,10 @@ def binarise(
     ----------
     probability : (H, W) float ndarray in [0, 1]
     fov : (H, W) bool ndarray
-    low, high : float
-        Pixels above ``high`` seed vessels; connected pixels above ``low`` extend them.
-    min_component_px : int
-        Pieces (8-connected) smaller than this many pixels are removed.
+    settings : CurationSettings
+        Pixels above ``hysteresis_high`` seed vessels, connected pixels above
+        ``hysteresis_low`` extend them; pieces (8-connected) smaller than ``min_component_px``
+        pixels are removed.
 
     Returns
     -------
@@ -409,13 +406,13 @@ def binarise(
     Example
     -------
     >>> p = np.zeros((20, 20)); p[5, 2:18] = 0.9; p[6, 2:18] = 0.4; p[15, 15] = 0.9
-    >>> int(binarise(p, np.ones((20, 20), bool), min_component_px=5).sum())
+    >>> int(binarise(p, np.ones((20, 20), bool), CurationSettings(min_component_px=5)).sum())
     32
     """
-    if not 0 <= low <= high <= 1:
-        raise ValueError(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
-    mask = apply_hysteresis_threshold(np.where(fov, probability, 0.0), low, high)
-    return remove_small_objects(mask, max_size=min_component_px - 1, connectivity=2) & fov
+    mask = apply_hysteresis_threshold(
+        np.where(fov, probability, 0.0), settings.hysteresis_low, settings.hysteresis_high
+    )
+    return remove_small_objects(mask, max_size=settings.min_component_px - 1, connectivity=2) & fov
 
 
 def baseline_mask(
@@ -444,10 +441,4 @@ def baseline_mask(
     (H, W) bool ndarray
     """
     fused = np.where(coverage, fa_probability, fundus_probability)
-    return binarise(
-        fused,
-        metric_mask(fundus_fov, settings),
-        low=settings.hysteresis_low,
-        high=settings.hysteresis_high,
-        min_component_px=settings.min_component_px,
-    )
+    return binarise(fused, metric_mask(fundus_fov, settings), settings)

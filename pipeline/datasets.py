@@ -135,33 +135,29 @@ def _drive(root: Path, split: Split, limit: int | None) -> list[LabelledImage]:
 
 
 def _rite(root: Path, split: Split, limit: int | None) -> list[LabelledImage]:
-    labelled = []
+    manual = root / "RITE" / split / "1st_manual"
+    records = []
     for record in _drive(root, split, limit):
         stem = record.name.rsplit("/", 1)[1]
-        av = av_labels_from_rgb(
-            _read(_first(root / "RITE" / split / "1st_manual", f"{stem}_"), "RGB")
-        )
-        labelled.append(LabelledImage(f"rite/{split}/{stem}", record.image, av > 0, record.fov, av))
-    return labelled
+        av_file = _first(manual, f"{stem}_")
+        records.append(_with_av(f"rite/{split}/{stem}", record.image, av_file, fov=record.fov))
+    return records
 
 
 def _les_av(root: Path, split: Split, limit: int | None) -> list[LabelledImage]:
     folder = root / "LES-AV" / split
     vessel_folder = next(p for p in (folder / "2st_manual", folder / "2nd_manual") if p.is_dir())
     stems = sorted(p.stem for p in (folder / "images").glob("*.png"))[:limit]
-    records = []
-    for stem in stems:
-        av = av_labels_from_rgb(_read(folder / "1st_manual" / f"{stem}.png", "RGB"))
-        records.append(
-            LabelledImage(
-                name=f"les-av/{split}/{stem}",
-                image=_read(folder / "images" / f"{stem}.png", "RGB"),
-                vessel=_read(vessel_folder / f"{stem}.png", "L") > 127,
-                fov=_read(_first(folder / "mask", f"{stem}_mask"), "L") > 0,
-                av=av,
-            )
+    return [
+        _with_av(
+            f"les-av/{split}/{stem}",
+            _read(folder / "images" / f"{stem}.png", "RGB"),
+            folder / "1st_manual" / f"{stem}.png",
+            fov=_read(_first(folder / "mask", f"{stem}_mask"), "L") > 0,
+            vessel=_read(vessel_folder / f"{stem}.png", "L") > 127,
         )
-    return records
+        for stem in stems
+    ]
 
 
 def _hrf_av(root: Path, split: Split, limit: int | None) -> list[LabelledImage]:
@@ -169,17 +165,27 @@ def _hrf_av(root: Path, split: Split, limit: int | None) -> list[LabelledImage]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is absent (only HRF-AV's training split is stored)")
     stems = sorted(p.stem for p in (folder / "images").iterdir() if p.is_file())[:limit]
-    records = []
-    for stem in stems:
-        av = av_labels_from_rgb(_read(folder / "1st_manual" / f"{stem}_AVmanual.png", "RGB"))
-        records.append(
-            LabelledImage(
-                name=f"hrf-av/{split}/{stem}",
-                image=_read(_first(folder / "images", f"{stem}."), "RGB"),
-                # HRF's binary vessel truth is not stored; every A/V-labelled pixel is a vessel.
-                vessel=av > 0,
-                fov=_read(folder / "mask" / f"{stem}_mask.tif", "L") > 127,
-                av=av,
-            )
+    # HRF's binary vessel truth is not stored: its vessels are the A/V-labelled pixels.
+    return [
+        _with_av(
+            f"hrf-av/{split}/{stem}",
+            _read(_first(folder / "images", f"{stem}."), "RGB"),
+            folder / "1st_manual" / f"{stem}_AVmanual.png",
+            fov=_read(folder / "mask" / f"{stem}_mask.tif", "L") > 127,
         )
-    return records
+        for stem in stems
+    ]
+
+
+def _with_av(
+    name: str,
+    image: np.ndarray,
+    av_file: Path,
+    *,
+    fov: np.ndarray,
+    vessel: np.ndarray | None = None,
+) -> LabelledImage:
+    """A record whose A/V truth is the RGB annotation ``av_file``; without a binary vessel truth
+    (RITE, HRF-AV), the vessels are the A/V-labelled pixels."""
+    av = av_labels_from_rgb(_read(av_file, "RGB"))
+    return LabelledImage(name, image, av > 0 if vessel is None else vessel, fov, av)

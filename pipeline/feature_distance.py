@@ -15,9 +15,10 @@ References
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
+from angioflow.pipeline.metrics import Scores
 from scipy import linalg
 from scipy.spatial.distance import cdist
 
@@ -154,7 +155,7 @@ def precision_recall(real: np.ndarray, generated: np.ndarray, *, k: int = 3) -> 
 
 
 @dataclass(frozen=True)
-class FeatureDistances:
+class FeatureDistances(Scores):
     """Realism of a generated image set in one feature space (lower FD/KID is better)."""
 
     frechet_distance: float
@@ -164,9 +165,6 @@ class FeatureDistances:
     recall: float
     real_samples: int
     generated_samples: int
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def feature_distances(

@@ -27,13 +27,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from angioflow.pipeline.case_reader import check_raw_case, load_raw_case
+from angioflow.pipeline.case_reader import RawCase, check_raw_case, load_raw_case
 from angioflow.pipeline.casestore import CaseStore, CaseStoreError, MaskKind, NewCase
 from angioflow.pipeline.privacy import case_pseudonym, patient_pseudonym, redact
-from angioflow.pipeline.raw_case import CaseLimits, CaseRejected, RawCase, case_label, peek_exam
+from angioflow.pipeline.raw_case import CaseLimits, CaseRejected, case_label, peek_exam
 
 __all__ = [
-    "DEFAULT_WORKER_BYTES",
     "DecodeBudget",
     "IngestOutcome",
     "QuarantineRecord",
@@ -44,14 +43,12 @@ __all__ = [
 ]
 
 QUARANTINE_DIR = "quarantine"
-# Decoded image bytes one process may hold for the cases it ingests at once.
-DEFAULT_WORKER_BYTES = 2 << 30
 
 
 class DecodeBudget:
     """Bytes of decoded images that the cases ingested at once in one process may hold.
 
-    A case reserves its decoded size (:attr:`pipeline.raw_case.CasePlan.decoded_bytes`) before
+    A case reserves its decoded size (:attr:`pipeline.case_reader.CasePlan.decoded_bytes`) before
     decoding and gives it back once stored; a case that does not fit waits for others to
     finish, so threads ingesting large cases in parallel cannot together exhaust memory.
 
@@ -107,7 +104,7 @@ _budgets_lock = threading.Lock()
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
-def worker_budget(capacity: int = DEFAULT_WORKER_BYTES) -> DecodeBudget:
+def worker_budget(capacity: int) -> DecodeBudget:
     """This process's decode budget of ``capacity`` bytes (one shared instance per capacity).
 
     The first call also makes the C allocator give freed image buffers back to the system
@@ -202,7 +199,8 @@ def ingest_case(
         with review history (a person's saved version, an approval, a rejection or an
         autosave) is never replaced: its review belongs to the stored images.
     budget : DecodeBudget, optional
-        Where the decoded size is reserved; :func:`worker_budget` by default.
+        Where the decoded size is reserved; by default :func:`worker_budget` of
+        ``limits.max_worker_bytes``.
     claimed : mapping of str to str, optional
         Case ids already taken by other folders of this run, mapped to those folders' labels:
         a folder holding one of those exams is quarantined, whatever ``replace`` says.
@@ -214,7 +212,7 @@ def ingest_case(
         ``quarantined``, as is a folder whose exam another folder already stored. Never raises
         for a bad case.
     """
-    budget = budget or worker_budget()
+    budget = budget or worker_budget(limits.max_worker_bytes)
     try:
         plan = check_raw_case(case_dir, root=source_root, limits=limits)
         if plan.decoded_bytes > budget.capacity:
@@ -246,8 +244,8 @@ def _store(
     replace: bool,
     claimed: Mapping[str, str],
 ) -> IngestOutcome:
-    label = raw.label
-    case_id = case_pseudonym(raw.patient_id, raw.eye, raw.acquired, key=key)
+    label, document = raw.plan.label, raw.plan.document
+    case_id = case_pseudonym(document.patient_id, document.eye, document.acquired, key=key)
     if case_id in claimed:
         reason = (
             f"case '{label}': holds the same exam (patient_id, eye and acquired date) as case "
@@ -349,17 +347,18 @@ def exam_case_id(case_dir: Path, *, key: bytes) -> str:
 
 
 def _new_case(raw: RawCase, case_id: str, key: bytes) -> NewCase:
+    document = raw.plan.document
     return NewCase(
         case_id=case_id,
-        patient_pseudonym=patient_pseudonym(raw.patient_id, key=key),
-        eye=raw.eye,
-        camera=redact(raw.camera, raw.patient_id),
-        acquired_year=int(raw.acquired[:4]) if raw.acquired else None,
+        patient_pseudonym=patient_pseudonym(document.patient_id, key=key),
+        eye=document.eye,
+        camera=redact(document.camera, document.patient_id),
+        acquired_year=int(document.acquired[:4]) if document.acquired else None,
         source_sha256=raw.source_sha256,
         fundus=raw.fundus,
         fa_frames=raw.fa_frames,
-        fa_times_s=raw.fa_times_s,
-        fa_files=tuple(redact(name, raw.patient_id) for name in raw.fa_files),
+        fa_times_s=document.fa_times_s,
+        fa_files=tuple(redact(name, document.patient_id) for name in document.fa_files),
     )
 
 

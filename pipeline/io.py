@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from angioflow.pipeline.av_encoding import AV_CLASSES, av_labels_from_rgb
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import AngioflowError
 
@@ -48,8 +49,7 @@ class ImageRejected(AngioflowError, ValueError):
     """An image file cannot be used; the message says why and how to fix it (no path)."""
 
 
-@dataclass(frozen=True)
-class ImageLimits:
+class ImageLimits(BaseModel):
     """Sanity limits for one image.
 
     Attributes
@@ -62,13 +62,11 @@ class ImageLimits:
         Largest accepted ratio of the long side to the short side.
     """
 
-    max_pixels: int = 40_000_000
-    min_side_px: int = 64
-    max_aspect: float = 4.0
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        if self.max_pixels < 1 or self.min_side_px < 1 or self.max_aspect < 1.0:
-            raise ValueError(f"image limits must be positive with max_aspect >= 1, got {self!r}")
+    max_pixels: int = Field(40_000_000, ge=1)
+    min_side_px: int = Field(64, ge=1)
+    max_aspect: float = Field(4.0, ge=1.0)
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ class ImageHeader:
 _DECODED_BYTES_PER_PIXEL = {"L": 1, "1": 1, "LA": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
 
-def read_header(path: Path, *, limits: ImageLimits = ImageLimits()) -> ImageHeader:
+def read_header(path: Path, *, limits: ImageLimits = ImageLimits()) -> ImageHeader:  # noqa: B008
     """Check an image file's header against the limits without decoding its pixels.
 
     Lets a caller add up what a set of files will take in memory before decoding any of them
@@ -130,7 +128,7 @@ def read_header(path: Path, *, limits: ImageLimits = ImageLimits()) -> ImageHead
         return ImageHeader(width, height, image.mode, width * height * per_pixel)
 
 
-def read_image(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+def read_image(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray:  # noqa: B008
     """Decode a photo or frame (PNG, JPEG, single-page TIFF, PPM/PGM/PBM, BMP, single-frame GIF)
     into a validated array.
 
@@ -166,7 +164,7 @@ def read_image(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray
     return pixels
 
 
-def read_mask(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+def read_mask(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray:  # noqa: B008
     """Decode a single-channel mask or probability map (vessel, field of view, prediction).
 
     Same formats and checks as :func:`read_image`, except that a blank mask (all background)
@@ -205,7 +203,7 @@ def read_mask(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray:
     return np.ascontiguousarray(pixels[..., 0])
 
 
-def read_av_mask(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+def read_av_mask(path: Path, *, limits: ImageLimits = ImageLimits()) -> np.ndarray:  # noqa: B008
     """Decode an artery/vein mask into class indices, from either encoding a user meets.
 
     A single-channel file must hold the class indices of :data:`pipeline.av_encoding.AV_CLASSES`
@@ -394,8 +392,8 @@ def as_fa_frame(pixels: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    pixels : (H, W) or (H, W, 3) ndarray
-        Output of :func:`read_image`.
+    pixels : ndarray
+        As :func:`as_fundus`.
 
     Returns
     -------

@@ -18,11 +18,28 @@ import numpy as np
 from scipy.stats import rankdata
 from skimage.morphology import skeletonize
 
-__all__ = ["AVScores", "VesselScores", "av_scores", "cl_dice", "roc_auc", "vessel_scores"]
+__all__ = [
+    "AVScores",
+    "Scores",
+    "VesselScores",
+    "av_scores",
+    "cl_dice",
+    "roc_auc",
+    "vessel_scores",
+]
 
 
 @dataclass(frozen=True)
-class VesselScores:
+class Scores:
+    """Base of the frozen records of named numbers: scores, statistics, distances."""
+
+    def as_dict(self) -> dict[str, float]:
+        """The fields by name, in their declared order (JSON-ready)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VesselScores(Scores):
     """Vessel segmentation scores of one image (all in [0, 1])."""
 
     auc: float
@@ -31,9 +48,6 @@ class VesselScores:
     specificity: float
     f1: float
     cl_dice: float
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -136,7 +150,7 @@ def vessel_scores(
 
 
 @dataclass(frozen=True)
-class AVScores:
+class AVScores(Scores):
     """Artery/vein scores of one image on the ground truth's artery and vein pixels.
 
     ``accuracy`` is the share of those pixels given their own class; ``artery_sensitivity`` the
@@ -151,9 +165,6 @@ class AVScores:
     vein_sensitivity: float
     unlabelled: float
     pixels: int
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def av_scores(prediction: np.ndarray, truth: np.ndarray) -> AVScores:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 from angioflow.pipeline.display import printable
 from angioflow.pipeline.io import ImageLimits
 from angioflow.pipeline.privacy import contains_id
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import AngioflowError
 
@@ -36,9 +36,7 @@ __all__ = [
     "CASE_FILE",
     "MAX_CASE_JSON_BYTES",
     "CaseLimits",
-    "CasePlan",
     "CaseRejected",
-    "RawCase",
     "case_label",
     "find_case_folders",
     "peek_exam",
@@ -48,9 +46,18 @@ CASE_FILE = "case.json"
 MAX_CASE_JSON_BYTES = 1_000_000
 """Largest accepted case.json, bytes: anything larger is not a case description."""
 
-@dataclass(frozen=True)
-class CaseLimits:
-    """Limits for one raw case.
+# The settings file (the catalog's raw_exams.load_args) gives the image limits beside the case
+# limits, and sizes in MiB.
+_SETTINGS_IMAGE_NAMES = ("max_pixels", "min_side_px", "max_aspect")
+_SETTINGS_MIB_NAMES = {"max_case_mb": "max_case_bytes", "max_worker_mb": "max_worker_bytes"}
+
+
+class CaseLimits(BaseModel):
+    """Limits for one raw case, and for the decoding of raw cases in one process.
+
+    Also read from the settings file's names (the catalog's ``raw_exams.load_args``):
+    ``max_pixels``, ``min_side_px`` and ``max_aspect`` at the top level fill :attr:`image`;
+    ``max_case_mb`` and ``max_worker_mb`` give the byte sizes in MiB.
 
     Attributes
     ----------
@@ -64,16 +71,36 @@ class CaseLimits:
         Largest accepted size in memory of all of a case's images once decoded, in bytes
         (checked from the headers before any pixel is decoded). The default, 1 GiB, holds
         e.g. 80 ultra-widefield frames of 3900x3072 8-bit pixels.
+    max_worker_bytes : int
+        Decoded image bytes one ingest process holds at once, all its cases together.
     """
 
-    image: ImageLimits = field(default_factory=ImageLimits)
-    max_frames: int = 500
-    max_time_s: float = 3600.0
-    max_case_bytes: int = 1 << 30
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        if self.max_frames < 1 or self.max_time_s <= 0 or self.max_case_bytes < 1:
-            raise ValueError(f"case limits must be positive, got {self!r}")
+    image: ImageLimits = ImageLimits()
+    max_frames: int = Field(500, ge=1)
+    max_time_s: float = Field(3600.0, gt=0)
+    max_case_bytes: int = Field(1 << 30, ge=1)
+    max_worker_bytes: int = Field(2 << 30, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        values = dict(data)
+        image = {name: values.pop(name) for name in _SETTINGS_IMAGE_NAMES if name in values}
+        if image:
+            if "image" in values:
+                raise ValueError(f"give {', '.join(image)} either under 'image' or beside it")
+            values["image"] = image
+        for mib_name, bytes_name in _SETTINGS_MIB_NAMES.items():
+            if mib_name in values:
+                mib = values.pop(mib_name)
+                if isinstance(mib, bool) or not isinstance(mib, int) or mib < 1:
+                    raise ValueError(f"{mib_name} must be a whole number of MiB >= 1, got {mib!r}")
+                values[bytes_name] = mib << 20
+        return values
 
 
 class CaseRejected(AngioflowError, ValueError):
@@ -95,45 +122,6 @@ class CaseRejected(AngioflowError, ValueError):
         self.case, self.file, self.reason = case, file, reason
         where = f"{file}: " if file else ""
         super().__init__(f"case '{case}': {where}{reason}")
-
-
-@dataclass(frozen=True)
-class RawCase:
-    """One validated exam, pixels loaded.
-
-    Attributes
-    ----------
-    label : str
-        Display label of the case folder (never the patient id).
-    patient_id : str
-        Raw patient id. Only ingestion may read it; it is never stored.
-    eye : {'OD', 'OS'}
-    acquired : str
-        ISO date as given, or ``''``. Only used for the pseudonym; only the year is stored.
-    camera : str
-        Camera model as given, or ``''``.
-    fundus : (H, W, 3) uint8 ndarray
-    fa_frames : tuple of (h, w) uint8 or uint16 ndarray
-        All frames share one shape.
-    fa_times_s : tuple of float
-        Strictly increasing frame times after dye injection, in seconds.
-    fa_files : tuple of str
-        Frame file names relative to the case folder (POSIX).
-    source_sha256 : str
-        Digest of case.json's contract fields and every image file's bytes; equal digests mean
-        an unchanged case.
-    """
-
-    label: str
-    patient_id: str
-    eye: str
-    acquired: str
-    camera: str
-    fundus: np.ndarray
-    fa_frames: tuple[np.ndarray, ...]
-    fa_times_s: tuple[float, ...]
-    fa_files: tuple[str, ...]
-    source_sha256: str
 
 
 def find_case_folders(source: Path) -> list[Path]:
@@ -213,40 +201,3 @@ def peek_exam(case_dir: Path) -> tuple[str, str, str]:
         eye if isinstance(eye, str) else "",
         acquired if isinstance(acquired, str) else "",
     )
-
-
-@dataclass(frozen=True)
-class CasePlan:
-    """A raw case whose case.json and image headers passed the contract; nothing decoded.
-
-    Attributes
-    ----------
-    label : str
-        Display label of the case folder (never the patient id).
-    folder : Path
-        The case folder, links resolved.
-    patient_id, eye, acquired, camera : str
-        As in :class:`RawCase`.
-    fundus_file : str
-        Fundus photo's name relative to the folder (POSIX).
-    fa_files : tuple of str
-        FA frame names relative to the folder (POSIX), in acquisition order.
-    fa_times_s : tuple of float
-        Strictly increasing frame times, seconds.
-    decoded_bytes : int
-        Memory the decoded images will take, bytes (from the headers).
-    document_bytes : bytes
-        case.json's contract fields as canonical JSON, where the source digest starts.
-    """
-
-    label: str
-    folder: Path
-    patient_id: str
-    eye: str
-    acquired: str
-    camera: str
-    fundus_file: str
-    fa_files: tuple[str, ...]
-    fa_times_s: tuple[float, ...]
-    decoded_bytes: int
-    document_bytes: bytes = field(repr=False)

@@ -247,6 +247,32 @@ def _limits() -> CaseLimits:
     return CaseLimits(image=ImageLimits(max_pixels=50_000_000))
 
 
+def test_case_limits_read_the_settings_files_names() -> None:
+    """The catalog's raw_exams.load_args: image limits beside the case limits, sizes in MiB."""
+    limits = CaseLimits.model_validate(
+        {
+            "max_pixels": 5_000,
+            "max_aspect": 2.0,
+            "max_frames": 4,
+            "max_case_mb": 2,
+            "max_worker_mb": 3,
+        }
+    )
+    assert limits == CaseLimits(
+        image=ImageLimits(max_pixels=5_000, max_aspect=2.0),
+        max_frames=4,
+        max_case_bytes=2 << 20,
+        max_worker_bytes=3 << 20,
+    )
+    assert CaseLimits.model_validate(limits.model_dump()) == limits
+    with pytest.raises(ValueError, match=r"max_pixel\n  Extra inputs are not permitted"):
+        CaseLimits.model_validate({"max_pixel": 5_000})
+    with pytest.raises(ValueError, match=r"image.min_side_px\n  Input should be greater than"):
+        CaseLimits.model_validate({"min_side_px": 0})
+    with pytest.raises(ValueError, match="max_case_mb must be a whole number of MiB >= 1, got 0"):
+        CaseLimits.model_validate({"max_case_mb": 0})
+
+
 def _malformed_case(source: Path, name: str) -> Path:
     folder = write_case(source / name, patient_id=f"{PATIENT_ID}-{name}", seed=3)
     MALFORMED[name][0](folder)

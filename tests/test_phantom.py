@@ -309,14 +309,17 @@ def test_semi_synthetic_sequence_from_a_real_ffa_frame_registers_back() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"size": (10, 10)}, "size must be"),
-        ({"fa_size": (64, 99999)}, "fa_size must be"),
-        ({"n_frames": 0}, "n_frames must be"),
-        ({"eye": "left"}, "eye must be"),
-        ({"max_translation": 3.0}, "fraction of the frame width"),
-        ({"scale_range": (1.2, 0.9)}, "scale_range"),
-        ({"bad_frame_probability": 1.5}, "probability"),
-        ({"fa_bit_depth": 12}, "fa_bit_depth"),
+        ({"size": (10, 10)}, r"size\.0\n  Input should be greater than or equal to 64"),
+        ({"fa_size": (64, 99999)}, r"fa_size\.1\n  Input should be less than or equal to 8192"),
+        ({"size": (256.0, 384)}, r"size\.0\n  Input should be a valid integer"),
+        ({"n_frames": 0}, r"n_frames\n  Input should be greater than or equal to 1"),
+        ({"n_frames": True}, r"n_frames\n  Input should be a valid integer"),
+        ({"eye": "left"}, r"eye\n  Input should be 'OD' or 'OS'"),
+        ({"max_translation": 3.0}, r"max_translation\n  Input should be less than or equal to 0.25"),
+        ({"scale_range": (1.2, 0.9)}, "scale_range must be"),
+        ({"bad_frame_probability": 1.5}, r"bad_frame_probability\n  Input should be less than"),
+        ({"fa_bit_depth": 12}, r"fa_bit_depth\n  Input should be 8 or 16"),
+        ({"n_frame": 3}, r"n_frame\n  Extra inputs are not permitted"),
     ],
 )
 def test_config_rejects_bad_values(kwargs: dict, match: str) -> None:

@@ -79,7 +79,7 @@ class NewCase:
     camera : str
     acquired_year : int or None
     source_sha256 : str
-        Digest of the raw folder's contract content (see :class:`pipeline.raw_case.RawCase`).
+        Digest of the raw folder's contract content (see :class:`pipeline.case_reader.RawCase`).
     fundus : (H, W, 3) uint8 ndarray
     fa_frames : tuple of (h, w) uint8 or uint16 ndarray
     fa_times_s : tuple of float, seconds

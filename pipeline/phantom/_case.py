@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import cv2
 import numpy as np
 from angioflow.pipeline.mask_structure import labels_from_channels
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ._angiogram import (
     AngiogramScene,
@@ -26,10 +27,10 @@ from ._tree import LABEL_NAMES, VesselTree, grow_tree, sample_anatomy
 
 DEFECTS = ("blur", "blink", "saturated", "noise")
 _MAX_SIDE = 8192
+_Side = Annotated[int, Field(strict=True, ge=64, le=_MAX_SIDE)]
 
 
-@dataclass(frozen=True)
-class PhantomConfig:
+class PhantomConfig(BaseModel):
     """What kind of exam :func:`generate_case` synthesises.
 
     Attributes
@@ -60,65 +61,29 @@ class PhantomConfig:
         FA frames as uint8 or uint16.
     """
 
-    size: tuple[int, int] = (512, 768)
-    n_frames: int = 8
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    size: tuple[_Side, _Side] = (512, 768)
+    n_frames: int = Field(8, strict=True, ge=1, le=500)
     eye: Literal["OD", "OS"] | None = None
-    fa_size: tuple[int, int] | None = None
-    max_translation: float = 0.04
-    max_rotation_deg: float = 4.0
+    fa_size: tuple[_Side, _Side] | None = None
+    max_translation: float = Field(0.04, ge=0.0, le=0.25)
+    max_rotation_deg: float = Field(4.0, ge=0.0, le=45.0)
     scale_range: tuple[float, float] = (0.97, 1.03)
-    deformation_px: float = 1.0
-    bad_frame_probability: float = 0.1
-    noise_sigma: float = 0.012
+    deformation_px: float = Field(1.0, ge=0.0, le=20.0)
+    bad_frame_probability: float = Field(0.1, ge=0.0, le=1.0)
+    noise_sigma: float = Field(0.012, ge=0.0, le=0.5)
     fa_bit_depth: Literal[8, 16] = 8
 
-    def __post_init__(self) -> None:
-        for name in ("size", "fa_size"):
-            value = getattr(self, name)
-            if value is None and name == "fa_size":
-                continue
-            if (
-                not isinstance(value, tuple)
-                or len(value) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-                or not all(64 <= v <= _MAX_SIDE for v in value)
-            ):
-                raise ValueError(
-                    f"{name} must be a (height, width) tuple of ints in [64, {_MAX_SIDE}], "
-                    f"got {value!r}"
-                )
-        if (
-            isinstance(self.n_frames, bool)
-            or not isinstance(self.n_frames, int)
-            or not (1 <= self.n_frames <= 500)
-        ):
-            raise ValueError(f"n_frames must be an int in [1, 500], got {self.n_frames!r}")
-        if self.eye not in ("OD", "OS", None):
-            raise ValueError(f"eye must be 'OD', 'OS' or None, got {self.eye!r}")
-        if not 0.0 <= self.max_translation <= 0.25:
-            raise ValueError(
-                "max_translation is a fraction of the frame width and must lie in [0, 0.25], "
-                f"got {self.max_translation!r}"
-            )
-        if not 0.0 <= self.max_rotation_deg <= 45.0:
-            raise ValueError(f"max_rotation_deg must lie in [0, 45], got {self.max_rotation_deg!r}")
+    @model_validator(mode="after")
+    def _scale_range_is_ordered(self) -> PhantomConfig:
         low, high = self.scale_range
         if not 0.5 <= low <= high <= 2.0:
             raise ValueError(
                 f"scale_range must be (low, high) with 0.5 <= low <= high <= 2, "
                 f"got {self.scale_range!r}"
             )
-        if not 0.0 <= self.deformation_px <= 20.0:
-            raise ValueError(f"deformation_px must lie in [0, 20], got {self.deformation_px!r}")
-        if not 0.0 <= self.bad_frame_probability <= 1.0:
-            raise ValueError(
-                "bad_frame_probability is a probability in [0, 1], "
-                f"got {self.bad_frame_probability!r}"
-            )
-        if not 0.0 <= self.noise_sigma <= 0.5:
-            raise ValueError(f"noise_sigma must lie in [0, 0.5], got {self.noise_sigma!r}")
-        if self.fa_bit_depth not in (8, 16):
-            raise ValueError(f"fa_bit_depth must be 8 or 16, got {self.fa_bit_depth!r}")
+        return self
 
     @property
     def fa_shape(self) -> tuple[int, int]:
@@ -217,8 +182,7 @@ class PhantomCase:
 
     def config_dict(self) -> dict:
         """The config as plain JSON-ready values."""
-        values = asdict(self.config)
-        return {key: list(v) if isinstance(v, tuple) else v for key, v in values.items()}
+        return self.config.model_dump(mode="json")
 
 
 def generate_case(seed: int, config: PhantomConfig = PhantomConfig()) -> PhantomCase:  # noqa: B008

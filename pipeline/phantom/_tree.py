@@ -149,18 +149,18 @@ def sample_anatomy(rng: np.random.Generator, eye: Literal["OD", "OS"]) -> Anatom
 
 @dataclass(frozen=True)
 class _Sprout:
-    """A vessel waiting to grow."""
+    """A vessel waiting to grow; the defaults are those of a vessel leaving the disc."""
 
     start: tuple[float, float]
     direction: tuple[float, float]
     radius: float
     label: int
-    parent: int
-    arc_start: float
     kind: Literal["arcade", "trunk", "branch"]
-    side: float  # +1 superior arcade, -1 inferior (arcades only)
-    arcade_b: float  # arcade curve height at unit distance (arcades only)
-    parent_radius: float
+    parent: int = -1  # segment index it branches from
+    arc_start: float = 0.0
+    side: float = 0.0  # +1 superior arcade, -1 inferior (arcades only)
+    arcade_b: float = 0.0  # arcade curve height at unit distance (arcades only)
+    parent_radius: float = 0.0
 
 
 class _Grower:
@@ -368,11 +368,9 @@ class _Grower:
                     direction=tuple(child_direction),
                     radius=child_radius,
                     label=label,
+                    kind="branch",
                     parent=index,
                     arc_start=float(arcs[point_index]),
-                    kind="branch",
-                    side=0.0,
-                    arcade_b=0.0,
                     parent_radius=float(segment.radii[point_index]),
                 )
             )
@@ -411,12 +409,9 @@ def grow_tree(rng: np.random.Generator, anatomy: Anatomy) -> VesselTree:
                     direction=tuple(side_axis + 0.25 * grower.temporal),
                     radius=base_radius * rng.uniform(0.9, 1.0),
                     label=label,
-                    parent=-1,
-                    arc_start=0.0,
                     kind="arcade",
                     side=side,
                     arcade_b=rng.uniform(0.5, 0.62) / grower.disc_fovea**_ARCADE_POWER,
-                    parent_radius=0.0,
                 )
             )
             # nasal vessel: runs out radially towards the nasal periphery
@@ -427,12 +422,8 @@ def grow_tree(rng: np.random.Generator, anatomy: Anatomy) -> VesselTree:
                     direction=tuple(math.cos(angle) * nasal + math.sin(angle) * side_axis),
                     radius=base_radius * rng.uniform(0.6, 0.75),
                     label=label,
-                    parent=-1,
-                    arc_start=0.0,
                     kind="trunk",
                     side=side,
-                    arcade_b=0.0,
-                    parent_radius=0.0,
                 )
             )
         # small papillomacular vessel heading for the fovea
@@ -443,12 +434,7 @@ def grow_tree(rng: np.random.Generator, anatomy: Anatomy) -> VesselTree:
                 direction=tuple(_rotate(grower.temporal, angle)),
                 radius=base_radius * rng.uniform(0.3, 0.4),
                 label=label,
-                parent=-1,
-                arc_start=0.0,
                 kind="trunk",
-                side=0.0,
-                arcade_b=0.0,
-                parent_radius=0.0,
             )
         )
     return VesselTree(anatomy=anatomy, segments=grower.run())
