@@ -20,21 +20,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 if TYPE_CHECKING:
     from angioflow.pipeline.casestore import CaseStore
 
-# `make test` runs two pytest-xdist workers that take whole files in collection order; the files
-# with the longest tests (each over a minute: the installed demo, the CLI demo, kill-and-rerun
-# loops) go first, so neither worker is left running one long file alone at the end.
-LONGEST_FILES_FIRST = (
-    "test_wheel.py",
-    "test_cli.py",
-    "test_fault_injection.py",
-    "test_ingest_soak.py",
-    "test_evaluation.py",
-)
-
-
+# `make test` runs two pytest-xdist workers that take whole files in collection order (pyproject's
+# addopts turn off xdist's own reordering by test count); the files holding a test marked `long`
+# (over a minute alone) go first, so neither worker is left running one long file alone at the end.
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: place for place, name in enumerate(LONGEST_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
+    long_files = {item.path for item in items if item.get_closest_marker("long")}
+    items.sort(key=lambda item: item.path not in long_files)  # stable: file order kept
+
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:

@@ -114,6 +114,7 @@ def three_cases(tmp_path: Path, secret: bytes, prefect_server: None) -> tuple[Pa
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_curate_killed_after_each_commit_in_turn_finishes_every_case_on_rerun(
     three_cases: tuple[Path, dict],
 ) -> None:

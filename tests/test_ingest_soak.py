@@ -58,6 +58,7 @@ def _start(source: Path, store: Path, env: dict[str, str], log: Path) -> subproc
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_two_ingest_processes_with_random_kills_lose_and_duplicate_nothing(
     tmp_path: Path, prefect_server: None
 ) -> None:

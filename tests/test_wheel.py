@@ -129,6 +129,7 @@ def test_the_cli_runs_from_a_folder_outside_the_repository(installed: Path, tmp_
     assert as_module.returncode == 0 and "curate" in as_module.stdout, as_module.stderr
 
 
+@pytest.mark.long
 def test_demo_runs_from_a_folder_outside_the_repository(installed: Path, tmp_path: Path) -> None:
     ran = _run(installed, "angioflow", "demo", "--n", "1", "--out", "demo", cwd=tmp_path)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
