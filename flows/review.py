@@ -8,7 +8,7 @@ from pathlib import Path
 
 from angioflow.pipeline.casestore import CaseStore, MaskKind
 from angioflow.pipeline.errors import AngioflowError
-from angioflow.pipeline.review import ImportedMask, import_mask
+from angioflow.pipeline.review import ImportedMask, MaskImport, import_mask
 
 __all__ = ["Approval", "ReviewRequestError", "approve_case", "open_review_app", "require_editor"]
 
@@ -82,16 +82,8 @@ def approve_case(
             raise ReviewRequestError(
                 "give either --mask (a new version) or --version (an existing one), not both"
             )
-        imported = import_mask(
-            store,
-            case_id,
-            kind,
-            mask,
-            editor=editor,
-            parent=parent,
-            note=note,
-            force_reason=force_reason,
-        )
+        request = MaskImport(mask, parent=parent, note=note, force_reason=force_reason)
+        imported = import_mask(store, case_id, kind, request, editor=editor)
         version = imported.version
     else:
         if parent is not None or force_reason:

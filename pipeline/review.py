@@ -34,6 +34,7 @@ from .errors import AngioflowError
 __all__ = [
     "ORIGIN_KEYS",
     "ImportedMask",
+    "MaskImport",
     "MaskImportError",
     "MaskOrigin",
     "MergeResult",
@@ -86,6 +87,30 @@ class MaskOrigin:
     case_id: str
     kind: MaskKind
     version: int
+
+
+@dataclass(frozen=True)
+class MaskImport:
+    """A mask edited in another tool, to check, save as a new version and approve.
+
+    Attributes
+    ----------
+    path : Path
+        The edited mask (see :func:`read_mask_file`).
+    parent : int, optional
+        The version the mask was edited from; by default the one :func:`mask_origin` finds in
+        the file. The import is refused when another version was saved after it.
+    note : str
+        Comment stored with the version (default: the file's sha256).
+    force_reason : str
+        Import a mask :func:`implausibility` refuses; the reason and the problem are stored
+        in the version's note.
+    """
+
+    path: Path
+    parent: int | None = None
+    note: str = ""
+    force_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -339,15 +364,7 @@ def implausibility(
 
 
 def import_mask(
-    store: CaseStore,
-    case_id: str,
-    kind: MaskKind,
-    path: Path,
-    *,
-    editor: str,
-    parent: int | None = None,
-    note: str = "",
-    force_reason: str = "",
+    store: CaseStore, case_id: str, kind: MaskKind, request: MaskImport, *, editor: str
 ) -> ImportedMask:
     """Check a mask edited in another tool, save it as a new version and approve it, in one
     commit: a refused import changes nothing.
@@ -357,17 +374,9 @@ def import_mask(
     store : CaseStore
     case_id : str
     kind : MaskKind
-    path : Path
-        The edited mask (see :func:`read_mask_file`).
+    request : MaskImport
+        The file and how to import it.
     editor : str
-    parent : int, optional
-        The version the mask was edited from; by default the one :func:`mask_origin` finds in
-        the file. The import is refused when another version was saved after it.
-    note : str
-        Comment stored with the version (default: the file's sha256).
-    force_reason : str
-        Import a mask :func:`implausibility` refuses; the reason and the problem are stored
-        in the version's note.
 
     Returns
     -------
@@ -382,6 +391,7 @@ def import_mask(
     pipeline.casestore.CaseStoreError
         The case refuses the version (an A/V mask before the vessel mask is approved, ...).
     """
+    path, parent, force_reason = request.path, request.parent, request.force_reason
     name = path.name
     summary = store.summary(case_id)
     latest = summary.latest_versions[kind]
@@ -436,7 +446,7 @@ def import_mask(
             f"{name}: {problem}; correct the mask, or import it anyway with --force-reason TEXT"
         )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    note = note or f"imported from a file with sha256 {digest[:16]}"
+    note = request.note or f"imported from a file with sha256 {digest[:16]}"
     if problem:
         note += f"; forced past the check '{problem}': {force_reason.strip()}"
     version = store.save_version(
