@@ -30,7 +30,8 @@ InceptionOption = Annotated[
     Path | None,
     typer.Option(help="Inception-v3 FID weights file for true FID/KID [default: catalog]"),
 ]
-# the real data a synthetic set is judged against: SetEvaluationRequest's fields of that name
+# the real data a synthetic set is judged against, and how many of its samples:
+# SetEvaluationRequest's fields of these names
 against_reference = option_group(
     "reference",
     [
