@@ -4,6 +4,7 @@ them as pages; ``angioflow demo`` puts both on one page."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,33 @@ from angioflow.flows.curation_qc import (
 )
 from angioflow.flows.html import Page, figure_uri, jpeg_uri, png_uri
 
-__all__ = ["add_curation_sections", "add_synthetic_sections", "qc_figure", "structure_figure"]
+__all__ = [
+    "CurationPictures",
+    "add_curation_sections",
+    "add_synthetic_sections",
+    "qc_figure",
+    "structure_figure",
+]
+
+
+@dataclass(frozen=True)
+class CurationPictures:
+    """The curation report's QC thumbnails: their size, and how many cases show them.
+
+    Attributes
+    ----------
+    thumbnail_px : int
+        Longer side of each QC thumbnail (JPEG), pixels.
+    max_flagged : int
+        Thumbnails are shown for at most this many flagged cases (the most severe first) ...
+    sample : int
+        ... and for this many unflagged cases spread evenly over the sorted case ids, so the
+        page stays small for any batch size (``angioflow inspect`` writes any case's pictures).
+    """
+
+    thumbnail_px: int = 240
+    max_flagged: int = 60
+    sample: int = 12
 
 
 # (attribute, axis label, threshold or None) of every per-case figure in the summary plot
@@ -104,18 +131,15 @@ def _gallery(store: Any, qc: CaseQC, thumbnail_px: int) -> list[tuple[str, str]]
 
 
 def add_curation_sections(
-    page: Page,
-    store: Any,
-    *,
-    thumbnail_px: int = 240,
-    max_flagged_pictures: int = 60,
-    sample_pictures: int = 12,
+    page: Page, store: Any, pictures: CurationPictures | None = None
 ) -> list[dict[str, Any]]:
-    """Append the curation report's sections to ``page`` (see :func:`curation_report`);
-    returns its per-case rows, flagged cases first."""
+    """Append the curation report's sections to ``page`` (see :func:`curation_report`), with
+    ``pictures`` (default: :class:`CurationPictures`'s); returns its per-case rows, flagged
+    cases first."""
     from angioflow.pipeline.av_structure import structure_stats
     from angioflow.pipeline.casestore import CaseStoreError
 
+    pictures = pictures or CurationPictures()
     cases = sorted(
         (case_qc(store, case_id) for case_id in store.case_ids()),
         key=lambda qc: (qc.severity, qc.case_id),
@@ -176,7 +200,7 @@ def add_curation_sections(
         )
     page.section("A/V mask structure (latest versions)")
     page.table(structure_rows)
-    shown_flagged, sample = _picture_cases(cases, max_flagged_pictures, sample_pictures)
+    shown_flagged, sample = _picture_cases(cases, pictures.max_flagged, pictures.sample)
     page.section("Quality control pictures")
     page.paragraph(
         f"Flagged cases ({len(shown_flagged)} of {len(flagged)} shown) and a sample of "
@@ -186,12 +210,12 @@ def add_curation_sections(
     )
     for qc in shown_flagged + sample:
         try:
-            items = _gallery(store, qc, thumbnail_px)
+            items = _gallery(store, qc, pictures.thumbnail_px)
         except CaseStoreError as error:
             page.paragraph(f"{qc.case_id}: pictures unreadable ({error})", css="warn")
             continue
         page.paragraph(f"{qc.case_id}: {'; '.join(qc.flags) or 'not flagged'}")
-        page.images(items, width=thumbnail_px)
+        page.images(items, width=pictures.thumbnail_px)
     return rows
 
 

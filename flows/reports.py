@@ -11,7 +11,11 @@ from typing import Any
 
 import numpy as np
 from angioflow.flows.html import Page, figure_uri, write_page
-from angioflow.flows.report_sections import add_curation_sections, add_synthetic_sections
+from angioflow.flows.report_sections import (
+    CurationPictures,
+    add_curation_sections,
+    add_synthetic_sections,
+)
 
 __all__ = [
     "curation_report",
@@ -123,14 +127,7 @@ def _publish(key: str, summary: dict[str, dict[str, Any]], report: Path, headlin
     )
 
 
-def curation_report(
-    store: Any,
-    out: Path,
-    *,
-    thumbnail_px: int = 240,
-    max_flagged_pictures: int = 60,
-    sample_pictures: int = 12,
-) -> Path:
+def curation_report(store: Any, out: Path, pictures: CurationPictures | None = None) -> Path:
     """``out/report.html``: a batch's flagged cases first, strip plots of every QC figure
     across cases, every case's stage, review state and timings, the structure of the latest
     A/V masks, and QC thumbnails of the flagged cases and a sample of the others.
@@ -145,22 +142,11 @@ def curation_report(
     store : pipeline.casestore.CaseStore
     out : Path
         Folder of the report (created).
-    thumbnail_px : int
-        Longer side of each QC thumbnail (JPEG), pixels.
-    max_flagged_pictures : int
-        Thumbnails are shown for at most this many flagged cases (the most severe first) ...
-    sample_pictures : int
-        ... and for this many unflagged cases spread evenly over the sorted case ids, so the
-        page stays small for any batch size (``angioflow inspect`` writes any case's pictures).
+    pictures : CurationPictures, optional
+        The QC thumbnails' size and how many cases show them.
     """
     page = Page(f"Curation report: {store.root.name}")
-    rows = add_curation_sections(
-        page,
-        store,
-        thumbnail_px=thumbnail_px,
-        max_flagged_pictures=max_flagged_pictures,
-        sample_pictures=sample_pictures,
-    )
+    rows = add_curation_sections(page, store, pictures)
     report = write_page(page, out / "report.html")
     flagged = [r for r in rows if r["flags"]]
     _publish(

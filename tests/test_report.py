@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from angioflow.flows.html import Page, write_page
+from angioflow.flows.report_sections import CurationPictures
 from angioflow.flows.reports import curation_report
 from angioflow.pipeline.casestore import CaseStore
 from support import copy_store, headless_chromium, needs_chromium
@@ -191,9 +192,8 @@ def test_thumbnails_are_shown_for_at_most_the_capped_cases(
     for case_id in store.case_ids():
         store.record_error(case_id, "registration", "registration: worker lost")
 
-    report = curation_report(
-        store, tmp_path / "report", max_flagged_pictures=cap, sample_pictures=5
-    )
+    pictures = CurationPictures(max_flagged=cap, sample=5)
+    report = curation_report(store, tmp_path / "report", pictures)
 
     text = report.read_text()
     assert f"Flagged cases ({cap} of 2 shown) and a sample of 0 of the 0 others" in text
