@@ -28,26 +28,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class CurationPictures:
-    """The curation report's QC thumbnails: their size, and how many cases show them.
-
-    Attributes
-    ----------
-    thumbnail_px : int
-        Longer side of each QC thumbnail (JPEG), pixels.
-    max_flagged : int
-        Thumbnails are shown for at most this many flagged cases (the most severe first) ...
-    sample : int
-        ... and for this many unflagged cases spread evenly over the sorted case ids, so the
-        page stays small for any batch size (``angioflow inspect`` writes any case's pictures).
-    """
-
-    thumbnail_px: int = 240
-    max_flagged: int = 60
-    sample: int = 12
-
-
 # (attribute, axis label, threshold or None) of every per-case figure in the summary plot
 _QC_METRICS = (
     ("frames", "FA frames", None),
@@ -128,6 +108,26 @@ def _gallery(store: Any, qc: CaseQC, thumbnail_px: int) -> list[tuple[str, str]]
         for name, caption in _CASE_PICTURES
         if name in pictures
     ]
+
+
+@dataclass(frozen=True)
+class CurationPictures:
+    """The curation report's QC thumbnails: their size, and how many cases show them.
+
+    Attributes
+    ----------
+    thumbnail_px : int
+        Longer side of each QC thumbnail (JPEG), pixels.
+    max_flagged : int
+        Thumbnails are shown for at most this many flagged cases (the most severe first) ...
+    sample : int
+        ... and for this many unflagged cases spread evenly over the sorted case ids, so the
+        page stays small for any batch size (``angioflow inspect`` writes any case's pictures).
+    """
+
+    thumbnail_px: int = 240
+    max_flagged: int = 60
+    sample: int = 12
 
 
 def add_curation_sections(

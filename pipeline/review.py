@@ -90,30 +90,6 @@ class MaskOrigin:
 
 
 @dataclass(frozen=True)
-class MaskImport:
-    """A mask edited in another tool, to check, save as a new version and approve.
-
-    Attributes
-    ----------
-    path : Path
-        The edited mask (see :func:`read_mask_file`).
-    parent : int, optional
-        The version the mask was edited from; by default the one :func:`mask_origin` finds in
-        the file. The import is refused when another version was saved after it.
-    note : str
-        Comment stored with the version (default: the file's sha256).
-    force_reason : str
-        Import a mask :func:`implausibility` refuses; the reason and the problem are stored
-        in the version's note.
-    """
-
-    path: Path
-    parent: int | None = None
-    note: str = ""
-    force_reason: str = ""
-
-
-@dataclass(frozen=True)
 class ImportedMask:
     """An imported mask saved and approved: its version, its parent, and the plausibility
     problem it was forced past ("" when none)."""
@@ -361,6 +337,30 @@ def implausibility(
         if off > 1 - _MIN_COVERAGE:
             return f"puts {off:.0%} of its labels off the approved vessel mask"
     return ""
+
+
+@dataclass(frozen=True)
+class MaskImport:
+    """A mask edited in another tool, to check, save as a new version and approve.
+
+    Attributes
+    ----------
+    path : Path
+        The edited mask (see :func:`read_mask_file`).
+    parent : int, optional
+        The version the mask was edited from; by default the one :func:`mask_origin` finds in
+        the file. The import is refused when another version was saved after it.
+    note : str
+        Comment stored with the version (default: the file's sha256).
+    force_reason : str
+        Import a mask :func:`implausibility` refuses; the reason and the problem are stored
+        in the version's note.
+    """
+
+    path: Path
+    parent: int | None = None
+    note: str = ""
+    force_reason: str = ""
 
 
 def import_mask(
