@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import importlib
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -149,9 +150,15 @@ def _baseline_module(revision: str, folder: Path):  # noqa: ANN202 - a module
             text=True,
         ).stdout
 
-    (folder / "baseline_html.py").write_text(show("flows/html.py"))
+    def current_names(source: str) -> str:
+        # Revisions before the angioflow package imported its top-level folders directly.
+        return re.sub(r"\bfrom (flows|models|pipeline)\.", r"from angioflow.\1.", source)
+
+    (folder / "baseline_html.py").write_text(current_names(show("flows/html.py")))
     (folder / "baseline_reports.py").write_text(
-        show("flows/reports.py").replace("from flows.html import", "from baseline_html import")
+        current_names(
+            show("flows/reports.py").replace("from flows.html import", "from baseline_html import")
+        )
     )
     sys.path.insert(0, str(folder))
     return importlib.import_module("baseline_reports")
