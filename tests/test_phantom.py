@@ -315,7 +315,10 @@ def test_semi_synthetic_sequence_from_a_real_ffa_frame_registers_back() -> None:
         ({"n_frames": 0}, r"n_frames\n  Input should be greater than or equal to 1"),
         ({"n_frames": True}, r"n_frames\n  Input should be a valid integer"),
         ({"eye": "left"}, r"eye\n  Input should be 'OD' or 'OS'"),
-        ({"max_translation": 3.0}, r"max_translation\n  Input should be less than or equal to 0.25"),
+        (
+            {"max_translation": 3.0},
+            r"max_translation\n  Input should be less than or equal to 0\.25",
+        ),
         ({"scale_range": (1.2, 0.9)}, "scale_range must be"),
         ({"bad_frame_probability": 1.5}, r"bad_frame_probability\n  Input should be less than"),
         ({"fa_bit_depth": 12}, r"fa_bit_depth\n  Input should be 8 or 16"),
