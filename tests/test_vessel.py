@@ -32,6 +32,11 @@ from typer.testing import CliRunner
 TINY = VesselUNetConfig(base_channels=4, depth=2, fov_diameter_px=60)
 
 
+def _tiny_recipe(**values: object) -> VesselTrainingConfig:
+    """A training recipe of the tiny model on 32 px patches (the default clDice weight, 0.2)."""
+    return VesselTrainingConfig(model=TINY, patch=32, **values)
+
+
 def drive(split: str, limit: int) -> list:
     if not (SHARED_DATA / "DRIVE").is_dir():
         pytest.skip(f"{SHARED_DATA / 'DRIVE'} absent: DRIVE images are needed for this test")
@@ -178,15 +183,7 @@ def _tiny_images() -> list:
 
 @pytest.mark.slow
 def test_seeded_training_learns_and_resumes(tmp_path: Path) -> None:
-    config = VesselTrainingConfig(
-        model=TINY,
-        steps=80,
-        batch_size=4,
-        patch=32,
-        learning_rate=5e-3,
-        checkpoint_every=40,
-        cl_dice_weight=0.2,
-    )
+    config = _tiny_recipe(steps=80, batch_size=4, learning_rate=5e-3, checkpoint_every=40)
     images = _tiny_images()
     losses: list[float] = []
     model = train_vessel(
@@ -279,11 +276,9 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
     torch.manual_seed(3)
     VesselUNet(TINY).save(tmp_path / "start", half=False)
     start = VesselUNet.load(tmp_path / "start")
-    config = VesselTrainingConfig(
-        model=TINY,
+    config = _tiny_recipe(
         steps=1,
         batch_size=2,
-        patch=32,
         learning_rate=1e-12,
         weight_decay=0.0,
         cl_dice_weight=0.0,
@@ -330,9 +325,7 @@ def test_segment_skips_bad_inputs_but_writes_the_rest(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("steps", [3, 20, 39])
 def test_short_runs_train_to_their_last_step(tmp_path: Path, steps: int) -> None:
-    config = VesselTrainingConfig(
-        model=TINY, steps=steps, batch_size=2, patch=32, cl_dice_weight=0.0, checkpoint_every=50
-    )
+    config = _tiny_recipe(steps=steps, batch_size=2, cl_dice_weight=0.0, checkpoint_every=50)
     train_vessel(config, _tiny_images(), tmp_path / "run")
     log = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert json.loads(log[-1])["step"] == steps
