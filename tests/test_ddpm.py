@@ -34,20 +34,11 @@ from angioflow.pipeline.casestore import CaseStore
 from angioflow.pipeline.mask_structure import binarise_av, resize_av_labels, thin_av_labels
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
 from scipy import ndimage as ndi
-from support import TrainingInterrupted, copy_store, interrupt_at
+from support import TrainingInterrupted, copy_store, interrupt_at, short_run, tiny_mask_ddpm
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = MaskDDPMConfig(
-    image_size=32,
-    block_out_channels=(16, 32),
-    layers_per_block=1,
-    attention_resolutions=(16,),
-    attention_head_dim=8,
-    norm_num_groups=8,
-    schedule="linear",
-    timesteps=50,
-)
+TINY = tiny_mask_ddpm(32, schedule="linear", timesteps=50)
 runner = CliRunner()
 
 
@@ -63,20 +54,8 @@ def phantom_masks() -> np.ndarray:
 
 
 def _config(**changes: object) -> DDPMTrainingConfig:
-    values = {
-        "model": TINY,
-        "datasets": (),
-        "steps": 6,
-        "batch_size": 4,
-        "checkpoint_every": 3,
-        "sample_every": 1000,
-        "sample_count": 4,
-        "learning_rate": 2e-3,
-        "warmup_steps": 1,
-        "loss": "weighted",
-        "c": 2.0,
-    }
-    return DDPMTrainingConfig(**{**values, **changes})
+    own = {"batch_size": 4, "sample_count": 4, "warmup_steps": 1, "loss": "weighted", "c": 2.0}
+    return short_run(DDPMTrainingConfig, TINY, {**own, **changes})
 
 
 def test_vessel_weighted_loss_is_exactly_exp_c_x0() -> None:

@@ -19,7 +19,7 @@ from angioflow.models.edsr import (
 )
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
 from PIL import Image
-from support import SHARED_DATA, TrainingInterrupted, interrupt_at
+from support import SHARED_DATA, TrainingInterrupted, interrupt_at, short_run
 from typer.testing import CliRunner
 
 TINY = EDSRConfig(features=16, blocks=2, bicubic_skip=False)
@@ -37,16 +37,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _config(**changes: object) -> EDSRTrainingConfig:
-    values = {
-        "model": TINY,
-        "datasets": (),
-        "low_patch": 16,
-        "batch_size": 8,
-        "steps": 6,
-        "checkpoint_every": 3,
-        "learning_rate": 2e-3,
-    }
-    return EDSRTrainingConfig(**{**values, **changes})
+    return short_run(EDSRTrainingConfig, TINY, {"low_patch": 16, "batch_size": 8, **changes})
 
 
 @pytest.mark.slow

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 from angioflow.flows.cli import app
-from angioflow.models.ddpm import MaskDDPM, MaskDDPMConfig
+from angioflow.models.ddpm import MaskDDPM
 from angioflow.models.edsr import EDSR, EDSRConfig
 from angioflow.models.generation import Generators, SetRequest, generate_set
 from angioflow.models.pix2pixhd import GlobalGenerator, Pix2PixHDConfig
 from PIL import Image
+from support import tiny_mask_ddpm
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.slow  # DDPM sampling and a killed generate process
@@ -35,17 +36,7 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
     models = {
-        "ddpm": MaskDDPM(
-            MaskDDPMConfig(
-                image_size=16,
-                block_out_channels=(8, 16),
-                layers_per_block=1,
-                attention_resolutions=(8,),
-                attention_head_dim=8,
-                norm_num_groups=4,
-                timesteps=20,
-            )
-        ),
+        "ddpm": MaskDDPM(tiny_mask_ddpm(16, timesteps=20)),
         "pix2pixhd": GlobalGenerator(
             Pix2PixHDConfig(image_size=32, generator_features=4, downsamplings=2, residual_blocks=1)
         ),

@@ -22,7 +22,7 @@ from angioflow.models.pix2pixhd import (
 )
 from angioflow.pipeline.datasets import load_dataset
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
-from support import SHARED_DATA, TrainingInterrupted, interrupt_at
+from support import SHARED_DATA, TrainingInterrupted, interrupt_at, short_run
 
 TINY = Pix2PixHDConfig(
     image_size=32,
@@ -49,19 +49,8 @@ def pairs() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _config(**changes: object) -> Pix2PixHDTrainingConfig:
-    values = {
-        "model": TINY,
-        "datasets": (),
-        "steps": 6,
-        "batch_size": 3,
-        "checkpoint_every": 3,
-        "sample_every": 1000,
-        "learning_rate": 2e-3,
-        "ema_decay": 0.9,
-        "l1_weight": 0.0,
-        "l1_vessel_weight": 0.0,
-    }
-    return Pix2PixHDTrainingConfig(**{**values, **changes})
+    own = {"batch_size": 3, "ema_decay": 0.9, "l1_weight": 0.0, "l1_vessel_weight": 0.0}
+    return short_run(Pix2PixHDTrainingConfig, TINY, {**own, **changes})
 
 
 def _psnr(model: GlobalGenerator, masks: np.ndarray, photos: np.ndarray) -> float:
