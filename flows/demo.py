@@ -15,6 +15,7 @@ from typing import Any
 
 from angioflow.flows.catalog import find_catalog, public_data_folder
 from angioflow.flows.html import Page, write_page
+from angioflow.flows.settings_file import SettingsFileError, load_settings
 from angioflow.flows.store_views import StoreStatus, store_status
 from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
 from angioflow.pipeline.errors import AngioflowError
@@ -56,8 +57,8 @@ def write_phantom_exams(
         ``overwrite``).
     """
     try:
-        config = PhantomConfig(size=size, n_frames=frames)
-    except ValueError as error:  # the message names the setting and its range
+        config = load_settings(PhantomConfig, None, {"size": size, "n_frames": frames})
+    except SettingsFileError as error:  # one line naming each wrong setting and its range
         raise PhantomRequestError(str(error)) from None
     try:
         return write_phantom_set(out, n=n, seed=seed, config=config, overwrite=overwrite)

@@ -17,6 +17,7 @@ import importlib
 import typing
 from typing import TYPE_CHECKING, Any
 
+from angioflow.pipeline.raw_case import CaseLimits
 from pydantic import TypeAdapter, ValidationError
 
 if TYPE_CHECKING:
@@ -96,7 +97,12 @@ def deployment_parameters(catalog: Catalog, name: str) -> dict[str, Any]:
     if "public_datasets" in catalog.datasets:
         defaults["generate"]["data"] = str(catalog.path("public_datasets"))
     schedule = catalog.schedules.get(name)
-    return {**defaults[name], **(schedule.parameters if schedule else {})}
+    parameters = {**defaults[name], **(schedule.parameters if schedule else {})}
+    if "limits" in parameters:
+        # The settings file's names (max_pixels, max_case_mb, ...) are read into CaseLimits's
+        # fields, which are what the deployment's parameter schema holds.
+        parameters["limits"] = CaseLimits.model_validate(parameters["limits"]).model_dump()
+    return parameters
 
 
 def build_deployments(catalog: Catalog, *, work_pool: str | None = None) -> list[RunnerDeployment]:

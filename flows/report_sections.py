@@ -308,7 +308,7 @@ def add_synthetic_sections(
         summary |= {"structure": structure["combined"] | structure["near_empty"]}
         page.section("Image realism")
         if "realism" not in result:
-            page.paragraph("Not measured: it needs at least 2 real and 2 synthetic images.")
+            page.paragraph(f"Not measured: {result['not_measured']['realism']}.")
         else:
             page.paragraph(
                 "Fréchet distance, KID and k-NN precision/recall (k = 3) per feature space; "

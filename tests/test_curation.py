@@ -158,11 +158,11 @@ def test_binarise_hysteresis_components_and_fov() -> None:
     probability[20, 20:23] = 0.95  # strong speck below the size limit: dropped
     fov = np.ones((40, 40), bool)
     fov[:, 30:] = False
-    mask = binarise(probability, fov, low=0.3, high=0.6, min_component_px=10)
+    mask = binarise(probability, fov, CurationSettings(min_component_px=10))
     assert mask[10, 5:30].all() and mask[11, 5:30].all()
     assert not mask[30].any() and not mask[20].any() and not mask[:, 30:].any()
-    with pytest.raises(ValueError, match="low <= high"):
-        binarise(probability, fov, low=0.7, high=0.6)
+    with pytest.raises(ValueError, match="hysteresis_low must not exceed hysteresis_high"):
+        CurationSettings(hysteresis_low=0.7, hysteresis_high=0.6)
 
 
 def test_settings_defaults_are_the_shipped_recipe() -> None:
