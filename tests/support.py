@@ -226,3 +226,29 @@ def headless_chromium(  # noqa: ANN201 - a WebDriver
     ):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def short_run(recipe: type[T], model: object, values: dict[str, object]) -> T:
+    """A training recipe of the tests' short runs: ``model`` trained 6 steps at learning rate
+    2e-3 on no public dataset, checkpointed at step 3 (where ``interrupt_at(3)`` stops the run
+    that is then resumed) and drawing sample grids only at its end, with ``values`` over those."""
+    settings = dict(model=model, datasets=(), steps=6, checkpoint_every=3, learning_rate=2e-3)
+    if "sample_every" in recipe.model_fields:  # type: ignore[attr-defined] - a pydantic recipe
+        settings["sample_every"] = 1000
+    return recipe(**{**settings, **values})
+
+
+def tiny_mask_ddpm(size: int, **changes: object):  # noqa: ANN201 - a MaskDDPMConfig
+    """A mask-DDPM config small enough for tests at ``size`` px: two levels of ``size / 2`` and
+    ``size`` channels, one block each, attention at the second level; ``changes`` over those."""
+    from angioflow.models.ddpm import MaskDDPMConfig  # torch and diffusers: only where used
+
+    return MaskDDPMConfig(
+        image_size=size,
+        block_out_channels=(size // 2, size),
+        layers_per_block=1,
+        attention_resolutions=(size // 2,),
+        attention_head_dim=8,
+        norm_num_groups=size // 4,
+        **changes,
+    )
