@@ -19,11 +19,18 @@ from angioflow.pipeline.av_structure import (
 )
 from angioflow.pipeline.datasets import load_dataset
 from angioflow.pipeline.feature_distance import frechet_distance, kernel_distance, precision_recall
-from angioflow.pipeline.h5_formats import EXPORT, SYNTHETIC_SET
+from angioflow.pipeline.h5_formats import EXPORT
 from angioflow.pipeline.metrics import vessel_scores
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
 from PIL import Image
-from support import SHARED_DATA, copy_store, headless_chromium, needs_chromium, one_line_error
+from support import (
+    SHARED_DATA,
+    copy_store,
+    headless_chromium,
+    needs_chromium,
+    one_line_error,
+    write_phantom_synthetic_set,
+)
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,25 +162,6 @@ def test_vessel_cnn_features_separate_blurred_photos() -> None:
     assert to_blurred > 2 * between_halves
 
 
-def _phantom_set(path: Path, seeds: range, size: int = 128) -> None:
-    """A set in `angioflow generate`'s format from phantom photos and their A/V truth."""
-    from angioflow.models.pix2pixhd import make_pair
-    from angioflow.pipeline.mask_structure import labels_from_channels
-
-    images, av = [], []
-    for seed in seeds:
-        case = generate_case(seed, PhantomConfig(size=(256, 384), n_frames=2))
-        labels = labels_from_channels(np.moveaxis(case.av, -1, 0))
-        masks, photo = make_pair(case.fundus, labels, case.fov, size)
-        images.append(photo)
-        av.append(labels_from_channels(masks[:2] > 0.5))
-    with h5py.File(path, "w") as handle:
-        SYNTHETIC_SET.stamp(handle)
-        handle["images"] = np.stack(images)
-        handle["av"] = np.stack(av)
-        handle["vessel"] = (np.stack(av) > 0).astype(np.uint8)
-
-
 def _phantom_export(path: Path, seeds: range) -> None:
     """Phantom photos and A/V truth in `angioflow export`'s format (approved cases)."""
     from angioflow.pipeline.mask_structure import labels_from_channels
@@ -228,7 +216,7 @@ def test_reports_render_in_headless_chromium_without_broken_images(
         assert case_id in page
 
     synthetic, real_export = tmp_path / "synthetic.h5", tmp_path / "real.h5"
-    _phantom_set(synthetic, range(100, 106))
+    write_phantom_synthetic_set(synthetic, range(100, 106))
     _phantom_export(real_export, range(200, 206))
     reference = ["--data", str(tmp_path / "no-public-data"), "--export", str(real_export)]
     result = runner.invoke(
@@ -266,7 +254,7 @@ def test_realism_against_one_real_image_is_not_measured_and_refused_when_asked_f
     from angioflow.flows.evaluation import evaluate_synthetic, load_real_reference, read_synthetic
 
     synthetic, real_export = tmp_path / "synthetic.h5", tmp_path / "real.h5"
-    _phantom_set(synthetic, range(100, 104))
+    write_phantom_synthetic_set(synthetic, range(100, 104))
     _phantom_export(real_export, range(200, 201))
     sample = read_synthetic(synthetic)
     reference = load_real_reference(128, exports=(real_export,))
@@ -285,45 +273,6 @@ def test_realism_against_one_real_image_is_not_measured_and_refused_when_asked_f
         "the reference has 1, the set 4: pass --data with the public datasets folder or "
         "--export with more approved cases"
     )
-
-
-@pytest.mark.slow
-@needs_data
-def test_downstream_experiment_runs_every_setting_and_resumes(tmp_path: Path) -> None:
-    config = tmp_path / "tiny.yaml"
-    config.write_text(
-        "synthetic_counts: [2, 3]\nseeds: [0]\ntest_limit: 1\n"
-        "training: {steps: 2, batch_size: 2, phantom_fa_cases: 0, checkpoint_every: 1}\n"
-        "av: {steps: 1, batch_size: 1, crop: 64, phantom_cases: 0, checkpoint_every: 1}\n"
-    )
-    synthetic = tmp_path / "synthetic.h5"
-    _phantom_set(synthetic, range(3))
-    arguments = [
-        "evaluate",
-        "downstream",
-        "--work",
-        str(tmp_path / "work"),
-        "--config",
-        str(config),
-        "--synthetic",
-        str(synthetic),
-        "--data",
-        str(DATA),
-    ]
-    result = runner.invoke(app, arguments)
-    assert result.exit_code == 0, result.output
-    results = json.loads((tmp_path / "work" / "results.json").read_text())
-    assert list(results["summary"]) == ["real", "real+2syn", "real+3syn", "3syn"]
-    sizes = {r["name"]: r["training_images"] for r in results["settings"]}
-    assert sizes == {"real": 20, "real+2syn": 22, "real+3syn": 23, "3syn": 3}
-    assert all(0.0 <= r["auc"] <= 1.0 and r["test_images"] == 1 for r in results["settings"])
-    assert all(0.0 <= r["av_accuracy"] <= 1.0 for r in results["settings"])  # HVGN arm ran
-    finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/result.json")}
-    again = runner.invoke(app, arguments)
-    assert again.exit_code == 0, again.output
-    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nothing retrained
-    assert (tmp_path / "work" / "report.html").is_file()
-    assert (tmp_path / "work" / "downstream.png").is_file()
 
 
 @pytest.mark.slow
