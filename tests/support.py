@@ -243,15 +243,15 @@ def tiny_mask_ddpm(size: int, **changes: object):  # noqa: ANN201 - a MaskDDPMCo
     ``size`` channels, one block each, attention at the second level; ``changes`` over those."""
     from angioflow.models.ddpm import MaskDDPMConfig  # torch and diffusers: only where used
 
-    return MaskDDPMConfig(
-        image_size=size,
-        block_out_channels=(size // 2, size),
-        layers_per_block=1,
-        attention_resolutions=(size // 2,),
-        attention_head_dim=8,
-        norm_num_groups=size // 4,
-        **changes,
-    )
+    tiny = {
+        "image_size": size,
+        "block_out_channels": (size // 2, size),
+        "layers_per_block": 1,
+        "attention_resolutions": (size // 2,),
+        "attention_head_dim": 8,
+        "norm_num_groups": size // 4,
+    }
+    return MaskDDPMConfig(**{**tiny, **changes})
 
 
 def write_phantom_synthetic_set(path: Path, seeds: range, size: int = 128) -> None:

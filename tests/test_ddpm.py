@@ -23,6 +23,8 @@ from angioflow.models.ddpm import (
     DDPMTrainingConfig,
     MaskDDPM,
     MaskDDPMConfig,
+    mask_positions,
+    random_patches,
     sample_masks,
     train_ddpm,
     unweighted_epsilon,
@@ -189,6 +191,59 @@ def test_two_processes_train_in_step_with_gloo(phantom_masks: np.ndarray, tmp_pa
         not torch.equal(single.state_dict()[n], ranks[0][n]) for n in ranks[0]
     )
     assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [2, 4]
+
+
+PATCHED = tiny_mask_ddpm(
+    32,
+    schedule="linear",
+    timesteps=50,
+    attention_resolutions=(),
+    coordinates=True,
+    space_to_depth=2,
+)
+
+
+def test_patches_carry_their_place_in_the_whole_mask(phantom_masks: np.ndarray) -> None:
+    masks = torch.from_numpy(phantom_masks)
+    patches, positions = random_patches(masks, 8, np.random.default_rng(3))
+    whole = mask_positions(32)
+    assert patches.shape == (4, 2, 8, 8) and positions.shape == (4, 2, 8, 8)
+    for mask, patch, place in zip(masks, patches, positions, strict=True):
+        left, top = (round((float(v) + 1) / 2 * 31) for v in place[:, 0, 0])
+        assert torch.equal(patch, mask[:, top : top + 8, left : left + 8])
+        assert torch.equal(place, whole[:, top : top + 8, left : left + 8])
+    with pytest.raises(ValueError, match="coordinates: true"):
+        _config(patch_sizes=(8, 32), patch_probabilities=(0.5, 0.5))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        _config(model=PATCHED, patch_sizes=(6, 32), patch_probabilities=(0.5, 0.5))
+
+
+@pytest.mark.slow
+def test_a_patch_trained_model_resumes_bit_for_bit_and_samples_whole_masks(
+    phantom_masks: np.ndarray, tmp_path: Path
+) -> None:
+    """Patch Diffusion's schedule (8, 16 and 32 px patches of soft masks, a coordinate model
+    behind a space-to-depth stem): a resumed run equals an uninterrupted one, and the weights
+    sample masks of the whole size in one pass."""
+    soft = np.clip(phantom_masks * 0.7 + 0.1 * phantom_masks.mean(), 0, 1).astype(np.float32)
+    config = _config(
+        model=PATCHED,
+        patch_sizes=(8, 16, 32),
+        patch_probabilities=(0.5, 0.3, 0.2),
+        batch_size=1,
+        coverage=None,
+        loss="simple",
+    )
+    straight = train_ddpm(config, soft, tmp_path / "straight")
+    with pytest.raises(TrainingInterrupted):
+        train_ddpm(config, soft, tmp_path / "resumed", on_step=interrupt_at(3))
+    resumed = train_ddpm(config, soft, tmp_path / "resumed")
+    for (name, a), (_, b) in zip(
+        straight.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    maps = sample_masks(MaskDDPM.load(tmp_path / "resumed" / "weights"), 2, steps=4)
+    assert maps.shape == (2, 2, 32, 32) and 0 <= maps.min() and maps.max() <= 1
 
 
 @pytest.mark.slow

@@ -163,6 +163,7 @@ OTHER_RECIPES = {
     "ddpm64.yaml": DDPMTrainingConfig,
     "ddpm128.yaml": DDPMTrainingConfig,
     "ddpm256.yaml": DDPMTrainingConfig,
+    "ddpm256_patch.yaml": DDPMTrainingConfig,
     "pix2pixhd.yaml": Pix2PixHDTrainingConfig,
 }
 FLOW_CONFIGS = {"curation.yaml", "downstream.yaml", "downstream_paper.yaml"}

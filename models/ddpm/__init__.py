@@ -10,6 +10,7 @@ from angioflow.models.ddpm.data import (
     MaskBatches,
     load_exported_masks,
     load_public_masks,
+    random_patches,
 )
 from angioflow.models.ddpm.net import (
     DEFAULT_DDPM_WEIGHTS,
@@ -18,6 +19,7 @@ from angioflow.models.ddpm.net import (
     Sampler,
     build_unet,
     make_scheduler,
+    mask_positions,
     vessel_weighted_loss,
 )
 from angioflow.models.ddpm.sample import (
@@ -43,6 +45,8 @@ __all__ = [
     "load_public_masks",
     "make_scheduler",
     "mask_grid",
+    "mask_positions",
+    "random_patches",
     "sample_masks",
     "train_ddpm",
     "unweighted_epsilon",

@@ -3,7 +3,12 @@
 The network is diffusers' ``UNet2DModel`` built from :class:`MaskDDPMConfig` (never downloaded):
 residual blocks whose group norm takes a scale and shift from the time embedding (adaptive group
 norm, ``resnet_time_scale_shift="scale_shift"``), self-attention with several heads at the low
-resolutions, and noise (epsilon) prediction.
+resolutions (or none: then the network is fully convolutional and takes any size), and noise
+(epsilon) prediction. Two options make large masks affordable on a CPU: coordinate channels
+(each pixel's position in the whole mask, so a network trained on patches knows where a patch
+lies and samples the whole mask in one pass; Wang et al., "Patch Diffusion", NeurIPS 2023) and a
+space-to-depth stem (the U-Net runs at half the resolution on four times the channels, a
+lossless rearrangement that keeps one-pixel vessels).
 
 Mask convention: channel 0 is artery, channel 1 is vein; ``x0`` is 1 on a class's pixels and 0
 elsewhere (a crossing is 1 in both). The network sees ``2 * x0 - 1`` in [-1, 1]; the
@@ -19,10 +24,12 @@ from angioflow.models.checkpoints import SHIPPED_WEIGHTS, SavedWeights
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 __all__ = [
     "build_unet",
     "DEFAULT_DDPM_WEIGHTS",
+    "mask_positions",
     "MaskDDPM",
     "MaskDDPMConfig",
     "Sampler",
@@ -40,7 +47,10 @@ class MaskDDPMConfig(BaseModel):
     are the shipped 64 px model's (``models/weights/ddpm64/config.json``).
 
     ``attention_resolutions`` are the feature-map sizes (px) whose blocks get self-attention;
-    ``attention_head_dim`` channels per head, so a 128-channel level has 4 heads at 32.
+    ``attention_head_dim`` channels per head, so a 128-channel level has 4 heads at 32. None
+    (empty) leaves the middle block without attention too. ``coordinates`` adds two input
+    channels, each pixel's column and row in the whole mask in [-1, 1]; ``space_to_depth`` f
+    folds f x f pixel blocks into channels before the U-Net and back after it.
     ``data_mean`` is the per-channel mean of the training masks in [0, 1], set by training and
     used by the samplers at the pure-noise steps (:func:`models.ddpm.sample_masks`);
     None in weights trained before it was recorded.
@@ -59,6 +69,8 @@ class MaskDDPMConfig(BaseModel):
     schedule: Literal["linear", "cosine"] = "cosine"
     timesteps: int = Field(1000, ge=10)
     data_mean: tuple[float, ...] | None = None
+    coordinates: bool = False
+    space_to_depth: int = Field(1, ge=1, le=4)
 
     @model_validator(mode="after")
     def _one_mean_per_channel(self) -> MaskDDPMConfig:
@@ -72,17 +84,20 @@ class MaskDDPMConfig(BaseModel):
 def build_unet(config: MaskDDPMConfig) -> UNet2DModel:
     """The U-Net of a config: attention blocks where the feature map is in
     ``attention_resolutions``, adaptive group norm everywhere."""
-    if config.image_size % 2 ** (len(config.block_out_channels) - 1):
+    divisor = config.space_to_depth * 2 ** (len(config.block_out_channels) - 1)
+    if config.image_size % divisor:
         raise ValueError(
-            f"image_size {config.image_size} must be divisible by 2**(levels-1) "
-            f"({2 ** (len(config.block_out_channels) - 1)})"
+            f"image_size {config.image_size} must be divisible by space_to_depth * "
+            f"2**(levels-1) ({divisor})"
         )
-    sizes = [config.image_size // 2**level for level in range(len(config.block_out_channels))]
-    attends = [size in config.attention_resolutions for size in sizes]
+    inner = config.image_size // config.space_to_depth
+    sizes = [inner // 2**level for level in range(len(config.block_out_channels))]
+    attends = [size * config.space_to_depth in config.attention_resolutions for size in sizes]
+    folded = config.channels * config.space_to_depth**2
     return UNet2DModel(
-        sample_size=config.image_size,
-        in_channels=config.channels,
-        out_channels=config.channels,
+        sample_size=inner,
+        in_channels=folded + 2 * config.coordinates,
+        out_channels=folded,
         block_out_channels=config.block_out_channels,
         layers_per_block=config.layers_per_block,
         down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attends),
@@ -91,8 +106,20 @@ def build_unet(config: MaskDDPMConfig) -> UNet2DModel:
         norm_num_groups=config.norm_num_groups,
         dropout=config.dropout,
         resnet_time_scale_shift="scale_shift",
-        add_attention=True,  # the middle block attends too
+        add_attention=bool(config.attention_resolutions),  # the middle block too
     )
+
+
+def mask_positions(
+    size: int, top: int = 0, left: int = 0, patch: int | None = None
+) -> torch.Tensor:
+    """(2, patch, patch) column and row of each pixel of a patch in a ``size`` px mask, in
+    [-1, 1] over the whole mask (the coordinate channels); the whole mask by default."""
+    patch = patch or size
+    axis = torch.linspace(-1.0, 1.0, size)
+    rows = axis[top : top + patch].view(-1, 1).expand(patch, patch)
+    cols = axis[left : left + patch].view(1, -1).expand(patch, patch)
+    return torch.stack([cols, rows])
 
 
 class MaskDDPM(SavedWeights, nn.Module):
@@ -105,9 +132,27 @@ class MaskDDPM(SavedWeights, nn.Module):
         self.config = config
         self.unet = build_unet(config)
 
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """Shapes: noisy (B, C, S, S); timesteps (B,) int64 -> predicted noise (B, C, S, S)."""
-        return self.unet(noisy, timesteps).sample
+    def forward(
+        self,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predicted noise (B, C, H, W) of ``noisy`` (B, C, H, W) at ``timesteps`` (B,) int64.
+
+        ``positions`` (B, 2, H, W): the coordinate channels of the pixels given (a patch's
+        place in the whole mask, :func:`mask_positions`); by default ``noisy`` is the whole
+        mask. Ignored by a model without coordinates.
+        """
+        fold = self.config.space_to_depth
+        x = F.pixel_unshuffle(noisy, fold) if fold > 1 else noisy
+        if self.config.coordinates:
+            if positions is None:
+                whole = mask_positions(noisy.shape[-1]).to(noisy)
+                positions = whole.expand(len(noisy), -1, -1, -1)
+            x = torch.cat([x, F.avg_pool2d(positions, fold) if fold > 1 else positions], dim=1)
+        predicted = self.unet(x, timesteps).sample
+        return F.pixel_shuffle(predicted, fold) if fold > 1 else predicted
 
 
 def make_scheduler(

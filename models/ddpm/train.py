@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from angioflow.models.ddpm.data import MaskBatches
+from angioflow.models.ddpm.data import MaskBatches, random_patches
 from angioflow.models.ddpm.net import (
     MaskDDPM,
     MaskDDPMConfig,
@@ -27,7 +27,7 @@ from angioflow.models.ddpm.sample import mask_grid, sample_masks
 from angioflow.models.training import RunFolder, TrainingConfig, ema_model
 from angioflow.pipeline.mask_structure import binarise_av
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import distributed
 from torch.nn.parallel import DistributedDataParallel
 
@@ -41,11 +41,16 @@ class DDPMTrainingConfig(TrainingConfig):
     model: MaskDDPMConfig = MaskDDPMConfig()
     datasets: tuple[str, ...] = ("rite", "les-av", "hrf-av")
     exports: tuple[str, ...] = ()  # `angioflow export` files with approved A/V masks
-    coverage: float = Field(0.3, gt=0, le=1)  # resizing: share of a pixel a vessel must cover
+    # resizing: share of a pixel a vessel must cover; None keeps each pixel's share (soft masks)
+    coverage: float | None = Field(0.3, gt=0, le=1)
     loss: Literal["weighted", "simple"] = "simple"
     c: float = Field(0.5, ge=0)  # weight exp(c * x0): vessel pixels count e^c times
     steps: int = Field(8000, ge=1)
-    batch_size: int = Field(16, ge=1)  # per process
+    batch_size: int = Field(16, ge=1)  # whole masks per step and process, or their pixels
+    # Patch Diffusion's schedule: each step draws one patch size (px) with its probability and
+    # batch_size * (image_size / size)**2 patches; none: whole masks only
+    patch_sizes: tuple[int, ...] = ()
+    patch_probabilities: tuple[float, ...] = ()
     learning_rate: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
     grad_clip: float = Field(1.0, gt=0)
@@ -56,6 +61,22 @@ class DDPMTrainingConfig(TrainingConfig):
     sample_count: int = Field(16, ge=1)
     seed: int = 0
     threads: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _patch_schedule(self) -> DDPMTrainingConfig:
+        sizes, chances = self.patch_sizes, self.patch_probabilities
+        if len(sizes) != len(chances) or (sizes and abs(sum(chances) - 1) > 1e-6):
+            raise ValueError("patch_sizes need one probability each, summing to 1")
+        divisor = self.model.space_to_depth * 2 ** (len(self.model.block_out_channels) - 1)
+        for size in sizes:
+            if size > self.model.image_size or self.model.image_size % size or size % divisor:
+                raise ValueError(
+                    f"patch size {size} must divide image_size {self.model.image_size} and be "
+                    f"divisible by {divisor}"
+                )
+        if sizes and min(sizes) < self.model.image_size and not self.model.coordinates:
+            raise ValueError("training on patches needs a model with coordinates: true")
+        return self
 
 
 def _distributed() -> tuple[int, int]:
@@ -80,8 +101,8 @@ def train_ddpm(
     Parameters
     ----------
     config : DDPMTrainingConfig
-    masks : (N, 2, S, S) float32 in {0, 1}
-        Training masks at the model's size (:mod:`models.ddpm.data`).
+    masks : (N, 2, S, S) float32 in [0, 1]
+        Training masks at the model's size (:mod:`models.ddpm.data`), binary or soft.
     out_dir : Path
         Run folder: ``checkpoint.pt`` (model, optimiser, schedule, EMA, step), ``log.jsonl``,
         ``samples/step_XXXXXX.png`` grids, and the EMA weights in ``weights/`` (fp16
@@ -132,10 +153,21 @@ def train_ddpm(
         else nullcontext()
     )
     c = config.c if config.loss == "weighted" else 0.0
+    whole = config.model.image_size
     for step in range(start, config.steps):
         seeds = [config.seed, rank, step]
-        batches = MaskBatches(masks, config.batch_size, np.random.default_rng(seeds))
-        x0 = batches.next().to(device)
+        draws = np.random.default_rng(seeds)
+        size = (
+            int(draws.choice(config.patch_sizes, p=config.patch_probabilities))
+            if config.patch_sizes
+            else whole
+        )
+        batches = MaskBatches(masks, config.batch_size * (whole // size) ** 2, draws)
+        x0, positions = batches.next(), None
+        if size < whole:
+            x0, positions = random_patches(x0, size, draws)
+            positions = positions.to(device)
+        x0 = x0.to(device)
         generator = torch.Generator().manual_seed(
             int(np.random.SeedSequence(seeds).generate_state(1, np.uint64)[0] % 2**63)
         )
@@ -143,7 +175,7 @@ def train_ddpm(
         t = torch.randint(0, config.model.timesteps, (len(x0),), generator=generator).to(device)
         noisy = scheduler.add_noise(2 * x0 - 1, noise, t)
         with autocast:
-            predicted = trained(noisy, t)
+            predicted = trained(noisy, t, positions)
         loss = vessel_weighted_loss(predicted.float(), noise, x0, c)
         optimiser.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
