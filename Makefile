@@ -50,7 +50,7 @@ lint: $(STAMP)
 # results are kept, and docs/benchmarks.md is rebuilt from all of them (make bench-report alone
 # rebuilds it). bench_vessel_heldout ranks training recipes (it needs a CONFIG): not listed.
 BENCHES := vessel hvgn edsr generation curation phantom ingest review report demo load ddpm \
-	edsr_selection
+	edsr_selection downstream masks
 BENCH ?= $(BENCHES)
 BENCH_ARGS_ddpm := --config configs/ddpm64_long.yaml --work runs/bench_ddpm_long
 

@@ -230,11 +230,15 @@ def headless_chromium(  # noqa: ANN201 - a WebDriver
 
 def short_run(recipe: type[T], model: object, values: dict[str, object]) -> T:
     """A training recipe of the tests' short runs: ``model`` trained 6 steps at learning rate
-    2e-3 on no public dataset, checkpointed at step 3 (where ``interrupt_at(3)`` stops the run
-    that is then resumed) and drawing sample grids only at its end, with ``values`` over those."""
+    2e-3 on one thread and no public dataset, checkpointed at step 3 (where ``interrupt_at(3)``
+    stops the run that is then resumed) and drawing sample grids only at its end, with
+    ``values`` over those."""
     settings = dict(model=model, datasets=(), steps=6, checkpoint_every=3, learning_rate=2e-3)
     if "sample_every" in recipe.model_fields:  # type: ignore[attr-defined] - a pydantic recipe
         settings["sample_every"] = 1000
+    # one thread: two OpenMP threads per test on cores the other test worker keeps busy spin
+    # against each other (a tiny model's run took 119 s instead of 1 s)
+    settings["threads"] = 1
     return recipe(**{**settings, **values})
 
 

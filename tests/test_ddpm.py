@@ -23,8 +23,11 @@ from angioflow.models.ddpm import (
     DDPMTrainingConfig,
     MaskDDPM,
     MaskDDPMConfig,
+    layout_condition,
+    make_scheduler,
     mask_positions,
     random_patches,
+    sample_cascade,
     sample_masks,
     train_ddpm,
     unweighted_epsilon,
@@ -122,18 +125,25 @@ def test_a_tiny_model_overfits_four_masks(phantom_masks: np.ndarray, tmp_path: P
     assert reloaded.config.data_mean == pytest.approx(phantom_masks.mean(axis=(0, 2, 3)))
 
 
-@pytest.mark.slow
-def test_resume_continues_bit_for_bit(phantom_masks: np.ndarray, tmp_path: Path) -> None:
-    config = _config()
-    straight = train_ddpm(config, phantom_masks, tmp_path / "straight")
-
+def _assert_resumes_bit_for_bit(
+    config: DDPMTrainingConfig, masks: np.ndarray, folder: Path
+) -> Path:
+    """Train once straight and once stopped at step 3 and resumed; the weights are equal.
+    Returns the resumed run's folder."""
+    straight = train_ddpm(config, masks, folder / "straight")
     with pytest.raises(TrainingInterrupted):
-        train_ddpm(config, phantom_masks, tmp_path / "resumed", on_step=interrupt_at(3))
-    resumed = train_ddpm(config, phantom_masks, tmp_path / "resumed")
+        train_ddpm(config, masks, folder / "resumed", on_step=interrupt_at(3))
+    resumed = train_ddpm(config, masks, folder / "resumed")
     for (name, a), (_, b) in zip(
         straight.state_dict().items(), resumed.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+    return folder / "resumed"
+
+
+@pytest.mark.slow
+def test_resume_continues_bit_for_bit(phantom_masks: np.ndarray, tmp_path: Path) -> None:
+    _assert_resumes_bit_for_bit(_config(), phantom_masks, tmp_path)
     with pytest.raises(ValueError, match="different training config"):
         train_ddpm(_config(c=0.5), phantom_masks, tmp_path / "resumed")
     with pytest.raises(ValueError, match="needs a GPU"):
@@ -233,17 +243,68 @@ def test_a_patch_trained_model_resumes_bit_for_bit_and_samples_whole_masks(
         batch_size=1,
         coverage=None,
         loss="simple",
+        threads=1,
     )
-    straight = train_ddpm(config, soft, tmp_path / "straight")
-    with pytest.raises(TrainingInterrupted):
-        train_ddpm(config, soft, tmp_path / "resumed", on_step=interrupt_at(3))
-    resumed = train_ddpm(config, soft, tmp_path / "resumed")
-    for (name, a), (_, b) in zip(
-        straight.state_dict().items(), resumed.state_dict().items(), strict=True
-    ):
-        assert torch.equal(a, b), name
-    maps = sample_masks(MaskDDPM.load(tmp_path / "resumed" / "weights"), 2, steps=4)
+    run = _assert_resumes_bit_for_bit(config, soft, tmp_path)
+    maps = sample_masks(MaskDDPM.load(run / "weights"), 2, steps=4)
     assert maps.shape == (2, 2, 32, 32) and 0 <= maps.min() and maps.max() <= 1
+
+
+UPSAMPLER = PATCHED.model_copy(update={"layout_size": 16})
+
+
+def test_an_upsampler_sees_its_layout_through_the_forward_process() -> None:
+    """Level 0 gives the layout itself, enlarged; level k the forward process's noise at k;
+    the up-sampler's prediction changes with its layout."""
+    scheduler = make_scheduler(UPSAMPLER, "ddpm")
+    layout = torch.rand(64, 2, 16, 16)
+    clean = layout_condition(layout, 32, torch.zeros(64, dtype=torch.long), scheduler)
+    enlarged = torch.nn.functional.interpolate(layout * 2 - 1, size=(32, 32), mode="bilinear")
+    assert torch.allclose(clean, enlarged)
+    level = torch.full((64,), 30)
+    noised = layout_condition(layout, 16, level, scheduler, torch.Generator().manual_seed(0))
+    alpha_bar = scheduler.alphas_cumprod[30]
+    residual = noised - alpha_bar.sqrt() * (layout * 2 - 1)
+    assert float(residual.std()) == pytest.approx(float((1 - alpha_bar).sqrt()), rel=0.05)
+    torch.manual_seed(0)
+    model = MaskDDPM(UPSAMPLER).eval()
+    noisy, t = torch.randn(2, 2, 32, 32), torch.tensor([10, 40])
+    with torch.no_grad():
+        first = model(noisy, t, layout=clean[:2], layout_noise=t)
+        other = model(noisy, t, layout=clean[2:4], layout_noise=t)
+    assert not torch.allclose(first, other)
+    with pytest.raises(ValueError, match="give it a layout"):
+        model(noisy, t)
+
+
+@pytest.mark.slow
+def test_a_cascade_upsampler_resumes_bit_for_bit_and_samples_with_its_base(
+    phantom_masks: np.ndarray, tmp_path: Path
+) -> None:
+    """A 32 px up-sampler on patches with conditioning augmentation resumes bit for bit; a
+    cascade with a base model of its layout's size samples whole masks, one per layout."""
+    config = _config(
+        model=UPSAMPLER,
+        patch_sizes=(16, 32),
+        patch_probabilities=(0.5, 0.5),
+        batch_size=2,
+        loss="simple",
+        layout_noise_levels=20,
+        threads=1,
+    )
+    upsampler = MaskDDPM.load(
+        _assert_resumes_bit_for_bit(config, phantom_masks, tmp_path) / "weights"
+    )
+    layouts = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(phantom_masks[:2]), 16)
+    maps = sample_masks(upsampler, 2, steps=4, layout=layouts.numpy(), layout_noise=5)
+    assert maps.shape == (2, 2, 32, 32)
+    with pytest.raises(ValueError, match="one mask per layout"):
+        sample_masks(upsampler, 2, steps=2)
+    base = MaskDDPM(tiny_mask_ddpm(16, schedule="linear", timesteps=50, attention_resolutions=()))
+    whole = sample_cascade(base.eval(), upsampler, 3, steps=3, layout_noise=5)
+    assert whole.shape == (3, 2, 32, 32) and 0 <= whole.min() and whole.max() <= 1
+    with pytest.raises(ValueError, match="16 px"):
+        sample_cascade(upsampler, upsampler, 1, steps=2)
 
 
 @pytest.mark.slow

@@ -164,6 +164,8 @@ OTHER_RECIPES = {
     "ddpm128.yaml": DDPMTrainingConfig,
     "ddpm256.yaml": DDPMTrainingConfig,
     "ddpm256_patch.yaml": DDPMTrainingConfig,
+    "ddpm64_layout.yaml": DDPMTrainingConfig,
+    "ddpm256_upsampler.yaml": DDPMTrainingConfig,
     "pix2pixhd.yaml": Pix2PixHDTrainingConfig,
 }
 FLOW_CONFIGS = {"curation.yaml", "downstream.yaml", "downstream_paper.yaml"}

@@ -8,7 +8,10 @@ resolutions (or none: then the network is fully convolutional and takes any size
 (each pixel's position in the whole mask, so a network trained on patches knows where a patch
 lies and samples the whole mask in one pass; Wang et al., "Patch Diffusion", NeurIPS 2023) and a
 space-to-depth stem (the U-Net runs at half the resolution on four times the channels, a
-lossless rearrangement that keeps one-pixel vessels).
+lossless rearrangement that keeps one-pixel vessels). A model with a ``layout_size`` is the
+second stage of a cascade (Ho et al., "Cascaded Diffusion Models", JMLR 2022): it is given a
+low-resolution mask, noised to a level that joins the time embedding (conditioning
+augmentation), and draws the full-resolution mask that agrees with it.
 
 Mask convention: channel 0 is artery, channel 1 is vein; ``x0`` is 1 on a class's pixels and 0
 elsewhere (a crossing is 1 in both). The network sees ``2 * x0 - 1`` in [-1, 1]; the
@@ -29,6 +32,7 @@ from torch.nn import functional as F  # noqa: N812
 __all__ = [
     "build_unet",
     "DEFAULT_DDPM_WEIGHTS",
+    "layout_condition",
     "mask_positions",
     "MaskDDPM",
     "MaskDDPMConfig",
@@ -50,7 +54,8 @@ class MaskDDPMConfig(BaseModel):
     ``attention_head_dim`` channels per head, so a 128-channel level has 4 heads at 32. None
     (empty) leaves the middle block without attention too. ``coordinates`` adds two input
     channels, each pixel's column and row in the whole mask in [-1, 1]; ``space_to_depth`` f
-    folds f x f pixel blocks into channels before the U-Net and back after it.
+    folds f x f pixel blocks into channels before the U-Net and back after it. ``layout_size``
+    (px) makes the model a cascade's up-sampler conditioned on a mask of that size.
     ``data_mean`` is the per-channel mean of the training masks in [0, 1], set by training and
     used by the samplers at the pure-noise steps (:func:`models.ddpm.sample_masks`);
     None in weights trained before it was recorded.
@@ -71,12 +76,24 @@ class MaskDDPMConfig(BaseModel):
     data_mean: tuple[float, ...] | None = None
     coordinates: bool = False
     space_to_depth: int = Field(1, ge=1, le=4)
+    layout_size: int | None = Field(None, ge=8)
 
     @model_validator(mode="after")
     def _one_mean_per_channel(self) -> MaskDDPMConfig:
         if self.data_mean is not None and len(self.data_mean) != self.channels:
             raise ValueError(
                 f"data_mean has {len(self.data_mean)} values for {self.channels} channels"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _layout_smaller(self) -> MaskDDPMConfig:
+        if self.layout_size is not None and (
+            self.layout_size >= self.image_size or self.image_size % self.layout_size
+        ):
+            raise ValueError(
+                f"layout_size {self.layout_size} must divide image_size {self.image_size} "
+                "and be smaller"
             )
         return self
 
@@ -94,9 +111,10 @@ def build_unet(config: MaskDDPMConfig) -> UNet2DModel:
     sizes = [inner // 2**level for level in range(len(config.block_out_channels))]
     attends = [size * config.space_to_depth in config.attention_resolutions for size in sizes]
     folded = config.channels * config.space_to_depth**2
+    layout_channels = config.channels if config.layout_size else 0
     return UNet2DModel(
         sample_size=inner,
-        in_channels=folded + 2 * config.coordinates,
+        in_channels=folded + 2 * config.coordinates + layout_channels,
         out_channels=folded,
         block_out_channels=config.block_out_channels,
         layers_per_block=config.layers_per_block,
@@ -107,6 +125,8 @@ def build_unet(config: MaskDDPMConfig) -> UNet2DModel:
         dropout=config.dropout,
         resnet_time_scale_shift="scale_shift",
         add_attention=bool(config.attention_resolutions),  # the middle block too
+        # the layout's noise level is embedded as the time is, and added to it
+        class_embed_type="timestep" if config.layout_size else None,
     )
 
 
@@ -137,22 +157,51 @@ class MaskDDPM(SavedWeights, nn.Module):
         noisy: torch.Tensor,
         timesteps: torch.Tensor,
         positions: torch.Tensor | None = None,
+        layout: torch.Tensor | None = None,
+        layout_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predicted noise (B, C, H, W) of ``noisy`` (B, C, H, W) at ``timesteps`` (B,) int64.
 
         ``positions`` (B, 2, H, W): the coordinate channels of the pixels given (a patch's
         place in the whole mask, :func:`mask_positions`); by default ``noisy`` is the whole
-        mask. Ignored by a model without coordinates.
+        mask. Ignored by a model without coordinates. ``layout`` (B, C, H, W) in [-1, 1] and
+        ``layout_noise`` (B,) int64: an up-sampler's low-resolution mask, noised to that level
+        and enlarged to the pixels given (:func:`layout_condition`); required by a model with
+        a ``layout_size``, ignored by others.
         """
         fold = self.config.space_to_depth
-        x = F.pixel_unshuffle(noisy, fold) if fold > 1 else noisy
+        parts = [F.pixel_unshuffle(noisy, fold) if fold > 1 else noisy]
         if self.config.coordinates:
             if positions is None:
                 whole = mask_positions(noisy.shape[-1]).to(noisy)
                 positions = whole.expand(len(noisy), -1, -1, -1)
-            x = torch.cat([x, F.avg_pool2d(positions, fold) if fold > 1 else positions], dim=1)
-        predicted = self.unet(x, timesteps).sample
-        return F.pixel_shuffle(predicted, fold) if fold > 1 else predicted
+            parts.append(F.avg_pool2d(positions, fold) if fold > 1 else positions)
+        if self.config.layout_size:
+            if layout is None or layout_noise is None:
+                raise ValueError("this model is an up-sampler: give it a layout and its noise")
+            parts.append(F.avg_pool2d(layout, fold) if fold > 1 else layout)
+        predicted = self.unet(torch.cat(parts, dim=1), timesteps, class_labels=layout_noise)
+        return F.pixel_shuffle(predicted.sample, fold) if fold > 1 else predicted.sample
+
+
+def layout_condition(
+    layout: torch.Tensor,
+    size: int,
+    level: torch.Tensor,
+    scheduler: DDPMScheduler,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The condition an up-sampler sees: a low-resolution ``layout`` (B, C, L, L) in [0, 1]
+    scaled to [-1, 1], noised to ``level`` (B,) of the forward process (0: no noise) and
+    enlarged bilinearly to ``size``. The noise (conditioning augmentation) keeps the up-sampler
+    from trusting fine detail of its layout, which a first stage's samples do not share with
+    the training masks' shrunk copies."""
+    scaled = layout * 2 - 1
+    noise = torch.randn(scaled.shape, generator=generator).to(scaled)
+    noised = torch.where(
+        (level > 0).view(-1, 1, 1, 1), scheduler.add_noise(scaled, noise, level), scaled
+    )
+    return F.interpolate(noised, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def make_scheduler(

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from angioflow.models.ddpm.net import MaskDDPM, Sampler, make_scheduler
+from angioflow.models.ddpm.net import MaskDDPM, Sampler, layout_condition, make_scheduler
 from angioflow.pipeline.av_encoding import av_legend, av_to_rgb
 from angioflow.pipeline.h5_formats import MASK_SET
 from angioflow.pipeline.mask_structure import binarise_av
@@ -20,6 +20,7 @@ from PIL import Image
 __all__ = [
     "TERMINAL_ALPHA_BAR",
     "mask_grid",
+    "sample_cascade",
     "sample_masks",
     "unweighted_epsilon",
     "write_mask_set",
@@ -40,9 +41,15 @@ def sample_masks(
     batch_size: int = 32,
     terminal_mean: bool = True,
     undo_weighting: float = 0.0,
+    layout: np.ndarray | None = None,
+    layout_noise: int = 0,
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Generate ``n`` artery/vein maps.
+
+    An up-sampler (a model with a ``layout_size``) draws one map for each ``layout``
+    ((n, C, L, L) in [0, 1], L its layout size), seen through ``layout_noise`` steps of
+    conditioning augmentation (:func:`models.ddpm.net.layout_condition`).
 
     ``sampler='ddpm'`` always runs the model's T training steps (``steps`` is ignored); DDIM
     and DPM-Solver++ run ``steps``. DDIM's ``eta`` scales the noise added back at each step:
@@ -77,6 +84,10 @@ def sample_masks(
     if terminal_mean and model.config.data_mean is not None:
         mean = torch.tensor(model.config.data_mean, dtype=torch.float32).view(1, -1, 1, 1)
         prior = (2 * mean - 1).to(device)
+    if model.config.layout_size and (layout is None or len(layout) != n):
+        raise ValueError(f"an up-sampler draws one mask per layout: give {n} layouts")
+    if not 0 <= layout_noise < model.config.timesteps:
+        raise ValueError(f"layout_noise must be a step from 0 to {model.config.timesteps - 1}")
     for batch_index, start in enumerate(range(0, n, batch_size)):
         count = min(batch_size, n - start)
         scheduler = make_scheduler(model.config, sampler)
@@ -84,12 +95,24 @@ def sample_masks(
         generator = torch.Generator().manual_seed(seed * 100_003 + batch_index)
         x = torch.randn((count, channels, size, size), generator=generator).to(device)
         x = x * scheduler.init_noise_sigma
+        condition = level = None
+        if model.config.layout_size:
+            level = torch.full((count,), layout_noise, dtype=torch.long)
+            small = torch.from_numpy(layout[start : start + count]).float()
+            forward = make_scheduler(model.config, "ddpm")
+            condition = layout_condition(small, size, level, forward, generator).to(device)
+            level = level.to(device)
         for t in scheduler.timesteps:
             alpha_bar = scheduler.alphas_cumprod[t]
             if prior is not None and alpha_bar < TERMINAL_ALPHA_BAR:
                 predicted = (x - alpha_bar.sqrt() * prior) / (1 - alpha_bar).sqrt()
             else:
-                predicted = model(scheduler.scale_model_input(x, t), t.expand(count).to(device))
+                predicted = model(
+                    scheduler.scale_model_input(x, t),
+                    t.expand(count).to(device),
+                    layout=condition,
+                    layout_noise=level,
+                )
                 if undo_weighting:
                     predicted = unweighted_epsilon(predicted, x, alpha_bar, undo_weighting)
             options = {"eta": eta} if sampler == "ddim" else {}
@@ -99,6 +122,34 @@ def sample_masks(
         if on_batch is not None:
             on_batch(count)
     return out
+
+
+def sample_cascade(
+    base: MaskDDPM,
+    upsampler: MaskDDPM,
+    n: int,
+    *,
+    sampler: Sampler = "dpm",
+    steps: int = 20,
+    seed: int = 0,
+    layout_noise: int = 100,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """``n`` maps from a cascade: layouts from ``base`` at its size, then ``upsampler``'s
+    full-resolution maps that agree with them (seen through ``layout_noise`` steps of noise).
+
+    Returns
+    -------
+    maps : (n, 2, S, S) float32 in [0, 1], S the up-sampler's size
+    """
+    if base.config.image_size != upsampler.config.layout_size:
+        raise ValueError(
+            f"the base model draws {base.config.image_size} px layouts, the up-sampler takes "
+            f"{upsampler.config.layout_size} px"
+        )
+    options = {"sampler": sampler, "steps": steps, "seed": seed, "batch_size": batch_size}
+    layouts = sample_masks(base, n, **options)
+    return sample_masks(upsampler, n, layout=layouts, layout_noise=layout_noise, **options)
 
 
 def unweighted_epsilon(

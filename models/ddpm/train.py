@@ -20,15 +20,18 @@ from angioflow.models.ddpm.data import MaskBatches, random_patches
 from angioflow.models.ddpm.net import (
     MaskDDPM,
     MaskDDPMConfig,
+    layout_condition,
     make_scheduler,
     vessel_weighted_loss,
 )
 from angioflow.models.ddpm.sample import mask_grid, sample_masks
 from angioflow.models.training import RunFolder, TrainingConfig, ema_model
 from angioflow.pipeline.mask_structure import binarise_av
+from diffusers import DDPMScheduler
 from PIL import Image
 from pydantic import Field, model_validator
 from torch import distributed
+from torch.nn import functional as F  # noqa: N812
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["DDPMTrainingConfig", "train_ddpm"]
@@ -51,6 +54,9 @@ class DDPMTrainingConfig(TrainingConfig):
     # batch_size * (image_size / size)**2 patches; none: whole masks only
     patch_sizes: tuple[int, ...] = ()
     patch_probabilities: tuple[float, ...] = ()
+    # an up-sampler's conditioning augmentation: its layout is noised to a level drawn
+    # uniformly from 0 (clean) to this many steps of the forward process
+    layout_noise_levels: int = Field(250, ge=0)
     learning_rate: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
     grad_clip: float = Field(1.0, gt=0)
@@ -153,21 +159,12 @@ def train_ddpm(
         else nullcontext()
     )
     c = config.c if config.loss == "weighted" else 0.0
-    whole = config.model.image_size
     for step in range(start, config.steps):
         seeds = [config.seed, rank, step]
-        draws = np.random.default_rng(seeds)
-        size = (
-            int(draws.choice(config.patch_sizes, p=config.patch_probabilities))
-            if config.patch_sizes
-            else whole
+        x0, positions, layout, level = (
+            None if v is None else v.to(device)
+            for v in _training_batch(config, masks, np.random.default_rng(seeds), scheduler)
         )
-        batches = MaskBatches(masks, config.batch_size * (whole // size) ** 2, draws)
-        x0, positions = batches.next(), None
-        if size < whole:
-            x0, positions = random_patches(x0, size, draws)
-            positions = positions.to(device)
-        x0 = x0.to(device)
         generator = torch.Generator().manual_seed(
             int(np.random.SeedSequence(seeds).generate_state(1, np.uint64)[0] % 2**63)
         )
@@ -175,7 +172,7 @@ def train_ddpm(
         t = torch.randint(0, config.model.timesteps, (len(x0),), generator=generator).to(device)
         noisy = scheduler.add_noise(2 * x0 - 1, noise, t)
         with autocast:
-            predicted = trained(noisy, t, positions)
+            predicted = trained(noisy, t, positions, layout, level)
         loss = vessel_weighted_loss(predicted.float(), noise, x0, c)
         optimiser.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -192,7 +189,7 @@ def train_ddpm(
         if run.due(done, config.checkpoint_every):
             run.checkpoint(done, model, optimiser, schedule, state_rng, extras={"ema": ema})
         if run.due(done, config.sample_every):
-            _sample_grid(ema.module, config, out_dir / "samples" / f"step_{done:06d}.png")
+            _sample_grid(ema.module, config, masks, out_dir / "samples" / f"step_{done:06d}.png")
         if on_step is not None:
             on_step(done, value)
     final = ema.module
@@ -204,11 +201,53 @@ def train_ddpm(
     return final.eval()
 
 
-def _sample_grid(model: MaskDDPM, config: DDPMTrainingConfig, path: Path) -> None:
-    """A grid of EMA samples (DDIM, 50 steps, fixed seed) to watch training progress."""
+def _training_batch(
+    config: DDPMTrainingConfig,
+    masks: np.ndarray,
+    draws: np.random.Generator,
+    scheduler: DDPMScheduler,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """One step's x0 (whole masks or patches of the scheduled size), the patches' coordinate
+    channels, and for an up-sampler its augmented layout and the layout's noise level."""
+    whole = config.model.image_size
+    size = (
+        int(draws.choice(config.patch_sizes, p=config.patch_probabilities))
+        if config.patch_sizes
+        else whole
+    )
+    x0 = MaskBatches(masks, config.batch_size * (whole // size) ** 2, draws).next()
+    layout = level = positions = None
+    if config.model.layout_size:
+        level = torch.from_numpy(draws.integers(0, config.layout_noise_levels + 1, len(x0)))
+        small = F.adaptive_avg_pool2d(x0, config.model.layout_size)
+        noise = torch.Generator().manual_seed(int(draws.integers(2**62)))
+        layout = layout_condition(small, whole, level, scheduler, noise)
+    if size < whole:
+        stacked = x0 if layout is None else torch.cat([x0, layout], dim=1)
+        stacked, positions = random_patches(stacked, size, draws)
+        x0, layout = (stacked, None) if layout is None else stacked.split(len(x0[0]), dim=1)
+    return x0, positions, layout, level
+
+
+def _sample_grid(
+    model: MaskDDPM, config: DDPMTrainingConfig, masks: np.ndarray, path: Path
+) -> None:
+    """A grid of EMA samples (DDIM, 50 steps, fixed seed) to watch training progress; an
+    up-sampler draws from the first training masks' layouts."""
     was_training = model.training
     model.eval()
-    maps = sample_masks(model, config.sample_count, sampler="ddim", steps=50, seed=config.seed)
+    layout = None
+    if config.model.layout_size:
+        first = torch.from_numpy(masks[: config.sample_count])
+        layout = F.adaptive_avg_pool2d(first, config.model.layout_size).numpy()
+    maps = sample_masks(
+        model,
+        len(layout) if layout is not None else config.sample_count,
+        sampler="ddim",
+        steps=50,
+        seed=config.seed,
+        layout=layout,
+    )
     model.train(was_training)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(mask_grid(np.stack([binarise_av(m) for m in maps]))).save(path)
