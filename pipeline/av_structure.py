@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from angioflow.pipeline.mask_structure import av_channels
 from angioflow.pipeline.metrics import Scores
+from angioflow.pipeline.tree_stats import count_components
 from scipy import ndimage
 from scipy.stats import wasserstein_distance
 from skimage.morphology import skeletonize
@@ -81,15 +82,6 @@ class StructureStats(Scores):
 
 
 STATISTICS: tuple[str, ...] = tuple(f.name for f in fields(StructureStats))
-
-
-def _components(mask: np.ndarray) -> tuple[int, float]:
-    """Number of 8-connected components and the largest one's share of the mask's pixels."""
-    labelled, count = ndimage.label(mask, structure=_EIGHT)
-    if count == 0:
-        return 0, float("nan")
-    sizes = np.bincount(labelled.ravel())[1:]
-    return count, float(sizes.max() / sizes.sum())
 
 
 def _neighbour_count(mask: np.ndarray) -> np.ndarray:
@@ -241,8 +233,8 @@ def structure_stats(labels: np.ndarray) -> StructureStats:
     channels = av_channels(labels)
     vessel = channels.any(axis=0)
     artery_px, vein_px = int(channels[0].sum()), int(channels[1].sum())
-    artery_components, artery_share = _components(channels[0])
-    vein_components, vein_share = _components(channels[1])
+    artery_components, artery_share = count_components(channels[0])
+    vein_components, vein_share = count_components(channels[1])
     skeleton = skeletonize(vessel)
     junctions = skeleton & (_neighbour_count(skeleton) >= 3)
     artery_reach = ndimage.binary_dilation(skeletonize(channels[0]), _EIGHT)

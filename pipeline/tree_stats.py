@@ -25,6 +25,7 @@ __all__ = [
     "TreeStats",
     "best_overlap",
     "compare_trees",
+    "count_components",
     "fov_disc",
     "tree_stats",
 ]
@@ -87,7 +88,16 @@ def fov_disc(size: int) -> np.ndarray:
     return (rows - centre) ** 2 + (cols - centre) ** 2 <= (size / 2) ** 2
 
 
-def _components(mask: np.ndarray, min_px: float) -> tuple[int, float]:
+def count_components(mask: np.ndarray, min_px: float = 0) -> tuple[int, float]:
+    """8-connected components of ``mask`` holding at least ``min_px`` pixels, and the largest
+    component's share of the mask's pixels (nan for an empty mask).
+
+    Example
+    -------
+    >>> mask = np.zeros((5, 9), bool); mask[2, :4] = True; mask[2, 6] = True
+    >>> count_components(mask), count_components(mask, min_px=2)
+    ((2, 0.8), (1, 0.8))
+    """
     labelled, count = ndimage.label(mask, structure=_EIGHT)
     if count == 0:
         return 0, float("nan")
@@ -135,8 +145,8 @@ def tree_stats(channels: np.ndarray, fov: np.ndarray) -> TreeStats:
         raise ValueError("the field of view is empty")
     diameter = 2 * np.sqrt(fov_px / np.pi)
     min_px = MIN_SHARE * fov_px
-    artery_components, artery_share = _components(channels[0], min_px)
-    vein_components, vein_share = _components(channels[1], min_px)
+    artery_components, artery_share = count_components(channels[0], min_px)
+    vein_components, vein_share = count_components(channels[1], min_px)
     skeleton = skeletonize(vessel)
     length = int(skeleton.sum())
     if length:
