@@ -1,7 +1,8 @@
 """Generated A/V masks as whole trees: issue 32's statistics against the real training masks.
 
-Usage: .venv/bin/python benchmarks/bench_masks.py [--weights DIR] [--n 64] [--sampler dpm]
-       [--steps 20] [--seed S] [--figure PNG] [--name masks]
+Usage: .venv/bin/python benchmarks/bench_masks.py [--weights DIR] [--layout DIR] [--n 64]
+       [--sampler dpm] [--steps 20] [--layout-noise 100] [--seed S] [--figure PNG]
+       [--name masks]
 
 Real reference: the training masks of RITE, LES-AV and HRF-AV at 1024 px (FOV crop, square);
 the RITE test masks give the natural spread of an unseen real set. Then, side by side:
@@ -10,11 +11,12 @@ the RITE test masks give the natural spread of an unseen real set. Then, side by
   their calibre (:func:`pipeline.mask_structure.enlarge_soft_av`): what a perfect 256-px soft
   generator would score;
 - ``generated``: --n masks sampled from the mask DDPM in --weights (default: the shipped one) at
-  its size, enlarged to 1024 px: soft models (trained with ``coverage: null``) through
-  ``enlarge_soft_av``, binary ones through the shipped path (bilinear to 256 px, binarised,
-  vessels redrawn 3 px wide, bilinear to 1024). Seconds per mask (sampling, enlargement) on
-  2 threads, and the memorisation guard (best vessel Dice at 256 px with any training mask in
-  any flip).
+  its size (a cascade when --weights is an up-sampler: its layouts from the model in --layout,
+  seen through --layout-noise steps of noise), enlarged to 1024 px: soft models (trained with
+  ``coverage: null``) through ``enlarge_soft_av``, binary ones through the shipped path
+  (bilinear to 256 px, binarised, vessels redrawn 3 px wide, bilinear to 1024). Seconds per
+  mask (sampling, enlargement) on 2 threads, and the memorisation guard (best vessel Dice at
+  256 px with any training mask in any flip).
 
 The seed is drawn afresh unless given, and recorded. Prints one JSON object.
 """
@@ -63,6 +65,8 @@ def _enlarge(maps: np.ndarray, soft: bool) -> list[np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--layout", type=Path, default=None, help="a cascade's base model")
+    parser.add_argument("--layout-noise", type=int, default=100)
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--sampler", default="dpm", choices=("ddpm", "ddim", "dpm"))
     parser.add_argument("--steps", type=int, default=20)
@@ -77,6 +81,7 @@ def main() -> None:
         DEFAULT_DDPM_WEIGHTS,
         MaskDDPM,
         load_public_masks,
+        sample_cascade,
         sample_masks,
     )
     from angioflow.pipeline.mask_structure import enlarge_soft_av
@@ -87,14 +92,17 @@ def main() -> None:
     ceiling = judge_masks([enlarge_soft_av(m, SIZE) for m in soft_training], reference)
     weights = args.weights or DEFAULT_DDPM_WEIGHTS
     model = MaskDDPM.load(weights).eval()
+    base = MaskDDPM.load(args.layout).eval() if args.layout else None
     soft = model.config.image_size >= 128  # the binary 64 px model predates soft masks
     sampling = enlarging = 0.0
     masks = []
     for index in range(args.n):
         began = time.perf_counter()
-        maps = sample_masks(
-            model, 1, sampler=args.sampler, steps=args.steps, seed=seed * 1000 + index
-        )
+        options = {"sampler": args.sampler, "steps": args.steps, "seed": seed * 1000 + index}
+        if base is None:
+            maps = sample_masks(model, 1, **options)
+        else:
+            maps = sample_cascade(base, model, 1, layout_noise=args.layout_noise, **options)
         sampling += time.perf_counter() - began
         began = time.perf_counter()
         masks += _enlarge(maps, soft)
@@ -112,6 +120,8 @@ def main() -> None:
         args.name,
         {
             "weights": str(weights),
+            "layout_weights": str(args.layout) if args.layout else None,
+            "layout_noise": args.layout_noise if args.layout else None,
             "image_size": model.config.image_size,
             "representation": "soft" if soft else "binary + 3-px redraw",
             "samples": args.n,
