@@ -112,6 +112,32 @@ def _ddpm_ablation(f: Fields) -> str:
     )
 
 
+def _trees(f: Fields, key: str) -> str:
+    """Issue 32's ratios of one mask set to the real training masks."""
+    return (
+        f"density {f[key + '.density_ratio']:.2f}, components "
+        f"{f[key + '.artery_components_ratio']:.2f} / {f[key + '.vein_components_ratio']:.2f}, "
+        f"calibre {f[key + '.calibre_ratio']:.2f}, "
+        f"thin share {f[key + '.thin_share_ratio']:.2f}, trees {100 * f[key + '.tree_rate']:.0f} % "
+        f"(real {100 * f[key + '.real_tree_rate']:.0f} %), loops {f[key + '.generated_loops']:.1f} "
+        f"(real {f[key + '.real_loops']:.1f}), near-empty {100 * f[key + '.near_empty']:.1f} %"
+    )
+
+
+def _masks(f: Fields) -> str:
+    return (
+        f"**{f['representation']} {f['image_size']} px**, {f['samples']} masks: "
+        + _trees(f, "generated")
+        + f"; best overlap with a training mask median {f['best_overlap.median']:.2f} (max "
+        f"{f['best_overlap.max']:.2f}); {f['seconds_per_mask.sampling']:.2f} s sampling + "
+        f"{f['seconds_per_mask.enlargement_to_1024']:.2f} s to 1024 px. Natural spread "
+        "(RITE test): "
+        + _trees(f, "natural_spread")
+        + "; ceiling (training masks as soft 256 px, enlarged): "
+        + _trees(f, "ceiling_soft_256")
+    )
+
+
 def _samplers(f: Fields) -> str:
     plain, anchored = "samplers", "samplers_terminal_mean"
     return (
@@ -347,6 +373,14 @@ ROWS: tuple[Row, ...] = (
             f"report {f['report_seconds']:.0f} s"
         ),
         "reported",
+    ),
+    Row(
+        "masks",
+        "A/V masks as whole trees at 1024 px against the 55 real training masks (RITE, LES-AV, "
+        "HRF-AV): ratios of medians (issue 32)",
+        _masks,
+        "density 0.85-1.20, components <= 2, calibre 0.80-1.25, thin 0.75-1.25, trees >= 0.8x "
+        "real, near-empty <= 1 %, overlap median < 0.5, <= 3 s a mask",
     ),
     Row(
         "downstream",
