@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from angioflow.pipeline.datasets import load_dataset
 from angioflow.pipeline.mask_structure import resize_av_labels
@@ -57,9 +58,8 @@ class TreeReference:
 
 def vessels_at(channels: np.ndarray, size: int = MEMORY_SIZE) -> np.ndarray:
     """(2, S, S) bool A/V channels -> (size, size) bool vessels (area share >= 0.5)."""
-    labels = channels[0].astype(np.uint8) | (channels[1].astype(np.uint8) << 1)
-    fov = np.ones(labels.shape, bool)
-    return resize_av_labels(labels, fov, size, coverage=0.5).any(axis=0)
+    vessel = channels.any(axis=0).astype(np.float32)
+    return cv2.resize(vessel, (size, size), interpolation=cv2.INTER_AREA) >= 0.5
 
 
 def load_tree_reference(

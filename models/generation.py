@@ -36,6 +36,7 @@ from angioflow.pipeline.mask_structure import (
     labels_from_channels,
     thin_av_labels,
 )
+from angioflow.pipeline.tree_stats import fov_disc
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F  # noqa: N812
@@ -97,10 +98,8 @@ class SetRequest(BaseModel):
 
 
 def field_of_view(size: int) -> np.ndarray:
-    """The centred disc the photos of the training pairs fill (cropped to their FOV)."""
-    rows, cols = np.mgrid[0:size, 0:size]
-    centre = (size - 1) / 2
-    return ((rows - centre) ** 2 + (cols - centre) ** 2 <= (size / 2) ** 2).astype(np.float32)
+    """The centred disc the photos of the training pairs fill (cropped to their FOV), float32."""
+    return fov_disc(size).astype(np.float32)
 
 
 def enlarge_labels(labels: np.ndarray, size: int) -> np.ndarray:

@@ -225,7 +225,7 @@ def _training_batch(
     if size < whole:
         stacked = x0 if layout is None else torch.cat([x0, layout], dim=1)
         stacked, positions = random_patches(stacked, size, draws)
-        x0, layout = (stacked, None) if layout is None else stacked.split(len(x0[0]), dim=1)
+        x0, layout = (stacked, None) if layout is None else stacked.split(x0.shape[1], dim=1)
     return x0, positions, layout, level
 
 
