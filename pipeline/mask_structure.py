@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 from angioflow.pipeline.preprocess import square_fov_crop
 from scipy import ndimage as ndi
+from skimage.filters import apply_hysteresis_threshold
 from skimage.morphology import remove_small_objects, skeletonize
 
 __all__ = [
@@ -63,16 +64,20 @@ def resize_av_labels(
     return (resized >= coverage).astype(np.float32)
 
 
-def enlarge_soft_av(maps: np.ndarray, size: int, *, floor: float = 0.4) -> np.ndarray:
+def enlarge_soft_av(
+    maps: np.ndarray, size: int, *, floor: float = 0.8, anchor: float = 0.5
+) -> np.ndarray:
     """Enlarge soft (2, S, S) artery/vein channels to ``size`` px with calibre from their mass.
 
     A vessel thinner than one pixel of ``maps`` survives in them only as a pixel share (its
-    area fraction). Per channel: the bilinear enlargement ``u``; its centre lines, the skeleton
-    of ``u >= floor / f`` (``f = size / S``); the width at a centre-line pixel, the larger of
-    the core's width (``2 EDT(u >= 0.5) - 1``) and the cross-section mass (the sum of ``u`` in a
-    ``(2f + 1)``-pixel window over the centre-line pixels in it); every pixel within half that
-    width of its nearest centre-line pixel is vessel. Thin branches stay thin and wide arcades
-    wide at any output size.
+    area fraction). Per channel: the bilinear enlargement ``u``; the traced vessels, the pixels
+    of ``u > floor / f`` (``f = size / S``) connected to a pixel of ``u > anchor``
+    (hysteresis: a faint trace counts as a thin branch only where it joins the tree; a faint
+    haze of its own, which sampled maps have, is not a vessel); their skeleton as centre lines;
+    the width at a centre-line pixel, the larger of the core's width (``2 EDT(u >= 0.5) - 1``)
+    and the cross-section mass (the sum of ``u`` in a ``(2f + 1)``-pixel window over the
+    centre-line pixels in it); every pixel within half that width of its nearest centre-line
+    pixel is vessel. Thin branches stay thin and wide arcades wide at any output size.
 
     Parameters
     ----------
@@ -80,6 +85,8 @@ def enlarge_soft_av(maps: np.ndarray, size: int, *, floor: float = 0.4) -> np.nd
     size : int, output side in pixels (>= S)
     floor : float
         Share of one pixel of ``maps`` below which a faint trace is not a vessel.
+    anchor : float
+        Share of one pixel of ``maps`` a trace must reach somewhere to be a vessel.
 
     Returns
     -------
@@ -87,17 +94,22 @@ def enlarge_soft_av(maps: np.ndarray, size: int, *, floor: float = 0.4) -> np.nd
 
     Example
     -------
-    >>> maps = np.zeros((2, 32, 32), np.float32); maps[0, 16, 4:28] = 0.25
+    >>> maps = np.zeros((2, 32, 32), np.float32)
+    >>> maps[0, 16, 4:28] = 0.25  # a quarter-pixel branch ...
+    >>> maps[0, 4:28, 4] = 1.0  # ... joining a one-pixel vessel
     >>> wide = enlarge_soft_av(maps, 128)
-    >>> int(np.median(wide[0].sum(axis=0)[24:100]))  # a quarter-pixel line, 4x: one pixel
+    >>> int(np.median(wide[0].sum(axis=0)[40:100]))  # the branch, 4x: one pixel
     1
+    >>> maps[0, 4:28, 4] = 0.0  # alone, the faint trace is not a vessel
+    >>> int(enlarge_soft_av(maps, 128)[0].sum())
+    0
     """
     factor = size / maps.shape[-1]
     window = int(2 * round(factor) + 1)
     enlarged = []
     for channel in maps:
         u = cv2.resize(channel.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-        traced = u >= floor / factor
+        traced = apply_hysteresis_threshold(u, floor / factor, anchor)
         centre = skeletonize(traced)
         if not centre.any():
             enlarged.append(np.zeros((size, size), bool))

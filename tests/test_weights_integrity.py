@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from angioflow.flows.cli import app
+from angioflow.flows.settings_file import load_settings
 from angioflow.models import checkpoints
 from angioflow.models.checkpoints import WeightsError, verify_weights
 from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS, DDPMTrainingConfig, MaskDDPM
@@ -161,18 +161,17 @@ SHIPPED_RECIPES = [
 OTHER_RECIPES = {
     "hvgn_continue.yaml": HVGNTrainingConfig,
     "ddpm64.yaml": DDPMTrainingConfig,
-    "ddpm128.yaml": DDPMTrainingConfig,
-    "ddpm256.yaml": DDPMTrainingConfig,
-    "ddpm256_patch.yaml": DDPMTrainingConfig,
     "ddpm64_layout.yaml": DDPMTrainingConfig,
     "ddpm256_upsampler.yaml": DDPMTrainingConfig,
+    "ddpm64_layout_gpu.yaml": DDPMTrainingConfig,
+    "ddpm256_upsampler_gpu.yaml": DDPMTrainingConfig,
     "pix2pixhd.yaml": Pix2PixHDTrainingConfig,
 }
 FLOW_CONFIGS = {"curation.yaml", "downstream.yaml", "downstream_paper.yaml"}
 
 
 def _read(recipe: type[TrainingConfig], file: str) -> TrainingConfig:
-    return recipe.model_validate(yaml.safe_load((CONFIGS / file).read_text()))
+    return load_settings(recipe, CONFIGS / file)
 
 
 @pytest.mark.slow

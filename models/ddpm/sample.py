@@ -132,7 +132,7 @@ def sample_cascade(
     sampler: Sampler = "dpm",
     steps: int = 20,
     seed: int = 0,
-    layout_noise: int = 100,
+    layout_noise: int = 50,
     batch_size: int = 8,
 ) -> np.ndarray:
     """``n`` maps from a cascade: layouts from ``base`` at its size, then ``upsampler``'s
