@@ -70,6 +70,8 @@ def main() -> None:
         store = args.work / f"store_dask{workers}"
         threads = str(max(1, (os.cpu_count() or 1) // workers))
         worker_env = {name: threads for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        # workers pseudonymise with the key of the store's users (docs/operations.md)
+        worker_env["ANGIOFLOW_SECRET"] = env["ANGIOFLOW_SECRET"]
         with (
             LocalCluster(
                 n_workers=workers,

@@ -11,11 +11,11 @@ Curating 300 exams takes hours on 2 cores, so the batch is built in two steps, b
    first three get their vessel mask approved by the benchmark (editor "bench, automatic") and
    are A/V-labelled for real (stage 9), and the first of those gets its A/V mask approved.
 2. The store is filled up to ``--cases`` by copying those case files under new pseudonymous ids
-   (file copy, then the file's ``case_id`` and ``patient_pseudonym`` attributes rewritten; the
-   store reads nothing else of the name). Clones of one base have identical pictures and QC
-   figures. Then, through the store's own API or the file system, a seeded 4 % of the cases get
-   a recorded stage error (failed), 2 % of those at vessel review are rejected by a reviewer,
-   and 1 % have their file truncated (unreadable).
+   (file copy, then the file's ``case_id`` and ``patient_pseudonym`` attributes rewritten and
+   the file resealed; the store reads nothing else of the name). Clones of one base have
+   identical pictures and QC figures. Then, through the store's own API or the file system, a
+   seeded 4 % of the cases get a recorded stage error (failed), 2 % of those at vessel review
+   are rejected by a reviewer, and 1 % have their file truncated (unreadable).
 
 The report is written by :func:`flows.reports.curation_report`; the baseline report by the same
 function of ``--baseline-rev``, where the report was one module, flows/reports.py (``git show``
@@ -41,6 +41,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from angioflow.pipeline.casestore import CaseStore, MaskKind, Stage
+from angioflow.pipeline.casestore._file import seal
 from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case, write_case
 from results import publish
 
@@ -89,6 +90,7 @@ def _clone(store: CaseStore, count: int) -> None:
         shutil.copyfile(store.path(base), store.path(case_id))
         with h5py.File(store.path(case_id), "r+") as handle:
             handle.attrs.update(case_id=case_id, patient_pseudonym=f"p{digest[:12]}")
+            seal(handle)  # a renamed copy is a new case: its manifest names the new attributes
 
 
 def _damage(store: CaseStore) -> dict[str, int]:
