@@ -74,10 +74,11 @@ def enlarge_soft_av(
     of ``u > floor / f`` (``f = size / S``) connected to a pixel of ``u > anchor``
     (hysteresis: a faint trace counts as a thin branch only where it joins the tree; a faint
     haze of its own, which sampled maps have, is not a vessel); their skeleton as centre lines;
-    the width at a centre-line pixel, the larger of the core's width (``2 EDT(u >= 0.5) - 1``)
-    and the cross-section mass (the sum of ``u`` in a ``(2f + 1)``-pixel window over the
-    centre-line pixels in it); every pixel within half that width of its nearest centre-line
-    pixel is vessel. Thin branches stay thin and wide arcades wide at any output size.
+    the width at a centre-line pixel, the cross-section mass (the sum of ``u`` in a
+    ``(2f + 1)``-pixel window over the centre-line pixels in it); vessel is every pixel within
+    half that width of its nearest centre-line pixel, and every traced pixel of ``u >= 0.5``
+    (a vessel wider than the window, whose edges the enlargement already places). Thin
+    branches stay thin and wide arcades wide at any output size.
 
     Parameters
     ----------
@@ -116,10 +117,10 @@ def enlarge_soft_av(
             continue
         mass = cv2.boxFilter(u * traced, -1, (window, window), normalize=False)
         count = cv2.boxFilter(centre.astype(np.float32), -1, (window, window), normalize=False)
-        core = 2 * ndi.distance_transform_edt(u >= 0.5) - 1
-        width = np.where(centre, np.maximum(mass / np.maximum(count, 1), core), 0)
+        width = np.where(centre, mass / np.maximum(count, 1), 0)
         distance, (rows, cols) = ndi.distance_transform_edt(~centre, return_indices=True)
-        enlarged.append(distance <= np.maximum(width[rows, cols], 1.0) / 2)
+        drawn = distance <= np.maximum(width[rows, cols], 1.0) / 2
+        enlarged.append(drawn | (traced & (u >= 0.5)))
     return np.stack(enlarged)
 
 
