@@ -8,8 +8,8 @@ Usage: .venv/bin/python benchmarks/bench_mask_loss.py [--config configs/ddpm256_
 Trains the up-sampler of --config twice for --steps steps (default: the config's), once with
 ``loss: simple`` and once with ``loss: weighted`` (exp(c * x0) weights, c from the config), in
 --work/simple and --work/weighted (a finished run is reused, an unfinished one resumes). Both
-then draw --n masks from the same layouts of the base model in --layout (default: the shipped
-one) with the same noise (bench_masks.sample_trees), enlarged to 1024 px; each set is judged
+then draw --n masks from the same layouts of the layout model in --layout (default: the shipped
+cascade's) with the same noise (bench_masks.sample_trees), enlarged to 1024 px; each set is judged
 against the real training masks like bench_masks.py: near-empty rate, issue 32's ratios of
 medians, tree share and the memorisation guard. The seed is drawn afresh unless given, and
 recorded. Prints one JSON object.
@@ -46,7 +46,9 @@ def main() -> None:
     from angioflow.flows.mask_trees import judge_masks, load_tree_reference
     from angioflow.flows.settings_file import load_settings
     from angioflow.models.ddpm import (
+        DEFAULT_MASK_WEIGHTS,
         DDPMTrainingConfig,
+        MaskCascade,
         MaskDDPM,
         load_public_masks,
         train_ddpm,
@@ -59,9 +61,7 @@ def main() -> None:
         DATA, base_config.datasets, base_config.model.image_size, coverage=base_config.coverage
     )
     if args.layout is None:
-        from angioflow.models.ddpm import DEFAULT_LAYOUT_WEIGHTS
-
-        args.layout = DEFAULT_LAYOUT_WEIGHTS
+        args.layout = DEFAULT_MASK_WEIGHTS / "layout"
     layout = MaskDDPM.load(args.layout).eval()
     reference = load_tree_reference(DATA, DATASETS, size=SIZE)
     result: dict = {
@@ -83,8 +83,7 @@ def main() -> None:
             model = train_ddpm(config, masks, folder)
         torch.set_num_threads(2)
         generated, sampling, _ = sample_trees(
-            model.eval(),
-            layout,
+            MaskCascade(layout, model.eval()),
             args.n,
             seed=seed,
             sampler="dpm",

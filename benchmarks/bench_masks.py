@@ -1,6 +1,6 @@
 """Generated A/V masks as whole trees: issue 32's statistics against the real training masks.
 
-Usage: .venv/bin/python benchmarks/bench_masks.py [--weights DIR] [--layout DIR] [--n 64]
+Usage: .venv/bin/python benchmarks/bench_masks.py [--weights DIR] [--n 64]
        [--sampler dpm] [--steps 20] [--layout-noise 50] [--seed S] [--figure PNG]
        [--name masks]
 
@@ -10,13 +10,11 @@ the RITE test masks give the natural spread of an unseen real set. Then, side by
 - ``ceiling``: the training masks themselves shrunk to soft 256-px shares and enlarged back with
   their calibre (:func:`pipeline.mask_structure.enlarge_soft_av`): what a perfect 256-px soft
   generator would score;
-- ``generated``: --n masks sampled from the mask DDPM in --weights (default: the shipped one) at
-  its size (a cascade when --weights is an up-sampler: its layouts from the model in --layout,
-  seen through --layout-noise steps of noise), enlarged to 1024 px: soft models (trained with
-  ``coverage: null``) through ``enlarge_soft_av``, binary ones through the shipped path
-  (bilinear to 256 px, binarised, vessels redrawn 3 px wide, bilinear to 1024). Seconds per
-  mask (sampling, enlargement) on 2 threads, and the memorisation guard (best vessel Dice at
-  256 px with any training mask in any flip).
+- ``generated``: --n masks sampled from the mask cascade in --weights (default: the shipped
+  one; its layouts seen through --layout-noise steps of noise) and enlarged to 1024 px with
+  their calibre, as ``angioflow generate`` does. Seconds per mask (sampling, enlargement) on 2
+  threads, and the memorisation guard (best vessel Dice at 256 px with any training mask in any
+  flip).
 
 The seed is drawn afresh unless given, and recorded. Prints one JSON object.
 """
@@ -45,26 +43,8 @@ def _round(value: object) -> object:
     return round(value, 4) if isinstance(value, float) else value
 
 
-def _enlarge(maps: np.ndarray, soft: bool) -> list[np.ndarray]:
-    from angioflow.models.generation import enlarge_labels
-    from angioflow.pipeline.mask_structure import (
-        av_channels,
-        binarise_av,
-        enlarge_soft_av,
-        thin_av_labels,
-    )
-    from torch.nn import functional as F  # noqa: N812
-
-    if soft:
-        return [enlarge_soft_av(m, SIZE) for m in maps]
-    middle = F.interpolate(torch.from_numpy(maps), size=(256, 256), mode="bilinear").numpy()
-    labels = np.stack([thin_av_labels(binarise_av(m)) for m in middle])
-    return [av_channels(m) for m in enlarge_labels(labels, SIZE)]
-
-
 def sample_trees(
-    model,  # noqa: ANN001
-    base,  # noqa: ANN001
+    cascade,  # noqa: ANN001 - a MaskCascade
     n: int,
     *,
     seed: int,
@@ -72,23 +52,22 @@ def sample_trees(
     steps: int,
     layout_noise: int,
 ) -> tuple[list[np.ndarray], float, float]:
-    """``n`` masks at 1024 px (mask i drawn with seed ``seed * 1000 + i``, so two models get the
-    same layouts and noise), and the seconds per mask of sampling and of enlargement."""
-    from angioflow.models.ddpm import sample_cascade, sample_masks
+    """``n`` masks at 1024 px (mask i drawn with seed ``seed * 1000 + i``, so two cascades get
+    the same noise), and the seconds per mask of sampling and of enlargement."""
+    from angioflow.models.ddpm import sample_cascade
+    from angioflow.pipeline.mask_structure import enlarge_soft_av
+    from angioflow.pipeline.tree_stats import fov_disc
 
-    soft = model.config.image_size >= 128  # the binary 64 px model predates soft masks
+    fov = fov_disc(SIZE)
     sampling = enlarging = 0.0
     masks = []
     for index in range(n):
         began = time.perf_counter()
         options = {"sampler": sampler, "steps": steps, "seed": seed * 1000 + index}
-        if base is None:
-            maps = sample_masks(model, 1, **options)
-        else:
-            maps = sample_cascade(base, model, 1, layout_noise=layout_noise, **options)
+        (maps,) = sample_cascade(cascade, 1, layout_noise=layout_noise, **options)
         sampling += time.perf_counter() - began
         began = time.perf_counter()
-        masks += _enlarge(maps, soft)
+        masks.append(enlarge_soft_av(maps, SIZE) & fov[None])
         enlarging += time.perf_counter() - began
     return masks, sampling / n, enlarging / n
 
@@ -106,8 +85,7 @@ def save_figure(masks: list[np.ndarray], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--weights", type=Path, default=None)
-    parser.add_argument("--layout", type=Path, default=None, help="a cascade's base model")
+    parser.add_argument("--weights", type=Path, default=None, help="a mask cascade's folder")
     parser.add_argument("--layout-noise", type=int, default=50)
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--sampler", default="dpm", choices=("ddpm", "ddim", "dpm"))
@@ -119,24 +97,17 @@ def main() -> None:
     seed = secrets.randbelow(10**6) if args.seed is None else args.seed
 
     from angioflow.flows.mask_trees import judge_masks, load_tree_reference
-    from angioflow.models.ddpm import (
-        DEFAULT_DDPM_WEIGHTS,
-        MaskDDPM,
-        load_public_masks,
-    )
+    from angioflow.models.ddpm import DEFAULT_MASK_WEIGHTS, MaskCascade, load_public_masks
     from angioflow.pipeline.mask_structure import enlarge_soft_av
 
     torch.set_num_threads(2)
     reference = load_tree_reference(DATA, DATASETS, size=SIZE)
     soft_training = load_public_masks(DATA, DATASETS, 256, coverage=None)
     ceiling = judge_masks([enlarge_soft_av(m, SIZE) for m in soft_training], reference)
-    weights = args.weights or DEFAULT_DDPM_WEIGHTS
-    model = MaskDDPM.load(weights).eval()
-    base = MaskDDPM.load(args.layout).eval() if args.layout else None
-    soft = model.config.image_size >= 128  # the binary 64 px model predates soft masks
+    weights = args.weights or DEFAULT_MASK_WEIGHTS
+    cascade = MaskCascade.load(weights)
     masks, sampling, enlarging = sample_trees(
-        model,
-        base,
+        cascade,
         args.n,
         seed=seed,
         sampler=args.sampler,
@@ -150,10 +121,9 @@ def main() -> None:
         args.name,
         {
             "weights": str(weights),
-            "layout_weights": str(args.layout) if args.layout else None,
-            "layout_noise": args.layout_noise if args.layout else None,
-            "image_size": model.config.image_size,
-            "representation": "soft" if soft else "binary + 3-px redraw",
+            "weights_sha256": MaskCascade.sha256(weights),
+            "layout_noise": args.layout_noise,
+            "image_size": cascade.image_size,
             "samples": args.n,
             "sampler": args.sampler,
             "steps": args.steps,

@@ -1,4 +1,4 @@
-"""Prefect generation flow: export approved cases -> (re)train the mask DDPM or load weights ->
+"""Prefect generation flow: export approved cases -> (re)train the mask cascade or load weights ->
 generate a synthetic set -> evaluate it. ``angioflow serve`` runs it on the catalog's cron.
 
 Tasks pass file paths, never arrays or models.
@@ -7,7 +7,6 @@ Tasks pass file paths, never arrays or models.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,14 +56,20 @@ def export_task(store: str | None, out: str) -> str | None:
 
 @task(cache_policy=NONE)
 def mask_model_task(
-    export: str | None, retrain: bool, weights: str | None, config: str, run: str, data: str
+    export: str | None,
+    retrain: bool,
+    weights: str | None,
+    configs: dict[str, str],
+    run: str,
+    data: str,
 ) -> str:
-    """The mask DDPM weights folder: retrained on the export (+ public sets when present), or
-    the given (default: shipped) weights."""
-    from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS
+    """The mask cascade's weights folder: both stages retrained on the export (+ public sets
+    when present), each from its config in ``configs`` (``layout``, ``upsampler``), into
+    ``run/layout`` and ``run/upsampler``; or the given (default: shipped) weights."""
+    from angioflow.models.ddpm import DEFAULT_MASK_WEIGHTS
 
     if not retrain:
-        return weights or str(DEFAULT_DDPM_WEIGHTS)
+        return weights or str(DEFAULT_MASK_WEIGHTS)
     from angioflow.flows.settings_file import load_settings
     from angioflow.models.ddpm import (
         DDPMTrainingConfig,
@@ -73,15 +78,31 @@ def mask_model_task(
         train_ddpm,
     )
 
-    settings = load_settings(DDPMTrainingConfig, Path(config))
-    size = settings.model.image_size
-    parts = [load_exported_masks(Path(export), size)] if export else []
-    if Path(data).is_dir():
-        parts.append(load_public_masks(Path(data), settings.datasets, size))
-    if not parts:
-        raise ValueError("nothing to retrain on: no approved cases exported and no public data")
-    train_ddpm(settings, np.concatenate(parts), Path(run))
-    return str(Path(run) / "weights")
+    for stage in ("layout", "upsampler"):
+        settings = load_settings(DDPMTrainingConfig, Path(configs[stage]))
+        size = settings.model.image_size
+        parts = (
+            [load_exported_masks(Path(export), size, coverage=settings.coverage)] if export else []
+        )
+        if Path(data).is_dir():
+            parts.append(
+                load_public_masks(Path(data), settings.datasets, size, coverage=settings.coverage)
+            )
+        if not parts:
+            raise ValueError("nothing to retrain on: no approved cases exported and no public data")
+        train_ddpm(settings, np.concatenate(parts), Path(run) / stage)
+    return str(_cascade_folder(Path(run)))
+
+
+def _cascade_folder(run: Path) -> Path:
+    """``run/weights`` as a cascade folder: copies of the two stages' weights folders."""
+    import shutil
+
+    folder = run / "weights"
+    for stage in ("layout", "upsampler"):
+        if not (folder / stage).is_dir():
+            shutil.copytree(run / stage / "weights", folder / stage)
+    return folder
 
 
 @task(cache_policy=NONE)
@@ -126,11 +147,12 @@ def generation_flow(
     out_dir: str,
     n: Annotated[int, Field(ge=1, le=MAX_SAMPLES, description="samples to generate")] = 200,
     seed: Annotated[int, Field(ge=0)] = 0,
-    sampler: Literal["ddpm", "ddim", "dpm"] = "ddim",
-    steps: Annotated[int, Field(ge=1, le=1000, description="sampler steps")] = 50,
+    sampler: Literal["ddpm", "ddim", "dpm"] = "dpm",
+    steps: Annotated[int, Field(ge=1, le=1000, description="sampler steps")] = 20,
     store: str | None = None,
     retrain: bool = False,
-    ddpm_config: str | None = None,
+    layout_config: str | None = None,
+    upsampler_config: str | None = None,
     data: str | None = None,
     ddpm_weights: str | None = None,
     pix2pixhd_weights: str | None = None,
@@ -141,21 +163,26 @@ def generation_flow(
     Each run writes ``synthetic_<UTC time>.h5``, its ``.metrics.json`` and its HTML report
     (``synthetic_<UTC time>_report/report.html``, also published as Prefect artifacts) in
     ``out_dir``.
-    Weights default to the shipped ones; ``retrain`` retrains the mask DDPM with
-    ``ddpm_config`` (default: the shipped ``configs/ddpm64.yaml``) on the exported approved
-    cases and the public A/V sets in ``data`` (default: the catalog's ``public_datasets``).
+    Weights default to the shipped ones; ``retrain`` retrains both stages of the mask cascade
+    with ``layout_config`` and ``upsampler_config`` (default: the shipped
+    ``configs/ddpm64_layout.yaml`` and ``configs/ddpm256_upsampler.yaml``) on the exported
+    approved cases and the public A/V sets in ``data`` (default: the catalog's
+    ``public_datasets``).
     """
     from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS
     from angioflow.models.pix2pixhd import DEFAULT_PIX2PIX_WEIGHTS
 
-    ddpm_config = ddpm_config or str(packaged_file("configs/ddpm64.yaml"))
+    configs = {
+        "layout": layout_config or str(packaged_file("configs/ddpm64_layout.yaml")),
+        "upsampler": upsampler_config or str(packaged_file("configs/ddpm256_upsampler.yaml")),
+    }
     data = data or str(public_data_folder(find_catalog()))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     export = export_task(store, str(folder / f"approved_{stamp}.h5"))
     ddpm = mask_model_task(
-        export, retrain, ddpm_weights, ddpm_config, str(folder / f"ddpm_{stamp}"), data
+        export, retrain, ddpm_weights, configs, str(folder / f"ddpm_{stamp}"), data
     )
     weights = {
         "ddpm": ddpm,
@@ -207,38 +234,51 @@ def sample_mask_set(
     out: Path,
     *,
     weights: Path | None = None,
-    sampler: str = "ddim",
-    steps: int = 50,
+    size: int = 1024,
+    sampler: str = "dpm",
+    steps: int = 20,
     seed: int = 0,
-    batch_size: int = 32,
+    batch_size: int = 8,
     previews: Path | None = None,
     on_batch: Callable[[int], None] | None = None,
     threads: int = 2,
 ) -> MaskSet:
-    """Sample ``n`` A/V masks from the mask DDPM into the HDF5 file ``out`` (never
-    overwritten), with the weights' sha256 and the sampling settings as provenance.
+    """Sample ``n`` A/V masks from the mask cascade into the HDF5 file ``out`` (never
+    overwritten): label masks at ``size`` px with each vessel's calibre, the sampled maps, the
+    weights' sha256 and the sampling settings as provenance.
 
     Raises
     ------
     GenerationInputError
-        Unknown sampler, too many masks, ``out`` exists, or the weights folder is missing.
+        Unknown sampler, too many masks, a ``size`` smaller than the cascade's, ``out``
+        exists, or the weights folder is missing.
     """
     import torch
-    from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM, sample_masks, write_mask_set
+    from angioflow.models.ddpm import (
+        DEFAULT_MASK_WEIGHTS,
+        MaskCascade,
+        sample_cascade,
+        write_mask_set,
+    )
+    from angioflow.pipeline.mask_structure import labels_from_soft_av
 
     _check_request(n, sampler, "masks")
     if out.exists():
         raise GenerationInputError(
             f"{out} exists; generated sets are never overwritten, name a new file"
         )
-    folder = weights or DEFAULT_DDPM_WEIGHTS
+    folder = weights or DEFAULT_MASK_WEIGHTS
     try:
-        model = MaskDDPM.load(folder)
+        cascade = MaskCascade.load(folder)
     except FileNotFoundError as error:
         raise GenerationInputError(str(error)) from None
+    if size < cascade.image_size:
+        raise GenerationInputError(
+            f"--size {size}: the masks are drawn at {cascade.image_size} px; give at least that"
+        )
     torch.set_num_threads(threads)
-    maps = sample_masks(
-        model,
+    maps = sample_cascade(
+        cascade,
         n,
         sampler=sampler,
         steps=steps,
@@ -246,15 +286,18 @@ def sample_mask_set(
         batch_size=batch_size,
         on_batch=on_batch,
     )
+    labels = labels_from_soft_av(maps, size)
     provenance = {
-        "weights_sha256": hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest(),
-        "model": model.config.model_dump(),
+        "weights_sha256": MaskCascade.sha256(folder),
+        "layout_model": cascade.layout.config.model_dump(),
+        "upsampler_model": cascade.upsampler.config.model_dump(),
         "sampler": sampler,
-        "steps": model.config.timesteps if sampler == "ddpm" else steps,
+        "steps": cascade.layout.config.timesteps if sampler == "ddpm" else steps,
         "seed": seed,
         "n": n,
+        "size": size,
     }
-    labels = write_mask_set(out, maps, provenance, previews=previews)
+    write_mask_set(out, maps, labels, provenance, previews=previews)
     density = (labels.reshape(len(labels), -1) > 0).mean(axis=1)
     return MaskSet(out, n, int((density < 0.01).sum()))
 
@@ -278,13 +321,15 @@ def generate_synthetic_set(
     threads: int = 2,
     **sampling: Any,
 ) -> SyntheticSet:
-    """Synthetic fundus photos with their A/V and vessel masks (DDPM -> pix2pixHD -> EDSR x4)
+    """Synthetic fundus photos with their A/V and vessel masks (mask cascade -> pix2pixHD ->
+    EDSR x4)
     in ``out``; a killed run continues where it stopped when started again the same way.
 
     Parameters
     ----------
     weights : dict, optional
-        ``{"ddpm", "pix2pix", "edsr"}`` weights folders; a missing or None one: the shipped.
+        ``{"ddpm", "pix2pix", "edsr"}`` weights folders (``ddpm``: a mask cascade's); a
+        missing or None one: the shipped.
     **sampling
         ``sampler``, ``steps``, ``seed`` and ``batch_size`` of the
         :class:`models.generation.SetRequest` (its defaults for those not given).

@@ -67,8 +67,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _is_shipped(folder: Path) -> bool:
+    return SHIPPED_WEIGHTS in folder.resolve().parents
+
+
 def _restore_hint(folder: Path) -> str:
-    if folder.resolve().parent == SHIPPED_WEIGHTS:
+    if _is_shipped(folder):
         return "restore the shipped weights (git checkout models/weights, or reinstall angioflow)"
     return "restore the folder from a copy or train again"
 
@@ -83,7 +87,7 @@ def verify_weights(folder: Path) -> None:
     """
     manifest = folder / MANIFEST_FILE
     if not manifest.is_file():
-        if folder.resolve().parent == SHIPPED_WEIGHTS:
+        if _is_shipped(folder):
             raise WeightsError(f"{manifest} is missing; {_restore_hint(folder)}")
         return
     try:

@@ -1,4 +1,9 @@
-"""Synthetic fundus datasets: mask DDPM -> pix2pixHD -> EDSR x4, masks as ground truth.
+"""Synthetic fundus datasets: mask cascade -> pix2pixHD -> EDSR x4, masks as ground truth.
+
+The mask cascade (:mod:`models.ddpm.cascade`) draws soft 256 px artery/vein maps; they are
+enlarged to the output size with each vessel's calibre (the set's label masks); pix2pixHD draws a
+photo from them shrunk to its size as its training pairs were, and EDSR enlarges the photo to the
+output size.
 
 A set is written batch by batch: each finished batch is an immutable part file (written under a
 temporary name and renamed) in ``<out>.parts/``, so a killed run continues with the next missing
@@ -19,27 +24,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS, MaskDDPM, Sampler, sample_masks
+from angioflow.models.ddpm import DEFAULT_MASK_WEIGHTS, MaskCascade, Sampler, sample_cascade
 from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR, upscale
 from angioflow.models.pix2pixhd import (
     DEFAULT_PIX2PIX_WEIGHTS,
     GlobalGenerator,
     generator_input,
+    label_masks,
     photo_uint8,
 )
 from angioflow.pipeline.av_encoding import av_legend, av_to_rgb, folder_legend
 from angioflow.pipeline.errors import AngioflowError
 from angioflow.pipeline.h5_formats import SYNTHETIC_SET
-from angioflow.pipeline.mask_structure import (
-    av_channels,
-    binarise_av,
-    labels_from_channels,
-    thin_av_labels,
-)
+from angioflow.pipeline.mask_structure import labels_from_soft_av
 from angioflow.pipeline.tree_stats import fov_disc
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
-from torch.nn import functional as F  # noqa: N812
 
 __all__ = [
     "DiskSpaceError",
@@ -47,7 +47,7 @@ __all__ = [
     "SetRequest",
     "check_disk_space",
     "draw_photos",
-    "enlarge_labels",
+    "field_of_view",
     "generate_set",
     "synthesise",
 ]
@@ -59,9 +59,9 @@ def _sha256(folder: Path) -> str:
 
 @dataclass(frozen=True)
 class Generators:
-    """The three trained models of a generation run and their weights' sha256."""
+    """The trained models of a generation run and their weights' sha256."""
 
-    ddpm: MaskDDPM
+    ddpm: MaskCascade
     pix2pix: GlobalGenerator
     edsr: EDSR
     sha256: dict[str, str]
@@ -69,15 +69,20 @@ class Generators:
     @classmethod
     def load(
         cls,
-        ddpm: Path = DEFAULT_DDPM_WEIGHTS,
+        ddpm: Path = DEFAULT_MASK_WEIGHTS,
         pix2pix: Path = DEFAULT_PIX2PIX_WEIGHTS,
         edsr: Path = DEFAULT_EDSR_WEIGHTS,
     ) -> Generators:
+        """``ddpm`` is a mask cascade's folder (``layout/`` and ``upsampler/``)."""
         return cls(
-            MaskDDPM.load(ddpm),
+            MaskCascade.load(ddpm),
             GlobalGenerator.load(pix2pix),
             EDSR.load(edsr),
-            {"ddpm": _sha256(ddpm), "pix2pixhd": _sha256(pix2pix), "edsr": _sha256(edsr)},
+            {
+                "ddpm": MaskCascade.sha256(ddpm),
+                "pix2pixhd": _sha256(pix2pix),
+                "edsr": _sha256(edsr),
+            },
         )
 
     @property
@@ -86,14 +91,15 @@ class Generators:
 
 
 class SetRequest(BaseModel):
-    """What to generate; recorded as the set's provenance (with the weights' sha256)."""
+    """What to generate; recorded as the set's provenance (with the weights' sha256). The
+    default sampler is the one the mask statistics were measured with (docs/models/ddpm.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     n: int = Field(ge=1)
     seed: int = 0
-    sampler: Sampler = "ddim"
-    steps: int = Field(50, ge=1)
+    sampler: Sampler = "dpm"
+    steps: int = Field(20, ge=1)
     batch_size: int = Field(8, ge=1)
 
 
@@ -102,50 +108,47 @@ def field_of_view(size: int) -> np.ndarray:
     return fov_disc(size).astype(np.float32)
 
 
-def enlarge_labels(labels: np.ndarray, size: int) -> np.ndarray:
-    """(B, s, s) labels -> (B, size, size): each class channel resized linearly, kept >= 0.5."""
-    channels = torch.from_numpy(np.stack([av_channels(m) for m in labels]).astype(np.float32))
-    resized = F.interpolate(channels, size=(size, size), mode="bilinear", align_corners=False)
-    return np.stack([labels_from_channels(c >= 0.5) for c in resized.numpy()])
-
-
 @torch.no_grad()
 def draw_photos(generators: Generators, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Fundus photos for A/V label masks at pix2pixHD's size, enlarged by EDSR.
+    """Fundus photos for A/V label masks at the output size.
+
+    pix2pixHD draws each photo from the masks shrunk to its size as its training pairs were
+    (:func:`models.pix2pixhd.label_masks`); EDSR enlarges it to the output size.
 
     Parameters
     ----------
     generators : Generators
-    labels : (B, S, S) uint8
-        0 background, 1 artery, 2 vein, 3 crossing, S = pix2pixHD's image size; the vessels
-        fill a centred field-of-view disc, as in the training pairs.
+    labels : (B, R, R) uint8
+        0 background, 1 artery, 2 vein, 3 crossing, R = ``generators.output_size``; the
+        vessels inside a centred field-of-view disc, as in the training pairs.
 
     Returns
     -------
-    dict with ``images`` (B, R, R, 3) uint8, ``av`` (B, R, R) uint8 labels 0-3 and ``vessel``
-    (B, R, R) uint8 0/1, where R is S times EDSR's scale: every vessel of the masks is where
-    the photo was asked to draw one.
+    dict with ``images`` (B, R, R, 3) uint8, ``av`` (B, R, R) uint8 (``labels``) and
+    ``vessel`` (B, R, R) uint8 0/1: every vessel of the masks is where the photo was asked to
+    draw one.
     """
-    fov = field_of_view(labels.shape[1])
-    masks = np.stack([np.concatenate([av_channels(m), fov[None]]) for m in labels])
-    photos = photo_uint8(generators.pix2pix(generator_input(masks.astype(np.float32))))
+    if labels.shape[-1] != generators.output_size:
+        raise ValueError(
+            f"label masks of {labels.shape[-1]} px for a {generators.output_size} px set"
+        )
+    masks = label_masks(labels, generators.pix2pix.config.image_size)
+    photos = photo_uint8(generators.pix2pix(generator_input(masks)))
     images = np.stack([upscale(generators.edsr, p) for p in photos])
-    av = enlarge_labels(labels, images.shape[1])
-    return {"images": images, "av": av, "vessel": (av > 0).astype(np.uint8)}
+    return {"images": images, "av": labels, "vessel": (labels > 0).astype(np.uint8)}
 
 
 @torch.no_grad()
 def synthesise(
     generators: Generators, count: int, *, seed: int, sampler: Sampler, steps: int
 ) -> dict[str, np.ndarray]:
-    """One batch: masks from the DDPM, binarised at pix2pixHD's size and redrawn with thin
-    vessels (:func:`pipeline.mask_structure.thin_av_labels`), drawn by :func:`draw_photos`
-    (same returned arrays)."""
-    maps = sample_masks(generators.ddpm, count, sampler=sampler, steps=steps, seed=seed)
-    middle = generators.pix2pix.config.image_size
-    upsampled = F.interpolate(torch.from_numpy(maps), size=(middle, middle), mode="bilinear")
-    labels = [thin_av_labels(binarise_av(m)) for m in upsampled.numpy()]
-    return draw_photos(generators, np.stack(labels))
+    """One batch: soft maps from the mask cascade, enlarged to the output size with calibre
+    (:func:`pipeline.mask_structure.labels_from_soft_av`), drawn by :func:`draw_photos` (same
+    returned arrays)."""
+    maps = sample_cascade(
+        generators.ddpm, count, sampler=sampler, steps=steps, seed=seed, batch_size=count
+    )
+    return draw_photos(generators, labels_from_soft_av(maps, generators.output_size))
 
 
 class DiskSpaceError(AngioflowError, OSError):
@@ -235,7 +238,9 @@ def generate_set(
         "n": request.n,
         "seed": request.seed,
         "sampler": request.sampler,
-        "steps": generators.ddpm.config.timesteps if request.sampler == "ddpm" else request.steps,
+        "steps": (
+            generators.ddpm.layout.config.timesteps if request.sampler == "ddpm" else request.steps
+        ),
         "batch_size": request.batch_size,
         "size": generators.output_size,
     }

@@ -103,4 +103,4 @@ class H5Format:
 CASE = H5Format("angioflow-case", 3, "an angioflow case file", "angioflow ingest --replace")
 EXPORT = H5Format("angioflow-export", 1, "an approved-case export", "angioflow export")
 SYNTHETIC_SET = H5Format("angioflow-synthetic", 1, "a synthetic set", "angioflow generate")
-MASK_SET = H5Format("angioflow-mask-set", 1, "a generated mask set", "angioflow generate-masks")
+MASK_SET = H5Format("angioflow-mask-set", 2, "a generated mask set", "angioflow generate-masks")

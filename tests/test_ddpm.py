@@ -3,7 +3,6 @@ sampling, binarisation and structure statistics, export and the generate-masks c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -19,8 +18,9 @@ import pytest
 import torch
 from angioflow.flows.cli import app
 from angioflow.models.ddpm import (
-    DEFAULT_DDPM_WEIGHTS,
+    DEFAULT_MASK_WEIGHTS,
     DDPMTrainingConfig,
+    MaskCascade,
     MaskDDPM,
     MaskDDPMConfig,
     layout_condition,
@@ -36,9 +36,8 @@ from angioflow.models.ddpm import (
 )
 from angioflow.pipeline.av_structure import structure_stats
 from angioflow.pipeline.casestore import CaseStore
-from angioflow.pipeline.mask_structure import binarise_av, resize_av_labels, thin_av_labels
+from angioflow.pipeline.mask_structure import binarise_av, labels_from_soft_av, resize_av_labels
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
-from scipy import ndimage as ndi
 from support import TrainingInterrupted, copy_store, interrupt_at, short_run, tiny_mask_ddpm
 from typer.testing import CliRunner
 
@@ -301,10 +300,14 @@ def test_a_cascade_upsampler_resumes_bit_for_bit_and_samples_with_its_base(
     with pytest.raises(ValueError, match="one mask per layout"):
         sample_masks(upsampler, 2, steps=2)
     base = MaskDDPM(tiny_mask_ddpm(16, schedule="linear", timesteps=50, attention_resolutions=()))
-    whole = sample_cascade(base.eval(), upsampler, 3, steps=3, layout_noise=5)
+    cascade = MaskCascade(base.eval(), upsampler)
+    whole = sample_cascade(cascade, 3, steps=3, layout_noise=5)
     assert whole.shape == (3, 2, 32, 32) and 0 <= whole.min() and whole.max() <= 1
+    cascade.save(tmp_path / "cascade")
+    again = MaskCascade.load(tmp_path / "cascade")  # fp16 weights: the same masks within 1 %
+    assert np.abs(sample_cascade(again, 3, steps=3, layout_noise=5) - whole).max() < 0.01
     with pytest.raises(ValueError, match="16 px"):
-        sample_cascade(upsampler, upsampler, 1, steps=2)
+        MaskCascade(upsampler, upsampler)
 
 
 @pytest.mark.slow
@@ -320,35 +323,29 @@ def test_samplers_give_reproducible_masks_in_range(tmp_path: Path) -> None:
         assert not np.array_equal(
             maps, sample_masks(model, 3, sampler=sampler, steps=steps, seed=8)
         )
-    labels = write_mask_set(tmp_path / "set.h5", maps, {"seed": 7}, previews=tmp_path / "png")
+    labels = labels_from_soft_av(maps, 128)
+    write_mask_set(tmp_path / "set.h5", maps, labels, {"seed": 7}, previews=tmp_path / "png")
     with h5py.File(tmp_path / "set.h5") as handle:
-        assert handle["labels"].shape == (3, 32, 32) and set(np.unique(handle["labels"])) <= {
-            0,
-            1,
-            2,
-            3,
-        }
-        assert handle["probabilities"].dtype == np.uint8
+        assert np.array_equal(handle["labels"][()], labels) and labels.shape == (3, 128, 128)
+        assert set(np.unique(labels)) <= {0, 1, 2, 3}
+        assert np.array_equal(handle["probabilities"][()], np.round(maps * 255).astype(np.uint8))
         assert json.loads(handle.attrs["provenance"]) == {"seed": 7}
-    assert np.array_equal(labels, np.stack([binarise_av(m) for m in maps]))
     assert (tmp_path / "png" / "masks_00000.png").is_file()
 
 
 @pytest.mark.slow
 def test_terminal_mean_stops_the_shipped_model_over_filling() -> None:
-    model = MaskDDPM.load(DEFAULT_DDPM_WEIGHTS).eval()
+    model = MaskDDPM.load(DEFAULT_MASK_WEIGHTS / "layout").eval()
     assert model.config.data_mean is not None  # recorded by training, used by default
     plain = sample_masks(model, 8, sampler="ddim", steps=20, seed=0, terminal_mean=False)
     anchored = sample_masks(model, 8, sampler="ddim", steps=20, seed=0)
 
-    def density(maps: np.ndarray) -> float:
-        return float(np.mean([binarise_av(m) > 0 for m in maps]))
-
     def grey(maps: np.ndarray) -> float:
         return float(np.mean((maps > 0.1) & (maps < 0.9)))
 
-    assert density(anchored) < 0.5 * density(plain)
-    assert 0.02 < density(anchored) < 0.15  # real training masks: 0.076 on average
+    # the layout model draws vessel shares: their mean is the vessel density
+    assert anchored.mean() < 0.5 * plain.mean()
+    assert 0.02 < anchored.mean() < 0.1  # real training masks: 0.04 a channel
     assert grey(anchored) < 0.5 * grey(plain)
     with pytest.raises(ValueError, match="data_mean has 1 values for 2 channels"):
         MaskDDPMConfig(data_mean=(0.1,))
@@ -367,21 +364,6 @@ def test_undoing_the_weighting_recovers_the_unweighted_posterior() -> None:
 
     torch.testing.assert_close(unweighted_epsilon(epsilon(q), x, alpha_bar, c), epsilon(p))
     torch.testing.assert_close(unweighted_epsilon(epsilon(q), x, alpha_bar, 0.0), epsilon(q))
-
-
-def test_thinning_redraws_vessels_three_pixels_wide_and_keeps_classes() -> None:
-    labels = np.zeros((40, 40), np.uint8)
-    labels[8:16, 4:36] = 1  # an 8 px wide artery
-    labels[20:40, 16:24] = 2  # an 8 px wide vein
-    labels[10:14, 18:22] = 3  # where they would cross
-    thin = thin_av_labels(labels)
-    assert set(np.unique(thin)) <= {0, 1, 2, 3}
-    assert np.count_nonzero(thin[:, 10] == 1) == 3  # artery column: 3 px across
-    assert np.count_nonzero(thin[30] == 2) == 3  # vein row: 3 px across
-    assert np.count_nonzero(thin == 1) > 60  # the artery still runs (most of) its length
-    near = ndi.binary_dilation(labels > 0)  # redrawn inside the vessels (one pixel of slack)
-    assert not (thin > 0)[~near].any()
-    assert (thin[20:40, 16:24] != 1).all()  # no class swaps: the vein stays vein
 
 
 def test_binarisation_keeps_classes_apart_except_at_crossings() -> None:
@@ -455,6 +437,8 @@ def test_export_then_train_masks_and_generate_command(
             "10",
             "--seed",
             "3",
+            "--size",
+            "512",
             "--previews",
             str(tmp_path / "previews"),
         ],
@@ -462,8 +446,8 @@ def test_export_then_train_masks_and_generate_command(
     assert result.exit_code == 0, result.stderr
     with h5py.File(generated) as handle:
         provenance = json.loads(handle.attrs["provenance"])
-        assert handle["labels"].shape == (4, 64, 64)
-    weights = (DEFAULT_DDPM_WEIGHTS / "model.safetensors").read_bytes()
-    assert provenance["weights_sha256"] == hashlib.sha256(weights).hexdigest()
-    assert provenance["sampler"] == "ddim" and provenance["steps"] == 10 and provenance["seed"] == 3
+        assert handle["labels"].shape == (4, 512, 512)
+        assert handle["probabilities"].shape == (4, 2, 256, 256)
+    assert provenance["weights_sha256"] == MaskCascade.sha256(DEFAULT_MASK_WEIGHTS)
+    assert provenance["sampler"] == "dpm" and provenance["steps"] == 10 and provenance["seed"] == 3
     assert waiting not in generated.read_bytes().decode("latin-1")  # no case identifier

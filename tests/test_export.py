@@ -302,7 +302,9 @@ def test_mask_sets_are_stamped(tmp_path: Path) -> None:
 
     maps = np.zeros((2, 2, 16, 16), np.float32)
     maps[:, 0, 4, 2:14] = 0.9
-    write_mask_set(tmp_path / "masks.h5", maps, {"seed": 1})
+    labels = np.zeros((2, 64, 64), np.uint8)
+    labels[:, 16:19, 8:56] = 1
+    write_mask_set(tmp_path / "masks.h5", maps, labels, {"seed": 1})
     with h5py.File(tmp_path / "masks.h5") as handle:
         MASK_SET.check(handle, tmp_path / "masks.h5")
         assert json.loads(handle.attrs["av_classes"])[1]["name"] == "artery"

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 from angioflow.flows.cli import app
-from angioflow.models.ddpm import MaskDDPM
+from angioflow.models.ddpm import MaskCascade, MaskDDPM
 from angioflow.models.edsr import EDSR, EDSRConfig
 from angioflow.models.generation import Generators, SetRequest, generate_set
 from angioflow.models.pix2pixhd import GlobalGenerator, Pix2PixHDConfig
 from PIL import Image
-from support import tiny_mask_ddpm
+from support import SHARED_DATA, short_run, tiny_mask_ddpm
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.slow  # DDPM sampling and a killed generate process
@@ -35,8 +35,11 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Small untrained models saved as weight folders (the pipeline, not the quality, is tested)."""
     folder = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
+    upsampler = tiny_mask_ddpm(
+        32, timesteps=100, attention_resolutions=(), coordinates=True, layout_size=16
+    )
     models = {
-        "ddpm": MaskDDPM(tiny_mask_ddpm(16, timesteps=20)),
+        "ddpm": MaskCascade(MaskDDPM(tiny_mask_ddpm(16, timesteps=20)), MaskDDPM(upsampler)),
         "pix2pixhd": GlobalGenerator(
             Pix2PixHDConfig(image_size=32, generator_features=4, downsamplings=2, residual_blocks=1)
         ),
@@ -81,7 +84,7 @@ def test_generate_writes_the_documented_schema_and_folders(
         assert set(np.unique(handle["av"][()])) <= {0, 1, 2, 3}
         provenance = json.loads(handle.attrs["provenance"])
     assert set(provenance["weights_sha256"]) == {"ddpm", "pix2pixhd", "edsr"}
-    assert provenance["sampler"] == "ddim" and provenance["steps"] == 5 and provenance["n"] == 5
+    assert provenance["sampler"] == "dpm" and provenance["steps"] == 5 and provenance["n"] == 5
     for name in ("images", "av", "vessel"):
         assert sorted(p.name for p in (folders / name).iterdir()) == [
             f"{i:05d}.png" for i in range(5)
@@ -176,3 +179,54 @@ def test_generation_flow_and_its_cron_deployment(
     assert deployment.parameters["n"] == 200 and deployment.parameters["out_dir"].startswith(
         str(tmp_path)
     )
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "RITE").is_dir(), reason="../shared/data/RITE is absent")
+def test_the_generation_flow_retrains_both_stages_of_the_cascade(
+    tiny_weights: dict[str, Path], tmp_path: Path, prefect_server: None
+) -> None:
+    """retrain: the layout model and the up-sampler are trained from their configs on the
+    public masks, and the set is drawn by the cascade they make."""
+    from angioflow.flows.generation import generation_flow
+    from angioflow.models.ddpm import DDPMTrainingConfig
+
+    layout = tiny_mask_ddpm(16, timesteps=100)
+    upsampler = tiny_mask_ddpm(
+        32, timesteps=100, attention_resolutions=(), coordinates=True, layout_size=16
+    )
+    configs = {}
+    for stage, model in (("layout", layout), ("upsampler", upsampler)):
+        settings = short_run(
+            DDPMTrainingConfig,
+            model,
+            {
+                "steps": 2,
+                "batch_size": 2,
+                "sample_count": 2,
+                "datasets": ("rite",),
+                "layout_noise_levels": 50,
+            },
+        )
+        configs[stage] = tmp_path / f"{stage}.json"
+        configs[stage].write_text(settings.model_dump_json())
+    result = generation_flow(
+        str(tmp_path / "sets"),
+        n=2,
+        steps=3,
+        retrain=True,
+        layout_config=str(configs["layout"]),
+        upsampler_config=str(configs["upsampler"]),
+        data=str(SHARED_DATA),
+        pix2pixhd_weights=str(tiny_weights["pix2pixhd"]),
+        edsr_weights=str(tiny_weights["edsr"]),
+    )
+    cascade = Path(result["weights"]["ddpm"])
+    trained = MaskCascade.load(cascade)
+    assert trained.layout.config.model_dump(exclude={"data_mean"}) == layout.model_dump(
+        exclude={"data_mean"}
+    )
+    assert trained.upsampler.config.layout_size == 16
+    with h5py.File(result["set"]) as handle:
+        provenance = json.loads(handle.attrs["provenance"])
+        assert handle["images"].shape[0] == 2
+    assert provenance["weights_sha256"]["ddpm"] == MaskCascade.sha256(cascade)

@@ -16,7 +16,7 @@ from angioflow.flows.cli import app
 from angioflow.flows.settings_file import load_settings
 from angioflow.models import checkpoints
 from angioflow.models.checkpoints import WeightsError, verify_weights
-from angioflow.models.ddpm import DEFAULT_DDPM_WEIGHTS, DDPMTrainingConfig, MaskDDPM
+from angioflow.models.ddpm import DEFAULT_MASK_WEIGHTS, DDPMTrainingConfig, MaskDDPM
 from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR, EDSRTrainingConfig
 from angioflow.models.hvgn import HVGN, HVGNTrainingConfig
 from angioflow.models.pix2pixhd import GlobalGenerator, Pix2PixHDTrainingConfig
@@ -43,8 +43,8 @@ def _flip_tensor_byte(folder: Path) -> None:
 
 
 def test_every_shipped_weights_folder_matches_its_recorded_sha256() -> None:
-    folders = sorted(p for p in checkpoints.SHIPPED_WEIGHTS.iterdir() if p.is_dir())
-    assert len(folders) == 5
+    folders = sorted(p.parent for p in checkpoints.SHIPPED_WEIGHTS.rglob("config.json"))
+    assert len(folders) == 6  # the mask cascade's two, vessel, HVGN, pix2pixHD, EDSR
     for folder in folders:
         verify_weights(folder)
         assert (folder / checkpoints.MANIFEST_FILE).is_file()
@@ -89,9 +89,9 @@ def test_a_shipped_folder_without_its_manifest_is_refused(
 def test_damaged_weights_are_one_line_errors(tmp_path: Path, damage: str, message: str) -> None:
     from safetensors.torch import load_file, save_file
 
-    folder = _copy(DEFAULT_DDPM_WEIGHTS, tmp_path)
-    (folder / "sha256.json").unlink()  # reach the parsing checks behind the digest check
-    weights, config = folder / "model.safetensors", folder / "config.json"
+    folder = _copy(DEFAULT_MASK_WEIGHTS, tmp_path)  # a cascade: damage its layout model
+    (folder / "layout" / "sha256.json").unlink()  # reach the parsing checks behind the digest
+    weights, config = folder / "layout" / "model.safetensors", folder / "layout" / "config.json"
     if damage == "truncate":
         weights.write_bytes(weights.read_bytes()[:5000])
     elif damage == "config_text":
@@ -149,11 +149,13 @@ def test_generate_checks_free_disk_space_first(tmp_path: Path) -> None:
 
 # ---- the shipped recipes -------------------------------------------------------------------------
 
-# (training config, its file in configs/, model, shipped weights folder)
+# (training config, its file in configs/, model, shipped weights folder); the first recipe of a
+# training config is its defaults
 SHIPPED_RECIPES = [
     (VesselTrainingConfig, "vessel.yaml", VesselUNet, "vessel"),
     (HVGNTrainingConfig, "hvgn.yaml", HVGN, "hvgn"),
-    (DDPMTrainingConfig, "ddpm64_long.yaml", MaskDDPM, "ddpm64"),
+    (DDPMTrainingConfig, "ddpm64_layout.yaml", MaskDDPM, "mask_cascade/layout"),
+    (DDPMTrainingConfig, "ddpm256_upsampler.yaml", MaskDDPM, "mask_cascade/upsampler"),
     (Pix2PixHDTrainingConfig, "pix2pixhd256.yaml", GlobalGenerator, "pix2pixhd"),
     (EDSRTrainingConfig, "edsr.yaml", EDSR, "edsr"),
 ]
@@ -161,8 +163,7 @@ SHIPPED_RECIPES = [
 OTHER_RECIPES = {
     "hvgn_continue.yaml": HVGNTrainingConfig,
     "ddpm64.yaml": DDPMTrainingConfig,
-    "ddpm64_layout.yaml": DDPMTrainingConfig,
-    "ddpm256_upsampler.yaml": DDPMTrainingConfig,
+    "ddpm64_long.yaml": DDPMTrainingConfig,
     "ddpm64_layout_gpu.yaml": DDPMTrainingConfig,
     "ddpm256_upsampler_gpu.yaml": DDPMTrainingConfig,
     "pix2pixhd.yaml": Pix2PixHDTrainingConfig,
@@ -180,16 +181,16 @@ def test_each_training_default_is_the_recipe_of_the_shipped_weights(
     recipe: type[TrainingConfig], file: str, model_class: type, weights: str
 ) -> None:
     shipped = _read(recipe, file)
-    default = recipe()
-    # threads say how a run shares the machine, not what it trains (the DDPM ablation ran two
-    # one-thread runs side by side)
-    assert default.model_copy(update={"threads": shipped.threads}) == shipped
+    if next(f for r, f, _, _ in SHIPPED_RECIPES if r is recipe) == file:
+        # threads say how a run shares the machine, not what it trains (the DDPM runs were
+        # one-thread runs side by side)
+        assert recipe().model_copy(update={"threads": shipped.threads}) == shipped
     trained = model_class.load(checkpoints.SHIPPED_WEIGHTS / weights)
     # data_mean is measured on the training masks by the run, not chosen
-    assert default.model.model_dump(exclude={"data_mean"}) == trained.config.model_dump(
+    assert shipped.model.model_dump(exclude={"data_mean"}) == trained.config.model_dump(
         exclude={"data_mean"}
     )
-    model_class(default.model).load_state_dict(trained.state_dict())  # strict: same architecture
+    model_class(shipped.model).load_state_dict(trained.state_dict())  # strict: same architecture
 
 
 def test_the_shipped_hvgn_is_its_recipe_continued_and_every_recipe_file_validates() -> None:

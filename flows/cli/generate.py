@@ -22,16 +22,16 @@ WeightsOption = Annotated[Path | None, typer.Option(help="Weights folder [defaul
 def _sampling(
     batch_size: int, per_batch: str
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The mask DDPM's sampling options, as taken by ``generate-masks`` and ``generate``."""
+    """The mask cascade's sampling options, as taken by ``generate-masks`` and ``generate``."""
     return option_group(
         "sampling",
         [
             (
                 "sampler",
                 Annotated[str, typer.Option(help="Mask sampler: ddpm (T steps), ddim or dpm")],
-                "ddim",
+                "dpm",
             ),
-            ("steps", Annotated[int, typer.Option(min=1, help="Steps for ddim / dpm")], 50),
+            ("steps", Annotated[int, typer.Option(min=1, help="Steps for ddim / dpm")], 20),
             ("seed", Annotated[int, typer.Option(help="Same seed and weights, same output")], 0),
             ("batch_size", Annotated[int, typer.Option(min=1, help=per_batch)], batch_size),
         ],
@@ -53,21 +53,26 @@ class ImageModality(StrEnum):
 
 @app.command("generate-masks")
 @user_errors
-@_sampling(32, "Masks per batch")
+@_sampling(8, "Masks per batch")
 def generate_masks(
     n: Annotated[int, typer.Option(min=1, help="Number of masks")],
     out: OutSetOption,
-    weights: WeightsOption = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Mask cascade weights folder [default: shipped]")
+    ] = None,
+    size: Annotated[
+        int, typer.Option(min=64, help="Side (px) of the label masks, with vessel calibre")
+    ] = 1024,
     previews: Annotated[Path | None, typer.Option(help="Folder for PNG grids of the masks")] = None,
     *,
     sampling: dict[str, Any],
 ) -> None:
-    """Sample A/V masks from the mask DDPM: labels (N, S, S) + probabilities in HDF5."""
+    """Sample A/V masks from the mask cascade: labels (N, size, size) + sampled maps in HDF5."""
     from angioflow.flows.generation import sample_mask_set  # Prefect and torch: this command
 
     with _progress("sampling", n) as on_batch:
         written = sample_mask_set(
-            n, out, weights=weights, previews=previews, on_batch=on_batch, **sampling
+            n, out, weights=weights, size=size, previews=previews, on_batch=on_batch, **sampling
         )
     console.print(
         f"{written.n} masks written to {written.out} ({written.near_empty} with under 1% "
@@ -84,7 +89,9 @@ def generate(
     export_folders: Annotated[
         Path | None, typer.Option(help="Also write images/, av/, vessel/ PNG folders here")
     ] = None,
-    ddpm: Annotated[Path | None, typer.Option(help="Mask DDPM weights [default: shipped]")] = None,
+    ddpm: Annotated[
+        Path | None, typer.Option(help="Mask cascade weights folder [default: shipped]")
+    ] = None,
     pix2pixhd: Annotated[
         Path | None, typer.Option(help="pix2pixHD weights [default: shipped]")
     ] = None,
@@ -92,7 +99,8 @@ def generate(
     *,
     sampling: dict[str, Any],
 ) -> None:
-    """Synthetic fundus photos with their A/V and vessel masks: DDPM -> pix2pixHD -> EDSR x4.
+    """Synthetic fundus photos with their A/V and vessel masks: mask cascade -> pix2pixHD ->
+    EDSR x4.
 
     A killed run continues where it stopped when started again with the same options.
     """

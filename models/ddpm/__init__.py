@@ -1,10 +1,17 @@
 """The mask DDPM: unconditional diffusion over two-channel artery/vein masks (stage 11).
 
 ``net`` (diffusers' U-Net built from a config, the noise schedules, the vessel-weighted loss),
-``data`` (training masks), ``train`` (the training loop and its recipe,
-``configs/ddpm64_long.yaml``), ``sample`` (DDPM, DDIM and DPM-Solver++ sampling; mask sets).
+``data`` (training masks), ``train`` (the training loop and its recipes,
+``configs/ddpm64_layout.yaml`` and ``configs/ddpm256_upsampler.yaml``), ``sample`` (DDPM, DDIM
+and DPM-Solver++ sampling; mask sets), ``cascade`` (the shipped generator: a layout model and
+its up-sampler).
 """
 
+from angioflow.models.ddpm.cascade import (
+    DEFAULT_MASK_WEIGHTS,
+    MaskCascade,
+    sample_cascade,
+)
 from angioflow.models.ddpm.data import (
     AV_MASK_DATASETS,
     MaskBatches,
@@ -13,7 +20,6 @@ from angioflow.models.ddpm.data import (
     random_patches,
 )
 from angioflow.models.ddpm.net import (
-    DEFAULT_DDPM_WEIGHTS,
     MaskDDPM,
     MaskDDPMConfig,
     Sampler,
@@ -26,7 +32,6 @@ from angioflow.models.ddpm.net import (
 from angioflow.models.ddpm.sample import (
     TERMINAL_ALPHA_BAR,
     mask_grid,
-    sample_cascade,
     sample_masks,
     unweighted_epsilon,
     write_mask_set,
@@ -35,10 +40,11 @@ from angioflow.models.ddpm.train import DDPMTrainingConfig, train_ddpm
 
 __all__ = [
     "AV_MASK_DATASETS",
-    "DEFAULT_DDPM_WEIGHTS",
+    "DEFAULT_MASK_WEIGHTS",
     "TERMINAL_ALPHA_BAR",
     "DDPMTrainingConfig",
     "MaskBatches",
+    "MaskCascade",
     "MaskDDPM",
     "MaskDDPMConfig",
     "Sampler",

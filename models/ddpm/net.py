@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from angioflow.models.checkpoints import SHIPPED_WEIGHTS, SavedWeights
+from angioflow.models.checkpoints import SavedWeights
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -31,7 +31,6 @@ from torch.nn import functional as F  # noqa: N812
 
 __all__ = [
     "build_unet",
-    "DEFAULT_DDPM_WEIGHTS",
     "layout_condition",
     "mask_positions",
     "MaskDDPM",
@@ -41,14 +40,13 @@ __all__ = [
     "vessel_weighted_loss",
 ]
 
-DEFAULT_DDPM_WEIGHTS = SHIPPED_WEIGHTS / "ddpm64"
 Sampler = Literal["ddpm", "ddim", "dpm"]
 _BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 
 
 class MaskDDPMConfig(BaseModel):
     """Architecture and noise schedule of a mask DDPM (saved beside its weights); the defaults
-    are the shipped 64 px model's (``models/weights/ddpm64/config.json``).
+    are the shipped cascade's layout model's (``models/weights/mask_cascade/layout/config.json``).
 
     ``attention_resolutions`` are the feature-map sizes (px) whose blocks get self-attention;
     ``attention_head_dim`` channels per head, so a 128-channel level has 4 heads at 32. None

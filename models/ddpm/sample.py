@@ -1,5 +1,5 @@
-"""Sampling A/V masks from a trained mask DDPM: ancestral DDPM (T steps), DDIM or DPM-Solver++
-(K steps); binarised to clean label masks and written as an HDF5 set with PNG previews."""
+"""Sampling A/V maps from a trained mask DDPM: ancestral DDPM (T steps), DDIM or DPM-Solver++
+(K steps); mask sets written as HDF5 with PNG previews."""
 
 from __future__ import annotations
 
@@ -14,13 +14,11 @@ import torch
 from angioflow.models.ddpm.net import MaskDDPM, Sampler, layout_condition, make_scheduler
 from angioflow.pipeline.av_encoding import av_legend, av_to_rgb
 from angioflow.pipeline.h5_formats import MASK_SET
-from angioflow.pipeline.mask_structure import binarise_av
 from PIL import Image
 
 __all__ = [
     "TERMINAL_ALPHA_BAR",
     "mask_grid",
-    "sample_cascade",
     "sample_masks",
     "unweighted_epsilon",
     "write_mask_set",
@@ -124,34 +122,6 @@ def sample_masks(
     return out
 
 
-def sample_cascade(
-    base: MaskDDPM,
-    upsampler: MaskDDPM,
-    n: int,
-    *,
-    sampler: Sampler = "dpm",
-    steps: int = 20,
-    seed: int = 0,
-    layout_noise: int = 50,
-    batch_size: int = 8,
-) -> np.ndarray:
-    """``n`` maps from a cascade: layouts from ``base`` at its size, then ``upsampler``'s
-    full-resolution maps that agree with them (seen through ``layout_noise`` steps of noise).
-
-    Returns
-    -------
-    maps : (n, 2, S, S) float32 in [0, 1], S the up-sampler's size
-    """
-    if base.config.image_size != upsampler.config.layout_size:
-        raise ValueError(
-            f"the base model draws {base.config.image_size} px layouts, the up-sampler takes "
-            f"{upsampler.config.layout_size} px"
-        )
-    options = {"sampler": sampler, "steps": steps, "seed": seed, "batch_size": batch_size}
-    layouts = sample_masks(base, n, **options)
-    return sample_masks(upsampler, n, layout=layouts, layout_noise=layout_noise, **options)
-
-
 def unweighted_epsilon(
     predicted: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, c: float
 ) -> torch.Tensor:
@@ -187,29 +157,37 @@ def mask_grid(labels: np.ndarray, columns: int = 8) -> np.ndarray:
 
 
 def write_mask_set(
-    path: Path, maps: np.ndarray, provenance: dict, *, previews: Path | None = None
-) -> np.ndarray:
-    """Binarise generated maps and write them: ``labels`` (N, S, S) uint8 A/V class indices
-    (:mod:`pipeline.av_encoding`), ``probabilities`` (N, 2, S, S) uint8 (0-255; channel 0
-    artery, 1 vein), chunked per mask and gzip-compressed, with attributes ``format``
-    ('angioflow-mask-set') and ``format_version`` (:data:`pipeline.h5_formats.MASK_SET`), the
-    provenance (weights sha256, sampler, steps, seed, ...) as JSON and ``av_classes`` (the
-    legend as JSON). PNG ``previews`` are RGB grids for people. Returns the labels.
+    path: Path,
+    maps: np.ndarray,
+    labels: np.ndarray,
+    provenance: dict,
+    *,
+    previews: Path | None = None,
+) -> None:
+    """Write generated masks: ``labels`` (N, R, R) uint8 A/V class indices
+    (:mod:`pipeline.av_encoding`) and the sampled ``probabilities`` (N, 2, S, S) uint8 (0-255;
+    channel 0 artery, 1 vein) they were drawn from, chunked per mask and gzip-compressed, with
+    attributes ``format`` ('angioflow-mask-set') and ``format_version``
+    (:data:`pipeline.h5_formats.MASK_SET`), the provenance (weights sha256, sampler, steps,
+    seed, ...) as JSON and ``av_classes`` (the legend as JSON). PNG ``previews`` are RGB grids
+    of the labels at S px for people.
 
     The file is written to a temporary name and renamed, so a reader never sees half a set.
     """
-    labels = np.stack([binarise_av(m) for m in maps]) if len(maps) else np.zeros((0,), np.uint8)
     temp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(temp, "w") as handle:
-        size = maps.shape[-1]
         handle.create_dataset(
-            "labels", data=labels, chunks=(1, size, size), compression="gzip", compression_opts=4
+            "labels",
+            data=labels,
+            chunks=(1, *labels.shape[1:]),
+            compression="gzip",
+            compression_opts=4,
         )
         handle.create_dataset(
             "probabilities",
             data=np.round(maps * 255).astype(np.uint8),
-            chunks=(1, maps.shape[1], size, size),
+            chunks=(1, *maps.shape[1:]),
             compression="gzip",
             compression_opts=4,
         )
@@ -219,8 +197,7 @@ def write_mask_set(
     temp.replace(path)
     if previews is not None:
         previews.mkdir(parents=True, exist_ok=True)
+        step = max(1, labels.shape[-1] // maps.shape[-1])
         for start in range(0, len(labels), 64):
-            Image.fromarray(mask_grid(labels[start : start + 64])).save(
-                previews / f"masks_{start:05d}.png"
-            )
-    return labels
+            shown = labels[start : start + 64, ::step, ::step]
+            Image.fromarray(mask_grid(shown)).save(previews / f"masks_{start:05d}.png")

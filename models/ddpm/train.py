@@ -38,14 +38,15 @@ __all__ = ["DDPMTrainingConfig", "train_ddpm"]
 
 
 class DDPMTrainingConfig(TrainingConfig):
-    """Everything that defines a mask-DDPM training run; the defaults are the shipped 64 px
-    weights' recipe, ``configs/ddpm64_long.yaml`` (its ablation twin sets ``loss: weighted``)."""
+    """Everything that defines a mask-DDPM training run; the defaults are the recipe of the
+    shipped cascade's layout model, ``configs/ddpm64_layout.yaml`` (its up-sampler's is
+    ``configs/ddpm256_upsampler.yaml``)."""
 
     model: MaskDDPMConfig = MaskDDPMConfig()
     datasets: tuple[str, ...] = ("rite", "les-av", "hrf-av")
     exports: tuple[str, ...] = ()  # `angioflow export` files with approved A/V masks
     # resizing: share of a pixel a vessel must cover; None keeps each pixel's share (soft masks)
-    coverage: float | None = Field(0.3, gt=0, le=1)
+    coverage: float | None = Field(None, gt=0, le=1)
     loss: Literal["weighted", "simple"] = "simple"
     c: float = Field(0.5, ge=0)  # weight exp(c * x0): vessel pixels count e^c times
     steps: int = Field(8000, ge=1)

@@ -5,7 +5,14 @@ and the generator's input/output conversions), ``train`` (the training loop and 
 ``configs/pix2pixhd256.yaml``). The GAN losses only the training loop uses stay in ``net``.
 """
 
-from angioflow.models.pix2pixhd.data import generator_input, load_pairs, make_pair, photo_uint8
+from angioflow.models.pix2pixhd.data import (
+    PAIR_COVERAGE,
+    generator_input,
+    label_masks,
+    load_pairs,
+    make_pair,
+    photo_uint8,
+)
 from angioflow.models.pix2pixhd.net import (
     DEFAULT_PIX2PIX_WEIGHTS,
     GlobalGenerator,
@@ -17,6 +24,8 @@ from angioflow.models.pix2pixhd.net import (
 from angioflow.models.pix2pixhd.train import Pix2PixHDTrainingConfig, train_pix2pixhd
 
 __all__ = [
+    "PAIR_COVERAGE",
+    "label_masks",
     "DEFAULT_PIX2PIX_WEIGHTS",
     "GlobalGenerator",
     "MultiscaleDiscriminator",

@@ -14,12 +14,28 @@ from angioflow.pipeline.datasets import load_dataset
 from angioflow.pipeline.h5_formats import EXPORT
 from angioflow.pipeline.mask_structure import resize_av_labels
 from angioflow.pipeline.preprocess import square_fov_crop
+from angioflow.pipeline.tree_stats import fov_disc
 
-__all__ = ["generator_input", "load_pairs", "make_pair", "photo_uint8"]
+__all__ = [
+    "PAIR_COVERAGE",
+    "generator_input",
+    "label_masks",
+    "load_pairs",
+    "make_pair",
+    "photo_uint8",
+]
+
+PAIR_COVERAGE = 0.3
+"""Share of a pixel a class must cover to be drawn at the pairs' size: thin vessels show."""
 
 
 def make_pair(
-    photo: np.ndarray, labels: np.ndarray, fov: np.ndarray, size: int, *, coverage: float = 0.3
+    photo: np.ndarray,
+    labels: np.ndarray,
+    fov: np.ndarray,
+    size: int,
+    *,
+    coverage: float = PAIR_COVERAGE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A training pair at ``size``: the photo and its masks cropped to the FOV, padded square.
 
@@ -36,6 +52,30 @@ def make_pair(
     return np.concatenate([av, resized_fov[None].astype(np.float32)]), resized_photo
 
 
+def label_masks(labels: np.ndarray, size: int) -> np.ndarray:
+    """The generator's masks for square A/V label masks at any size, shrunk as in the pairs.
+
+    Parameters
+    ----------
+    labels : (N, R, R) uint8, 0 background, 1 artery, 2 vein, 3 crossing; the vessels inside
+        the centred field-of-view disc (as sampled masks and square FOV crops are)
+
+    Returns
+    -------
+    masks : (N, 3, size, size) float32 in {0, 1}: artery, vein, field of view
+    """
+    fov = fov_disc(labels.shape[-1])
+    disc = cv2.resize(fov.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) >= 0.5
+    return np.stack(
+        [
+            np.concatenate(
+                [resize_av_labels(m, fov, size, coverage=PAIR_COVERAGE), disc[None]]
+            ).astype(np.float32)
+            for m in labels
+        ]
+    )
+
+
 def generator_input(masks: np.ndarray) -> torch.Tensor:
     """(N, 3, S, S) {0, 1} artery/vein/FOV -> the generator's input in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(masks)).float() * 2 - 1
@@ -47,7 +87,7 @@ def load_pairs(
     exports: Sequence[str],
     size: int,
     *,
-    coverage: float = 0.3,
+    coverage: float = PAIR_COVERAGE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training pairs from the public A/V sets' training splits and from export files.
 
