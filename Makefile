@@ -45,14 +45,16 @@ test-fast: $(STAMP) system-packages
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Every benchmark (hours: the DDPM ablation trains two 8000-step models), or some of them:
+# Every benchmark (hours: the DDPM ablations train two models each), or some of them:
 # make bench BENCH="vessel hvgn". Each writes docs/benchmarks/results/<name>.json, the others'
 # results are kept, and docs/benchmarks.md is rebuilt from all of them (make bench-report alone
 # rebuilds it). bench_vessel_heldout ranks training recipes (it needs a CONFIG): not listed.
 BENCHES := vessel hvgn edsr generation curation phantom ingest review report demo load ddpm \
-	edsr_selection downstream masks
+	edsr_selection downstream masks mask_loss
 BENCH ?= $(BENCHES)
 BENCH_ARGS_ddpm := --config configs/ddpm64_long.yaml --work runs/bench_ddpm_long
+BENCH_ARGS_masks := --n 64 --figure docs/ddpm/masks256.png
+BENCH_ARGS_mask_loss := --n 64 --figure docs/ddpm/mask_loss256.png
 
 bench: $(STAMP)
 	@set -e; $(foreach b,$(BENCH),echo "== bench_$(b)"; \
