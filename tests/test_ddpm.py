@@ -18,11 +18,14 @@ import pytest
 import torch
 from angioflow.flows.cli import app
 from angioflow.models.ddpm import (
+    CONDITION_LEVELS,
     DEFAULT_MASK_WEIGHTS,
     DDPMTrainingConfig,
     MaskCascade,
     MaskDDPM,
     MaskDDPMConfig,
+    calibre_levels,
+    draw_conditions,
     layout_condition,
     make_scheduler,
     mask_positions,
@@ -34,6 +37,7 @@ from angioflow.models.ddpm import (
     vessel_weighted_loss,
     write_mask_set,
 )
+from angioflow.models.ddpm.train import _training_batch
 from angioflow.pipeline.av_structure import structure_stats
 from angioflow.pipeline.casestore import CaseStore
 from angioflow.pipeline.mask_structure import binarise_av, labels_from_soft_av, resize_av_labels
@@ -308,6 +312,110 @@ def test_a_cascade_upsampler_resumes_bit_for_bit_and_samples_with_its_base(
     assert np.abs(sample_cascade(again, 3, steps=3, layout_noise=5) - whole).max() < 0.01
     with pytest.raises(ValueError, match="16 px"):
         MaskCascade(upsampler, upsampler)
+
+
+CALIBRE = PATCHED.model_copy(update={"calibre_condition": True})
+
+
+def test_calibre_levels_order_masks_by_their_vessel_cores() -> None:
+    """A thick vessel's mask has more core pixels than the same length of a fine vessel's
+    (whose share is spread over pixels it half covers), so a higher level; levels are drawn
+    reproducibly from the recorded ones; an up-sampler cannot also take a calibre."""
+    fine, coarse = np.zeros((2, 2, 32, 32), np.float32), np.zeros((2, 2, 32, 32), np.float32)
+    fine[0, 0, 10:12, 4:28] = 0.45  # a one-pixel artery astride two rows
+    fine[1, 1, 4:28, 20] = 0.6
+    coarse[0, 0, 10:13, 4:28] = 1.0
+    coarse[1, 1, 4:28, 19:22] = 0.9
+    fine_levels, coarse_levels = calibre_levels(fine), calibre_levels(coarse)
+    assert fine_levels.dtype == np.int64 and fine_levels.shape == (2,)
+    assert fine_levels.max() < coarse_levels.min() and coarse_levels.max() < CONDITION_LEVELS
+    assert calibre_levels(np.zeros((1, 2, 8, 8))).tolist() == [0]
+    config = CALIBRE.model_copy(update={"condition_values": (100, 900)})
+    drawn = draw_conditions(config, 50, seed=3)
+    assert set(drawn.tolist()) == {100, 900}
+    assert np.array_equal(drawn, draw_conditions(config, 50, seed=3))
+    assert not np.array_equal(drawn, draw_conditions(config, 50, seed=4))
+    with pytest.raises(ValueError, match="no condition values"):
+        draw_conditions(CALIBRE, 2, seed=0)
+    with pytest.raises(ValueError, match="layout model"):
+        MaskDDPMConfig(**{**UPSAMPLER.model_dump(), "calibre_condition": True})
+    with pytest.raises(ValueError, match="need calibre_condition"):
+        MaskDDPMConfig(**{**PATCHED.model_dump(), "condition_values": (5,)})
+    with pytest.raises(ValueError, match="levels 0..999"):
+        MaskDDPMConfig(**{**CALIBRE.model_dump(), "condition_values": (1000,)})
+
+
+def test_each_patch_carries_its_whole_mask_calibre_level() -> None:
+    """Masks half-covered (level 0, no cores) and 70 % covered (level 999) everywhere: every
+    patch of a step, whatever its size, comes with its own mask's level."""
+    masks = np.stack([np.full((2, 32, 32), v, np.float32) for v in (0.3, 0.7, 0.3, 0.7)])
+    levels = calibre_levels(masks)
+    assert levels.tolist() == [0, 999, 0, 999]
+    config = _config(
+        model=CALIBRE,
+        patch_sizes=(8, 16, 32),
+        patch_probabilities=(0.4, 0.3, 0.3),
+        batch_size=2,
+        coverage=None,
+    )
+    scheduler = make_scheduler(CALIBRE, "ddpm")
+    sizes = set()
+    for step in range(12):
+        x0, _, _, _, condition = _training_batch(
+            config, masks, np.random.default_rng([0, 0, step]), scheduler, levels
+        )
+        sizes.add(x0.shape[-1])
+        assert condition.dtype == torch.int64 and len(condition) == len(x0)
+        expected = torch.where(x0.mean(dim=(1, 2, 3)) > 0.5, 999, 0)
+        assert torch.equal(condition, expected)
+    assert sizes == {8, 16, 32}
+
+
+@pytest.mark.slow
+def test_a_calibre_conditioned_model_resumes_records_and_samples_by_its_condition(
+    phantom_masks: np.ndarray, tmp_path: Path
+) -> None:
+    """A calibre-conditioned model on patches resumes bit for bit and records its training
+    masks' levels; its samples are reproducible, drawn from those levels by default, and
+    change with the level given."""
+    thick = np.clip(phantom_masks + np.roll(phantom_masks, 1, axis=-1), 0, 1)
+    masks = np.concatenate([phantom_masks, thick]).astype(np.float32)
+    config = _config(
+        model=CALIBRE,
+        patch_sizes=(16, 32),
+        patch_probabilities=(0.5, 0.5),
+        batch_size=2,
+        loss="simple",
+        threads=1,
+    )
+    run = _assert_resumes_bit_for_bit(config, masks, tmp_path)
+    model = MaskDDPM.load(run / "weights")
+    recorded = model.config.condition_values
+    assert recorded == tuple(calibre_levels(masks).tolist()) and len(set(recorded)) > 1
+    assert json.loads((run / "weights" / "config.json").read_text())["condition_values"]
+    maps = sample_masks(model, 3, steps=4, seed=2)
+    assert maps.shape == (3, 2, 32, 32) and 0 <= maps.min() and maps.max() <= 1
+    assert np.array_equal(maps, sample_masks(model, 3, steps=4, seed=2))
+    drawn = draw_conditions(model.config, 3, seed=2)
+    assert np.array_equal(maps, sample_masks(model, 3, steps=4, seed=2, conditions=drawn))
+    low = sample_masks(model, 2, steps=4, seed=2, conditions=[50, 50])
+    high = sample_masks(model, 2, steps=4, seed=2, conditions=[950, 950])
+    assert np.abs(low - high).mean() > 1e-3
+    with pytest.raises(ValueError, match="give 2 conditions"):
+        sample_masks(model, 2, steps=2, conditions=[50])
+    with pytest.raises(ValueError, match="give it a condition"):
+        model(torch.zeros(1, 2, 32, 32), torch.tensor([3]))
+    with pytest.raises(ValueError, match="calibre-conditioned model"):
+        sample_masks(MaskDDPM(TINY).eval(), 1, steps=2, conditions=[5])
+    torch.manual_seed(0)
+    layout = tiny_mask_ddpm(
+        16, schedule="linear", timesteps=50, calibre_condition=True, condition_values=(80, 900)
+    )
+    cascade = MaskCascade(MaskDDPM(layout).eval(), MaskDDPM(UPSAMPLER).eval())
+    whole = sample_cascade(cascade, 2, steps=3, layout_noise=5)  # levels drawn from (80, 900)
+    assert np.array_equal(whole, sample_cascade(cascade, 2, steps=3, layout_noise=5))
+    given = sample_cascade(cascade, 2, steps=3, layout_noise=5, conditions=[999, 999])
+    assert not np.array_equal(whole, given)
 
 
 @pytest.mark.slow

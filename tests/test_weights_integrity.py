@@ -165,6 +165,7 @@ OTHER_RECIPES = {
     "ddpm64.yaml": DDPMTrainingConfig,
     "ddpm64_long.yaml": DDPMTrainingConfig,
     "ddpm64_layout_gpu.yaml": DDPMTrainingConfig,
+    "ddpm64_layout_calibre.yaml": DDPMTrainingConfig,
     "ddpm256_upsampler_gpu.yaml": DDPMTrainingConfig,
     "pix2pixhd.yaml": Pix2PixHDTrainingConfig,
 }

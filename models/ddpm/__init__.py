@@ -20,10 +20,13 @@ from angioflow.models.ddpm.data import (
     random_patches,
 )
 from angioflow.models.ddpm.net import (
+    CONDITION_LEVELS,
     MaskDDPM,
     MaskDDPMConfig,
     Sampler,
     build_unet,
+    calibre_levels,
+    draw_conditions,
     layout_condition,
     make_scheduler,
     mask_positions,
@@ -40,6 +43,7 @@ from angioflow.models.ddpm.train import DDPMTrainingConfig, train_ddpm
 
 __all__ = [
     "AV_MASK_DATASETS",
+    "CONDITION_LEVELS",
     "DEFAULT_MASK_WEIGHTS",
     "TERMINAL_ALPHA_BAR",
     "DDPMTrainingConfig",
@@ -49,6 +53,8 @@ __all__ = [
     "MaskDDPMConfig",
     "Sampler",
     "build_unet",
+    "calibre_levels",
+    "draw_conditions",
     "load_exported_masks",
     "load_public_masks",
     "layout_condition",

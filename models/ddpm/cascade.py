@@ -13,7 +13,7 @@ A cascade's weights folder holds two weights folders, ``layout/`` and ``upsample
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,19 +81,22 @@ def sample_cascade(
     seed: int = 0,
     layout_noise: int = 50,
     batch_size: int = 8,
+    conditions: Sequence[int] | np.ndarray | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """``n`` maps from a cascade: layouts at the layout model's size, then the up-sampler's
     full-resolution maps that agree with them, seen through ``layout_noise`` steps of noise
     (conditioning augmentation; 50 was chosen on validation seeds, docs/models/ddpm.md).
-    ``on_batch(count)`` follows the up-sampler's batches.
+    ``on_batch(count)`` follows the up-sampler's batches. A calibre-conditioned layout model
+    draws layout i with calibre level ``conditions[i]``, by default levels drawn from its
+    training masks' (:func:`models.ddpm.sample_masks`).
 
     Returns
     -------
     maps : (n, 2, S, S) float32 in [0, 1], S the up-sampler's size
     """
     options = {"sampler": sampler, "steps": steps, "seed": seed, "batch_size": batch_size}
-    layouts = sample_masks(cascade.layout, n, **options)
+    layouts = sample_masks(cascade.layout, n, conditions=conditions, **options)
     return sample_masks(
         cascade.upsampler,
         n,

@@ -66,14 +66,19 @@ class MaskBatches:
 
     def next(self) -> torch.Tensor:
         """(batch, 2, S, S) float32 x0."""
-        picked = self.masks[self.rng.integers(0, len(self.masks), self.batch_size)].copy()
+        return self.draw()[0]
+
+    def draw(self) -> tuple[torch.Tensor, np.ndarray]:
+        """(batch, 2, S, S) float32 x0 and the index of each one's mask (its flips aside)."""
+        indices = self.rng.integers(0, len(self.masks), self.batch_size)
+        picked = self.masks[indices].copy()
         flips = self.rng.random((self.batch_size, 2)) < 0.5
         for index, (left_right, up_down) in enumerate(flips):
             if left_right:
                 picked[index] = picked[index, :, :, ::-1]
             if up_down:
                 picked[index] = picked[index, :, ::-1, :]
-        return torch.from_numpy(np.ascontiguousarray(picked))
+        return torch.from_numpy(np.ascontiguousarray(picked)), indices
 
 
 def random_patches(

@@ -11,7 +11,10 @@ space-to-depth stem (the U-Net runs at half the resolution on four times the cha
 lossless rearrangement that keeps one-pixel vessels). A model with a ``layout_size`` is the
 second stage of a cascade (Ho et al., "Cascaded Diffusion Models", JMLR 2022): it is given a
 low-resolution mask, noised to a level that joins the time embedding (conditioning
-augmentation), and draws the full-resolution mask that agrees with it.
+augmentation), and draws the full-resolution mask that agrees with it. A model with
+``calibre_condition`` is given each mask's calibre level (:func:`calibre_levels`) the same way,
+so it learns the fine-vessel and coarse-vessel styles of the training masks apart instead of
+blending them; its samples draw their levels from the training masks' (:func:`draw_conditions`).
 
 Mask convention: channel 0 is artery, channel 1 is vein; ``x0`` is 1 on a class's pixels and 0
 elsewhere (a crossing is 1 in both). The network sees ``2 * x0 - 1`` in [-1, 1]; the
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 from angioflow.models.checkpoints import SavedWeights
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
@@ -30,7 +34,10 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 __all__ = [
+    "CONDITION_LEVELS",
     "build_unet",
+    "calibre_levels",
+    "draw_conditions",
     "layout_condition",
     "mask_positions",
     "MaskDDPM",
@@ -42,6 +49,14 @@ __all__ = [
 
 Sampler = Literal["ddpm", "ddim", "dpm"]
 _BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+CONDITION_LEVELS = 1000  # integer levels 0..999, the range the timestep embedding is made for
+# calibre_levels: a pixel is a vessel core when one class's share of it exceeds CORE_SHARE;
+# the log10 of a mask's core share is mapped linearly from CORE_LOG10_RANGE to the levels.
+# At 64 px the real training masks' core shares are 0.0015-0.014 (HRF-AV, fine vessels;
+# levels 388-714) and 0.021-0.080 (RITE, LES-AV; levels 772-967): both inside the range.
+CORE_SHARE = 0.5
+CORE_LOG10_RANGE = (-4.0, -1.0)
 
 
 class MaskDDPMConfig(BaseModel):
@@ -56,7 +71,11 @@ class MaskDDPMConfig(BaseModel):
     (px) makes the model a cascade's up-sampler conditioned on a mask of that size.
     ``data_mean`` is the per-channel mean of the training masks in [0, 1], set by training and
     used by the samplers at the pure-noise steps (:func:`models.ddpm.sample_masks`);
-    None in weights trained before it was recorded.
+    None in weights trained before it was recorded. ``calibre_condition`` gives the model each
+    mask's calibre level (:func:`calibre_levels`) through the U-Net's class embedding (an
+    up-sampler's is taken by its layout's noise level, so not both); ``condition_values`` are
+    the training masks' levels, one per mask, set by training, from which the samplers draw
+    each sample's level (:func:`draw_conditions`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -75,6 +94,8 @@ class MaskDDPMConfig(BaseModel):
     coordinates: bool = False
     space_to_depth: int = Field(1, ge=1, le=4)
     layout_size: int | None = Field(None, ge=8)
+    calibre_condition: bool = False
+    condition_values: tuple[int, ...] | None = None
 
     @model_validator(mode="after")
     def _one_mean_per_channel(self) -> MaskDDPMConfig:
@@ -94,6 +115,80 @@ class MaskDDPMConfig(BaseModel):
                 "and be smaller"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> MaskDDPMConfig:
+        if self.calibre_condition and self.layout_size:
+            raise ValueError(
+                "calibre_condition is for a layout model: an up-sampler's class embedding "
+                "carries its layout's noise level"
+            )
+        if self.condition_values is not None:
+            if not self.calibre_condition:
+                raise ValueError("condition_values need calibre_condition: true")
+            if not self.condition_values or not all(
+                0 <= v < CONDITION_LEVELS for v in self.condition_values
+            ):
+                raise ValueError(f"condition_values must be levels 0..{CONDITION_LEVELS - 1}")
+        return self
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether the U-Net has a class embedding (an up-sampler's or a calibre level's)."""
+        return bool(self.layout_size) or self.calibre_condition
+
+
+def calibre_levels(masks: np.ndarray) -> np.ndarray:
+    """Each mask's calibre level: the log10 of its vessel-core share, quantised to 0..999.
+
+    The real masks' calibre is bimodal (HRF-AV's fine vessels against RITE's and LES-AV's
+    coarse ones), and a soft mask's share of core pixels (one class's share above
+    :data:`CORE_SHARE`) at the layout size separates the two modes: a fine vessel spreads its
+    mass over pixels it only partly covers. The log spreads the fine mode as wide as the
+    coarse one; shares outside :data:`CORE_LOG10_RANGE` take its end levels.
+
+    Parameters
+    ----------
+    masks : (N, 2, S, S) float array in [0, 1]
+        Artery and vein shares (soft) or labels (binary: the level then follows the density).
+
+    Returns
+    -------
+    levels : (N,) int64 in 0..CONDITION_LEVELS - 1
+
+    Example
+    -------
+    >>> masks = np.zeros((3, 2, 10, 10)); masks[1, 0, 0, 0] = 1; masks[2, 1, :2] = 0.8
+    >>> calibre_levels(masks).tolist()  # empty, 1 % and 20 % cores
+    [0, 666, 999]
+    """
+    # one class's share, not the sum: where a fine artery and vein pass side by side, their
+    # partial pixels would add up to a core (measured: the modes' gap narrows to 16 levels)
+    share = (masks.max(axis=1) > CORE_SHARE).mean(axis=(1, 2))
+    low, high = CORE_LOG10_RANGE
+    position = (np.log10(np.maximum(share, 10**low)) - low) / (high - low)
+    return np.round(np.clip(position, 0, 1) * (CONDITION_LEVELS - 1)).astype(np.int64)
+
+
+def draw_conditions(config: MaskDDPMConfig, n: int, seed: int) -> np.ndarray:
+    """``n`` calibre levels drawn with replacement from the training masks' (the config's
+    ``condition_values``), so samples follow the training set's mix of styles; the same for
+    the same seed.
+
+    Raises
+    ------
+    ValueError
+        If the config records no condition values (a model without ``calibre_condition``, or
+        weights that were not trained).
+    """
+    if not config.condition_values:
+        raise ValueError("the model records no condition values: pass conditions explicitly")
+    # a stream of its own, apart from the samplers' noise generators seeded with `seed`
+    draws = np.random.default_rng([seed, _CONDITION_STREAM])
+    return draws.choice(np.asarray(config.condition_values, np.int64), n)
+
+
+_CONDITION_STREAM = 0xC411B4E
 
 
 def build_unet(config: MaskDDPMConfig) -> UNet2DModel:
@@ -123,8 +218,9 @@ def build_unet(config: MaskDDPMConfig) -> UNet2DModel:
         dropout=config.dropout,
         resnet_time_scale_shift="scale_shift",
         add_attention=bool(config.attention_resolutions),  # the middle block too
-        # the layout's noise level is embedded as the time is, and added to it
-        class_embed_type="timestep" if config.layout_size else None,
+        # the layout's noise level, or the calibre level, is embedded as the time is and added
+        # to it
+        class_embed_type="timestep" if config.conditioned else None,
     )
 
 
@@ -157,6 +253,7 @@ class MaskDDPM(SavedWeights, nn.Module):
         positions: torch.Tensor | None = None,
         layout: torch.Tensor | None = None,
         layout_noise: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predicted noise (B, C, H, W) of ``noisy`` (B, C, H, W) at ``timesteps`` (B,) int64.
 
@@ -165,7 +262,9 @@ class MaskDDPM(SavedWeights, nn.Module):
         mask. Ignored by a model without coordinates. ``layout`` (B, C, H, W) in [-1, 1] and
         ``layout_noise`` (B,) int64: an up-sampler's low-resolution mask, noised to that level
         and enlarged to the pixels given (:func:`layout_condition`); required by a model with
-        a ``layout_size``, ignored by others.
+        a ``layout_size``, ignored by others. ``condition`` (B,) int64: the calibre levels
+        (:func:`calibre_levels`) of a model with ``calibre_condition``, required by it and
+        ignored by others.
         """
         fold = self.config.space_to_depth
         parts = [F.pixel_unshuffle(noisy, fold) if fold > 1 else noisy]
@@ -178,7 +277,12 @@ class MaskDDPM(SavedWeights, nn.Module):
             if layout is None or layout_noise is None:
                 raise ValueError("this model is an up-sampler: give it a layout and its noise")
             parts.append(F.avg_pool2d(layout, fold) if fold > 1 else layout)
-        predicted = self.unet(torch.cat(parts, dim=1), timesteps, class_labels=layout_noise)
+        labels = layout_noise
+        if self.config.calibre_condition:
+            if condition is None:
+                raise ValueError("this model is calibre-conditioned: give it a condition")
+            labels = condition
+        predicted = self.unet(torch.cat(parts, dim=1), timesteps, class_labels=labels)
         return F.pixel_shuffle(predicted.sample, fold) if fold > 1 else predicted.sample
 
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
-from angioflow.models.ddpm.net import MaskDDPM, Sampler, layout_condition, make_scheduler
+from angioflow.models.ddpm.net import (
+    CONDITION_LEVELS,
+    MaskDDPM,
+    Sampler,
+    draw_conditions,
+    layout_condition,
+    make_scheduler,
+)
 from angioflow.pipeline.av_encoding import av_legend, av_to_rgb
 from angioflow.pipeline.h5_formats import MASK_SET
 from PIL import Image
@@ -41,6 +48,7 @@ def sample_masks(
     undo_weighting: float = 0.0,
     layout: np.ndarray | None = None,
     layout_noise: int = 0,
+    conditions: Sequence[int] | np.ndarray | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Generate ``n`` artery/vein maps.
@@ -48,6 +56,11 @@ def sample_masks(
     An up-sampler (a model with a ``layout_size``) draws one map for each ``layout``
     ((n, C, L, L) in [0, 1], L its layout size), seen through ``layout_noise`` steps of
     conditioning augmentation (:func:`models.ddpm.net.layout_condition`).
+
+    A calibre-conditioned model (``calibre_condition``) draws map i with calibre level
+    ``conditions[i]`` (0..999, :func:`models.ddpm.net.calibre_levels`); by default the levels
+    are drawn from its training masks' (:func:`models.ddpm.net.draw_conditions`, from
+    ``seed``), so a set follows the training mix of fine and coarse vessels.
 
     ``sampler='ddpm'`` always runs the model's T training steps (``steps`` is ignored); DDIM
     and DPM-Solver++ run ``steps``. DDIM's ``eta`` scales the noise added back at each step:
@@ -84,6 +97,7 @@ def sample_masks(
         prior = (2 * mean - 1).to(device)
     if model.config.layout_size and (layout is None or len(layout) != n):
         raise ValueError(f"an up-sampler draws one mask per layout: give {n} layouts")
+    levels = _sample_levels(model, n, seed, conditions)
     if not 0 <= layout_noise < model.config.timesteps:
         raise ValueError(f"layout_noise must be a step from 0 to {model.config.timesteps - 1}")
     for batch_index, start in enumerate(range(0, n, batch_size)):
@@ -100,6 +114,9 @@ def sample_masks(
             forward = make_scheduler(model.config, "ddpm")
             condition = layout_condition(small, size, level, forward, generator).to(device)
             level = level.to(device)
+        calibre = None
+        if levels is not None:
+            calibre = torch.from_numpy(levels[start : start + count]).to(device)
         for t in scheduler.timesteps:
             alpha_bar = scheduler.alphas_cumprod[t]
             if prior is not None and alpha_bar < TERMINAL_ALPHA_BAR:
@@ -110,6 +127,7 @@ def sample_masks(
                     t.expand(count).to(device),
                     layout=condition,
                     layout_noise=level,
+                    condition=calibre,
                 )
                 if undo_weighting:
                     predicted = unweighted_epsilon(predicted, x, alpha_bar, undo_weighting)
@@ -120,6 +138,23 @@ def sample_masks(
         if on_batch is not None:
             on_batch(count)
     return out
+
+
+def _sample_levels(
+    model: MaskDDPM, n: int, seed: int, conditions: Sequence[int] | np.ndarray | None
+) -> np.ndarray | None:
+    """The (n,) int64 calibre levels of a conditioned model's maps: the ones given, checked,
+    or drawn from its training masks'; None for a model without the condition."""
+    if not model.config.calibre_condition:
+        if conditions is not None:
+            raise ValueError("conditions are for a calibre-conditioned model (calibre_condition)")
+        return None
+    if conditions is None:
+        return draw_conditions(model.config, n, seed)
+    levels = np.asarray(conditions, np.int64).reshape(-1)
+    if len(levels) != n or not ((0 <= levels) & (levels < CONDITION_LEVELS)).all():
+        raise ValueError(f"give {n} conditions, each a level 0..{CONDITION_LEVELS - 1}")
+    return levels
 
 
 def unweighted_epsilon(

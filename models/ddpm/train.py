@@ -20,6 +20,7 @@ from angioflow.models.ddpm.data import MaskBatches, random_patches
 from angioflow.models.ddpm.net import (
     MaskDDPM,
     MaskDDPMConfig,
+    calibre_levels,
     layout_condition,
     make_scheduler,
     vessel_weighted_loss,
@@ -131,8 +132,13 @@ def train_ddpm(
         raise ValueError(f"precision {config.precision} needs a GPU; use fp32 on the CPU")
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    data_mean = tuple(float(v) for v in masks.mean(axis=(0, 2, 3)))
-    model = MaskDDPM(config.model.model_copy(update={"data_mean": data_mean})).to(device)
+    recorded: dict[str, object] = {"data_mean": tuple(float(v) for v in masks.mean(axis=(0, 2, 3)))}
+    levels = None
+    if config.model.calibre_condition:
+        # from the masks given, so exported approved masks get their levels too
+        levels = calibre_levels(masks)
+        recorded["condition_values"] = tuple(int(v) for v in levels)
+    model = MaskDDPM(config.model.model_copy(update=recorded)).to(device)
     ema = ema_model(model, config.ema_decay)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -162,9 +168,9 @@ def train_ddpm(
     c = config.c if config.loss == "weighted" else 0.0
     for step in range(start, config.steps):
         seeds = [config.seed, rank, step]
-        x0, positions, layout, level = (
+        x0, positions, layout, level, condition = (
             None if v is None else v.to(device)
-            for v in _training_batch(config, masks, np.random.default_rng(seeds), scheduler)
+            for v in _training_batch(config, masks, np.random.default_rng(seeds), scheduler, levels)
         )
         generator = torch.Generator().manual_seed(
             int(np.random.SeedSequence(seeds).generate_state(1, np.uint64)[0] % 2**63)
@@ -173,7 +179,7 @@ def train_ddpm(
         t = torch.randint(0, config.model.timesteps, (len(x0),), generator=generator).to(device)
         noisy = scheduler.add_noise(2 * x0 - 1, noise, t)
         with autocast:
-            predicted = trained(noisy, t, positions, layout, level)
+            predicted = trained(noisy, t, positions, layout, level, condition)
         loss = vessel_weighted_loss(predicted.float(), noise, x0, c)
         optimiser.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -207,16 +213,22 @@ def _training_batch(
     masks: np.ndarray,
     draws: np.random.Generator,
     scheduler: DDPMScheduler,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    levels: np.ndarray | None = None,
+) -> tuple[
+    torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None
+]:
     """One step's x0 (whole masks or patches of the scheduled size), the patches' coordinate
-    channels, and for an up-sampler its augmented layout and the layout's noise level."""
+    channels, for an up-sampler its augmented layout and the layout's noise level, and with
+    ``levels`` (one per training mask) the calibre level of each x0's mask (a patch's is its
+    whole mask's: the style belongs to the mask)."""
     whole = config.model.image_size
     size = (
         int(draws.choice(config.patch_sizes, p=config.patch_probabilities))
         if config.patch_sizes
         else whole
     )
-    x0 = MaskBatches(masks, config.batch_size * (whole // size) ** 2, draws).next()
+    x0, picked = MaskBatches(masks, config.batch_size * (whole // size) ** 2, draws).draw()
+    condition = None if levels is None else torch.from_numpy(levels[picked])
     layout = level = positions = None
     if config.model.layout_size:
         level = torch.from_numpy(draws.integers(0, config.layout_noise_levels + 1, len(x0)))
@@ -227,7 +239,7 @@ def _training_batch(
         stacked = x0 if layout is None else torch.cat([x0, layout], dim=1)
         stacked, positions = random_patches(stacked, size, draws)
         x0, layout = (stacked, None) if layout is None else stacked.split(x0.shape[1], dim=1)
-    return x0, positions, layout, level
+    return x0, positions, layout, level, condition
 
 
 def _sample_grid(
