@@ -320,17 +320,20 @@ CALIBRE = PATCHED.model_copy(update={"calibre_condition": True})
 def test_calibre_levels_order_masks_by_their_vessel_cores() -> None:
     """A thick vessel's mask has more core pixels than the same length of a fine vessel's
     (whose share is spread over pixels it half covers), so a higher level; levels are drawn
-    reproducibly from the recorded ones; an up-sampler cannot also take a calibre."""
+    reproducibly from the recorded ones, in their proportions within one mask; an up-sampler
+    cannot also take a calibre."""
     fine, coarse = np.zeros((2, 2, 32, 32), np.float32), np.zeros((2, 2, 32, 32), np.float32)
     fine[0, 0, 10:12, 4:28] = 0.45  # a one-pixel artery astride two rows
-    fine[1, 1, 4:28, 20] = 0.6
+    fine[1, 1, 4:28, 20:22] = 0.45
     coarse[0, 0, 10:13, 4:28] = 1.0
     coarse[1, 1, 4:28, 19:22] = 0.9
     fine_levels, coarse_levels = calibre_levels(fine), calibre_levels(coarse)
     assert fine_levels.dtype == np.int64 and fine_levels.shape == (2,)
     assert fine_levels.max() < coarse_levels.min() and coarse_levels.max() < CONDITION_LEVELS
-    assert calibre_levels(np.zeros((1, 2, 8, 8))).tolist() == [0]
-    config = CALIBRE.model_copy(update={"condition_values": (100, 900)})
+    assert calibre_levels(np.zeros((1, 2, 8, 8))).tolist() == [125]
+    config = CALIBRE.model_copy(update={"condition_values": (100, 900, 900, 900)})
+    for seed in range(20):  # a quarter of 50 is 12.5: 12 or 13 draws of 100, whatever the seed
+        assert np.sum(draw_conditions(config, 50, seed=seed) == 100) in (12, 13)
     drawn = draw_conditions(config, 50, seed=3)
     assert set(drawn.tolist()) == {100, 900}
     assert np.array_equal(drawn, draw_conditions(config, 50, seed=3))
@@ -346,11 +349,12 @@ def test_calibre_levels_order_masks_by_their_vessel_cores() -> None:
 
 
 def test_each_patch_carries_its_whole_mask_calibre_level() -> None:
-    """Masks half-covered (level 0, no cores) and 70 % covered (level 999) everywhere: every
-    patch of a step, whatever its size, comes with its own mask's level."""
+    """Masks 30 % covered (no cores: the lowest level) and 70 % covered (all cores: the
+    highest) everywhere: every patch of a step, whatever its size, comes with its own mask's
+    level."""
     masks = np.stack([np.full((2, 32, 32), v, np.float32) for v in (0.3, 0.7, 0.3, 0.7)])
     levels = calibre_levels(masks)
-    assert levels.tolist() == [0, 999, 0, 999]
+    assert levels.tolist() == [125, 874, 125, 874]
     config = _config(
         model=CALIBRE,
         patch_sizes=(8, 16, 32),
@@ -366,7 +370,7 @@ def test_each_patch_carries_its_whole_mask_calibre_level() -> None:
         )
         sizes.add(x0.shape[-1])
         assert condition.dtype == torch.int64 and len(condition) == len(x0)
-        expected = torch.where(x0.mean(dim=(1, 2, 3)) > 0.5, 999, 0)
+        expected = torch.where(x0.mean(dim=(1, 2, 3)) > 0.5, 874, 125)
         assert torch.equal(condition, expected)
     assert sizes == {8, 16, 32}
 
@@ -378,8 +382,8 @@ def test_a_calibre_conditioned_model_resumes_records_and_samples_by_its_conditio
     """A calibre-conditioned model on patches resumes bit for bit and records its training
     masks' levels; its samples are reproducible, drawn from those levels by default, and
     change with the level given."""
-    thick = np.clip(phantom_masks + np.roll(phantom_masks, 1, axis=-1), 0, 1)
-    masks = np.concatenate([phantom_masks, thick]).astype(np.float32)
+    faint = 0.45 * phantom_masks  # vessels that half cover their pixels: no cores
+    masks = np.concatenate([phantom_masks, faint]).astype(np.float32)
     config = _config(
         model=CALIBRE,
         patch_sizes=(16, 32),
