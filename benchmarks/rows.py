@@ -114,13 +114,16 @@ def _ddpm_ablation(f: Fields) -> str:
 
 def _trees(f: Fields, key: str) -> str:
     """Issue 32's ratios of one mask set to the real training masks."""
+    ratios = {
+        name: f[f"{key}.{name}_ratio"]
+        for name in ("density", "artery_components", "vein_components", "calibre", "thin_share")
+    }
     return (
-        f"density {f[key + '.density_ratio']:.2f}, components "
-        f"{f[key + '.artery_components_ratio']:.2f} / {f[key + '.vein_components_ratio']:.2f}, "
-        f"calibre {f[key + '.calibre_ratio']:.2f}, "
-        f"thin share {f[key + '.thin_share_ratio']:.2f}, trees {100 * f[key + '.tree_rate']:.0f} % "
-        f"(real {100 * f[key + '.real_tree_rate']:.0f} %), loops {f[key + '.generated_loops']:.1f} "
-        f"(real {f[key + '.real_loops']:.1f}), near-empty {100 * f[key + '.near_empty']:.1f} %"
+        "density {density:.2f}, components {artery_components:.2f} / {vein_components:.2f}, "
+        "calibre {calibre:.2f}, thin share {thin_share:.2f}, ".format(**ratios)
+        + f"trees {100 * f[key + '.tree_rate']:.0f} % (real {100 * f[key + '.real_tree_rate']:.0f}"
+        f" %), loops {f[key + '.generated_loops']:.1f} (real {f[key + '.real_loops']:.1f}), "
+        f"near-empty {100 * f[key + '.near_empty']:.1f} %"
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 from angioflow.pipeline.errors import AngioflowError
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -24,6 +24,7 @@ __all__ = [
     "CONFIGS",
     "RunFolder",
     "SupervisedTrainer",
+    "SupervisedTrainingConfig",
     "TrainingConfig",
     "TrainingRunError",
     "adamw_one_cycle",
@@ -46,9 +47,25 @@ class TrainingRunError(AngioflowError, ValueError):
 
 class TrainingConfig(BaseModel):
     """Base of every training recipe: frozen, unknown keys refused (a misspelt option fails
-    instead of being ignored); saved as ``training_config.json`` in its run folder."""
+    instead of being ignored); saved as ``training_config.json`` in its run folder.
+    ``checkpoint_every`` is in steps; ``seed`` fixes the weights' initialisation and the data
+    order; ``threads`` is torch's CPU thread count."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    checkpoint_every: int = Field(250, ge=1)
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+
+
+class SupervisedTrainingConfig(TrainingConfig):
+    """Base of the recipes :class:`SupervisedTrainer` runs: AdamW at ``learning_rate`` with
+    ``weight_decay``, optionally from the weights saved in ``init_weights`` (a folder of the
+    model's ``save``)."""
+
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    init_weights: str | None = None
 
 
 def ema_model(model: nn.Module, decay: float) -> AveragedModel:

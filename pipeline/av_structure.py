@@ -43,15 +43,13 @@ class StructureStats(Scores):
 
     Attributes
     ----------
-    density : float
-        Vessel pixels (any class) / all pixels.
-    artery_vein_ratio : float
-        Artery pixels / vein pixels (crossings count in both; nan without veins).
-    artery_components, vein_components : int
-        8-connected components of the artery and of the vein mask.
-    artery_largest_share, vein_largest_share : float
-        Pixels of the largest component / pixels of the class (nan when the class is absent):
-        near 1 for one connected tree, low for scattered fragments.
+    density, artery_vein_ratio : float
+        Vessel pixels (any class) / all pixels of the mask, and artery pixels / vein pixels
+        (crossings count in both; nan without veins).
+    artery_components, vein_components, artery_largest_share, vein_largest_share
+        Count (int) of 8-connected components of the artery and of the vein mask, of any size,
+        and the largest one's pixels / the class's pixels (float, nan when the class is
+        absent): near 1 for one connected tree, low for scattered fragments.
     branch_points : int
         Junctions of the vessel skeleton (clusters of skeleton pixels with >= 3 neighbours).
     crossings : int

@@ -184,6 +184,14 @@ def compare_trees(real: list[TreeStats], generated: list[TreeStats]) -> dict[str
     ------
     ValueError
         If either list is empty.
+
+    Example
+    -------
+    >>> fov = fov_disc(64)
+    >>> mask = np.zeros((2, 64, 64), bool); mask[0, 32, 8:56] = True; mask[1, 8:56, 20] = True
+    >>> same = compare_trees([tree_stats(mask, fov)], [tree_stats(mask, fov)])
+    >>> same["density_ratio"], same["tree_rate_ratio"], same["near_empty"]
+    (1.0, 1.0, 0.0)
     """
     if not real or not generated:
         raise ValueError("compare_trees needs at least one real and one generated mask")

@@ -66,6 +66,17 @@ def _config(**changes: object) -> DDPMTrainingConfig:
     return short_run(DDPMTrainingConfig, TINY, {**own, **changes})
 
 
+def _patch_run(
+    model: MaskDDPMConfig,
+    sizes: tuple[int, ...] = (16, 32),
+    probabilities: tuple[float, ...] = (0.5, 0.5),
+    **changes: object,
+) -> DDPMTrainingConfig:
+    """A one-thread L_simple run of ``model`` on patches of ``sizes`` (px), two a step."""
+    own = {"patch_sizes": sizes, "patch_probabilities": probabilities, "batch_size": 2}
+    return _config(model=model, loss="simple", threads=1, **{**own, **changes})
+
+
 def test_vessel_weighted_loss_is_exactly_exp_c_x0() -> None:
     generator = torch.Generator().manual_seed(0)
     predicted, noise = torch.randn(2, 3, 2, 8, 8, generator=generator, dtype=torch.float64)
@@ -239,15 +250,7 @@ def test_a_patch_trained_model_resumes_bit_for_bit_and_samples_whole_masks(
     behind a space-to-depth stem): a resumed run equals an uninterrupted one, and the weights
     sample masks of the whole size in one pass."""
     soft = np.clip(phantom_masks * 0.7 + 0.1 * phantom_masks.mean(), 0, 1).astype(np.float32)
-    config = _config(
-        model=PATCHED,
-        patch_sizes=(8, 16, 32),
-        patch_probabilities=(0.5, 0.3, 0.2),
-        batch_size=1,
-        coverage=None,
-        loss="simple",
-        threads=1,
-    )
+    config = _patch_run(PATCHED, (8, 16, 32), (0.5, 0.3, 0.2), batch_size=1, coverage=None)
     run = _assert_resumes_bit_for_bit(config, soft, tmp_path)
     maps = sample_masks(MaskDDPM.load(run / "weights"), 2, steps=4)
     assert maps.shape == (2, 2, 32, 32) and 0 <= maps.min() and maps.max() <= 1
@@ -286,15 +289,7 @@ def test_a_cascade_upsampler_resumes_bit_for_bit_and_samples_with_its_base(
 ) -> None:
     """A 32 px up-sampler on patches with conditioning augmentation resumes bit for bit; a
     cascade with a base model of its layout's size samples whole masks, one per layout."""
-    config = _config(
-        model=UPSAMPLER,
-        patch_sizes=(16, 32),
-        patch_probabilities=(0.5, 0.5),
-        batch_size=2,
-        loss="simple",
-        layout_noise_levels=20,
-        threads=1,
-    )
+    config = _patch_run(UPSAMPLER, layout_noise_levels=20)
     upsampler = MaskDDPM.load(
         _assert_resumes_bit_for_bit(config, phantom_masks, tmp_path) / "weights"
     )
@@ -355,13 +350,7 @@ def test_each_patch_carries_its_whole_mask_calibre_level() -> None:
     masks = np.stack([np.full((2, 32, 32), v, np.float32) for v in (0.3, 0.7, 0.3, 0.7)])
     levels = calibre_levels(masks)
     assert levels.tolist() == [125, 874, 125, 874]
-    config = _config(
-        model=CALIBRE,
-        patch_sizes=(8, 16, 32),
-        patch_probabilities=(0.4, 0.3, 0.3),
-        batch_size=2,
-        coverage=None,
-    )
+    config = _patch_run(CALIBRE, (8, 16, 32), (0.4, 0.3, 0.3), coverage=None)
     scheduler = make_scheduler(CALIBRE, "ddpm")
     sizes = set()
     for step in range(12):
@@ -384,14 +373,7 @@ def test_a_calibre_conditioned_model_resumes_records_and_samples_by_its_conditio
     change with the level given."""
     faint = 0.45 * phantom_masks  # vessels that half cover their pixels: no cores
     masks = np.concatenate([phantom_masks, faint]).astype(np.float32)
-    config = _config(
-        model=CALIBRE,
-        patch_sizes=(16, 32),
-        patch_probabilities=(0.5, 0.5),
-        batch_size=2,
-        loss="simple",
-        threads=1,
-    )
+    config = _patch_run(CALIBRE)
     run = _assert_resumes_bit_for_bit(config, masks, tmp_path)
     model = MaskDDPM.load(run / "weights")
     recorded = model.config.condition_values

@@ -64,11 +64,8 @@ class DDPMTrainingConfig(TrainingConfig):
     grad_clip: float = Field(1.0, gt=0)
     ema_decay: float = Field(0.999, gt=0, lt=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    checkpoint_every: int = Field(250, ge=1)
     sample_every: int = Field(2000, ge=1)
     sample_count: int = Field(16, ge=1)
-    seed: int = 0
-    threads: int = Field(2, ge=1)
 
     @model_validator(mode="after")
     def _patch_schedule(self) -> DDPMTrainingConfig:

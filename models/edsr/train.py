@@ -26,9 +26,6 @@ class EDSRTrainingConfig(TrainingConfig):
     batch_size: int = Field(16, ge=1)
     steps: int = Field(24000, ge=1)
     learning_rate: float = Field(5e-4, gt=0)
-    checkpoint_every: int = Field(250, ge=1)
-    seed: int = 0
-    threads: int = Field(2, ge=1)
 
 
 def train_edsr(

@@ -6,30 +6,25 @@ import numpy as np
 import torch
 from angioflow.models.hvgn.data import AVTrainingImage, CropSampler
 from angioflow.models.hvgn.net import HVGN, HVGNConfig, graph_batch
-from angioflow.models.training import SupervisedTrainer, TrainingConfig
+from angioflow.models.training import SupervisedTrainer, SupervisedTrainingConfig
 from pydantic import Field
 from torch.nn import functional as F  # noqa: N812
 
 __all__ = ["HVGNTrainingConfig", "av_loss", "train_hvgn"]
 
 
-class HVGNTrainingConfig(TrainingConfig):
+class HVGNTrainingConfig(SupervisedTrainingConfig):
     """Everything that defines an HVGN training run; the defaults are ``configs/hvgn.yaml``,
     the first of the shipped weights' two stages (``configs/hvgn_continue.yaml`` the second)."""
 
     model: HVGNConfig = HVGNConfig()
+    phantom_cases: int = Field(8, ge=0)  # A/V phantoms beside the real training images
+    crop: int = Field(256, ge=32)
     datasets: tuple[str, ...] = ("rite", "les-av", "hrf-av")
-    phantom_cases: int = Field(8, ge=0)
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(4, ge=1)
-    crop: int = Field(256, ge=32)
-    learning_rate: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
     pixel_loss_weight: float = Field(0.5, ge=0)
     checkpoint_every: int = Field(100, ge=1)
-    init_weights: str | None = None  # a weights folder to continue training from (HVGN.save)
-    seed: int = 0
-    threads: int = Field(2, ge=1)
 
 
 def av_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

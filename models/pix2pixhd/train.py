@@ -46,10 +46,7 @@ class Pix2PixHDTrainingConfig(TrainingConfig):
     # extra L1 weight of pixels within one pixel of a vessel (models.pix2pixhd.reconstruction_loss)
     l1_vessel_weight: float = Field(20.0, ge=0)
     ema_decay: float = Field(0.995, gt=0, lt=1)
-    checkpoint_every: int = Field(250, ge=1)
     sample_every: int = Field(500, ge=1)
-    seed: int = 0
-    threads: int = Field(2, ge=1)
 
 
 def train_pix2pixhd(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from angioflow.models.training import SupervisedTrainer, TrainingConfig
+from angioflow.models.training import SupervisedTrainer, SupervisedTrainingConfig
 from angioflow.models.vessel.data import PatchSampler, TrainingImage
 from angioflow.models.vessel.net import VesselUNet, VesselUNetConfig
 from pydantic import Field
@@ -12,7 +12,7 @@ from torch.nn import functional as F  # noqa: N812
 __all__ = ["VesselTrainingConfig", "soft_cl_dice_loss", "train_vessel"]
 
 
-class VesselTrainingConfig(TrainingConfig):
+class VesselTrainingConfig(SupervisedTrainingConfig):
     """Everything that defines a vessel training run; the defaults are ``configs/vessel.yaml``,
     the recipe of the shipped weights."""
 
@@ -22,14 +22,8 @@ class VesselTrainingConfig(TrainingConfig):
     steps: int = Field(6000, ge=1)
     batch_size: int = Field(16, ge=1)
     patch: int = Field(96, ge=32)
-    learning_rate: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
     cl_dice_weight: float = Field(0.2, ge=0)
     scale_range: tuple[float, float] = (0.7, 1.4)
-    checkpoint_every: int = Field(250, ge=1)
-    init_weights: str | None = None  # a weights folder to fine-tune from (VesselUNet.save)
-    seed: int = 0
-    threads: int = Field(2, ge=1)
 
 
 def _soft_skeleton(x: torch.Tensor, iterations: int) -> torch.Tensor:
