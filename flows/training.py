@@ -212,9 +212,8 @@ def _pix2pixhd_data(settings: Any, data: Path, config: Path | None) -> tuple[tup
             f"vgg_weights {settings.vgg_weights} does not exist (nothing is downloaded)"
         )
     size = settings.model.image_size
-    masks, photos = load_pairs(
-        data, settings.datasets, settings.exports, size, coverage=settings.coverage
-    )
+    coverage = settings.model.mask_coverage
+    masks, photos = load_pairs(data, settings.datasets, settings.exports, size, coverage=coverage)
     return (masks, photos), [f"{len(masks)} training pairs at {size} px"]
 
 

@@ -132,7 +132,8 @@ def draw_photos(generators: Generators, labels: np.ndarray) -> dict[str, np.ndar
         raise ValueError(
             f"label masks of {labels.shape[-1]} px for a {generators.output_size} px set"
         )
-    masks = label_masks(labels, generators.pix2pix.config.image_size)
+    config = generators.pix2pix.config
+    masks = label_masks(labels, config.image_size, coverage=config.mask_coverage)
     photos = photo_uint8(generators.pix2pix(generator_input(masks)))
     images = np.stack([upscale(generators.edsr, p) for p in photos])
     return {"images": images, "av": labels, "vessel": (labels > 0).astype(np.uint8)}

@@ -42,6 +42,7 @@ from angioflow.pipeline.av_structure import structure_stats
 from angioflow.pipeline.casestore import CaseStore
 from angioflow.pipeline.mask_structure import binarise_av, labels_from_soft_av, resize_av_labels
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
+from PIL import Image
 from support import TrainingInterrupted, copy_store, interrupt_at, short_run, tiny_mask_ddpm
 from typer.testing import CliRunner
 
@@ -133,7 +134,8 @@ def test_a_tiny_model_overfits_four_masks(phantom_masks: np.ndarray, tmp_path: P
     assert after < 0.35 * before, (before, after)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 200
-    assert (tmp_path / "run" / "samples" / "step_000200.png").is_file()
+    grid = Image.open(tmp_path / "run" / "samples" / "step_000200.png")
+    assert grid.height == 256 + 4  # soft maps drawn as labels enlarged to 256 px, one row
     reloaded = MaskDDPM.load(tmp_path / "run" / "weights")
     assert denoising_loss(reloaded) == pytest.approx(after, rel=0.02)  # fp16 round trip
     assert reloaded.config.data_mean == pytest.approx(phantom_masks.mean(axis=(0, 2, 3)))

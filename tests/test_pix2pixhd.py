@@ -15,6 +15,7 @@ from angioflow.models.pix2pixhd import (
     Pix2PixHDTrainingConfig,
     VGGPerceptualLoss,
     generator_input,
+    label_masks,
     make_pair,
     photo_uint8,
     reconstruction_loss,
@@ -58,6 +59,20 @@ def _psnr(model: GlobalGenerator, masks: np.ndarray, photos: np.ndarray) -> floa
         fake = photo_uint8(model(generator_input(masks)))
     error = fake.astype(float) - photos.astype(float)
     return float(10 * np.log10(255.0**2 / np.mean(error**2)))
+
+
+def test_generated_labels_are_shrunk_with_the_coverage_saved_with_the_weights(
+    tmp_path: Path,
+) -> None:
+    """A quarter-pixel vessel at the generator's size is drawn under a low ``mask_coverage``
+    and not under a high one; the coverage is saved and read back with the weights."""
+    labels = np.zeros((1, 128, 128), np.uint8)
+    labels[0, 64, 20:108] = 1  # one pixel at 128 px, a quarter of one at 32 px
+    low, high = (label_masks(labels, 32, coverage=c)[0, 0] for c in (0.2, 0.5))
+    assert low[15:17, 8:24].any() and not high.any()
+    config = TINY.model_copy(update={"mask_coverage": 0.2})
+    GlobalGenerator(config).save(tmp_path / "weights")
+    assert GlobalGenerator.load(tmp_path / "weights").config.mask_coverage == 0.2
 
 
 @pytest.mark.slow

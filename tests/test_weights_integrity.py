@@ -110,6 +110,29 @@ def test_damaged_weights_are_one_line_errors(tmp_path: Path, damage: str, messag
     assert message in one_line_error(result)
 
 
+@pytest.mark.parametrize(
+    ("layout_size", "timesteps", "message"),
+    [(16, 1000, "up-sampler takes 16 px"), (64, 40, "has 40 noise steps, too few")],
+)
+def test_generate_masks_refuses_a_cascade_whose_parts_do_not_fit(
+    tmp_path: Path, layout_size: int, timesteps: int, message: str
+) -> None:
+    """An up-sampler made for other layouts, or one with fewer noise steps than the layouts
+    are seen through: one line naming the fix, nothing written."""
+    from support import tiny_mask_ddpm
+
+    folder = _copy(DEFAULT_MASK_WEIGHTS, tmp_path)
+    shutil.rmtree(folder / "upsampler")
+    upsampler = tiny_mask_ddpm(128, timesteps=timesteps, layout_size=layout_size)
+    MaskDDPM(upsampler).save(folder / "upsampler")
+    out = tmp_path / "m.h5"
+    result = runner.invoke(
+        app, ["generate-masks", "--n", "1", "--weights", str(folder), "--out", str(out)]
+    )
+    assert message in one_line_error(result)
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_generate_refuses_an_unbounded_count_at_once(tmp_path: Path) -> None:
     for command in ("generate", "generate-masks"):

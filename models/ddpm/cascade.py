@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from angioflow.models.checkpoints import SHIPPED_WEIGHTS, WEIGHTS_FILE
+from angioflow.models.checkpoints import SHIPPED_WEIGHTS, WEIGHTS_FILE, WeightsError
 from angioflow.models.ddpm.net import MaskDDPM, Sampler
 from angioflow.models.ddpm.sample import sample_masks
 
@@ -55,8 +55,21 @@ class MaskCascade:
 
     @classmethod
     def load(cls, folder: Path) -> MaskCascade:
-        """Load ``folder/layout`` and ``folder/upsampler`` (float32, eval mode)."""
-        return cls(MaskDDPM.load(folder / LAYOUT), MaskDDPM.load(folder / UPSAMPLER))
+        """Load ``folder/layout`` and ``folder/upsampler`` (float32, eval mode).
+
+        Raises
+        ------
+        WeightsError
+            If a part is missing or damaged, or the two parts do not belong together.
+        """
+        layout, upsampler = MaskDDPM.load(folder / LAYOUT), MaskDDPM.load(folder / UPSAMPLER)
+        try:
+            return cls(layout, upsampler)
+        except ValueError as error:
+            raise WeightsError(
+                f"{folder}: {error}; put a layout model and the up-sampler trained for its "
+                "layouts in one cascade folder"
+            ) from None
 
     def save(self, folder: Path) -> None:
         """Write both models' weights folders (fp16) under ``folder``."""
@@ -94,7 +107,19 @@ def sample_cascade(
     Returns
     -------
     maps : (n, 2, S, S) float32 in [0, 1], S the up-sampler's size
+
+    Raises
+    ------
+    WeightsError
+        If the up-sampler has no more noise steps than ``layout_noise``.
     """
+    timesteps = cascade.upsampler.config.timesteps
+    if not 0 <= layout_noise < timesteps:
+        # checked before the layouts are drawn: their minutes are not spent on a refusal
+        raise WeightsError(
+            f"the cascade's up-sampler has {timesteps} noise steps, too few to see its layouts "
+            f"through {layout_noise}: use an up-sampler trained with more timesteps"
+        )
     options = {"sampler": sampler, "steps": steps, "seed": seed, "batch_size": batch_size}
     layouts = sample_masks(cascade.layout, n, conditions=conditions, **options)
     return sample_masks(

@@ -27,7 +27,7 @@ from angioflow.models.ddpm.net import (
 )
 from angioflow.models.ddpm.sample import mask_grid, sample_masks
 from angioflow.models.training import RunFolder, TrainingConfig, ema_model
-from angioflow.pipeline.mask_structure import binarise_av
+from angioflow.pipeline.mask_structure import binarise_av, labels_from_soft_av
 from diffusers import DDPMScheduler
 from PIL import Image
 from pydantic import Field, model_validator
@@ -239,11 +239,16 @@ def _training_batch(
     return x0, positions, layout, level, condition
 
 
+SOFT_GRID_SIZE = 256
+
+
 def _sample_grid(
     model: MaskDDPM, config: DDPMTrainingConfig, masks: np.ndarray, path: Path
 ) -> None:
     """A grid of EMA samples (DDIM, 50 steps, fixed seed) to watch training progress; an
-    up-sampler draws from the first training masks' layouts."""
+    up-sampler draws from the first training masks' layouts. Soft maps are drawn as the
+    generator's labels are made from them, enlarged with calibre to at least
+    ``SOFT_GRID_SIZE`` px."""
     was_training = model.training
     model.eval()
     layout = None
@@ -260,4 +265,8 @@ def _sample_grid(
     )
     model.train(was_training)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(mask_grid(np.stack([binarise_av(m) for m in maps]))).save(path)
+    if config.coverage is None:  # soft maps: thin vessels are sub-pixel shares, not gaps
+        labels = labels_from_soft_av(maps, max(SOFT_GRID_SIZE, config.model.image_size))
+    else:
+        labels = np.stack([binarise_av(m) for m in maps])
+    Image.fromarray(mask_grid(labels)).save(path)

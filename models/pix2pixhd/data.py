@@ -52,13 +52,16 @@ def make_pair(
     return np.concatenate([av, resized_fov[None].astype(np.float32)]), resized_photo
 
 
-def label_masks(labels: np.ndarray, size: int) -> np.ndarray:
+def label_masks(labels: np.ndarray, size: int, *, coverage: float = PAIR_COVERAGE) -> np.ndarray:
     """The generator's masks for square A/V label masks at any size, shrunk as in the pairs.
 
     Parameters
     ----------
     labels : (N, R, R) uint8, 0 background, 1 artery, 2 vein, 3 crossing; the vessels inside
         the centred field-of-view disc (as sampled masks and square FOV crops are)
+    size : int, the generator's side (px)
+    coverage : float
+        Share of a pixel a class must cover to be drawn: the generator's ``mask_coverage``.
 
     Returns
     -------
@@ -68,9 +71,9 @@ def label_masks(labels: np.ndarray, size: int) -> np.ndarray:
     disc = cv2.resize(fov.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) >= 0.5
     return np.stack(
         [
-            np.concatenate(
-                [resize_av_labels(m, fov, size, coverage=PAIR_COVERAGE), disc[None]]
-            ).astype(np.float32)
+            np.concatenate([resize_av_labels(m, fov, size, coverage=coverage), disc[None]]).astype(
+                np.float32
+            )
             for m in labels
         ]
     )

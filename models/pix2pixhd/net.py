@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from angioflow.models.checkpoints import SHIPPED_WEIGHTS, SavedWeights
+from angioflow.models.pix2pixhd.data import PAIR_COVERAGE
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
@@ -40,6 +41,10 @@ class Pix2PixHDConfig(BaseModel):
     up-sampled features (the outermost skip of pix2pix's U-Net). Without it every vessel
     has to pass the down-sampled bottleneck, and CPU-length runs drew none
     (docs/models/pix2pixhd.md; ``tests/test_pix2pixhd.py`` checks the difference on RITE pairs).
+
+    ``mask_coverage`` is the share of a pixel a class must cover to be drawn in the masks at
+    ``image_size``: the training pairs' masks and the generated labels it is given are shrunk
+    with the same, so the one saved with the weights serves both.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -53,6 +58,7 @@ class Pix2PixHDConfig(BaseModel):
     discriminator_layers: int = Field(3, ge=1)
     discriminator_scales: int = Field(2, ge=1)
     input_skip: bool = True
+    mask_coverage: float = Field(PAIR_COVERAGE, gt=0, le=1)
 
 
 class _ResidualBlock(nn.Module):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from angioflow.models.pix2pixhd.data import PAIR_COVERAGE, generator_input, photo_uint8
+from angioflow.models.pix2pixhd.data import generator_input, photo_uint8
 from angioflow.models.pix2pixhd.net import (
     GlobalGenerator,
     MultiscaleDiscriminator,
@@ -33,7 +33,6 @@ class Pix2PixHDTrainingConfig(TrainingConfig):
     model: Pix2PixHDConfig = Pix2PixHDConfig()
     datasets: tuple[str, ...] = ("rite", "les-av", "hrf-av")
     exports: tuple[str, ...] = ()
-    coverage: float = Field(PAIR_COVERAGE, gt=0, le=1)
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(4, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
