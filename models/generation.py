@@ -24,7 +24,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from angioflow.models.ddpm import DEFAULT_MASK_WEIGHTS, MaskCascade, Sampler, sample_cascade
+from angioflow.models.ddpm import (
+    DEFAULT_MASK_WEIGHTS,
+    MaskCascade,
+    Sampler,
+    draw_conditions,
+    sample_cascade,
+)
 from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR, upscale
 from angioflow.models.pix2pixhd import (
     DEFAULT_PIX2PIX_WEIGHTS,
@@ -141,13 +147,26 @@ def draw_photos(generators: Generators, labels: np.ndarray) -> dict[str, np.ndar
 
 @torch.no_grad()
 def synthesise(
-    generators: Generators, count: int, *, seed: int, sampler: Sampler, steps: int
+    generators: Generators,
+    count: int,
+    *,
+    seed: int,
+    sampler: Sampler,
+    steps: int,
+    conditions: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """One batch: soft maps from the mask cascade, enlarged to the output size with calibre
     (:func:`pipeline.mask_structure.labels_from_soft_av`), drawn by :func:`draw_photos` (same
-    returned arrays)."""
+    returned arrays). ``conditions``: the batch's calibre levels for a calibre-conditioned
+    layout model (drawn for the batch when None)."""
     maps = sample_cascade(
-        generators.ddpm, count, sampler=sampler, steps=steps, seed=seed, batch_size=count
+        generators.ddpm,
+        count,
+        sampler=sampler,
+        steps=steps,
+        seed=seed,
+        batch_size=count,
+        conditions=conditions,
     )
     return draw_photos(generators, labels_from_soft_av(maps, generators.output_size))
 
@@ -255,6 +274,11 @@ def generate_set(
         )
     manifest.write_text(json.dumps(provenance, sort_keys=True))
     batches = range(0, request.n, request.batch_size)
+    # a calibre-conditioned layout model: the levels of the whole set are drawn at once, so its
+    # mix of fine and coarse masks is the training masks' whatever the batch size
+    levels = None
+    if generators.ddpm.layout.config.calibre_condition:
+        levels = draw_conditions(generators.ddpm.layout.config, request.n, request.seed)
     for index, start in enumerate(batches):
         part = parts / f"{index:05d}.npz"
         count = min(request.batch_size, request.n - start)
@@ -265,6 +289,7 @@ def generate_set(
                 seed=request.seed * 1_000_003 + index,
                 sampler=request.sampler,
                 steps=request.steps,
+                conditions=None if levels is None else levels[start : start + count],
             )
             temp = part.with_suffix(".tmp")
             with open(temp, "wb") as handle:

@@ -38,8 +38,10 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     upsampler = tiny_mask_ddpm(
         32, timesteps=100, attention_resolutions=(), coordinates=True, layout_size=16
     )
+    # calibre-conditioned, as the shipped layout model: a set's levels are drawn together
+    layout = tiny_mask_ddpm(16, timesteps=20, calibre_condition=True, condition_values=(125, 874))
     models = {
-        "ddpm": MaskCascade(MaskDDPM(tiny_mask_ddpm(16, timesteps=20)), MaskDDPM(upsampler)),
+        "ddpm": MaskCascade(MaskDDPM(layout), MaskDDPM(upsampler)),
         "pix2pixhd": GlobalGenerator(
             Pix2PixHDConfig(image_size=32, generator_features=4, downsamplings=2, residual_blocks=1)
         ),
