@@ -43,7 +43,7 @@ class DDPMTrainingConfig(TrainingConfig):
     shipped cascade's layout model, ``configs/ddpm64_layout.yaml`` (its up-sampler's is
     ``configs/ddpm256_upsampler.yaml``)."""
 
-    model: MaskDDPMConfig = MaskDDPMConfig()
+    model: MaskDDPMConfig = MaskDDPMConfig(calibre_condition=True)
     datasets: tuple[str, ...] = ("rite", "les-av", "hrf-av")
     exports: tuple[str, ...] = ()  # `angioflow export` files with approved A/V masks
     # resizing: share of a pixel a vessel must cover; None keeps each pixel's share (soft masks)
