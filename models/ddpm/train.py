@@ -50,7 +50,7 @@ class DDPMTrainingConfig(TrainingConfig):
     coverage: float | None = Field(None, gt=0, le=1)
     loss: Literal["weighted", "simple"] = "simple"
     c: float = Field(0.5, ge=0)  # weight exp(c * x0): vessel pixels count e^c times
-    steps: int = Field(8000, ge=1)
+    steps: int = Field(6500, ge=1)
     batch_size: int = Field(16, ge=1)  # whole masks per step and process, or their pixels
     # Patch Diffusion's schedule: each step draws one patch size (px) with its probability and
     # batch_size * (image_size / size)**2 patches; none: whole masks only
