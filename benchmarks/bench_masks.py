@@ -13,7 +13,8 @@ the RITE test masks give the natural spread of an unseen real set. Then, side by
 - ``generated``: --n masks sampled from the mask cascade in --weights (default: the shipped
   one; its layouts seen through --layout-noise steps of noise) and enlarged to 1024 px with
   their calibre, as ``angioflow generate`` does (gaps up to --reach of the maps' side
-  bridged; 0 for none). Seconds per mask (sampling, enlargement) on 2 threads, and the
+  bridged; 0 for none). Seconds per mask (sampling, enlargement) on --threads torch threads
+  (2, the default, for reported timings), and the
   memorisation guard (best vessel Dice at 256 px with any training mask in any flip).
 
 The seed is drawn afresh unless given, and recorded. Prints one JSON object.

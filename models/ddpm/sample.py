@@ -58,7 +58,8 @@ def sample_masks(
     conditioning augmentation (:func:`models.ddpm.net.layout_condition`).
 
     A calibre-conditioned model (``calibre_condition``) draws map i with calibre level
-    ``conditions[i]`` (0..999, :func:`models.ddpm.net.calibre_levels`); by default the levels
+    ``conditions[i]`` (a level 0..999; trained models know four bin levels,
+    :func:`models.ddpm.net.calibre_levels`); by default the levels
     are drawn from its training masks' (:func:`models.ddpm.net.draw_conditions`, from
     ``seed``), so a set follows the training mix of fine and coarse vessels.
 
