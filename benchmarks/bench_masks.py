@@ -59,17 +59,13 @@ def sample_trees(
 ) -> tuple[list[np.ndarray], float, float]:
     """``n`` masks at 1024 px (mask i drawn with seed ``seed * 1000 + i``, so two cascades get
     the same noise), and the seconds per mask of sampling and of enlargement."""
-    from angioflow.models.ddpm import draw_conditions, sample_cascade
+    from angioflow.models.ddpm import sample_cascade
     from angioflow.pipeline.tree_stats import fov_disc
 
     fov = fov_disc(SIZE)
     sampling = enlarging = 0.0
     masks = []
-    # a calibre-conditioned layout model: the set's levels are drawn together, as for one
-    # call of generate-masks (in the training masks' proportions), then given mask by mask
-    levels = None
-    if cascade.layout.config.calibre_condition:
-        levels = draw_conditions(cascade.layout.config, n, seed)
+    levels = cascade.set_levels(n, seed)  # as for one call of generate-masks
     for index in range(n):
         began = time.perf_counter()
         options = {"sampler": sampler, "steps": steps, "seed": seed * 1000 + index}

@@ -203,12 +203,14 @@ class DemoResult:
     report: Path
 
 
-def run_demo(out: Path, *, n: int = 3, seed: int = 0, threads: int = 2) -> DemoResult:
+def run_demo(
+    out: Path, *, n: int = 3, seed: int = 0, samples: int = 8, threads: int = 2
+) -> DemoResult:
     """Run :func:`demo_flow` in ``out`` with ``threads`` numerical threads."""
     import torch
 
     torch.set_num_threads(threads)
-    result = demo_flow(str(out), n=n, seed=seed)
+    result = demo_flow(str(out), n=n, seed=seed, samples=samples)
     return DemoResult(
         ingested=result["ingested"],
         status=store_status(out / "store"),

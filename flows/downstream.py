@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -68,6 +68,11 @@ class DownstreamConfig(BaseModel):
         Held-out real set, scored on its test split.
     test_limit : int or None
         Score only the first images of the test split (None: all).
+    phantom_arm : bool
+        Also train with the phantom's rendered photos in place of the synthetic ones (real + k
+        phantom photos for each k, and the largest k alone): the rule-based baseline a
+        learned generator must beat. The photos (``work/phantom.h5``, the synthetic set's
+        size) are rendered once and kept.
     av : HVGNTrainingConfig or None
         Also train the A/V network (HVGN) per setting, on ``av_real_datasets`` + the synthetic
         A/V masks, and score its A/V accuracy on ``av_test_dataset`` test with the truth
@@ -82,13 +87,15 @@ class DownstreamConfig(BaseModel):
     training: VesselTrainingConfig = VesselTrainingConfig(steps=400, phantom_fa_cases=0)
     test_dataset: str = "drive"
     test_limit: int | None = Field(None, ge=1)
+    phantom_arm: bool = True
     av: HVGNTrainingConfig | None = None
     av_real_datasets: tuple[str, ...] = ("rite",)
     av_test_dataset: str = "rite"
 
 
 class Setting(BaseModel):
-    """One training set of the experiment."""
+    """One training set of the experiment: real images or none, plus ``synthetic`` images of
+    the ``source`` set (the synthetic set, or the phantom's photos)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -96,19 +103,47 @@ class Setting(BaseModel):
     real: bool
     synthetic: int
     seed: int
+    source: Literal["synthetic", "phantom"] = "synthetic"
 
 
 def downstream_settings(config: DownstreamConfig) -> list[Setting]:
-    """real only, real + k synthetic for each k, synthetic only (largest k); for every seed."""
+    """real only, real + k synthetic for each k, synthetic only (largest k), and the same with
+    phantom photos when ``phantom_arm``; for every seed."""
     largest = max(config.synthetic_counts)
-    kinds = [("real", True, 0)]
-    kinds += [(f"real+{k}syn", True, k) for k in sorted(config.synthetic_counts)]
-    kinds += [(f"{largest}syn", False, largest)]
+    kinds = [("real", True, 0, "synthetic")]
+    sources = [("synthetic", "syn")] + ([("phantom", "phantom")] if config.phantom_arm else [])
+    for source, tag in sources:
+        kinds += [(f"real+{k}{tag}", True, k, source) for k in sorted(config.synthetic_counts)]
+        kinds += [(f"{largest}{tag}", False, largest, source)]
     return [
-        Setting(name=name, real=real, synthetic=k, seed=seed)
+        Setting(name=name, real=real, synthetic=k, seed=seed, source=source)
         for seed in config.seeds
-        for name, real, k in kinds
+        for name, real, k, source in kinds
     ]
+
+
+def phantom_photo_set(work: Path, count: int, size: int) -> Path:
+    """``work/phantom.h5``: ``count`` phantom photos at ``size`` px, rendered on first use.
+
+    Raises
+    ------
+    DownstreamError
+        If the file holds photos of another count or size.
+    """
+    from angioflow.models.generation import write_phantom_photo_set
+
+    path = work / "phantom.h5"
+    if not path.exists():
+        write_phantom_photo_set(path, count, size=size)
+    with h5py.File(path, "r") as handle:
+        SYNTHETIC_SET.check(handle, path)
+        held = handle["images"].shape
+    if held[:2] != (count, size):
+        raise DownstreamError(
+            f"{path} holds {held[0]} phantom photos of {held[1]} px, {count} of {size} px "
+            "needed: pass a new --work folder for a changed configuration"
+        )
+    return path
 
 
 def synthetic_training_images(
@@ -216,15 +251,25 @@ def run_downstream(
     test = load_dataset(data, config.test_dataset, "test", limit=config.test_limit)
     model = config.training.model
     real = load_training_images(data, config.real_datasets, model=model)
-    synthetic = synthetic_training_images(synthetic_set, max(config.synthetic_counts), model=model)
+    largest = max(config.synthetic_counts)
+    sets = {"synthetic": synthetic_set}
+    if config.phantom_arm:
+        with h5py.File(synthetic_set, "r") as handle:
+            size = handle["images"].shape[1]
+        sets["phantom"] = phantom_photo_set(work, largest, size)
+    added = {
+        source: synthetic_training_images(path, largest, model=model)
+        for source, path in sets.items()
+    }
     if config.av is not None:
         from angioflow.models.hvgn import load_av_training_images, train_hvgn
 
         av_model = config.av.model
         real_av = load_av_training_images(data, config.av_real_datasets, model=av_model)
-        synthetic_av = synthetic_av_images(
-            synthetic_set, max(config.synthetic_counts), model=av_model
-        )
+        added_av = {
+            source: synthetic_av_images(path, largest, model=av_model)
+            for source, path in sets.items()
+        }
         av_test = load_dataset(data, config.av_test_dataset, "test", limit=config.test_limit)
     rows = []
     for setting in downstream_settings(config):
@@ -239,7 +284,7 @@ def run_downstream(
                     "folder for a changed configuration"
                 )
         else:
-            images = (real if setting.real else []) + synthetic[: setting.synthetic]
+            images = (real if setting.real else []) + added[setting.source][: setting.synthetic]
             train_vessel(training, images, folder)
             row = setting.model_dump() | {
                 "training": training.model_dump(mode="json"),
@@ -247,7 +292,8 @@ def run_downstream(
                 **_score(folder / "weights", test),
             }
             if config.av is not None:
-                av_images = (real_av if setting.real else []) + synthetic_av[: setting.synthetic]
+                extra = added_av[setting.source][: setting.synthetic]
+                av_images = (real_av if setting.real else []) + extra
                 av_training = config.av.model_copy(update={"seed": setting.seed})
                 train_hvgn(av_training, av_images, folder / "hvgn")
                 row |= _score_av(folder / "hvgn" / "weights", av_test)

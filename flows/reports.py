@@ -39,9 +39,7 @@ def downstream_figure(results: dict[str, Any]) -> Any:
     for axis, metric in zip(axes, ("auc", "accuracy", "f1"), strict=True):
         means = [summary[n][f"{metric}_mean"] for n in names]
         spreads = [summary[n][f"{metric}_std"] for n in names]
-        colours = [
-            "#4a7" if n == "real" else "#c64" if not n.startswith("real") else "#48c" for n in names
-        ]
+        colours = [_setting_colour(name) for name in names]
         axis.bar(range(len(names)), means, yerr=spreads, color=colours, capsize=4)
         axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
         low = min(m - s for m, s in zip(means, spreads, strict=True))
@@ -51,6 +49,17 @@ def downstream_figure(results: dict[str, Any]) -> Any:
     figure.suptitle(f"Vessel CNN trained on each set, scored on {test} test")
     figure.tight_layout()
     return figure
+
+
+def _setting_colour(name: str) -> str:
+    """Bar colour of a training set: real only, with synthetic / phantom photos added, or
+    generated photos only (lighter)."""
+    if name == "real":
+        return "#4a7"
+    phantom = name.endswith("phantom")
+    if name.startswith("real+"):
+        return "#87a" if phantom else "#48c"
+    return "#bab" if phantom else "#c64"
 
 
 def downstream_report(results: dict[str, Any], work: Path) -> Path:
@@ -63,6 +72,12 @@ def downstream_report(results: dict[str, Any], work: Path) -> Path:
         f"of {', '.join(config['real_datasets'])} (real), with k synthetic images of "
         f"{results['synthetic_set']} added, or on synthetic images only; scored on "
         f"{config['test_dataset']} test (threshold 0.5, inside the FOV)."
+        + (
+            " The phantom rows are the rule-based baseline: the same settings with the "
+            "phantom's rendered photos and their vessel truth in place of the synthetic set."
+            if config.get("phantom_arm")
+            else ""
+        )
     )
     figure = downstream_figure(results)
     figure.savefig(work / "downstream.png", dpi=100, bbox_inches="tight")

@@ -17,10 +17,11 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import h5py
 import numpy as np
 import torch
@@ -28,7 +29,6 @@ from angioflow.models.ddpm import (
     DEFAULT_MASK_WEIGHTS,
     MaskCascade,
     Sampler,
-    draw_conditions,
     sample_cascade,
 )
 from angioflow.models.edsr import DEFAULT_EDSR_WEIGHTS, EDSR, upscale
@@ -56,6 +56,7 @@ __all__ = [
     "field_of_view",
     "generate_set",
     "synthesise",
+    "write_phantom_photo_set",
 ]
 
 
@@ -140,7 +141,7 @@ def draw_photos(generators: Generators, labels: np.ndarray) -> dict[str, np.ndar
         )
     config = generators.pix2pix.config
     masks = label_masks(labels, config.image_size, coverage=config.mask_coverage)
-    photos = photo_uint8(generators.pix2pix(generator_input(masks)))
+    photos = photo_uint8(generators.pix2pix(generator_input(masks, anatomy=config.anatomy)))
     images = np.stack([upscale(generators.edsr, p) for p in photos])
     return {"images": images, "av": labels, "vessel": (labels > 0).astype(np.uint8)}
 
@@ -274,11 +275,7 @@ def generate_set(
         )
     manifest.write_text(json.dumps(provenance, sort_keys=True))
     batches = range(0, request.n, request.batch_size)
-    # a calibre-conditioned layout model: the levels of the whole set are drawn at once, so its
-    # mix of fine and coarse masks is the training masks' whatever the batch size
-    levels = None
-    if generators.ddpm.layout.config.calibre_condition:
-        levels = draw_conditions(generators.ddpm.layout.config, request.n, request.seed)
+    levels = generators.ddpm.set_levels(request.n, request.seed)
     for index, start in enumerate(batches):
         part = parts / f"{index:05d}.npz"
         count = min(request.batch_size, request.n - start)
@@ -297,14 +294,25 @@ def generate_set(
             temp.replace(part)
         if on_batch is not None:
             on_batch(count)
-    _gather(parts, len(batches), request.n, generators.output_size, provenance, out)
+    size = generators.output_size
+    _write_set(out, request.n, size, _read_parts(parts, len(batches)), provenance)
     if export_folders is not None:
         _export_folders(out, export_folders)
     shutil.rmtree(parts)
     return provenance
 
 
-def _gather(parts: Path, batches: int, n: int, size: int, provenance: dict, out: Path) -> None:
+def _read_parts(parts: Path, batches: int) -> Iterator[dict[str, np.ndarray]]:
+    for index in range(batches):
+        with np.load(parts / f"{index:05d}.npz") as part:
+            yield {name: part[name] for name in ("images", "av", "vessel")}
+
+
+def _write_set(
+    out: Path, n: int, size: int, batches: Iterable[dict[str, np.ndarray]], provenance: dict
+) -> None:
+    """Write a set file (the layout of :func:`generate_set`) from batches of ``images``, ``av``
+    and ``vessel`` arrays, under a temporary name renamed when complete."""
     temp = out.with_name(f".{out.name}.tmp")
     options = {"compression": "gzip", "compression_opts": 4}
     with h5py.File(temp, "w") as handle:
@@ -318,17 +326,66 @@ def _gather(parts: Path, batches: int, n: int, size: int, provenance: dict, out:
             "vessel", (n, size, size), np.uint8, chunks=(1, size, size), **options
         )
         start = 0
-        for index in range(batches):
-            with np.load(parts / f"{index:05d}.npz") as part:
-                count = len(part["images"])
-                images[start : start + count] = part["images"]
-                av[start : start + count] = part["av"]
-                vessel[start : start + count] = part["vessel"]
+        for batch in batches:
+            count = len(batch["images"])
+            images[start : start + count] = batch["images"]
+            av[start : start + count] = batch["av"]
+            vessel[start : start + count] = batch["vessel"]
             start += count
         SYNTHETIC_SET.stamp(handle)
         handle.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
         handle.attrs["av_classes"] = json.dumps(av_legend())
     temp.replace(out)
+
+
+def write_phantom_photo_set(out: Path, n: int, *, size: int, seed: int = 0) -> dict:
+    """Write ``n`` phantom colour photos with their A/V truth as a set in the layout of
+    :func:`generate_set`: the rule-based baseline a learned generator must beat.
+
+    Each photo is rendered (:func:`pipeline.phantom.generate_case`: vessel trees grown from the
+    optic disc, macula, illumination fall-off, colours calibrated to DRIVE) so that its field
+    of view spans ``size`` px, then cut to the field of view and padded square, the geometry of
+    generated samples; its labels are the phantom's A/V truth at the same pixels. Photo i is
+    the phantom case of seed ``case_seed(seed, i)``.
+
+    Returns the provenance written to the file.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` exists.
+    """
+    from angioflow.pipeline.mask_structure import av_channels, labels_from_channels
+    from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case
+    from angioflow.pipeline.preprocess import square_fov_crop
+
+    if out.exists():
+        raise FileExistsError(f"{out} exists; synthetic sets are never overwritten")
+    # the phantom's FOV circle spans min(1.02 h, 0.92 w): these sides make it ``size`` wide
+    shape = (int(np.ceil(size / 1.02)), int(np.ceil(size / 0.92)) + 1)
+    config = PhantomConfig(size=shape, n_frames=1, fa_size=(64, 64), bad_frame_probability=0.0)
+
+    def render() -> Iterator[dict[str, np.ndarray]]:
+        for index in range(n):
+            case = generate_case(case_seed(seed, index), config)
+            photo = square_fov_crop(case.fundus, case.fov)
+            labels = square_fov_crop(case.av_labels * case.fov, case.fov)  # truth in the FOV
+            if photo.shape[0] != size:  # a pixel or two of rounding
+                photo = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
+                channels = [
+                    cv2.resize(c.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+                    for c in av_channels(labels)
+                ]
+                labels = labels_from_channels(np.stack(channels) >= 0.5)
+            yield {
+                "images": photo[None],
+                "av": labels[None].astype(np.uint8),
+                "vessel": (labels[None] > 0).astype(np.uint8),
+            }
+
+    provenance = {"generator": "phantom", "n": n, "seed": seed, "size": size}
+    _write_set(out, n, size, render(), provenance)
+    return provenance
 
 
 def _export_folders(path: Path, folder: Path) -> None:

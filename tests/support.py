@@ -258,23 +258,3 @@ def tiny_mask_ddpm(size: int, **changes: object):  # noqa: ANN201 - a MaskDDPMCo
     return MaskDDPMConfig(**{**tiny, **changes})
 
 
-def write_phantom_synthetic_set(path: Path, seeds: range, size: int = 128) -> None:
-    """A set in `angioflow generate`'s format from phantom photos and their A/V truth."""
-    import h5py
-    from angioflow.models.pix2pixhd import make_pair
-    from angioflow.pipeline.h5_formats import SYNTHETIC_SET
-    from angioflow.pipeline.mask_structure import labels_from_channels
-    from angioflow.pipeline.phantom import PhantomConfig, generate_case
-
-    images, av = [], []
-    for seed in seeds:
-        case = generate_case(seed, PhantomConfig(size=(256, 384), n_frames=2))
-        labels = labels_from_channels(np.moveaxis(case.av, -1, 0))
-        masks, photo = make_pair(case.fundus, labels, case.fov, size)
-        images.append(photo)
-        av.append(labels_from_channels(masks[:2] > 0.5))
-    with h5py.File(path, "w") as handle:
-        SYNTHETIC_SET.stamp(handle)
-        handle["images"] = np.stack(images)
-        handle["av"] = np.stack(av)
-        handle["vessel"] = (np.stack(av) > 0).astype(np.uint8)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from angioflow.flows import cli
@@ -205,7 +206,9 @@ def test_phantom_then_demo_run_end_to_end(tmp_path: Path, prefect_server: None) 
     assert code == 2 and "already holds files" in err
 
     for run in range(2):  # one exam: the re-run finds it unchanged
-        code, out, _ = angioflow("demo", "--out", str(tmp_path / "demo"), "--n", "1")
+        code, out, _ = angioflow(
+            "demo", "--out", str(tmp_path / "demo"), "--n", "1", "--samples", "4"
+        )
         assert code == 0, out
         assert ("1 ingested, 0 unchanged" if run == 0 else "0 ingested, 1 unchanged") in out
         assert f"report: {tmp_path / 'demo' / 'report.html'}" in out
@@ -213,6 +216,8 @@ def test_phantom_then_demo_run_end_to_end(tmp_path: Path, prefect_server: None) 
     case_ids = CaseStore(store).case_ids()
     assert len(case_ids) == 1
     assert all(CaseStore(store).summary(c).stage == "done" for c in case_ids)
+    with h5py.File(tmp_path / "demo" / "synthetic.h5", "r") as handle:
+        assert len(handle["images"]) == 4  # --samples
     report = (tmp_path / "demo" / "report.html").read_text()
     for stage in (
         "Ingestion (stage 1)",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import pytest
 from angioflow.flows.cli import app
-from support import SHARED_DATA, write_phantom_synthetic_set
+from angioflow.models.generation import write_phantom_photo_set
+from support import SHARED_DATA
 from typer.testing import CliRunner
 
 DATA = SHARED_DATA
@@ -28,7 +30,7 @@ def test_downstream_experiment_runs_every_setting_and_resumes(tmp_path: Path) ->
         "av: {steps: 1, batch_size: 1, crop: 64, phantom_cases: 0, checkpoint_every: 1}\n"
     )
     synthetic = tmp_path / "synthetic.h5"
-    write_phantom_synthetic_set(synthetic, range(3))
+    write_phantom_photo_set(synthetic, 3, size=128)
     arguments = [
         "evaluate",
         "downstream",
@@ -44,9 +46,20 @@ def test_downstream_experiment_runs_every_setting_and_resumes(tmp_path: Path) ->
     result = runner.invoke(app, arguments)
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "work" / "results.json").read_text())
-    assert list(results["summary"]) == ["real", "real+2syn", "real+3syn", "3syn"]
     sizes = {r["name"]: r["training_images"] for r in results["settings"]}
-    assert sizes == {"real": 20, "real+2syn": 22, "real+3syn": 23, "3syn": 3}
+    assert sizes == {
+        "real": 20,
+        "real+2syn": 22,
+        "real+3syn": 23,
+        "3syn": 3,
+        "real+2phantom": 22,  # the rule-based arm: phantom photos at the set's size
+        "real+3phantom": 23,
+        "3phantom": 3,
+    }
+    assert list(results["summary"]) == list(sizes)
+    with h5py.File(tmp_path / "work" / "phantom.h5", "r") as handle:
+        assert handle["images"].shape == (3, 128, 128, 3)
+        assert json.loads(handle.attrs["provenance"])["generator"] == "phantom"
     assert all(0.0 <= r["auc"] <= 1.0 and r["test_images"] == 1 for r in results["settings"])
     assert all(0.0 <= r["av_accuracy"] <= 1.0 for r in results["settings"])  # HVGN arm ran
     finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/result.json")}

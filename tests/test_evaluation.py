@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 from angioflow.flows.cli import app
+from angioflow.models.generation import write_phantom_photo_set
 from angioflow.pipeline.av_structure import (
     box_counting_dimension,
     compare_structure,
@@ -29,7 +30,6 @@ from support import (
     headless_chromium,
     needs_chromium,
     one_line_error,
-    write_phantom_synthetic_set,
 )
 from typer.testing import CliRunner
 
@@ -216,7 +216,7 @@ def test_reports_render_in_headless_chromium_without_broken_images(
         assert case_id in page
 
     synthetic, real_export = tmp_path / "synthetic.h5", tmp_path / "real.h5"
-    write_phantom_synthetic_set(synthetic, range(100, 106))
+    write_phantom_photo_set(synthetic, 6, size=128, seed=100)
     _phantom_export(real_export, range(200, 206))
     reference = ["--data", str(tmp_path / "no-public-data"), "--export", str(real_export)]
     result = runner.invoke(
@@ -254,7 +254,7 @@ def test_realism_against_one_real_image_is_not_measured_and_refused_when_asked_f
     from angioflow.flows.evaluation import evaluate_synthetic, load_real_reference, read_synthetic
 
     synthetic, real_export = tmp_path / "synthetic.h5", tmp_path / "real.h5"
-    write_phantom_synthetic_set(synthetic, range(100, 104))
+    write_phantom_photo_set(synthetic, 4, size=128, seed=100)
     _phantom_export(real_export, range(200, 201))
     sample = read_synthetic(synthetic)
     reference = load_real_reference(128, exports=(real_export,))

@@ -75,6 +75,23 @@ def test_generated_labels_are_shrunk_with_the_coverage_saved_with_the_weights(
     assert GlobalGenerator.load(tmp_path / "weights").config.mask_coverage == 0.2
 
 
+def test_an_anatomy_conditioned_generator_sees_disc_and_fovea_where_the_vessels_put_them(
+    pairs: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    masks, _ = pairs
+    x = generator_input(masks, anatomy=True)
+    assert x.shape == (3, 5, 32, 32) and torch.equal(x[:, :3], generator_input(masks))
+    maps, outside = (x[:, 3:] + 1) / 2, torch.from_numpy(masks[:, 2:3] == 0)
+    assert (maps.amax(dim=(2, 3)) > 0.9).all()  # a disc and a fovea in every field of view
+    assert not (maps * outside).any()
+    config = TINY.model_copy(update={"anatomy": True, "input_channels": 5})
+    GlobalGenerator(config).save(tmp_path / "weights")
+    loaded = GlobalGenerator.load(tmp_path / "weights")
+    assert loaded.config.anatomy and loaded(x).shape == (3, 3, 32, 32)
+    with pytest.raises(ValueError, match="input_channels must be 5"):
+        Pix2PixHDConfig(anatomy=True, input_channels=3)
+
+
 @pytest.mark.slow
 def test_pairs_put_masks_and_photo_in_register(pairs: tuple[np.ndarray, np.ndarray]) -> None:
     masks, photos = pairs

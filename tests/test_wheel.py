@@ -131,7 +131,9 @@ def test_the_cli_runs_from_a_folder_outside_the_repository(installed: Path, tmp_
 
 @pytest.mark.long
 def test_demo_runs_from_a_folder_outside_the_repository(installed: Path, tmp_path: Path) -> None:
-    ran = _run(installed, "angioflow", "demo", "--n", "1", "--out", "demo", cwd=tmp_path)
+    ran = _run(
+        installed, "angioflow", "demo", "--n", "1", "--samples", "4", "--out", "demo", cwd=tmp_path
+    )
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     assert (tmp_path / "demo" / "report.html").is_file()
     imported_from = _run(installed, "python", "-c", "import angioflow; print(angioflow.__file__)",

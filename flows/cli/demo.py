@@ -41,13 +41,16 @@ def demo(
     ),
     n: Annotated[int, typer.Option(min=1, max=20, help="Number of phantom exams")] = 3,
     seed: Annotated[int, typer.Option(help="Phantom seed")] = 0,
+    samples: Annotated[
+        int, typer.Option(min=2, max=1000, help="Synthetic samples generated and evaluated")
+    ] = 8,
 ) -> None:
     """Run the whole job end to end on built-in phantom exams: ingest, curate, automatic
     approvals clearly marked as a demo, A/V labelling, generation with the shipped small
     weights, evaluation, and one HTML report."""
     from angioflow.flows.demo import run_demo  # Prefect and torch: loaded for this command
 
-    result = run_demo(out, n=n, seed=seed)
+    result = run_demo(out, n=n, seed=seed, samples=samples)
     print_ingest_summary(result.ingested)
     print_status(result.status)
     console.print(f"seconds per step: {result.seconds}")

@@ -17,6 +17,9 @@ from rich.progress import Progress
 
 OutSetOption = Annotated[Path, typer.Option(help="HDF5 file to write (never overwritten)")]
 WeightsOption = Annotated[Path | None, typer.Option(help="Weights folder [default: shipped]")]
+MaskWeightsOption = Annotated[
+    Path | None, typer.Option(help="Mask cascade weights folder [default: shipped]")
+]
 
 
 def _sampling(
@@ -57,9 +60,7 @@ class ImageModality(StrEnum):
 def generate_masks(
     n: Annotated[int, typer.Option(min=1, help="Number of masks")],
     out: OutSetOption,
-    weights: Annotated[
-        Path | None, typer.Option(help="Mask cascade weights folder [default: shipped]")
-    ] = None,
+    weights: MaskWeightsOption = None,
     size: Annotated[
         int, typer.Option(min=64, help="Side (px) of the label masks, with vessel calibre")
     ] = 1024,
@@ -89,9 +90,7 @@ def generate(
     export_folders: Annotated[
         Path | None, typer.Option(help="Also write images/, av/, vessel/ PNG folders here")
     ] = None,
-    ddpm: Annotated[
-        Path | None, typer.Option(help="Mask cascade weights folder [default: shipped]")
-    ] = None,
+    ddpm: MaskWeightsOption = None,
     pix2pixhd: Annotated[
         Path | None, typer.Option(help="pix2pixHD weights [default: shipped]")
     ] = None,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from angioflow.models.checkpoints import SHIPPED_WEIGHTS, WEIGHTS_FILE, WeightsError
-from angioflow.models.ddpm.net import MaskDDPM, Sampler
+from angioflow.models.ddpm.net import MaskDDPM, Sampler, draw_conditions
 from angioflow.models.ddpm.sample import sample_masks
 
 __all__ = ["DEFAULT_MASK_WEIGHTS", "LAYOUT", "UPSAMPLER", "MaskCascade", "sample_cascade"]
@@ -75,6 +75,14 @@ class MaskCascade:
         """Write both models' weights folders (fp16) under ``folder``."""
         self.layout.save(folder / LAYOUT)
         self.upsampler.save(folder / UPSAMPLER)
+
+    def set_levels(self, n: int, seed: int) -> np.ndarray | None:
+        """The (n,) int64 calibre levels of a set of ``n`` maps, drawn together in the training
+        masks' proportions (:func:`draw_conditions`) so a set's mix of fine and coarse masks does
+        not depend on its batches; None when the layout model is not calibre-conditioned."""
+        if not self.layout.config.calibre_condition:
+            return None
+        return draw_conditions(self.layout.config, n, seed)
 
     @staticmethod
     def sha256(folder: Path) -> str:

@@ -10,6 +10,7 @@ import cv2
 import h5py
 import numpy as np
 import torch
+from angioflow.pipeline.anatomy import anatomy_maps, disc_from_vessels, fovea_from_vessels
 from angioflow.pipeline.datasets import load_dataset
 from angioflow.pipeline.h5_formats import EXPORT
 from angioflow.pipeline.mask_structure import resize_av_labels
@@ -79,9 +80,19 @@ def label_masks(labels: np.ndarray, size: int, *, coverage: float = PAIR_COVERAG
     )
 
 
-def generator_input(masks: np.ndarray) -> torch.Tensor:
-    """(N, 3, S, S) {0, 1} artery/vein/FOV -> the generator's input in [-1, 1]."""
+def generator_input(masks: np.ndarray, *, anatomy: bool = False) -> torch.Tensor:
+    """(N, 3, S, S) {0, 1} artery/vein/FOV -> the generator's input in [-1, 1]: the masks, and
+    with ``anatomy`` the disc and fovea maps their vessels imply (:mod:`pipeline.anatomy`),
+    (N, 5, S, S)."""
+    if anatomy:
+        masks = np.stack([np.concatenate([m, _anatomy(m)]) for m in masks])
     return torch.from_numpy(np.ascontiguousarray(masks)).float() * 2 - 1
+
+
+def _anatomy(masks: np.ndarray) -> np.ndarray:
+    vessel, fov = (masks[0] > 0) | (masks[1] > 0), masks[2] > 0
+    disc = disc_from_vessels(vessel, fov)
+    return anatomy_maps(vessel.shape, fov, disc, fovea_from_vessels(vessel, fov, disc))
 
 
 def load_pairs(

@@ -10,11 +10,12 @@ only when the user supplies VGG-19 weights on disk (nothing is downloaded).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from angioflow.models.checkpoints import SHIPPED_WEIGHTS, SavedWeights
 from angioflow.models.pix2pixhd.data import PAIR_COVERAGE
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
@@ -42,6 +43,9 @@ class Pix2PixHDConfig(BaseModel):
     has to pass the down-sampled bottleneck, and CPU-length runs drew none
     (docs/models/pix2pixhd.md; ``tests/test_pix2pixhd.py`` checks the difference on RITE pairs).
 
+    ``anatomy`` adds two input channels, the optic disc and the fovea where the input's
+    vessels place them (:func:`pipeline.anatomy.anatomy_maps`, by :func:`generator_input`).
+
     ``mask_coverage`` is the share of a pixel a class must cover to be drawn in the masks at
     ``image_size``: the training pairs' masks and the generated labels it is given are shrunk
     with the same, so the one saved with the weights serves both.
@@ -50,7 +54,8 @@ class Pix2PixHDConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     image_size: int = Field(256, ge=16)
-    input_channels: int = Field(3, ge=1)  # artery, vein, field of view
+    input_channels: int = Field(3, ge=1)  # artery, vein, field of view (+ disc, fovea)
+    anatomy: bool = False
     generator_features: int = Field(16, ge=4)
     downsamplings: int = Field(4, ge=1)
     residual_blocks: int = Field(6, ge=1)
@@ -59,6 +64,22 @@ class Pix2PixHDConfig(BaseModel):
     discriminator_scales: int = Field(2, ge=1)
     input_skip: bool = True
     mask_coverage: float = Field(PAIR_COVERAGE, gt=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _anatomy_channels(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("anatomy") and "input_channels" not in data:
+            return data | {"input_channels": 5}
+        return data
+
+    @model_validator(mode="after")
+    def _channels_match(self) -> Pix2PixHDConfig:
+        expected = 5 if self.anatomy else 3
+        if self.input_channels != expected:
+            raise ValueError(
+                f"input_channels must be {expected} with anatomy: {str(self.anatomy).lower()}"
+            )
+        return self
 
 
 class _ResidualBlock(nn.Module):

@@ -80,7 +80,7 @@ def train_pix2pixhd(
     run = RunFolder(out_dir, config, device)
     start = run.resume(generator, g_optimiser, schedule, rng, enabled=resume, extras=extras)
     targets = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 127.5 - 1
-    inputs = generator_input(masks)
+    inputs = generator_input(masks, anatomy=config.model.anatomy)
     for step in range(start, config.steps):
         picked = rng.integers(0, len(inputs), config.batch_size)
         x, y = inputs[picked], targets[picked]
@@ -129,14 +129,16 @@ def train_pix2pixhd(
 
 @torch.no_grad()
 def _sample_grid(model: GlobalGenerator, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
-    """Rows: input masks (artery red, vein blue), generated photos, real photos."""
+    """Rows: input masks (artery red, vein blue; disc and fovea maps green), generated photos,
+    real photos."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     fake = model(x.to(device)).cpu()
     model.train(was_training)
     masks = ((x + 1) / 2).numpy()
-    coloured = np.stack([masks[:, 0], np.zeros_like(masks[:, 0]), masks[:, 1]], axis=-1) * 255
+    green = masks[:, 3:].max(axis=1) * 0.6 if masks.shape[1] > 3 else np.zeros_like(masks[:, 0])
+    coloured = np.stack([masks[:, 0], green, masks[:, 1]], axis=-1) * 255
     rows = [
         np.concatenate(list(r), axis=1)
         for r in (coloured.astype(np.uint8), photo_uint8(fake), photo_uint8(y))
