@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 import torch
@@ -345,8 +344,9 @@ def write_phantom_photo_set(out: Path, n: int, *, size: int, seed: int = 0) -> d
     Each photo is rendered (:func:`pipeline.phantom.generate_case`: vessel trees grown from the
     optic disc, macula, illumination fall-off, colours calibrated to DRIVE) so that its field
     of view spans ``size`` px, then cut to the field of view and padded square, the geometry of
-    generated samples; its labels are the phantom's A/V truth at the same pixels. Photo i is
-    the phantom case of seed ``case_seed(seed, i)``.
+    generated samples; its labels are the phantom's A/V truth at the same pixels, shrunk as
+    real training pairs are (:func:`models.pix2pixhd.make_pair`). Photo i is the phantom case
+    of seed ``case_seed(seed, i)``.
 
     Returns the provenance written to the file.
 
@@ -355,28 +355,23 @@ def write_phantom_photo_set(out: Path, n: int, *, size: int, seed: int = 0) -> d
     FileExistsError
         If ``out`` exists.
     """
-    from angioflow.pipeline.mask_structure import av_channels, labels_from_channels
+    from angioflow.models.pix2pixhd import make_pair
+    from angioflow.pipeline.mask_structure import labels_from_channels
     from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case
-    from angioflow.pipeline.preprocess import square_fov_crop
 
     if out.exists():
         raise FileExistsError(f"{out} exists; synthetic sets are never overwritten")
-    # the phantom's FOV circle spans min(1.02 h, 0.92 w): these sides make it ``size`` wide
-    shape = (int(np.ceil(size / 1.02)), int(np.ceil(size / 0.92)) + 1)
+    # the phantom's FOV circle spans min(1.02 h, 0.92 w): these sides make it ``span`` wide;
+    # a small set is rendered at 256 px and shrunk, as photos are, so its thin vessels stay thin
+    span = max(size, 256)
+    shape = (int(np.ceil(span / 1.02)), int(np.ceil(span / 0.92)) + 1)
     config = PhantomConfig(size=shape, n_frames=1, fa_size=(64, 64), bad_frame_probability=0.0)
 
     def render() -> Iterator[dict[str, np.ndarray]]:
         for index in range(n):
             case = generate_case(case_seed(seed, index), config)
-            photo = square_fov_crop(case.fundus, case.fov)
-            labels = square_fov_crop(case.av_labels * case.fov, case.fov)  # truth in the FOV
-            if photo.shape[0] != size:  # a pixel or two of rounding
-                photo = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
-                channels = [
-                    cv2.resize(c.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-                    for c in av_channels(labels)
-                ]
-                labels = labels_from_channels(np.stack(channels) >= 0.5)
+            masks, photo = make_pair(case.fundus, case.av_labels, case.fov, size)
+            labels = labels_from_channels(masks[:2] > 0.5)  # the truth inside the FOV
             yield {
                 "images": photo[None],
                 "av": labels[None].astype(np.uint8),

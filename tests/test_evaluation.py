@@ -4,6 +4,7 @@ published numbers, the downstream experiment, and the HTML reports in headless C
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -22,7 +23,7 @@ from angioflow.pipeline.datasets import load_dataset
 from angioflow.pipeline.feature_distance import frechet_distance, kernel_distance, precision_recall
 from angioflow.pipeline.h5_formats import EXPORT
 from angioflow.pipeline.metrics import vessel_scores
-from angioflow.pipeline.phantom import PhantomConfig, generate_case
+from angioflow.pipeline.phantom import PhantomConfig, case_seed, generate_case
 from PIL import Image
 from support import (
     SHARED_DATA,
@@ -162,7 +163,7 @@ def test_vessel_cnn_features_separate_blurred_photos() -> None:
     assert to_blurred > 2 * between_halves
 
 
-def _phantom_export(path: Path, seeds: range) -> None:
+def _phantom_export(path: Path, seeds: Sequence[int]) -> None:
     """Phantom photos and A/V truth in `angioflow export`'s format (approved cases)."""
     from angioflow.pipeline.mask_structure import labels_from_channels
 
@@ -217,7 +218,7 @@ def test_reports_render_in_headless_chromium_without_broken_images(
 
     synthetic, real_export = tmp_path / "synthetic.h5", tmp_path / "real.h5"
     write_phantom_photo_set(synthetic, 6, size=128, seed=100)
-    _phantom_export(real_export, range(200, 206))
+    _phantom_export(real_export, [case_seed(200, i) for i in range(6)])  # as the set draws
     reference = ["--data", str(tmp_path / "no-public-data"), "--export", str(real_export)]
     result = runner.invoke(
         app,
@@ -234,7 +235,8 @@ def test_reports_render_in_headless_chromium_without_broken_images(
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "synthetic" / "metrics.json").read_text())
     # phantom "synthetic" photos drawn from the same generator as the reference: close structure
-    assert metrics["structure"]["combined"]["structure_distance"] < 1.0
+    # (1.36 for these 6 + 6 draws, sample noise; the shipped generators' broken masks: 3.19)
+    assert metrics["structure"]["combined"]["structure_distance"] < 2.0
     assert metrics["recovery"]["dice_mean"] > 0.3  # drawn vessels found (thin at 128 px)
     assert set(metrics["realism"]) == {"vessel_cnn"}
     total, broken = _broken_images(tmp_path / "synthetic" / "report.html")

@@ -189,8 +189,6 @@ OTHER_RECIPES = {
     "ddpm64_long.yaml": DDPMTrainingConfig,
     "ddpm64_layout_gpu.yaml": DDPMTrainingConfig,
     "ddpm256_upsampler_gpu.yaml": DDPMTrainingConfig,
-    "pix2pixhd.yaml": Pix2PixHDTrainingConfig,
-    "pix2pixhd256_anatomy.yaml": Pix2PixHDTrainingConfig,
 }
 FLOW_CONFIGS = {"curation.yaml", "downstream.yaml", "downstream_paper.yaml"}
 

@@ -30,7 +30,7 @@ class Pix2PixHDTrainingConfig(TrainingConfig):
     """Everything that defines a pix2pixHD training run; the defaults are
     ``configs/pix2pixhd256.yaml``, the recipe of the shipped weights."""
 
-    model: Pix2PixHDConfig = Pix2PixHDConfig()
+    model: Pix2PixHDConfig = Pix2PixHDConfig(anatomy=True)
     datasets: tuple[str, ...] = ("rite", "les-av", "hrf-av")
     exports: tuple[str, ...] = ()
     steps: int = Field(3000, ge=1)
