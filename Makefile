@@ -50,11 +50,12 @@ lint: $(STAMP)
 # results are kept, and docs/benchmarks.md is rebuilt from all of them (make bench-report alone
 # rebuilds it). bench_vessel_heldout ranks training recipes (it needs a CONFIG): not listed.
 BENCHES := vessel hvgn edsr generation curation phantom ingest review report demo load ddpm \
-	edsr_selection downstream masks mask_loss
+	edsr_selection downstream masks mask_loss photos
 BENCH ?= $(BENCHES)
 BENCH_ARGS_ddpm := --config configs/ddpm64_long.yaml --work runs/bench_ddpm_long
 BENCH_ARGS_masks := --n 64 --figure docs/ddpm/masks256.png
 BENCH_ARGS_mask_loss := --n 64 --figure docs/ddpm/mask_loss256.png
+BENCH_ARGS_photos := --figure docs/generation/photos.png
 
 bench: $(STAMP)
 	@set -e; $(foreach b,$(BENCH),echo "== bench_$(b)"; \

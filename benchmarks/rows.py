@@ -168,6 +168,27 @@ def _downstream(f: Fields) -> str:
     )
 
 
+def _photos(f: Fields) -> str:
+    arms = []
+    for name in f["arms"]:
+        arm = f"arms.{name}"
+        label = name if name == "phantom" else f"{name} ({f[arm + '.pix2pixhd_size']} px)"
+        arms.append(
+            f"{label}: Dice **{f[arm + '.recovery.dice_mean']:.3f}**, Fréchet "
+            f"{f[arm + '.realism.frechet_distance']:.1f}, precision / recall "
+            f"{f[arm + '.realism.precision']:.2f} / {f[arm + '.realism.recall']:.2f}, two-sample "
+            f"AUC **{f[arm + '.two_sample.auc']:.2f}**, {f[arm + '.seconds_per_pair']:.1f} s a pair"
+        )
+    return (
+        "; ".join(arms)
+        + f". Real held-out photos: Fréchet {f['real.held_out_as_a_set.frechet_distance']:.1f} "
+        f"(real halves {f['real.held_out_as_a_set.real_halves_frechet_distance']:.1f}), "
+        f"precision / recall {f['real.held_out_as_a_set.precision']:.2f} / "
+        f"{f['real.held_out_as_a_set.recall']:.2f}; real vs real two-sample AUC "
+        f"{f['real.training_vs_held_out_two_sample.auc']:.2f}"
+    )
+
+
 ROWS: tuple[Row, ...] = (
     Row(
         "vessel",
@@ -359,6 +380,16 @@ ROWS: tuple[Row, ...] = (
             f"{f['rite_test_masks.real_photos_at_512px.dice_mean']:.3f}"
         ),
         "goal >= 0.7",
+    ),
+    Row(
+        "photos",
+        "synthetic photos for the same cascade masks (1024 px, EDSR x4) per pix2pixHD, and the "
+        "phantom's rule-based photos, vs real photos: vessel-CNN Fréchet distance and "
+        "precision/recall against RITE + LES-AV training photos; classifier "
+        "two-sample test (5-fold CNN) against held-out DRIVE + LES-AV test photos (issue 33)",
+        _photos,
+        "Dice >= 0.80, Fréchet <= 3x real halves, precision and recall >= 0.3, two-sample AUC "
+        "<= 0.70, <= 10 s a pair",
     ),
     Row(
         "synthetic_report",

@@ -14,6 +14,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from angioflow.pipeline.datasets import Split
 from angioflow.pipeline.errors import AngioflowError
 from angioflow.pipeline.h5_formats import SYNTHETIC_SET
 
@@ -22,6 +23,7 @@ __all__ = [
     "RealReference",
     "ReferenceDataMissing",
     "evaluate_synthetic",
+    "realism_distances",
     "load_real_reference",
     "read_synthetic",
 ]
@@ -60,8 +62,9 @@ def load_real_reference(
     data: Path | None = None,
     datasets: tuple[str, ...] = ("rite", "les-av"),
     exports: tuple[Path, ...] = (),
+    split: Split = "training",
 ) -> RealReference:
-    """Real pairs from ``datasets``' training splits under ``data`` and from export files.
+    """Real pairs from ``datasets``' ``split`` under ``data`` and from export files.
 
     Raises
     ------
@@ -79,7 +82,7 @@ def load_real_reference(
             f"no real reference: the public data folder {given} is missing and no export was "
             "given (pass --data with the public datasets folder, or --export approved.h5)"
         )
-    masks, photos = load_pairs(data, datasets, [str(p) for p in exports], size)
+    masks, photos = load_pairs(data, datasets, [str(p) for p in exports], size, split=split)
     return RealReference(
         photos=photos,
         labels=np.stack([labels_from_channels(m[:2] > 0.5) for m in masks]),
@@ -123,6 +126,7 @@ def evaluate_synthetic(
     name: str,
     inception_weights: Path | None = None,
     measures: tuple[str, ...] = ("recovery", "structure", "realism"),
+    held_out: RealReference | None = None,
 ) -> dict[str, Any]:
     """Structure, realism and vessel recovery of a synthetic set.
 
@@ -136,8 +140,11 @@ def evaluate_synthetic(
         The set's name in the result (its file name).
     inception_weights : Path, optional
         Inception-v3 FID weights file; adds true FID/KID/precision/recall.
-    measures : tuple of {'recovery', 'structure', 'realism'}
-        What to measure (structure and realism need the reference).
+    measures : tuple of {'recovery', 'structure', 'realism', 'two_sample'}
+        What to measure (structure and realism need the reference, two_sample ``held_out``).
+    held_out : RealReference, optional
+        Real photos held out of every generator's training (test splits) for the classifier
+        two-sample test.
 
     Returns
     -------
@@ -145,8 +152,11 @@ def evaluate_synthetic(
     a reference, ``structure`` (:func:`pipeline.av_structure.compare_structure`), ``realism``
     (feature distances per feature space, plus the Fréchet distance between two halves of the
     real set as the floor to read it against) and ``stats`` (per-mask statistics of both sets,
-    for plots). Realism asked for with fewer than 2 real or 2 synthetic images is not measured:
-    ``not_measured`` maps ``'realism'`` to the reason instead.
+    for plots); with ``held_out``, ``two_sample`` (:func:`models.two_sample.
+    classifier_two_sample_test`: held-out AUC of a CNN telling the photos from the held-out
+    real ones). Realism asked for with fewer than 2 real or 2 synthetic images, or a two-sample
+    test with fewer photos than folds, is not measured: ``not_measured`` maps the measure to
+    the reason instead.
     """
     from angioflow.models.vessel import VesselFeatureExtractor, VesselSegmenter
     from angioflow.pipeline.av_structure import compare_structure, structure_stats
@@ -156,6 +166,8 @@ def evaluate_synthetic(
     result: dict[str, Any] = {"set": name, "samples": len(synthetic["images"])}
     if "recovery" in measures:
         result["recovery"] = _recovery(segmenter, synthetic)
+    if "two_sample" in measures and held_out is not None:
+        _two_sample(result, synthetic, held_out)
     if reference is None or not {"structure", "realism"} & set(measures):
         return result
     if reference.photos.shape[1:3] != synthetic["images"].shape[1:3]:
@@ -175,14 +187,14 @@ def evaluate_synthetic(
     if "realism" not in measures:
         return result
     if min(len(reference.photos), len(synthetic["images"])) < 2:  # no distribution to compare
-        result["not_measured"] = {
-            "realism": "image realism needs at least 2 real and 2 synthetic images; the "
+        result.setdefault("not_measured", {})["realism"] = (
+            "image realism needs at least 2 real and 2 synthetic images; the "
             f"reference has {len(reference.photos)}, the set {len(synthetic['images'])}"
-        }
+        )
         return result
     features = VesselFeatureExtractor(segmenter.model, segmenter.weights_sha256)
     result["realism"] = {
-        "vessel_cnn": _realism(
+        "vessel_cnn": realism_distances(
             features(reference.photos, reference.fov),
             features(synthetic["images"], synthetic["fov"]),
         )
@@ -191,13 +203,35 @@ def evaluate_synthetic(
         from angioflow.models.inception import InceptionFeatureExtractor
 
         extractor = InceptionFeatureExtractor.load(inception_weights)
-        result["realism"]["inception"] = _realism(
+        result["realism"]["inception"] = realism_distances(
             extractor(reference.photos), extractor(synthetic["images"])
         )
     return result
 
 
-def _realism(real: np.ndarray, generated: np.ndarray) -> dict[str, float]:
+def _two_sample(
+    result: dict[str, Any], synthetic: dict[str, np.ndarray], held_out: RealReference
+) -> None:
+    from angioflow.models.two_sample import TwoSampleConfig, classifier_two_sample_test
+
+    folds = TwoSampleConfig().folds
+    if min(len(held_out.photos), len(synthetic["images"])) < folds:
+        result.setdefault("not_measured", {})["two_sample"] = (
+            f"the {folds}-fold two-sample test needs at least {folds} held-out real and "
+            f"{folds} synthetic photos; there are {len(held_out.photos)} and "
+            f"{len(synthetic['images'])}"
+        )
+        return
+    measured = classifier_two_sample_test(
+        held_out.photos, held_out.fov, synthetic["images"], synthetic["fov"] > 0
+    )
+    result["two_sample"] = measured.as_dict() | {"real_sources": list(held_out.sources)}
+
+
+def realism_distances(real: np.ndarray, generated: np.ndarray) -> dict[str, float]:
+    """Fréchet distance, KID and precision/recall of (N, D) and (M, D) feature sets, with the
+    Fréchet distance between two interleaved halves of ``real`` (the floor to read it against;
+    NaN below 4 real samples)."""
     from angioflow.pipeline.feature_distance import feature_distances, frechet_distance
 
     distances = feature_distances(real, generated).as_dict()

@@ -319,6 +319,19 @@ def add_synthetic_sections(
                 [{"features": space} | values for space, values in result["realism"].items()]
             )
             summary |= {f"realism ({k})": v for k, v in result["realism"].items()}
+    if "two_sample" in result:
+        test = result["two_sample"]
+        page.section("Classifier two-sample test")
+        page.paragraph(
+            "A small CNN learns, by cross-validation, to tell 128 px crops of the synthetic "
+            f"photos from crops of {test['real_samples']} real photos held out of every "
+            f"generator's training ({', '.join(test['real_sources'])}); auc is over the photos "
+            "each fold did not train on. 0.5: nothing tells the sets apart; 1: every photo's "
+            "source is told."
+        )
+        values = {k: v for k, v in test.items() if k != "real_sources"}
+        page.table([values])
+        summary |= {"two-sample test": values}
     page.section("Synthetic samples")
     page.images(
         _sample_grid(synthetic["images"], synthetic["av"], grid, thumbnail_px=thumbnail_px),

@@ -62,6 +62,9 @@ class SetEvaluationRequest(BaseModel):
         The public datasets folder [default: the catalog's ``public_datasets``].
     datasets : tuple of str
         Public A/V sets whose training splits are real reference.
+    held_out : tuple of str
+        Public A/V sets whose test splits (held out of every generator's training) are the real
+        photos of the two-sample test (RITE test: DRIVE's test photos).
     exports : tuple of Path
         Exports of approved cases, also real reference (None: none).
     limit : int
@@ -75,6 +78,7 @@ class SetEvaluationRequest(BaseModel):
     synthetic: Path
     data: Path | None = None
     datasets: tuple[str, ...] = ("rite", "les-av")
+    held_out: tuple[str, ...] = ("rite", "les-av")
     exports: tuple[Path, ...] = ()
     limit: int = 64
     inception_weights: Path | None = None
@@ -107,18 +111,44 @@ def _evaluate(
     reference = load_real_reference(
         sample["images"].shape[1], data=data, datasets=request.datasets, exports=request.exports
     )
-    weights, note = (None, "")
+    notes = []
+    weights = None
     if "realism" in measures:
         weights, note = inception_weights_file(request.inception_weights, request.catalog)
+        notes += [note] if note else []
+    held_out = None
+    if "two_sample" in measures:
+        held_out, note = _held_out(sample["images"].shape[1], data, request.held_out)
+        notes += [note] if note else []
     result = evaluate_synthetic(
-        sample, reference, name=request.synthetic.name, inception_weights=weights, measures=measures
+        sample,
+        reference,
+        name=request.synthetic.name,
+        inception_weights=weights,
+        measures=measures,
+        held_out=held_out,
     )
-    if "realism" in result.get("not_measured", {}):
+    not_measured = result.get("not_measured", {})
+    if "realism" in not_measured:
         raise EvaluationInputError(
-            f"{result['not_measured']['realism']}: pass --data with the public datasets folder or "
+            f"{not_measured['realism']}: pass --data with the public datasets folder or "
             "--export with more approved cases"
         )
-    return SetEvaluation(result, [note] if note else []), sample, reference
+    if "two_sample" in not_measured:
+        notes.append(f"two-sample test not measured: {not_measured['two_sample']}")
+    return SetEvaluation(result, notes), sample, reference
+
+
+def _held_out(size: int, data: Path | None, datasets: tuple[str, ...]) -> tuple[Any, str]:
+    """The held-out real photos of the two-sample test, or None and why not."""
+    from angioflow.flows.evaluation import load_real_reference
+
+    if data is None or not data.is_dir() or not datasets:
+        return None, f"no held-out real photos (public data folder {data}): two-sample test skipped"
+    try:
+        return load_real_reference(size, data=data, datasets=datasets, split="test"), ""
+    except FileNotFoundError as missing:
+        return None, f"no held-out real photos ({missing}): two-sample test skipped"
 
 
 def evaluate_set(request: SetEvaluationRequest, measures: tuple[str, ...]) -> SetEvaluation:
@@ -141,7 +171,7 @@ def report_on_set(request: SetEvaluationRequest, out: Path) -> SetEvaluation:
 
     from angioflow.flows.reports import synthetic_report
 
-    done, sample, reference = _evaluate(request, ("recovery", "structure", "realism"))
+    done, sample, reference = _evaluate(request, ("recovery", "structure", "realism", "two_sample"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(done.result, indent=2) + "\n")
     report = synthetic_report(done.result, sample, reference, out)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import h5py
 import numpy as np
 import torch
@@ -47,6 +48,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "MAX_SET_SIZE",
     "DiskSpaceError",
     "Generators",
     "SetRequest",
@@ -57,6 +59,11 @@ __all__ = [
     "synthesise",
     "write_phantom_photo_set",
 ]
+
+
+MAX_SET_SIZE = 1024
+"""Side of the largest sets (px), the seed paper's resolution: a generator whose photos EDSR
+enlarges beyond it (pix2pixHD at 512 px) has them shrunk to it."""
 
 
 def _sha256(folder: Path) -> str:
@@ -93,7 +100,8 @@ class Generators:
 
     @property
     def output_size(self) -> int:
-        return self.pix2pix.config.image_size * self.edsr.config.scale
+        """The set's side (px): pix2pixHD's enlarged by EDSR, at most ``MAX_SET_SIZE``."""
+        return min(self.pix2pix.config.image_size * self.edsr.config.scale, MAX_SET_SIZE)
 
 
 class SetRequest(BaseModel):
@@ -115,11 +123,15 @@ def field_of_view(size: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def draw_photos(generators: Generators, labels: np.ndarray) -> dict[str, np.ndarray]:
+def draw_photos(
+    generators: Generators, labels: np.ndarray, *, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Fundus photos for A/V label masks at the output size.
 
     pix2pixHD draws each photo from the masks shrunk to its size as its training pairs were
-    (:func:`models.pix2pixhd.label_masks`); EDSR enlarges it to the output size.
+    (:func:`models.pix2pixhd.label_masks`), a style-conditioned one in the colours of a
+    training photo drawn with ``seed`` from its ``style_bank``; EDSR enlarges it, to the output
+    size or beyond (then it is shrunk to it by area averaging).
 
     Parameters
     ----------
@@ -140,9 +152,24 @@ def draw_photos(generators: Generators, labels: np.ndarray) -> dict[str, np.ndar
         )
     config = generators.pix2pix.config
     masks = label_masks(labels, config.image_size, coverage=config.mask_coverage)
-    photos = photo_uint8(generators.pix2pix(generator_input(masks, anatomy=config.anatomy)))
-    images = np.stack([upscale(generators.edsr, p) for p in photos])
+    style = None
+    if config.style:
+        bank = np.asarray(config.style_bank, np.float32)
+        if len(bank) == 0:
+            raise ValueError("a style-conditioned generator saved without its style_bank")
+        picked = np.random.default_rng(seed).integers(0, len(bank), len(masks))
+        style = torch.from_numpy(bank[picked])
+    photos = photo_uint8(
+        generators.pix2pix(generator_input(masks, anatomy=config.anatomy), style)
+    )
+    images = np.stack([_at_size(upscale(generators.edsr, p), labels.shape[-1]) for p in photos])
     return {"images": images, "av": labels, "vessel": (labels > 0).astype(np.uint8)}
+
+
+def _at_size(photo: np.ndarray, size: int) -> np.ndarray:
+    if photo.shape[0] == size:
+        return photo
+    return cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
 
 
 @torch.no_grad()
@@ -168,7 +195,7 @@ def synthesise(
         batch_size=count,
         conditions=conditions,
     )
-    return draw_photos(generators, labels_from_soft_av(maps, generators.output_size))
+    return draw_photos(generators, labels_from_soft_av(maps, generators.output_size), seed=seed)
 
 
 class DiskSpaceError(AngioflowError, OSError):

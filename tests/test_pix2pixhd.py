@@ -17,10 +17,12 @@ from angioflow.models.pix2pixhd import (
     generator_input,
     label_masks,
     make_pair,
+    photo_style,
     photo_uint8,
     reconstruction_loss,
     train_pix2pixhd,
 )
+from angioflow.models.training import TrainingRunError
 from angioflow.pipeline.datasets import load_dataset
 from angioflow.pipeline.phantom import PhantomConfig, generate_case
 from support import SHARED_DATA, TrainingInterrupted, interrupt_at, short_run
@@ -138,6 +140,35 @@ def test_the_l1_term_brings_generated_photos_closer_to_the_real_ones(
     assert psnr[100.0] > psnr[0.0] + 1.0, psnr
 
 
+@pytest.mark.slow
+def test_a_style_conditioned_generator_paints_in_the_colours_it_is_given(
+    pairs: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    masks, photos = pairs
+    dim = (photos * 0.45).astype(np.uint8)  # the same fundi photographed darker
+    both_masks, both_photos = np.concatenate([masks, masks]), np.concatenate([photos, dim])
+    model = train_pix2pixhd(
+        _config(model=TINY.model_copy(update={"style": True}), steps=80, l1_weight=100.0),
+        both_masks,
+        both_photos,
+        tmp_path / "run",
+    )
+    fov = both_masks[:, 2] > 0.5
+    styles = photo_style(both_photos, fov)
+    assert np.allclose(model.config.style_bank, styles, atol=1e-6)  # kept to draw from
+    loaded = GlobalGenerator.load(tmp_path / "run" / "weights")
+    assert loaded.config.style_bank == model.config.style_bank
+    with torch.no_grad():
+        bright, dark = (
+            photo_uint8(loaded(generator_input(masks), torch.from_numpy(styles[rows])))
+            for rows in (slice(0, 3), slice(3, 6))
+        )
+    brightness = [p[f].mean() for p, f in zip(np.concatenate([bright, dark]), fov, strict=True)]
+    assert min(brightness[:3]) > max(brightness[3:]) + 20, brightness
+    with pytest.raises(ValueError, match="give a style exactly when"):
+        loaded(generator_input(masks))
+
+
 def test_reconstruction_loss_counts_pixels_near_vessels_more() -> None:
     masks = -torch.ones(1, 3, 8, 8)
     masks[0, 0, 4, 2] = 1.0  # one artery pixel: it and its 8 neighbours are "near a vessel"
@@ -198,6 +229,39 @@ def test_training_resumes_exactly(pairs: tuple[np.ndarray, np.ndarray], tmp_path
         straight.state_dict().items(), resumed.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_a_generator_continues_at_twice_its_size_from_its_saved_weights(
+    pairs: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    masks, photos = pairs
+    small = train_pix2pixhd(_config(), masks, photos, tmp_path / "small")
+    larger = TINY.model_copy(update={"image_size": 64})
+    # another seed: a fresh initialisation would differ from the small run's weights
+    config = _config(steps=1, seed=1, init_weights=str(tmp_path / "small" / "weights"))
+    start = {}  # the weights the larger run starts from: the small run's, seen at step 0
+
+    def record(step: int, loss: float) -> None:
+        start["loss"] = loss
+
+    continued = train_pix2pixhd(
+        config.model_copy(update={"model": larger}),
+        np.stack([np.kron(m, np.ones((2, 2), np.float32)) for m in masks]),
+        np.stack([np.kron(p, np.ones((2, 2, 1), np.uint8)) for p in photos]),
+        tmp_path / "larger",
+        on_step=record,
+    )
+    assert continued.config.image_size == 64 and np.isfinite(start["loss"])
+    moved = [
+        (a - b).abs().max().item()
+        for a, b in zip(small.state_dict().values(), continued.state_dict().values(), strict=True)
+    ]
+    assert max(moved) < 0.05  # one step from the small weights, not a fresh initialisation
+    other = TINY.model_copy(update={"image_size": 64, "generator_features": 4})
+    with pytest.raises(TrainingRunError, match="init_weights .* has model config"):
+        train_pix2pixhd(
+            config.model_copy(update={"model": other}), masks, photos, tmp_path / "other"
+        )
 
 
 def test_discriminators_score_patches_at_every_scale() -> None:

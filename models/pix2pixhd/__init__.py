@@ -11,10 +11,12 @@ from angioflow.models.pix2pixhd.data import (
     label_masks,
     load_pairs,
     make_pair,
+    photo_style,
     photo_uint8,
 )
 from angioflow.models.pix2pixhd.net import (
     DEFAULT_PIX2PIX_WEIGHTS,
+    STYLE_SIZE,
     GlobalGenerator,
     MultiscaleDiscriminator,
     Pix2PixHDConfig,
@@ -27,6 +29,7 @@ __all__ = [
     "PAIR_COVERAGE",
     "label_masks",
     "DEFAULT_PIX2PIX_WEIGHTS",
+    "STYLE_SIZE",
     "GlobalGenerator",
     "MultiscaleDiscriminator",
     "Pix2PixHDConfig",
@@ -35,6 +38,7 @@ __all__ = [
     "generator_input",
     "load_pairs",
     "make_pair",
+    "photo_style",
     "photo_uint8",
     "reconstruction_loss",
     "train_pix2pixhd",

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import torch
 from angioflow.pipeline.anatomy import anatomy_maps, disc_from_vessels, fovea_from_vessels
-from angioflow.pipeline.datasets import load_dataset
+from angioflow.pipeline.datasets import Split, load_dataset
 from angioflow.pipeline.h5_formats import EXPORT
 from angioflow.pipeline.mask_structure import resize_av_labels
 from angioflow.pipeline.preprocess import square_fov_crop
@@ -23,6 +23,7 @@ __all__ = [
     "label_masks",
     "load_pairs",
     "make_pair",
+    "photo_style",
     "photo_uint8",
 ]
 
@@ -102,14 +103,16 @@ def load_pairs(
     size: int,
     *,
     coverage: float = PAIR_COVERAGE,
+    split: Split = "training",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Training pairs from the public A/V sets' training splits and from export files.
+    """Pairs from the public A/V sets' ``split`` (training pairs: their training splits) and
+    from export files.
 
     Returns masks (N, 3, S, S) float32 and photos (N, S, S, 3) uint8.
     """
     masks, photos = [], []
     for name in datasets:
-        for record in load_dataset(data_root, name, "training"):
+        for record in load_dataset(data_root, name, split):
             m, p = make_pair(record.image, record.av, record.fov, size, coverage=coverage)
             masks.append(m)
             photos.append(p)
@@ -129,6 +132,26 @@ def load_pairs(
     if not masks:
         raise ValueError("no training pairs: name datasets or export files")
     return np.stack(masks), np.stack(photos)
+
+
+def photo_style(photos: np.ndarray, fov: np.ndarray) -> np.ndarray:
+    """The colour statistics a style-conditioned generator is given (``Pix2PixHDConfig.style``).
+
+    Parameters
+    ----------
+    photos : (N, S, S, 3) uint8
+    fov : (N, S, S) bool
+
+    Returns
+    -------
+    styles : (N, 6) float32, the mean and standard deviation of R, G and B inside the field of
+        view, in [0, 1]
+    """
+    styles = []
+    for photo, inside in zip(photos, fov, strict=True):
+        pixels = photo[inside].astype(np.float64) / 255
+        styles.append(np.concatenate([pixels.mean(axis=0), pixels.std(axis=0)]))
+    return np.asarray(styles, np.float32).reshape(len(photos), 6)
 
 
 def photo_uint8(photos: torch.Tensor) -> np.ndarray:

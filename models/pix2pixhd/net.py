@@ -21,6 +21,7 @@ from torch.nn import functional as F  # noqa: N812
 
 __all__ = [
     "DEFAULT_PIX2PIX_WEIGHTS",
+    "STYLE_SIZE",
     "GlobalGenerator",
     "MultiscaleDiscriminator",
     "Pix2PixHDConfig",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 DEFAULT_PIX2PIX_WEIGHTS = SHIPPED_WEIGHTS / "pix2pixhd"
+STYLE_SIZE = 6
+"""Numbers in a photo's style: mean and standard deviation of R, G, B inside the FOV, in [0, 1]."""
 
 
 class Pix2PixHDConfig(BaseModel):
@@ -45,6 +48,12 @@ class Pix2PixHDConfig(BaseModel):
 
     ``anatomy`` adds two input channels, the optic disc and the fovea where the input's
     vessels place them (:func:`pipeline.anatomy.anatomy_maps`, by :func:`generator_input`).
+
+    ``style`` conditions the generator on a photo's colour statistics (:func:`photo_style`:
+    mean and standard deviation of R, G and B inside the field of view): they scale and shift
+    the bottleneck features and shift the output colour, so the L1 term no longer pulls every
+    photo to the training set's mean colour. ``style_bank`` holds the training photos' styles,
+    filled by the training loop; generated photos draw their style from it.
 
     ``mask_coverage`` is the share of a pixel a class must cover to be drawn in the masks at
     ``image_size``: the training pairs' masks and the generated labels it is given are shrunk
@@ -64,6 +73,8 @@ class Pix2PixHDConfig(BaseModel):
     discriminator_scales: int = Field(2, ge=1)
     input_skip: bool = True
     mask_coverage: float = Field(PAIR_COVERAGE, gt=0, le=1)
+    style: bool = False
+    style_bank: tuple[tuple[float, ...], ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -71,6 +82,12 @@ class Pix2PixHDConfig(BaseModel):
         if isinstance(data, dict) and data.get("anatomy") and "input_channels" not in data:
             return data | {"input_channels": 5}
         return data
+
+    @model_validator(mode="after")
+    def _styles_are_colour_statistics(self) -> Pix2PixHDConfig:
+        if any(len(style) != STYLE_SIZE for style in self.style_bank):
+            raise ValueError(f"every style_bank entry must hold {STYLE_SIZE} numbers")
+        return self
 
     @model_validator(mode="after")
     def _channels_match(self) -> Pix2PixHDConfig:
@@ -100,7 +117,8 @@ class _ResidualBlock(nn.Module):
 
 
 class GlobalGenerator(SavedWeights, nn.Module):
-    """(B, input_channels, S, S) in [-1, 1] -> (B, 3, S, S) in [-1, 1]."""
+    """(B, input_channels, S, S) in [-1, 1] (and with ``config.style`` (B, STYLE_SIZE)
+    styles) -> (B, 3, S, S) in [-1, 1]."""
 
     config_class = Pix2PixHDConfig
 
@@ -122,6 +140,17 @@ class GlobalGenerator(SavedWeights, nn.Module):
             ]
             features *= 2
         layers += [_ResidualBlock(features) for _ in range(config.residual_blocks)]
+        self._bottleneck = len(layers)
+        if config.style:  # zero: a style-free generator continued with styles starts unchanged
+            # styles are standardised by the bank's spread: a unit input per colour statistic
+            bank = torch.tensor(config.style_bank or [[0.0] * STYLE_SIZE] * 2)
+            self.register_buffer("style_mean", bank.mean(dim=0), persistent=False)
+            self.register_buffer("style_scale", bank.std(dim=0) + 1e-3, persistent=False)
+            self.modulation = nn.Linear(STYLE_SIZE, 2 * features)
+            self.colour = nn.Linear(STYLE_SIZE, 3)
+            for layer in (self.modulation, self.colour):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         for _ in range(config.downsamplings):
             layers += [
                 nn.ConvTranspose2d(features, features // 2, 3, 2, padding=1, output_padding=1),
@@ -133,11 +162,22 @@ class GlobalGenerator(SavedWeights, nn.Module):
         head_inputs = features + (config.input_channels if config.input_skip else 0)
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(head_inputs, 3, 7), nn.Tanh())
 
-    def forward(self, masks: torch.Tensor) -> torch.Tensor:
-        features = self.net(masks)
+    def forward(self, masks: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        if (style is None) == self.config.style:
+            raise ValueError("give a style exactly when the generator has config.style")
+        if style is None:
+            features = self.net(masks)
+        else:
+            style = (style - self.style_mean) / self.style_scale
+            scale, shift = self.modulation(style)[..., None, None].chunk(2, dim=1)
+            bottleneck = self.net[: self._bottleneck](masks) * (1 + scale) + shift
+            features = self.net[self._bottleneck :](bottleneck)
         if self.config.input_skip:
             features = torch.cat([features, masks], dim=1)
-        return self.head(features)
+        if style is None:
+            return self.head(features)
+        colour = self.head[:-1](features) + self.colour(style)[..., None, None]
+        return torch.tanh(colour)
 
 
 class PatchDiscriminator(nn.Module):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from angioflow.models.pix2pixhd.data import generator_input, photo_uint8
+from angioflow.models.pix2pixhd.data import generator_input, photo_style, photo_uint8
 from angioflow.models.pix2pixhd.net import (
     GlobalGenerator,
     MultiscaleDiscriminator,
@@ -19,7 +19,7 @@ from angioflow.models.pix2pixhd.net import (
     lsgan_loss,
     reconstruction_loss,
 )
-from angioflow.models.training import RunFolder, TrainingConfig, ema_model
+from angioflow.models.training import RunFolder, TrainingConfig, TrainingRunError, ema_model
 from PIL import Image
 from pydantic import Field
 
@@ -46,6 +46,9 @@ class Pix2PixHDTrainingConfig(TrainingConfig):
     l1_vessel_weight: float = Field(20.0, ge=0)
     ema_decay: float = Field(0.995, gt=0, lt=1)
     sample_every: int = Field(500, ge=1)
+    # a generator saved at another size, or without style, to start from
+    # (configs/pix2pixhd512.yaml: the 256 px one)
+    init_weights: str | None = None
 
 
 def train_pix2pixhd(
@@ -63,8 +66,16 @@ def train_pix2pixhd(
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    generator = GlobalGenerator(config.model).to(device)
-    discriminator = MultiscaleDiscriminator(config.model).to(device)
+    fov = masks[:, 2] > 0.5
+    styles = torch.from_numpy(photo_style(photos, fov))
+    model = config.model
+    if model.style:  # generated photos draw their colours from the training photos'
+        model = model.model_copy(update={"style_bank": tuple(map(tuple, styles.tolist()))})
+    generator = GlobalGenerator(model)
+    if config.init_weights is not None:
+        _start_from(generator, Path(config.init_weights))
+    generator = generator.to(device)
+    discriminator = MultiscaleDiscriminator(model).to(device)
     ema = ema_model(generator, config.ema_decay)
     g_optimiser = torch.optim.Adam(generator.parameters(), config.learning_rate, betas=(0.5, 0.999))
     d_optimiser = torch.optim.Adam(
@@ -84,12 +95,13 @@ def train_pix2pixhd(
     for step in range(start, config.steps):
         picked = rng.integers(0, len(inputs), config.batch_size)
         x, y = inputs[picked], targets[picked]
+        style = styles[picked].to(device) if model.style else None
         flips = rng.random(2) < 0.5
         for axis, flip in zip((3, 2), flips, strict=True):
             if flip:
                 x, y = x.flip(axis), y.flip(axis)
         x, y = x.to(device), y.to(device)
-        fake = generator(x)
+        fake = generator(x, style)
         d_loss = 0.5 * (
             lsgan_loss(discriminator(x, y), True)
             + lsgan_loss(discriminator(x, fake.detach()), False)
@@ -118,7 +130,11 @@ def train_pix2pixhd(
             run.checkpoint(done, generator, g_optimiser, schedule, rng, extras=extras)
         if run.due(done, config.sample_every):
             _sample_grid(
-                ema.module, inputs[:4], targets[:4], out_dir / "samples" / f"step_{done:06d}.png"
+                ema.module,
+                inputs[:4],
+                targets[:4],
+                styles[:4] if model.style else None,
+                out_dir / "samples" / f"step_{done:06d}.png",
             )
         if on_step is not None:
             on_step(done, value)
@@ -127,14 +143,41 @@ def train_pix2pixhd(
     return final
 
 
+def _start_from(generator: GlobalGenerator, folder: Path) -> None:
+    """Copy a saved generator's weights into ``generator``, which may differ from it in
+    image size and in having style layers (they start at zero: no change to the photos).
+
+    Raises
+    ------
+    TrainingRunError
+        If any other part of the architecture differs.
+    """
+    saved = GlobalGenerator.load(folder)
+    free = {"image_size": 0, "style": False, "style_bank": ()}
+    if saved.config.model_copy(update=free) != generator.config.model_copy(update=free):
+        raise TrainingRunError(
+            f"init_weights {folder} has model config {saved.config}, not one of the run's "
+            f"architecture {generator.config.model_copy(update=free)}"
+        )
+    missing, unexpected = generator.load_state_dict(saved.state_dict(), strict=False)
+    if unexpected or any(not key.startswith(("modulation.", "colour.")) for key in missing):
+        raise TrainingRunError(f"init_weights {folder} does not fit the run's generator")
+
+
 @torch.no_grad()
-def _sample_grid(model: GlobalGenerator, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
-    """Rows: input masks (artery red, vein blue; disc and fovea maps green), generated photos,
-    real photos."""
+def _sample_grid(
+    model: GlobalGenerator,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    style: torch.Tensor | None,
+    path: Path,
+) -> None:
+    """Rows: input masks (artery red, vein blue; disc and fovea maps green), generated photos
+    (in the real photos' styles), real photos."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    fake = model(x.to(device)).cpu()
+    fake = model(x.to(device), None if style is None else style.to(device)).cpu()
     model.train(was_training)
     masks = ((x + 1) / 2).numpy()
     green = masks[:, 3:].max(axis=1) * 0.6 if masks.shape[1] > 3 else np.zeros_like(masks[:, 0])
