@@ -189,6 +189,8 @@ OTHER_RECIPES = {
     "ddpm64_long.yaml": DDPMTrainingConfig,
     "ddpm64_layout_gpu.yaml": DDPMTrainingConfig,
     "ddpm256_upsampler_gpu.yaml": DDPMTrainingConfig,
+    "pix2pixhd512.yaml": Pix2PixHDTrainingConfig,
+    "pix2pixhd512_style.yaml": Pix2PixHDTrainingConfig,
 }
 FLOW_CONFIGS = {"curation.yaml", "downstream.yaml", "downstream_paper.yaml"}
 
