@@ -59,13 +59,14 @@ def main() -> None:
             name = "shipped" if shipped else folder.resolve().parent.name
             sets[name], arms[name] = _learned_set(folder, args.n, seed, Path(scratch) / name)
         sets["phantom"], arms["phantom"] = _phantom_set(args.n, seed, Path(scratch) / "phantom")
-        for name, path in sets.items():
-            arms[name] |= _scores(path)
+        # read once: every arm is scored against the same real photos
         held_out = load_real_reference(1024, data=DATA, datasets=HELD_OUT, split="test")
-        training = load_real_reference(1024, data=DATA, datasets=REFERENCE)
+        reference = load_real_reference(1024, data=DATA, datasets=REFERENCE)
+        for name, path in sets.items():
+            arms[name] |= _scores(path, reference, held_out)
         real = {
-            "held_out_as_a_set": _realism_of_real(held_out),
-            "training_vs_held_out_two_sample": _two_sample_of_real(training, held_out),
+            "held_out_as_a_set": _realism_of_real(reference, held_out),
+            "training_vs_held_out_two_sample": _two_sample_of_real(reference, held_out),
         }
         if args.figure is not None:
             _figure(sets, held_out.photos, args.figure)
@@ -104,13 +105,17 @@ def _phantom_set(n: int, seed: int, out: Path) -> tuple[Path, dict]:
     return out.with_suffix(".h5"), {"seconds_per_pair": round((time.perf_counter() - began) / n, 2)}
 
 
-def _scores(path: Path) -> dict:
-    from angioflow.flows.set_evaluation import SetEvaluationRequest, evaluate_set
+def _scores(path: Path, reference, held_out) -> dict:  # noqa: ANN001 - RealReference
+    """`angioflow evaluate realism`'s measures and vessel recovery of one set."""
+    from angioflow.flows.evaluation import evaluate_synthetic, read_synthetic
 
-    request = SetEvaluationRequest(
-        synthetic=path, data=DATA, datasets=REFERENCE, held_out=HELD_OUT, limit=10**6
+    result = evaluate_synthetic(
+        read_synthetic(path),
+        reference,
+        name=path.name,
+        measures=("recovery", "realism", "two_sample"),
+        held_out=held_out,
     )
-    result = evaluate_set(request, ("recovery", "realism", "two_sample")).result
     return {
         "recovery": result["recovery"],
         "realism": result["realism"]["vessel_cnn"],
@@ -118,13 +123,12 @@ def _scores(path: Path) -> dict:
     }
 
 
-def _realism_of_real(held_out) -> dict:  # noqa: ANN001
+def _realism_of_real(reference, held_out) -> dict:  # noqa: ANN001 - RealReference
     """The held-out real photos' distances to the training reference: what real photos of
     the same sources, never trained on, score."""
-    from angioflow.flows.evaluation import load_real_reference, realism_distances
+    from angioflow.flows.evaluation import realism_distances
     from angioflow.models.vessel import VesselFeatureExtractor, VesselSegmenter
 
-    reference = load_real_reference(1024, data=DATA, datasets=REFERENCE)
     segmenter = VesselSegmenter.load()
     features = VesselFeatureExtractor(segmenter.model, segmenter.weights_sha256)
     return realism_distances(
